@@ -1,0 +1,34 @@
+# The README's commands. Each target installs what it needs on a fresh Debian 12 host.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SITE ?= examples/site.yaml
+
+.PHONY: host venv demo test lint bench clean
+
+host:
+	bash scripts/setup-host.sh
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: host $(VENV)/.installed
+
+demo: venv
+	$(VENV)/bin/virtmix validate $(SITE)
+	$(VENV)/bin/virtmix render $(SITE) --out build/rendered
+	$(VENV)/bin/virtmix plan $(SITE) || test $$? -eq 10
+
+test: venv
+	$(VENV)/bin/pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check virtmix tests benchmarks
+
+bench: venv
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build .pytest_cache
