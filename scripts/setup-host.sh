@@ -1,74 +1,164 @@
 #!/usr/bin/env bash
-# Prepare a Debian host for virtmix: install libvirt (LXC + QEMU drivers) and the rootfs
-# tools, then start virtlogd and libvirtd by hand (these machines have no systemd as PID 1).
-# Idempotent: on a host whose libvirtd already answers, it changes nothing there.
-# Every change it makes is printed, so an admin knows what happened to the host.
+# Prepare a Debian 12 host for virtmix: install libvirt (LXC + QEMU drivers), the rootfs and
+# test tools, tune the host (cgroup layout, inotify limits), then make sure virtlogd and
+# libvirtd run (started by hand when no service manager did it).
+# Idempotent: every step checks first and only acts when needed; every change is printed
+# ("setup-host: changed: ..."), so an admin knows what happened to the host. A second run
+# on a prepared host prints "nothing changed".
 set -euo pipefail
 
 say() { printf 'setup-host: %s\n' "$*"; }
+changed=0
+did() { changed=$((changed + 1)); say "changed: $*"; }
+die() { say "ERROR: $1" >&2; exit "${2:-1}"; }
 
-if [ "$(id -u)" -ne 0 ]; then
-  say "must run as root (it installs packages and starts libvirtd)" >&2
-  exit 2
-fi
+[ "$(id -u)" -eq 0 ] || die "must run as root (it installs packages and starts libvirtd)" 2
 
+# python3-venv/-dev + gcc: the Makefile's venv builds libvirt-python from source against
+# libvirt-dev. procps (pgrep) and ca-certificates (pip over https) are absent from minimal
+# Debian images.
 PKGS=(libvirt-daemon libvirt-daemon-driver-lxc libvirt-daemon-driver-qemu libvirt-clients
       libvirt-dev pkg-config debootstrap mmdebstrap qemu-system-x86 qemu-utils libxml2-utils
       busybox-static cpio iproute2 openssh-server openssh-client lxc tmux e2fsprogs
-      debian-archive-keyring kmod)
+      debian-archive-keyring kmod procps util-linux ca-certificates make gcc
+      python3 python3-venv python3-dev)
 
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+install_packages() {
+  local missing=() p
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+      || missing+=("$p")
+  done
+  [ ${#missing[@]} -gt 0 ] || { say "packages already installed"; return; }
   say "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # policy-rc.d keeps packages from trying to start services at install time.
-  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  # policy-rc.d keeps packages from starting services at install time (we start them
+  # below, the same way on hosts with and without systemd). Keep an admin's own file.
+  local own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  rm -f /usr/sbin/policy-rc.d
-else
-  say "packages already installed"
-fi
+  [ $own_policy -eq 0 ] || rm -f /usr/sbin/policy-rc.d
+  did "installed ${missing[*]}"
+}
 
-daemon_alive() { pgrep -x "$1" >/dev/null 2>&1; }
-
-if daemon_alive libvirtd && virsh -c lxc:///system uri >/dev/null 2>&1; then
-  say "libvirtd already running and answering; nothing changed"
-  exit 0
-fi
-
-# The QEMU driver refuses to load without these (LIBVIRT-HERE.md, step 1).
-getent group kvm >/dev/null || { groupadd -r kvm; say "created group kvm"; }
-id libvirt-qemu >/dev/null 2>&1 || { useradd -r -s /usr/sbin/nologin libvirt-qemu; say "created user libvirt-qemu"; }
-mkdir -p /var/log/libvirt /var/lib/libvirt/images /run/libvirt
-if ! grep -q '^user = "root"' /etc/libvirt/qemu.conf 2>/dev/null; then
-  printf 'user = "root"\ngroup = "root"\n' >> /etc/libvirt/qemu.conf
-  say "qemu.conf: guests run as root (avoids image ownership trouble)"
-fi
+qemu_prereqs() {
+  # The QEMU driver refuses to load without these (LIBVIRT-HERE.md, step 1).
+  getent group kvm >/dev/null || { groupadd -r kvm; did "created group kvm"; }
+  id libvirt-qemu >/dev/null 2>&1 \
+    || { useradd -r -s /usr/sbin/nologin libvirt-qemu; did "created user libvirt-qemu"; }
+  local d
+  for d in /var/log/libvirt /var/lib/libvirt/images /run/libvirt; do
+    [ -d "$d" ] || { mkdir -p "$d"; did "created $d"; }
+  done
+  if ! grep -qE '^\s*user\s*=' /etc/libvirt/qemu.conf 2>/dev/null; then
+    printf 'user = "root"\ngroup = "root"\n' >> /etc/libvirt/qemu.conf
+    did "qemu.conf: guests run as root (avoids image ownership trouble)"
+    qemu_conf_changed=1
+  fi
+}
 
 # libvirt 9.0's LXC driver fails (and libvirtd then segfaults) when the host has a cgroup2
-# mount at /sys/fs/cgroup/unified next to the v1 hierarchies: it tries to create that
-# directory inside the container. Unmounting the empty unified mount makes the host pure v1.
-# We leave every v1 hierarchy and its groups alone.
-if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null && [ -d /sys/fs/cgroup/memory ]; then
-  find /sys/fs/cgroup/unified -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
-  umount -l /sys/fs/cgroup/unified
-  say "unmounted the hybrid cgroup2 mount /sys/fs/cgroup/unified (libvirt LXC needs pure v1 here)"
-fi
+# mount at /sys/fs/cgroup/unified next to v1 hierarchies ("hybrid"): it tries to create that
+# directory inside the container. Unmounting the unified mount makes the host pure v1.
+# We leave every v1 hierarchy and its groups alone. On a pure v2 host (/sys/fs/cgroup is
+# cgroup2, Debian 12's default with systemd) there is nothing to do.
+fix_cgroups() {
+  local fstype
+  fstype=$(stat -f -c %T /sys/fs/cgroup 2>/dev/null || echo none)
+  if [ "$fstype" = "cgroup2fs" ]; then
+    local c missing=""
+    for c in cpu memory; do
+      grep -qw "$c" /sys/fs/cgroup/cgroup.controllers 2>/dev/null || missing+=" $c"
+    done
+    # libvirt enables controllers for its /machine group itself; it cannot when the root
+    # does not offer them (they are bound to a v1 hierarchy elsewhere).
+    [ -z "$missing" ] || say "WARNING: cgroup v2 root lacks controllers:$missing;" \
+      "<cputune>/<memtune> of containers will fail"
+    say "cgroups: pure v2, nothing to change"; return
+  fi
+  if ! mountpoint -q /sys/fs/cgroup; then
+    # No service manager mounted cgroups (bare containers, minimal inits): libvirt needs
+    # some hierarchy, and v2 needs no per-controller mounts.
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup
+    did "mounted cgroup2 on /sys/fs/cgroup (nothing was mounted there)"; return
+  fi
+  if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
+    # Processes in a child group mean a service manager (systemd in hybrid mode) tracks
+    # services there; unmounting would break it. Only an unused mount is removed.
+    local busy
+    busy=$(find /sys/fs/cgroup/unified -mindepth 2 -name cgroup.procs \
+             -exec grep -l . {} + 2>/dev/null | head -1 || true)
+    if [ -n "$busy" ]; then
+      die "hybrid cgroups with processes in ${busy%/cgroup.procs}: libvirt 9.0 LXC fails on \
+this layout. Boot with systemd.unified_cgroup_hierarchy=1 (pure v2) and rerun." 4
+    fi
+    find /sys/fs/cgroup/unified -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    umount -l /sys/fs/cgroup/unified
+    did "unmounted the hybrid cgroup2 mount /sys/fs/cgroup/unified (libvirt LXC needs pure v1)"
+  else
+    say "cgroups: v1 without a unified mount, nothing to change"
+  fi
+}
 
-# A crashed libvirtd leaves its socket; only a live process counts.
-if ! daemon_alive virtlogd; then virtlogd -d; say "started virtlogd"; fi
-if ! daemon_alive libvirtd; then
-  rm -f /run/libvirt/libvirt-sock /run/libvirt/libvirt-sock-ro
-  libvirtd -d
-  say "started libvirtd"
-fi
-for _ in $(seq 1 50); do
-  virsh -c lxc:///system uri >/dev/null 2>&1 && virsh -c qemu:///system uri >/dev/null 2>&1 && break
-  sleep 0.2
-done
-virsh -c lxc:///system uri >/dev/null && virsh -c qemu:///system uri >/dev/null
-say "libvirtd answers on lxc:///system and qemu:///system"
+# Each systemd container takes ~6 inotify instances of root's budget (default 128: about
+# 21 containers); raise it for this boot and persist it in sysctl.d for later boots.
+INOTIFY_MIN=8192
+raise_inotify() {
+  local cur conf=/etc/sysctl.d/60-virtmix-inotify.conf
+  cur=$(cat /proc/sys/fs/inotify/max_user_instances)
+  if [ "$cur" -lt "$INOTIFY_MIN" ]; then
+    if echo "$INOTIFY_MIN" > /proc/sys/fs/inotify/max_user_instances 2>/dev/null; then
+      did "fs.inotify.max_user_instances $cur -> $INOTIFY_MIN (systemd containers need ~6 each)"
+    else
+      say "WARNING: cannot raise fs.inotify.max_user_instances ($cur, read-only /proc/sys?):" \
+          "about $((cur / 6)) systemd containers fit"
+    fi
+  fi
+  if [ ! -f "$conf" ]; then
+    printf '# virtmix: systemd containers need ~6 inotify instances each\n%s\n' \
+      "fs.inotify.max_user_instances = $INOTIFY_MIN" > "$conf"
+    did "wrote $conf (keeps the limit after reboot)"
+  fi
+}
+
+answers() { virsh -c lxc:///system uri >/dev/null 2>&1 && virsh -c qemu:///system uri >/dev/null 2>&1; }
+
+start_daemons() {
+  # A service manager's (socket-activated) libvirtd counts too: ask the daemon, not pgrep.
+  if answers; then
+    say "libvirtd answers on lxc:///system and qemu:///system"
+    [ "${qemu_conf_changed:-0}" -eq 0 ] \
+      || say "NOTE: qemu.conf changed while libvirtd ran: restart libvirtd to apply it"
+    return
+  fi
+  pgrep -x virtlogd >/dev/null || { virtlogd -d; did "started virtlogd"; }
+  if pgrep -x libvirtd >/dev/null; then
+    # Running but not answering yet (just started) or hung: give it a moment, then say so.
+    wait_answer 25 || die "libvirtd (pid $(pgrep -x libvirtd | tr '\n' ' ')) runs but does \
+not answer on lxc:///system and qemu:///system; stop it and rerun this script" 5
+  else
+    # A crashed libvirtd leaves its socket behind; only a live process counts.
+    rm -f /run/libvirt/libvirt-sock /run/libvirt/libvirt-sock-ro
+    libvirtd -d
+    did "started libvirtd"
+    wait_answer 50 || die "libvirtd started but does not answer; see /var/log/libvirt" 5
+  fi
+  say "libvirtd answers on lxc:///system and qemu:///system"
+}
+
+wait_answer() {
+  local i
+  for ((i = 0; i < $1; i++)); do answers && return 0; sleep 0.2; done
+  answers
+}
+
+install_packages
+qemu_prereqs
+fix_cgroups
+raise_inotify
+start_daemons
+if [ $changed -eq 0 ]; then say "nothing changed"; else say "$changed change(s) made"; fi
