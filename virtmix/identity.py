@@ -1,0 +1,26 @@
+"""Stable identities derived from names: UUIDs and MAC addresses (uuid5), no randomness.
+
+The same inventory renders the same XML on every run, so golden files and plans stay stable.
+`apply` still keeps a domain's existing UUID and MACs when it redefines it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+VIRTMIX_NS = "https://virtmix.dev/xmlns/domain/1"
+_UUID_NS = uuid.uuid5(uuid.NAMESPACE_URL, VIRTMIX_NS)
+
+
+def domain_uuid(uri: str, name: str) -> str:
+    return str(uuid.uuid5(_UUID_NS, f"domain|{uri}|{name}"))
+
+
+def network_uuid(host: str, name: str) -> str:
+    return str(uuid.uuid5(_UUID_NS, f"network|{host}|{name}"))
+
+
+def mac_address(uri: str, name: str, index: int) -> str:
+    """A locally administered MAC in QEMU's 52:54:00 prefix, as libvirt itself generates."""
+    digest = uuid.uuid5(_UUID_NS, f"mac|{uri}|{name}|{index}").bytes
+    return "52:54:00:{:02x}:{:02x}:{:02x}".format(*digest[:3])

@@ -1,0 +1,126 @@
+"""Turn a fresh debootstrapped tree into a container base (what lxc-debian did), run hooks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from virtmix.errors import RootfsError
+from virtmix.rootfs.spec import RootfsSpec
+
+# Units that make no sense in a libvirt LXC container: no devices to trigger (udev), no
+# hardware clock, no kernel modules or sysctl/binfmt of our own, no virtual terminals, no
+# kernel debug/config filesystems. Most carry ConditionVirtualization=!container already;
+# masking is explicit and also covers the ones that do not (getty-static, hwclock).
+MASKED_UNITS = (
+    "systemd-udevd.service", "systemd-udevd-control.socket", "systemd-udevd-kernel.socket",
+    "systemd-udev-trigger.service", "systemd-udev-settle.service",
+    "systemd-hwdb-update.service", "hwclock.service", "systemd-modules-load.service",
+    "kmod-static-nodes.service", "modprobe@.service", "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount",
+    "getty-static.service", "sys-kernel-config.mount", "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount", "sys-fs-fuse-connections.mount", "dev-hugepages.mount",
+    "systemd-pstore.service", "systemd-firstboot.service", "systemd-timesyncd.service",
+    "systemd-journald-audit.socket", "apt-daily.timer", "apt-daily-upgrade.timer",
+    "fstrim.timer", "e2scrub_all.timer", "e2scrub_reap.service",
+)
+# Enabled so that the inventory's interfaces come up from /etc/systemd/network/*.network.
+ENABLED_UNITS = {
+    "multi-user.target.wants": ("systemd-networkd.service",),
+    "sockets.target.wants": ("systemd-networkd.socket",),
+}
+HOOK_IN_TREE = "tmp/.virtmix-hook"
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    path.write_text(text)
+    os.chmod(path, mode)
+
+
+def _symlink(path: Path, target: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.symlink_to(target)
+
+
+def prepare_base(tree: Path) -> None:
+    """Customisation shared by every container of this base (per-clone bits: customise.py)."""
+    etc = tree / "etc"
+    # Each clone writes its own; an empty file here means systemd would invent a
+    # transient one, never a value shared between clones.
+    _write(etc / "machine-id", "", 0o444)
+    (tree / "var/lib/dbus/machine-id").unlink(missing_ok=True)
+    _write(etc / "hostname", "localhost\n")
+    # The builder copied the host's resolver; a container on its own network must not
+    # inherit it. systemd-networkd (without resolved) does not write this file.
+    _write(etc / "resolv.conf", "# virtmix: no resolver configured for this container\n")
+    _write(etc / "fstab", "# virtmix: empty; libvirt mounts the container's filesystems\n")
+    sysdir = etc / "systemd/system"
+    for unit in MASKED_UNITS:
+        _symlink(sysdir / unit, "/dev/null")
+    # getty@tty1 needs /dev/tty0, absent in a container; the console getty comes from
+    # systemd-getty-generator, which adds console-getty.service when it runs in a container.
+    (sysdir / "getty.target.wants/getty@tty1.service").unlink(missing_ok=True)
+    unitdir = tree / "usr/lib/systemd/system"
+    for wants, units in ENABLED_UNITS.items():
+        for unit in units:
+            if (unitdir / unit).exists():
+                _symlink(sysdir / wants / unit, f"/lib/systemd/system/{unit}")
+    _write(etc / "systemd/network/.virtmix", "# *.network files here are written per container\n")
+    # openssh-server's postinst made host keys: they would be shared by every clone.
+    for key in (etc / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    shutil.rmtree(tree / "var/lib/apt/lists", ignore_errors=True)
+    (tree / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+
+
+def run_in_tree(tree: Path, argv: list[str], log: Path | None = None,
+                env: dict | None = None, stdin: bytes | None = None) -> None:
+    """Run argv chrooted in tree with /proc and /dev, in a private mount namespace.
+
+    The mounts live only in that namespace, so nothing stays mounted in the tree when the
+    command ends or is killed.
+    """
+    script = ('set -e; mount -t proc proc "$1/proc"; mount --rbind /dev "$1/dev"; '
+              'mount -t sysfs sysfs "$1/sys" || true; t="$1"; shift; exec chroot "$t" "$@"')
+    cmd = ["unshare", "--mount", "--propagation", "private", "--",
+           "sh", "-c", script, "sh", str(tree), *argv]
+    full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8",
+                "DEBIAN_FRONTEND": "noninteractive", **(env or {})}
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        res = subprocess.run(cmd, input=stdin, stdout=out, stderr=subprocess.STDOUT if log
+                             else subprocess.PIPE, env=full_env, check=False)
+    finally:
+        if log:
+            out.close()
+    if res.returncode != 0:
+        detail = f"; log {log}" if log else f": {(res.stderr or b'').decode(errors='replace')}"
+        raise RootfsError(f"{' '.join(argv)} in {tree} failed (exit {res.returncode}){detail}")
+
+
+def run_hook(tree: Path, hook: Path, spec: RootfsSpec, log: Path) -> None:
+    """Run the site hook chrooted in the new tree, with service starts disabled."""
+    inside = tree / HOOK_IN_TREE
+    shutil.copyfile(hook, inside)
+    os.chmod(inside, 0o700)
+    policy = tree / "usr/sbin/policy-rc.d"
+    had_policy = policy.exists()
+    if not had_policy:
+        _write(policy, "#!/bin/sh\nexit 101\n", 0o755)
+    try:
+        run_in_tree(tree, ["/" + HOOK_IN_TREE], log,
+                    env={"VIRTMIX_DISTRO": spec.distro, "VIRTMIX_SUITE": spec.suite,
+                         "VIRTMIX_VARIANT": spec.variant})
+    except RootfsError as e:
+        raise RootfsError(f"rootfs hook {hook}: {e}") from e
+    finally:
+        inside.unlink(missing_ok=True)
+        if not had_policy:
+            policy.unlink(missing_ok=True)

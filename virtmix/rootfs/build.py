@@ -1,0 +1,191 @@
+"""Build base trees (mmdebstrap, else debootstrap) into the cache, atomically and locked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtmix.errors import RootfsError, VirtmixError
+from virtmix.rootfs import base_setup
+from virtmix.rootfs.idmap import shift_tree
+from virtmix.rootfs.sources import resolve_sources
+from virtmix.rootfs.spec import RootfsSpec, host_architecture
+from virtmix.rootfs.storage import CACHE_MARKER, Storage, remove_tree
+
+Progress = Callable[[str], None]
+BUILD_MARKER = ".virtmix-build"
+# What a container needs beyond the variant: systemd as init (booted by libvirt with
+# <init>/sbin/init</init>) and login for the console getty (no longer Essential in trixie).
+BASE_PACKAGES = ("systemd-sysv", "login")
+# debootstrap knows fewer variants than mmdebstrap; "" = its default (required+important).
+_DEBOOTSTRAP_VARIANT = {"minbase": "minbase", "buildd": "buildd", "important": "",
+                        "required": "minbase"}
+
+
+@dataclass(frozen=True)
+class BaseTree:
+    """A complete cache entry."""
+
+    entry: str
+    path: Path  # the entry dir; the tree is path / "tree"
+    cached: bool  # True when it was already there
+
+    @property
+    def tree(self) -> Path:
+        return self.path / "tree"
+
+
+def builder_tool() -> str:
+    """mmdebstrap when installed, else debootstrap (env VIRTMIX_ROOTFS_BUILDER overrides)."""
+    wanted = os.environ.get("VIRTMIX_ROOTFS_BUILDER")
+    for tool in ([wanted] if wanted else ["mmdebstrap", "debootstrap"]):
+        if shutil.which(tool):
+            return tool
+    raise RootfsError(
+        f"no rootfs builder: {wanted or 'mmdebstrap nor debootstrap'} not found in PATH",
+        hint="apt-get install mmdebstrap (or run scripts/setup-host.sh)",
+    )
+
+
+def run_logged(cmd: list[str], log: Path, progress: Progress | None, what: str) -> None:
+    """Run cmd in its own session, output to log; kill the whole group if we are stopped."""
+    with open(log, "ab") as out:
+        out.write(f"$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                out.write(raw)
+                line = raw.decode(errors="replace").strip()
+                if progress and line.startswith(("I: ", "W: ")):
+                    progress(line[3:])
+            rc = proc.wait()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    if rc != 0:
+        tail = log.read_text(errors="replace").splitlines()[-12:]
+        raise RootfsError(f"{what} failed (exit {rc}); log {log}:\n" + "\n".join(tail))
+
+
+def _bootstrap_cmd(tool: str, spec: RootfsSpec, arch: str, tree: Path) -> tuple[list[str], list]:
+    src = resolve_sources(spec.suite, spec.components, spec.mirror)
+    pkgs = sorted(set(BASE_PACKAGES) | set(spec.packages))
+    # A private mount namespace: the builder's /proc, /dev, /sys mounts inside the tree die
+    # with it, so a killed build never leaves mounts behind (which deletion would refuse).
+    ns = ["unshare", "--mount", "--propagation", "private", "--"]
+    if tool == "mmdebstrap":
+        return ns + [
+            "mmdebstrap", "--mode=root", "--format=directory", f"--variant={spec.variant}",
+            f"--architectures={arch}", f"--components={','.join(spec.components)}",
+            f"--include={','.join(pkgs)}", spec.suite, str(tree), *src.lines,
+        ], list(src.lines)
+    if spec.variant not in _DEBOOTSTRAP_VARIANT:
+        raise RootfsError(f"rootfs variant {spec.variant!r}: debootstrap cannot build it")
+    variant = _DEBOOTSTRAP_VARIANT[spec.variant]
+    return ns + [
+        "debootstrap", *([f"--variant={variant}"] if variant else []), f"--arch={arch}",
+        f"--components={','.join(spec.components)}", f"--include={','.join(pkgs)}",
+        f"--keyring={src.keyring}", spec.suite, str(tree), src.main_uri,
+    ], list(src.lines)
+
+
+def _new_tmp(storage: Storage, entry: str) -> Path:
+    tmp = storage.cache_root / f".build-{entry}-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir(mode=0o700)
+    (tmp / BUILD_MARKER).write_text(entry + "\n")
+    return tmp
+
+
+def _clean_stale(storage: Storage, entry: str) -> None:
+    """Remove leftovers of killed builds of entry (we hold its lock: nobody else builds it)."""
+    for p in storage.cache_root.glob(f".build-{entry}-*"):
+        remove_tree(storage, p, storage.cache_root, BUILD_MARKER)
+
+
+def _promote(storage: Storage, tmp: Path, entry: str, meta: dict) -> Path:
+    (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    final = storage.cache_entry(entry)
+    os.rename(tmp, final)  # atomic: the entry appears complete or not at all
+    return final
+
+
+def _locked_build(storage: Storage, entry: str, make: Callable[[Path], dict]) -> BaseTree:
+    final = storage.cache_entry(entry)
+    if (final / CACHE_MARKER).is_file():
+        return BaseTree(entry, final, cached=True)
+    with storage.lock(f"cache-{entry}"):
+        if (final / CACHE_MARKER).is_file():  # a concurrent build finished it meanwhile
+            return BaseTree(entry, final, cached=True)
+        _clean_stale(storage, entry)
+        tmp = _new_tmp(storage, entry)
+        try:
+            meta = make(tmp)
+            return BaseTree(entry, _promote(storage, tmp, entry, meta), cached=False)
+        except BaseException:
+            with contextlib.suppress(OSError, VirtmixError):
+                remove_tree(storage, tmp, storage.cache_root, BUILD_MARKER)
+            raise
+
+
+def ensure_base(spec: RootfsSpec, storage: Storage, progress: Progress | None = None,
+                tool: str | None = None) -> BaseTree:
+    """The cached base tree of spec, building it first when missing."""
+    arch = spec.architecture or host_architecture()
+    entry = spec.cache_key(arch)
+    storage.ensure()
+
+    def make(tmp: Path) -> dict:
+        t0 = time.monotonic()
+        used = tool or builder_tool()
+        tree = tmp / "tree"
+        cmd, lines = _bootstrap_cmd(used, spec, arch, tree)
+        if progress:
+            progress(f"{used} {spec.suite} ({spec.variant}, {arch})")
+        run_logged(cmd, tmp / "build.log", progress, f"{used} {spec.suite}")
+        if used == "debootstrap":  # debootstrap writes only its one mirror
+            (tree / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
+        if spec.hook:
+            if progress:
+                progress(f"site hook {spec.hook}")
+            base_setup.run_hook(tree, Path(spec.hook), spec, tmp / "build.log")
+        base_setup.prepare_base(tree)
+        return {"virtmix": 1, "entry": entry, "kind": "base", "tool": used,
+                "spec": spec.key_fields(arch), "hook_path": spec.hook,
+                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(time.monotonic() - t0, 2), "shift": None}
+
+    return _locked_build(storage, entry, make)
+
+
+def ensure_shifted(base: BaseTree, storage: Storage, offset: int,
+                   progress: Progress | None = None) -> BaseTree:
+    """A copy of base owned by the user-namespace range at offset (cached beside it)."""
+    entry = f"{base.entry}-u{offset}"
+
+    def make(tmp: Path) -> dict:
+        t0 = time.monotonic()
+        if progress:
+            progress(f"shifting ownership by {offset} for an unprivileged container")
+        run_logged(["cp", "-a", "--reflink=auto", str(base.tree), str(tmp / "tree")],
+                   tmp / "build.log", None, "copy of the base tree")
+        shift_tree(tmp / "tree", offset)
+        meta = json.loads((base.path / CACHE_MARKER).read_text())
+        meta.update(entry=entry, kind="shifted", shift=offset, base=base.entry,
+                    built=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    seconds=round(time.monotonic() - t0, 2))
+        return meta
+
+    return _locked_build(storage, entry, make)

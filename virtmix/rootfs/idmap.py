@@ -1,0 +1,89 @@
+"""Shift a tree's ownership into a user-namespace range so libvirt's <idmap> can use it.
+
+libvirt maps container uid/gid 0..count-1 to host offset..offset+count-1; a tree meant
+for it must be owned by that host range. chown() clears setuid/setgid bits and file
+capabilities, so both are put back after each change. POSIX ACLs are not shifted (a
+Debian base tree has none).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+IDMAP_OFFSET = 100000
+IDMAP_COUNT = 65536
+_CAP = "security.capability"
+
+
+def _shift_one(path: str, st: os.stat_result, offset: int, count: int) -> bool:
+    """lchown one entry whose ids are below count; True when it changed."""
+    uid, gid = st.st_uid, st.st_gid
+    nu = uid + offset if uid < count else uid
+    ng = gid + offset if gid < count else gid
+    if (nu, ng) == (uid, gid):
+        return False
+    cap = None
+    mode = st.st_mode
+    if stat.S_ISREG(mode) and mode & 0o111:
+        try:
+            cap = os.getxattr(path, _CAP, follow_symlinks=False)
+        except OSError as e:
+            if e.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+                raise
+    os.lchown(path, nu, ng)
+    if not stat.S_ISLNK(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
+        os.chmod(path, stat.S_IMODE(mode))
+    if cap is not None:
+        os.setxattr(path, _CAP, cap, follow_symlinks=False)
+    return True
+
+
+def shift_tree(root: Path, offset: int = IDMAP_OFFSET, count: int = IDMAP_COUNT) -> int:
+    """Shift every entry below root (root included) with ids < count by offset.
+
+    Entries already in the shifted range are left alone, so running it twice is harmless.
+    Never follows symlinks, never crosses into another filesystem. Returns entries changed.
+    """
+    root_st = os.lstat(root)
+    changed = int(_shift_one(str(root), root_st, offset, count))
+    stack = [str(root)]
+    while stack:
+        d = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                st = e.stat(follow_symlinks=False)
+                if st.st_dev != root_st.st_dev:
+                    continue
+                changed += _shift_one(e.path, st, offset, count)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(e.path)
+    return changed
+
+
+def shift_listed(upper: Path, merged: Path, offset: int = IDMAP_OFFSET,
+                 count: int = IDMAP_COUNT) -> int:
+    """Shift, through the merged overlay view, only what the overlay's upper dir holds.
+
+    Files a customisation created are in upper and owned by host root; everything that
+    came from the (already shifted) lower layer keeps its ids. Whiteouts have no merged
+    counterpart and are skipped.
+    """
+    changed = 0
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(upper / rel if rel else upper) as it:
+            for e in it:
+                r = f"{rel}/{e.name}" if rel else e.name
+                target = merged / r
+                try:
+                    st = os.lstat(target)
+                except FileNotFoundError:
+                    continue
+                changed += _shift_one(str(target), st, offset, count)
+                if e.is_dir(follow_symlinks=False):
+                    stack.append(r)
+    return changed

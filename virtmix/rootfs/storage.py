@@ -1,0 +1,188 @@
+"""virtmix's storage directory: where trees live, their locks, and deletion confined to it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from virtmix.errors import ConflictError, NotFoundError, RootfsError
+
+DEFAULT_ROOT = "/var/lib/virtmix"
+CONTAINER_MARKER = ".virtmix-container"
+CACHE_MARKER = "entry.json"
+STATE_FILE = "state.json"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
+
+
+def _check_name(name: str, what: str) -> str:
+    # Names become path components: no separators, no "..", nothing hidden.
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise RootfsError(f"{what} name {name!r}: expected letters, digits and _.+- only")
+    return name
+
+
+class Storage:
+    """The storage root (default /var/lib/virtmix, env VIRTMIX_STORAGE) and its layout.
+
+    root/cache/<entry>/{tree,entry.json}   base trees, complete iff the directory exists
+    root/cache/.build-<entry>-<pid>-<n>/   builds in progress (never look complete)
+    root/locks/<what>.lock                 flock()s serialising builds and clones
+    root/containers/<name>/{rootfs,upper,work,state.json,root-password}
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        root = root or os.environ.get("VIRTMIX_STORAGE") or DEFAULT_ROOT
+        self.root = Path(root).absolute()
+
+    def __repr__(self) -> str:
+        return f"Storage({str(self.root)!r})"
+
+    @property
+    def cache_root(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def containers_root(self) -> Path:
+        return self.root / "containers"
+
+    def ensure(self) -> None:
+        """Create the layout; 0700 because trees and password files live below."""
+        for d in (self.root, self.cache_root, self.containers_root, self.root / "locks"):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def container_dir(self, name: str) -> Path:
+        """Where a container's files live; its tree is container_dir(name) / "rootfs"."""
+        return self.containers_root / _check_name(name, "container")
+
+    def cache_entry(self, entry: str) -> Path:
+        return self.cache_root / _check_name(entry, "cache entry")
+
+    @contextlib.contextmanager
+    def lock(self, what: str, *, wait: bool = True) -> Iterator[None]:
+        """An exclusive flock on root/locks/<what>.lock (released when the holder dies)."""
+        self.ensure()
+        path = self.root / "locks" / f"{_check_name(what, 'lock')}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+            try:
+                fcntl.flock(fd, flags)
+            except BlockingIOError as e:
+                raise ConflictError(f"{path}: held by another virtmix process") from e
+            yield
+        finally:
+            os.close(fd)
+
+    def read_state(self, name: str) -> dict | None:
+        """A container's state.json, or None when it has none."""
+        path = self.container_dir(name) / STATE_FILE
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise RootfsError(f"{path}: unreadable state file ({e})") from e
+
+    def write_state(self, name: str, state: dict) -> None:
+        path = self.container_dir(name) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    def container_names(self) -> list[str]:
+        if not self.containers_root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.containers_root.iterdir()
+            if (p / CONTAINER_MARKER).is_file() and not p.is_symlink()
+        )
+
+
+def mount_points() -> list[tuple[str, str, str]]:
+    """(mount point, fs type, super options) for every mount in our namespace."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mnt = left.split()[4].encode().decode("unicode_escape")
+            fields = right.split()
+            out.append((mnt, fields[0], fields[2] if len(fields) > 2 else ""))
+    return out
+
+
+def is_mount_point(path: Path) -> bool:
+    p = str(path)
+    return any(m == p for m, _, _ in mount_points())
+
+
+def mounts_below(path: Path) -> list[str]:
+    """Mount points at or below path (path must be resolved)."""
+    p = str(path)
+    return [m for m, _, _ in mount_points() if m == p or m.startswith(p + "/")]
+
+
+def confined(storage: Storage, path: Path, parent: Path) -> Path:
+    """path resolved, refused unless it is a real directory directly inside parent.
+
+    Resolving first means a symlink anywhere in the path that leads out of the storage
+    directory is caught before anything is deleted.
+    """
+    st = os.lstat(path)  # raises FileNotFoundError for the caller to report
+    if stat.S_ISLNK(st.st_mode):
+        raise ConflictError(f"{path}: is a symlink; virtmix deletes only its own directories")
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConflictError(f"{path}: not a directory; virtmix did not create it")
+    resolved = path.resolve(strict=True)
+    real_parent = parent.resolve(strict=True)
+    if resolved.parent != real_parent or not resolved.is_relative_to(storage.root.resolve()):
+        raise ConflictError(
+            f"{path}: resolves to {resolved}, outside {real_parent}; refusing to delete it"
+        )
+    return resolved
+
+
+def remove_tree(storage: Storage, path: Path, parent: Path, marker: str) -> None:
+    """Delete a virtmix-made directory below parent, and nothing else.
+
+    Refuses symlinks, directories resolving outside the storage dir, directories without
+    virtmix's marker file, and trees with anything mounted inside (unmount first).
+    """
+    resolved = confined(storage, path, parent)
+    mk = resolved / marker
+    try:
+        mst = os.lstat(mk)
+    except FileNotFoundError:
+        mst = None
+    if mst is None or not stat.S_ISREG(mst.st_mode):
+        raise ConflictError(
+            f"{resolved}: has no {marker} marker; virtmix did not create it, not deleting"
+        )
+    busy = mounts_below(resolved)
+    if busy:
+        raise RootfsError(
+            f"{resolved}: refusing to delete, something is mounted inside: {', '.join(busy)}"
+        )
+    dev = os.lstat(resolved).st_dev
+
+    def onerror(func, p, exc_info):  # signature fixed by shutil (3.11: onerror)
+        raise RootfsError(f"{p}: cannot delete ({exc_info[1]})") from exc_info[1]
+
+    # rmtree works on file descriptors and never follows symlinks (shutil._rmtree_safe_fd).
+    shutil.rmtree(resolved, onerror=onerror)
+    if os.path.lexists(resolved):
+        raise RootfsError(f"{resolved}: still there after delete (device {dev})")
+
+
+def remove_container_dir(storage: Storage, name: str) -> None:
+    """The container-dir half of remove_container_tree (overlay already unmounted)."""
+    d = storage.container_dir(name)
+    if not os.path.lexists(d):
+        raise NotFoundError(f"container tree {d}: does not exist")
+    remove_tree(storage, d, storage.containers_root, CONTAINER_MARKER)

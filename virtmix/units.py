@@ -1,0 +1,101 @@
+"""Parsing and formatting of sizes ("256MiB") and CPU sets ("0-3,8"): pure functions."""
+
+from __future__ import annotations
+
+import re
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+
+# IEC (powers of 1024) and SI (powers of 1000) suffixes; a bare "M"/"G" means MiB/GiB, as in
+# libvirt's and lxc's own configuration files.
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
+}
+
+
+def parse_size(value: int | str) -> int:
+    """Return a size in bytes from an int (bytes) or a string such as "256MiB" or "2G"."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a size such as 256MiB, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a size cannot be negative: {value}")
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a size such as 256MiB, got {value!r}")
+    m = _SIZE_RE.match(value)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"cannot parse size {value!r}: expected e.g. 512MiB, 2GiB, 1G or bytes")
+    number = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
+    return int(number * _UNITS[m.group(2).lower()])
+
+
+def parse_size_kib(value: int | str) -> int:
+    """Return a size in KiB (libvirt's unit), rounding up to a whole KiB."""
+    return -(-parse_size(value) // 1024)
+
+
+def format_kib(kib: int) -> str:
+    """Format KiB the way an admin writes it: the largest exact IEC unit."""
+    for unit, factor in (("TiB", 1024**3), ("GiB", 1024**2), ("MiB", 1024), ("KiB", 1)):
+        if kib % factor == 0 and kib >= factor:
+            return f"{kib // factor}{unit}"
+    return f"{kib}KiB"
+
+
+_CPUSET_RE = re.compile(r"^\^?\d+(-\d+)?$")
+
+
+def parse_cpuset(text: str | int) -> frozenset[int]:
+    """Parse a cpuset list ("0-3,8,^2") into the set of CPU numbers it names.
+
+    libvirt's syntax: comma-separated numbers and ranges, "^N" excludes N. An empty or
+    descending range is an error, so typos do not silently pin to nothing.
+    """
+    if isinstance(text, bool):
+        raise ValueError(f"expected a cpuset such as '0-3,8', got {text!r}")
+    if isinstance(text, int):
+        text = str(text)
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"expected a cpuset such as '0-3,8', got {text!r}")
+    include: set[int] = set()
+    exclude: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        if not _CPUSET_RE.match(part):
+            raise ValueError(f"bad cpuset {text!r}: {part!r} is not N, N-M or ^N")
+        target = exclude if part.startswith("^") else include
+        part = part.lstrip("^")
+        if "-" in part:
+            lo, hi = (int(x) for x in part.split("-"))
+            if lo > hi:
+                raise ValueError(f"bad cpuset {text!r}: range {part} runs backwards")
+            target.update(range(lo, hi + 1))
+        else:
+            target.add(int(part))
+    cpus = include - exclude
+    if not cpus:
+        raise ValueError(f"cpuset {text!r} names no CPU")
+    return frozenset(cpus)
+
+
+def format_cpuset(cpus: frozenset[int] | set[int]) -> str:
+    """Format CPU numbers as the shortest libvirt cpuset string ("0-3,8")."""
+    out: list[str] = []
+    ordered = sorted(cpus)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(out)
+
+
+def normalize_cpuset(text: str | int) -> str:
+    """Canonical form of a cpuset string, so "1,0" and "0-1" compare equal."""
+    return format_cpuset(parse_cpuset(text))
