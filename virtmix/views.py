@@ -195,7 +195,8 @@ def guest_view(site: Site, entry: Entry) -> DomainView:
         disks.append(DiskView(path, disk.format, target, disk.bus))
     view.disks = disks
     if spec.boot is not None:
-        view.kernel, view.initrd, view.cmdline = spec.boot.kernel, spec.boot.initrd, spec.boot.cmdline
+        boot = spec.boot
+        view.kernel, view.initrd, view.cmdline = boot.kernel, boot.initrd, boot.cmdline
     view.serial_log = str(gdir / "serial.log")
     return view
 

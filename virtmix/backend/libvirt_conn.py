@@ -1,0 +1,253 @@
+"""libvirt-python behind a small interface; every libvirt quirk virtmix knows lives here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import libvirt
+
+from ..errors import BackendError, NotFoundError, StateError
+from .records import DomainRecord, NetworkRecord, domain_state_name
+
+# libvirt prints every error to stderr by default; we raise exceptions instead.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK}
+
+
+def _start_hint(uri: str) -> str:
+    if uri.startswith("test:"):
+        return ""
+    if "+ssh" in uri:
+        return " (check ssh access to that host and that libvirtd runs there)"
+    return " (start it with: sudo bash scripts/setup-host.sh, or your init system's libvirtd)"
+
+
+@contextmanager
+def _translate(what: str, uri: str) -> Iterator[None]:
+    """Turn libvirtError into virtmix errors that say what was attempted where."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        msg = f"{what} on {uri}: {exc.get_error_message()}"
+        if code in _NOT_FOUND:
+            raise NotFoundError(msg) from None
+        if code == libvirt.VIR_ERR_OPERATION_INVALID:
+            raise StateError(msg) from None
+        raise BackendError(msg) from None
+
+
+class Connection:
+    """One open libvirt connection."""
+
+    def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
+        self._conn = conn
+        self.uri = uri
+
+    @classmethod
+    def open(cls, uri: str | None = None, *, readonly: bool = False) -> Connection:
+        uri = uri or os.environ.get("LIBVIRT_DEFAULT_URI") or "lxc:///system"
+        try:
+            conn = libvirt.openReadOnly(uri) if readonly else libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise BackendError(
+                f"cannot connect to libvirt at {uri}: {exc.get_error_message()}"
+                f"{_start_hint(uri)}") from None
+        return cls(conn, uri)
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def driver(self) -> str:
+        """'lxc', 'qemu' or 'test', from the connection's type."""
+        return self._conn.getType().lower()
+
+    def is_alive(self) -> bool:
+        try:
+            return bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    # -- domains: reading ----------------------------------------------------------------
+    def _record(self, dom: libvirt.virDomain) -> DomainRecord:
+        state, _reason = dom.state()
+        persistent = bool(dom.isPersistent())
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if persistent else 0
+        return DomainRecord(
+            uri=self.uri, name=dom.name(), uuid=dom.UUIDString(),
+            state=domain_state_name(state), persistent=persistent,
+            xml=dom.XMLDesc(flags | libvirt.VIR_DOMAIN_XML_SECURE), id=dom.ID(),
+        )
+
+    def list_domains(self) -> list[DomainRecord]:
+        """Every domain with its definition: one listAllDomains, then XMLDesc each."""
+        with _translate("listing domains", self.uri):
+            return [self._record(d) for d in self._conn.listAllDomains(0)]
+
+    def _lookup(self, name: str) -> libvirt.virDomain:
+        try:
+            return self._conn.lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise NotFoundError(f"no domain named {name!r} on {self.uri}") from None
+            raise BackendError(f"looking up {name!r} on {self.uri}: "
+                               f"{exc.get_error_message()}") from None
+
+    def get(self, name: str) -> DomainRecord:
+        dom = self._lookup(name)
+        with _translate(f"reading domain {name}", self.uri):
+            return self._record(dom)
+
+    def live_xml(self, name: str) -> str:
+        """The running definition (with live cgroup values), for inspection."""
+        with _translate(f"reading domain {name}", self.uri):
+            return self._lookup(name).XMLDesc(0)
+
+    # -- domains: changing ---------------------------------------------------------------
+    def define(self, xml: str) -> DomainRecord:
+        """Define (or redefine) a domain; libvirt validates it against its schema first.
+
+        Plain defineXML silently accepts unknown elements, hence VALIDATE.
+        """
+        with _translate("defining domain", self.uri):
+            dom = self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            return self._record(dom)
+
+    def undefine(self, name: str) -> None:
+        dom = self._lookup(name)
+        with _translate(f"undefining {name}", self.uri):
+            if self.driver == "lxc":
+                # The LXC driver rejects undefine flags meant for QEMU (managed save, nvram).
+                dom.undefine()
+            else:
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+
+    def start(self, name: str) -> None:
+        with _translate(f"starting {name}", self.uri):
+            self._lookup(name).create()
+
+    def shutdown(self, name: str) -> None:
+        with _translate(f"shutting down {name}", self.uri):
+            self._lookup(name).shutdown()
+
+    def destroy(self, name: str) -> None:
+        with _translate(f"stopping {name}", self.uri):
+            self._lookup(name).destroy()
+
+    def suspend(self, name: str) -> None:
+        with _translate(f"freezing {name}", self.uri):
+            self._lookup(name).suspend()
+
+    def resume(self, name: str) -> None:
+        with _translate(f"unfreezing {name}", self.uri):
+            self._lookup(name).resume()
+
+    def set_autostart(self, name: str, on: bool) -> None:
+        with _translate(f"setting autostart of {name}", self.uri):
+            self._lookup(name).setAutostart(1 if on else 0)
+
+    # -- live tuning ---------------------------------------------------------------------
+    def _affect(self, name: str, what: str, call, *, live: bool, config: bool) -> None:
+        """Apply a tuning call live and/or to the persistent definition.
+
+        The LXC driver refuses AFFECT_LIVE | AFFECT_CONFIG together ("mutually exclusive"),
+        so a live-and-persistent change takes two calls.
+        """
+        dom = self._lookup(name)
+        for flag, wanted in ((libvirt.VIR_DOMAIN_AFFECT_LIVE, live),
+                             (libvirt.VIR_DOMAIN_AFFECT_CONFIG, config)):
+            if wanted:
+                with _translate(f"setting {what} of {name}", self.uri):
+                    call(dom, flag)
+
+    def set_scheduler(self, name: str, params: dict[str, int], *, live: bool, config: bool
+                      ) -> None:
+        """cpu_shares, vcpu_period, vcpu_quota (libvirt's schedinfo names)."""
+        self._affect(name, "CPU scheduler parameters",
+                     lambda d, f: d.setSchedulerParametersFlags(params, f),
+                     live=live, config=config)
+
+    def scheduler(self, name: str, *, live: bool = True) -> dict[str, int]:
+        flag = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        with _translate(f"reading scheduler parameters of {name}", self.uri):
+            return self._lookup(name).schedulerParametersFlags(flag)
+
+    def set_memory_parameters(self, name: str, params: dict[str, int], *, live: bool,
+                              config: bool) -> None:
+        """hard_limit, soft_limit, swap_hard_limit in KiB (libvirt's memtune names)."""
+        self._affect(name, "memory limits", lambda d, f: d.setMemoryParameters(params, f),
+                     live=live, config=config)
+
+    def memory_parameters(self, name: str, *, live: bool = True) -> dict[str, int]:
+        flag = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        with _translate(f"reading memory parameters of {name}", self.uri):
+            return self._lookup(name).memoryParameters(flag)
+
+    def set_blkio_parameters(self, name: str, params: dict[str, int], *, live: bool,
+                             config: bool) -> None:
+        self._affect(name, "block I/O weight", lambda d, f: d.setBlkioParameters(params, f),
+                     live=live, config=config)
+
+    def set_max_memory(self, name: str, kib: int, *, live: bool, config: bool) -> None:
+        self._affect(name, "memory", lambda d, f: d.setMemoryFlags(kib, f | (
+            libvirt.VIR_DOMAIN_MEM_MAXIMUM if f == libvirt.VIR_DOMAIN_AFFECT_CONFIG else 0)),
+            live=live, config=config)
+
+    # -- networks ------------------------------------------------------------------------
+    def list_networks(self) -> list[NetworkRecord]:
+        with _translate("listing networks", self.uri):
+            out = []
+            for n in self._conn.listAllNetworks(0):
+                try:
+                    bridge = n.bridgeName()
+                except libvirt.libvirtError:
+                    bridge = None
+                out.append(NetworkRecord(
+                    uri=self.uri, name=n.name(), uuid=n.UUIDString(), active=bool(n.isActive()),
+                    persistent=bool(n.isPersistent()), autostart=bool(n.autostart()),
+                    xml=n.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE), bridge=bridge))
+            return out
+
+    def define_network(self, xml: str) -> None:
+        with _translate("defining network", self.uri):
+            self._conn.networkDefineXMLFlags(xml, libvirt.VIR_NETWORK_DEFINE_VALIDATE)
+
+    def _net(self, name: str) -> libvirt.virNetwork:
+        with _translate(f"looking up network {name}", self.uri):
+            return self._conn.networkLookupByName(name)
+
+    def start_network(self, name: str) -> None:
+        with _translate(f"starting network {name}", self.uri):
+            net = self._net(name)
+            if not net.isActive():
+                net.create()
+            net.setAutostart(1)
+
+    def remove_network(self, name: str) -> None:
+        with _translate(f"removing network {name}", self.uri):
+            net = self._net(name)
+            if net.isActive():
+                net.destroy()
+            if net.isPersistent():
+                net.undefine()
+
+    # -- escape hatch for backend-internal helpers (namespaces, console streams) ---------
+    @property
+    def raw(self) -> libvirt.virConnect:
+        """The libvirt connection, for other modules of this package only."""
+        return self._conn

@@ -1,0 +1,68 @@
+"""Plain records of what libvirt reports, so code above the backend never sees libvirt objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from lxml import etree
+
+from ..identity import VIRTMIX_NS
+
+# virDomainState numbers -> the words virsh prints.
+_STATES = {
+    0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown",
+    5: "shutoff", 6: "crashed", 7: "pmsuspended",
+}
+
+
+def domain_state_name(code: int) -> str:
+    return _STATES.get(code, "unknown")
+
+
+@dataclass(frozen=True)
+class DomainRecord:
+    """One domain as libvirt reports it: identity, state and its persistent XML."""
+
+    uri: str
+    name: str
+    uuid: str
+    state: str
+    persistent: bool
+    xml: str  # the persistent (inactive) definition, or the live one for a transient domain
+    id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state not in ("shutoff", "nostate", "crashed") or self.id not in (None, -1)
+
+    @cached_property
+    def tree(self) -> etree._Element:
+        return etree.fromstring(self.xml.encode())
+
+    @cached_property
+    def metadata(self) -> dict[str, str] | None:
+        """virtmix's metadata attributes, or None for a domain virtmix did not define."""
+        node = self.tree.find(f"metadata/{{{VIRTMIX_NS}}}entry")
+        return dict(node.attrib) if node is not None else None
+
+    @property
+    def managed(self) -> bool:
+        return self.metadata is not None
+
+    @property
+    def kind(self) -> str:
+        """'lxc' for containers, 'kvm' for QEMU/KVM guests (the column `ls` shows)."""
+        return "lxc" if self.tree.get("type") == "lxc" else "kvm"
+
+
+@dataclass(frozen=True)
+class NetworkRecord:
+    uri: str
+    name: str
+    uuid: str
+    active: bool
+    persistent: bool
+    autostart: bool
+    xml: str
+    bridge: str | None = None

@@ -1,0 +1,177 @@
+"""Root filesystems for containers: build a Debian base once, cache it, clone it per container.
+
+The public entry points used by apply/create and the CLI live here; the steps are in
+spec (what), sources (where from), build (base + cache), base_setup / customise (what
+lxc-debian did), idmap (unprivileged ownership), clone (overlay/reflink/copy) and storage
+(layout, locks, confined deletion).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from virtmix.errors import ConflictError, NotFoundError, RootfsError, VirtmixError
+from virtmix.rootfs.build import BaseTree, Progress, ensure_base, ensure_shifted
+from virtmix.rootfs.cache import list_cache, prune_cache
+from virtmix.rootfs.clone import make_clone, mount_overlay, unmount_overlay
+from virtmix.rootfs.customise import customise
+from virtmix.rootfs.idmap import IDMAP_COUNT, IDMAP_OFFSET, shift_listed, shift_tree
+from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup, RootfsSpec, host_architecture
+from virtmix.rootfs.storage import (
+    CONTAINER_MARKER,
+    Storage,
+    remove_container_dir,
+)
+
+__all__ = [
+    "ContainerSetup", "InterfaceSetup", "ProvisionResult", "RootfsSpec", "Storage",
+    "container_state", "ensure_mounted", "list_cache", "prune_cache", "provision_container",
+    "remove_container_tree", "IDMAP",
+]
+
+IDMAP = (0, IDMAP_OFFSET, IDMAP_COUNT)  # (container id, host id, count) for <idmap>
+PASSWORD_FILE = "root-password"
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    """What provisioning made; `password` is set only on the run that generated it."""
+
+    name: str
+    path: Path  # container_dir(name) / "rootfs", the <filesystem><source dir=...>
+    method: str  # "overlay" | "reflink" | "copy"
+    idmap: tuple[int, int, int] | None  # None = privileged
+    password: str | None
+    password_file: Path | None
+    cache_entry: str
+    created: bool  # False when the tree already existed (nothing was changed)
+
+    @property
+    def privileged(self) -> bool:
+        return self.idmap is None
+
+
+def _effective_spec(spec: RootfsSpec, setup: ContainerSetup) -> RootfsSpec:
+    # sshd is a package of the base, so it is part of the cache key like any other.
+    return spec.with_packages("openssh-server") if setup.sshd else spec
+
+
+def _lower(spec: RootfsSpec, storage: Storage, privileged: bool,
+           progress: Progress | None) -> BaseTree:
+    arch = spec.architecture or host_architecture()
+    key = spec.cache_key(arch)
+    if not privileged:
+        shifted = storage.cache_entry(f"{key}-u{IDMAP_OFFSET}")
+        if (shifted / "entry.json").is_file():  # no need for the unshifted base then
+            return BaseTree(shifted.name, shifted, cached=True)
+    base = ensure_base(spec, storage, progress)
+    return base if privileged else ensure_shifted(base, storage, IDMAP_OFFSET, progress)
+
+
+def _result(storage: Storage, name: str, state: dict, password: str | None,
+            created: bool) -> ProvisionResult:
+    pw = state.get("password_file")
+    return ProvisionResult(
+        name=name, path=storage.container_dir(name) / "rootfs", method=state["method"],
+        idmap=tuple(state["idmap"]) if state.get("idmap") else None, password=password,
+        password_file=Path(pw) if pw else None, cache_entry=state["cache_entry"],
+        created=created)
+
+
+def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, storage: Storage,
+                        *, privileged: bool = False, clone: str = "auto",
+                        progress: Progress | None = None) -> ProvisionResult:
+    """Give container `name` its own customised tree at storage.container_dir(name)/rootfs.
+
+    Builds the base when it is not cached. Idempotent: a container whose tree exists is
+    only remounted (nothing is re-customised, no new password). Unprivileged by default:
+    the tree is owned by host ids 100000.. for <idmap> 0 -> 100000, 65536 ids.
+    """
+    if setup.name != name:
+        raise RootfsError(f"container {name}: setup is for {setup.name!r}")
+    storage.ensure()
+    with storage.lock(f"container-{name}"):
+        state = storage.read_state(name)
+        if state is not None:
+            ensure_mounted(storage, name)
+            return _result(storage, name, state, None, created=False)
+        cdir = storage.container_dir(name)
+        if os.path.lexists(cdir):
+            if not (cdir / CONTAINER_MARKER).is_file():
+                raise ConflictError(f"{cdir}: exists and virtmix did not create it")
+            remove_container_tree(storage, name)  # ours, left half-made by a crash
+        lower = _lower(_effective_spec(spec, setup), storage, privileged, progress)
+        cdir.mkdir(mode=0o700)
+        (cdir / CONTAINER_MARKER).write_text(name + "\n")
+        try:
+            return _clone_and_customise(name, setup, storage, lower, privileged, clone,
+                                        progress)
+        except BaseException:
+            with contextlib.suppress(VirtmixError, OSError):
+                remove_container_tree(storage, name)
+            raise
+
+
+def _clone_and_customise(name: str, setup: ContainerSetup, storage: Storage, lower: BaseTree,
+                         privileged: bool, clone: str,
+                         progress: Progress | None) -> ProvisionResult:
+    cdir = storage.container_dir(name)
+    t0 = time.monotonic()
+    if progress:
+        progress(f"cloning {lower.entry} for {name}")
+    path, method = make_clone(lower.tree, cdir, clone)
+    password = customise(path, setup, cdir / PASSWORD_FILE)
+    if not privileged:
+        # What customise created is owned by host root; move it into the container's range.
+        if method == "overlay":
+            shift_listed(cdir / "upper", path, IDMAP_OFFSET, IDMAP_COUNT)
+        else:
+            shift_tree(path, IDMAP_OFFSET, IDMAP_COUNT)
+    state = {
+        "virtmix": 1, "name": name, "method": method, "cache_entry": lower.entry,
+        "idmap": None if privileged else list(IDMAP), "privileged": privileged,
+        "hostname": setup.fqdn, "sshd": setup.sshd,
+        "root_login": ("password" if password else "ssh-key" if setup.ssh_keys else "locked"),
+        "password_file": str(cdir / PASSWORD_FILE) if password else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "clone_seconds": round(time.monotonic() - t0, 3),
+    }
+    storage.write_state(name, state)  # last: a state file means the tree is complete
+    return _result(storage, name, state, password, created=True)
+
+
+def container_state(storage: Storage, name: str) -> dict:
+    """The recorded state of a container's tree (method, idmap, base...) for `info`."""
+    state = storage.read_state(name)
+    if state is None:
+        raise NotFoundError(f"container {name}: no tree in {storage.container_dir(name)}")
+    return state
+
+
+def ensure_mounted(storage: Storage, name: str) -> None:
+    """Remount an overlay clone (e.g. after a host reboot); does nothing when mounted."""
+    state = container_state(storage, name)
+    if state["method"] != "overlay":
+        return
+    cdir = storage.container_dir(name)
+    lower = storage.cache_entry(state["cache_entry"]) / "tree"
+    if not lower.is_dir():
+        raise RootfsError(f"container {name}: its base {lower} is gone (pruned?)")
+    mount_overlay(lower, cdir / "upper", cdir / "work", cdir / "rootfs")
+
+
+def remove_container_tree(storage: Storage, name: str) -> None:
+    """Delete a container's tree for good: unmount our overlay, then a confined delete."""
+    cdir = storage.container_dir(name)
+    if not os.path.lexists(cdir):
+        raise NotFoundError(f"container tree {cdir}: does not exist")
+    if cdir.is_symlink() or not (cdir / CONTAINER_MARKER).is_file():
+        remove_container_dir(storage, name)  # refuses, with the precise reason
+    state = storage.read_state(name)
+    if state and state.get("method") == "overlay":
+        unmount_overlay(cdir / "rootfs", cdir / "upper")
+    remove_container_dir(storage, name)
