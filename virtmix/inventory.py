@@ -36,6 +36,8 @@ class _Loader:
         # keypath -> (profile file, profile text) for values that came from a profile
         self.entry_profiles: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.library: ProfileLibrary | None = None
+        # keypath -> the entry's own settings (cgroup folded), for `explain`
+        self.entry_own: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def fail(self, message: str, keypath: tuple[Any, ...], hint: str | None = None):
         key = ".".join(str(k) for k in keypath) or None
@@ -105,6 +107,7 @@ class _Loader:
             own = dict(own)
             own["containers"] = self._expand_entries(
                 own["containers"], "container", (*keypath, "containers"))
+        self.entry_own[keypath] = own
         profile = own.get("profile")
         if profile is None:
             return own
@@ -258,7 +261,8 @@ def load_site(path: str | Path) -> Site:
     loader = _Loader(Path(path))
     loader.read()
     inventory = loader.validate(loader.expand())
-    site = Site(path=loader.path.resolve(), inventory=inventory)
+    site = Site(path=loader.path.resolve(), inventory=inventory, profiles=loader.library,
+                own_settings={".".join(k): v for k, v in loader.entry_own.items()})
     site.entries = _entries(inventory, loader)
     _check_site(site, loader)
     return site

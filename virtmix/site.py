@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import NotFoundError, UsageError
 from .model import Container, Guest, Inventory, Network
@@ -43,6 +43,8 @@ class Site:
     path: Path
     inventory: Inventory
     entries: list[Entry] = field(default_factory=list)
+    profiles: Any = None  # the ProfileLibrary the entries were merged with
+    own_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # keypath -> own keys
 
     @property
     def name(self) -> str:

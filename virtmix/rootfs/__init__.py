@@ -105,7 +105,7 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
                 raise ConflictError(f"{cdir}: exists and virtmix did not create it")
             remove_container_tree(storage, name)  # ours, left half-made by a crash
         lower = _lower(_effective_spec(spec, setup), storage, privileged, progress)
-        cdir.mkdir(mode=0o700)
+        cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, see Storage
         (cdir / CONTAINER_MARKER).write_text(name + "\n")
         try:
             return _clone_and_customise(name, setup, storage, lower, privileged, clone,

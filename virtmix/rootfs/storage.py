@@ -53,9 +53,17 @@ class Storage:
         return self.root / "containers"
 
     def ensure(self) -> None:
-        """Create the layout; 0700 because trees and password files live below."""
-        for d in (self.root, self.cache_root, self.containers_root, self.root / "locks"):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Create the layout.
+
+        The root and containers/ are 0711: an unprivileged container's init (host uid
+        100000) must traverse them to its tree (libvirt_lxc creates /.oldroot there after
+        entering the user namespace). Nothing below can be listed or read by others;
+        cache/ stays 0700 (overlay reads its lower layer with the mounter's credentials).
+        """
+        for d, mode in ((self.root, 0o711), (self.containers_root, 0o711),
+                        (self.cache_root, 0o700), (self.root / "locks", 0o700)):
+            d.mkdir(mode=mode, parents=True, exist_ok=True)
+            os.chmod(d, mode)
 
     def container_dir(self, name: str) -> Path:
         """Where a container's files live; its tree is container_dir(name) / "rootfs"."""

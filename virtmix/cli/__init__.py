@@ -1,0 +1,13 @@
+"""virtmix's command line: one typer app; each module registers one group of commands."""
+
+from __future__ import annotations
+
+from . import inventory_cmds  # noqa: F401 - registers validate, render, schema, explain
+from .app import app
+
+
+def main() -> None:
+    app(prog_name="virtmix")
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,107 @@
+"""The typer application object and what every command shares: errors, output, connection.
+
+Only this layer turns exceptions into exit codes (see virtmix/errors.py for the table).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import typer
+import typer.core
+from rich.console import Console
+
+from ..errors import VirtmixError
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@dataclass
+class Options:
+    """Global options, set by the app callback."""
+
+    connect: str | None = None
+    inventory: str | None = None
+    debug: bool = False
+    quiet: bool = False
+
+
+OPTIONS = Options()
+
+
+class VirtmixGroup(typer.core.TyperGroup):
+    """Turns VirtmixError into its exit code and one clear line, inside the click command.
+
+    Doing it here (not around app()) means typer's CliRunner sees the same exit codes as a
+    shell. Unexpected exceptions exit 1; their traceback only shows with --debug.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VirtmixError as exc:
+            report_error(exc)
+            raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if OPTIONS.debug:
+                raise
+            err.print(f"virtmix: unexpected error: {type(exc).__name__}: {exc}", markup=False)
+            err.print("virtmix: this is a bug; run again with --debug for a traceback",
+                      markup=False)
+            raise typer.Exit(1) from None
+
+
+def report_error(exc: VirtmixError) -> None:
+    err.print(f"virtmix: error: {exc.message}", markup=False)
+    if exc.hint:
+        err.print(f"virtmix: hint: {exc.hint}", markup=False)
+
+
+app = typer.Typer(
+    cls=VirtmixGroup,
+    help="virtmix: provision KVM guests and LXC containers on libvirt from one inventory.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold URIs and secrets
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _global(
+    connect: str = typer.Option(None, "--connect", "-c", metavar="URI",
+                                help="libvirt URI (default: $LIBVIRT_DEFAULT_URI, as virsh)."),
+    inventory: str = typer.Option(None, "--inventory", "-i", metavar="FILE",
+                                  envvar="VIRTMIX_INVENTORY",
+                                  help="Inventory for admin verbs (hosts, nested containers)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    OPTIONS.connect = connect
+    OPTIONS.inventory = inventory
+    OPTIONS.debug = debug
+    OPTIONS.quiet = quiet
+
+
+def default_uri() -> str:
+    """The connection for verbs without an inventory: -c, then $LIBVIRT_DEFAULT_URI, as virsh."""
+    return OPTIONS.connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "lxc:///system"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+OUTPUT_OPTION = typer.Option(Output.table, "--output", "-o", help="table or json.")

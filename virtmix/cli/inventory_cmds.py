@@ -1,0 +1,89 @@
+"""Inventory commands: validate, render, schema, explain (no libvirt connection needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..explain import explain_entry, rows_as_dicts
+from ..inventory import load_site
+from ..model import inventory_json_schema
+from ..render import render_all, write_rendered
+from ..schema_check import check_xml
+from .app import OUTPUT_OPTION, Output, app, out, print_json
+
+INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
+
+
+def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None):
+    site = load_site(inventory)
+    items = render_all(site, host=host, name=name)
+    for kind, address, xml in items:
+        check_xml(xml, "network" if kind == "network" else "domain", f"{kind} {address}")
+    return site, items
+
+
+@app.command("validate")
+def validate_inventory(inventory: Path = INVENTORY_ARG,
+                       output: Output = OUTPUT_OPTION) -> None:
+    """Check an inventory: YAML, keys, types, profiles, and every rendered document against
+    libvirt's RelaxNG schema. Nothing is written."""
+    site, items = rendered_and_checked(inventory)
+    counts = {k: sum(1 for i in items if i[0] == k) for k in ("container", "guest", "network")}
+    if output == Output.json:
+        print_json({"inventory": str(site.path), "valid": True, **counts})
+        return
+    out.print(f"{inventory}: valid ({counts['container']} containers, {counts['guest']} "
+              f"guests, {counts['network']} networks on {len(site.inventory.hosts)} hosts)")
+
+
+@app.command("render")
+def render_inventory(
+    inventory: Path = INVENTORY_ARG,
+    host: str = typer.Option(None, "--host", help="Only this inventory host."),
+    name: str = typer.Option(None, "--name", help="Only this entry (NAME or GUEST/NAME)."),
+    out_dir: Path = typer.Option(None, "--out", help="Write NAME.xml files into this directory."),
+) -> None:
+    """Render domain and network XML (stdout, or one NAME.xml per domain with --out)."""
+    site, items = rendered_and_checked(inventory, host, name)
+    if name is not None and not items:
+        site.find(name)  # raises NotFoundError with the right message
+    if out_dir is not None:
+        for path in write_rendered(items, out_dir):
+            out.print(str(path))
+        return
+    for _kind, _address, xml in items:
+        typer.echo(xml, nl=False)
+
+
+@app.command("schema")
+def print_schema() -> None:
+    """Print the inventory's JSON Schema (for editors: yaml-language-server, VS Code)."""
+    print_json(inventory_json_schema())
+
+
+@app.command("explain")
+def explain(inventory: Path = INVENTORY_ARG,
+            name: str = typer.Argument(..., help="Entry name (or GUEST/NAME)."),
+            output: Output = OUTPUT_OPTION) -> None:
+    """How each setting of an entry maps onto libvirt, where it came from, what has no effect."""
+    site = load_site(inventory)
+    entry = site.find(name)
+    rows, warnings = explain_entry(site, entry)
+    if output == Output.json:
+        print_json({"name": entry.address, "kind": entry.kind, "host": entry.host,
+                    "uri": entry.uri, "profiles": list(entry.profiles),
+                    "settings": rows_as_dicts(rows), "warnings": warnings})
+        return
+    chain = " -> ".join(entry.profiles) if entry.profiles else "no profile"
+    out.print(f"{entry.address}: {entry.kind} on {entry.host} ({entry.uri}), profiles: {chain}")
+    table = Table(show_lines=False)
+    for col in ("setting", "value", "from", "libvirt", "notes"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r.setting, r.value, r.source, r.libvirt, r.note)
+    out.print(table)
+    for w in warnings:
+        out.print(f"warning: {w}")
