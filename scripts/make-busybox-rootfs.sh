@@ -62,8 +62,10 @@ cat > etc/hosts <<'EOF'
 EOF
 
 # busybox init reads /etc/inittab. libvirt LXC gives the container /dev/console wired to
-# its <console type='pty'/>; a respawning shell there makes `virsh console` useful, and
-# the rc script marks in /run that init got that far (tests read it through the ns).
+# its <console type='pty'/>; a respawning shell there makes `virsh console` useful. The rc
+# script puts tmpfs on /run and /tmp (libvirt mounts only /proc, /sys, /dev), so several
+# containers can share one tree, and marks in /run that init got that far: tests wait
+# for /run/virtmix-init-done.
 cat > etc/inittab <<'EOF'
 ::sysinit:/etc/init.d/rcS
 ::respawn:-/bin/sh
@@ -72,9 +74,9 @@ cat > etc/inittab <<'EOF'
 EOF
 cat > etc/init.d/rcS <<'EOF'
 #!/bin/sh
-# libvirt LXC mounts /proc, /sys and /dev itself; only mount what it leaves out.
-mountpoint -q /tmp || mount -t tmpfs tmpfs /tmp 2>/dev/null
-hostname -F /etc/hostname 2>/dev/null
+mount -t tmpfs -o mode=755 tmpfs /run
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+hostname -F /etc/hostname
 ip link set lo up 2>/dev/null
 echo up > /run/virtmix-init-done
 EOF

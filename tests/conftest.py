@@ -1,0 +1,162 @@
+"""Shared pytest fixtures: the real libvirtd, its connections, test trees, guest kernel, cleanup.
+
+Live fixtures fail (never skip) when the daemon is missing: CI runs every test, and a broken
+host must show up as red. Nothing here imports virtmix (tests of the package import it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import support` in any import mode
+
+from support import (  # noqa: E402
+    GuestKernel,
+    build_busybox_tree,
+    cleanup_domains,
+    fetch_guest_kernel,
+)
+
+LXC_URI = "lxc:///system"
+QEMU_URI = "qemu:///system"
+# Trees and kernels live on disk (not tmpfs /tmp): containers run from them.
+ASSET_DIR = Path("/var/tmp")
+SETUP_HINT = "run `sudo bash scripts/setup-host.sh` (or `make host`) to install and start it"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Also declared in pyproject.toml; repeated so the markers exist with any config file.
+    config.addinivalue_line("markers", "live: needs the real libvirtd (part of the default run)")
+    config.addinivalue_line("markers", "slow: builds trees or boots guests (default run)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/live/ talks to the daemon: mark it live."""
+    live_dir = Path(__file__).resolve().parent / "live"
+    for item in items:
+        if live_dir in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.live)
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """The libvirtd the live tests use: its URIs and library/daemon versions."""
+
+    lxc_uri: str
+    qemu_uri: str
+    version: int
+
+
+def _open(uri: str):
+    try:
+        import libvirt
+    except ImportError as exc:
+        pytest.fail(f"libvirt-python is not importable ({exc}); run `make venv`", pytrace=False)
+    # Without a handler libvirt-python prints every error to stderr, even handled ones.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        pytest.fail(f"libvirtd does not answer on {uri}: {exc}\n{SETUP_HINT}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def libvirtd() -> Daemon:
+    """Checks that libvirtd answers on lxc:///system and qemu:///system; fails otherwise."""
+    versions = []
+    for uri in (LXC_URI, QEMU_URI):
+        conn = _open(uri)
+        versions.append(conn.getLibVersion())
+        conn.close()
+    return Daemon(lxc_uri=LXC_URI, qemu_uri=QEMU_URI, version=versions[0])
+
+
+@pytest.fixture(scope="session")
+def lxc_conn(libvirtd: Daemon) -> Iterator[object]:
+    """A libvirt-python connection to lxc:///system, shared by the session."""
+    conn = _open(libvirtd.lxc_uri)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def qemu_conn(libvirtd: Daemon) -> Iterator[object]:
+    """A libvirt-python connection to qemu:///system, shared by the session."""
+    conn = _open(libvirtd.qemu_uri)
+    yield conn
+    conn.close()
+
+
+def _asset_dir(prefix: str) -> Path:
+    ASSET_DIR.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=ASSET_DIR))
+    # mkdtemp makes it 0700; an <idmap> container's root (host uid 100000) must traverse it.
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def busybox_tree() -> Iterator[Path]:
+    """A busybox root tree (root-owned) for privileged containers; shared, treat read-only."""
+    base = _asset_dir("virtmix-test-busybox-")
+    yield build_busybox_tree(base / "root")
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def busybox_tree_idmap() -> Iterator[Path]:
+    """A busybox tree owned by uid/gid 100000 for <idmap> target 100000 containers."""
+    base = _asset_dir("virtmix-test-busybox-idmap-")
+    yield build_busybox_tree(base / "root", shift=100000)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def make_busybox_tree() -> Iterator[Callable[..., Path]]:
+    """Factory: make_busybox_tree(shift=None) -> a private tree, removed after the test."""
+    made: list[Path] = []
+
+    def make(shift: int | None = None) -> Path:
+        base = _asset_dir("virtmix-test-busybox-")
+        made.append(base)
+        return build_busybox_tree(base / "root", shift=shift)
+
+    yield make
+    for base in made:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def guest_kernel() -> Iterator[GuestKernel]:
+    """Debian cloud kernel + busybox initrd (prints GuestKernel.MARKER on ttyS0)."""
+    base = _asset_dir("virtmix-test-kernel-")
+    yield fetch_guest_kernel(base)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def domain_cleanup() -> Iterator[Callable[[object, str], None]]:
+    """Factory: domain_cleanup(conn, prefix) removes domains+networks named prefix* now
+    (leftovers of a crashed run) and again at teardown, even when the test failed."""
+    registered: list[tuple[object, str]] = []
+
+    def register(conn: object, prefix: str) -> None:
+        cleanup_domains(conn, prefix)
+        registered.append((conn, prefix))
+
+    yield register
+    errors = []
+    for conn, prefix in reversed(registered):
+        try:
+            cleanup_domains(conn, prefix)
+        except Exception as exc:  # noqa: BLE001 - clean the others, then report
+            errors.append(f"{prefix}: {exc}")
+    if errors:
+        pytest.fail("cleanup failed: " + "; ".join(errors), pytrace=False)
