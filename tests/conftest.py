@@ -55,6 +55,8 @@ class Daemon:
 
 
 def _open(uri: str):
+    """libvirt.open(uri), or a test failure (not a skip) that says how to fix the host."""
+    problem = None
     try:
         import libvirt
     except ImportError as exc:
@@ -64,7 +66,8 @@ def _open(uri: str):
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        pytest.fail(f"libvirtd does not answer on {uri}: {exc}\n{SETUP_HINT}", pytrace=False)
+        problem = str(exc)  # failed outside the except: no chained traceback noise
+    pytest.fail(f"libvirtd does not answer on {uri}: {problem}\n{SETUP_HINT}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
