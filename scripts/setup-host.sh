@@ -127,7 +127,19 @@ raise_inotify() {
 
 answers() { virsh -c lxc:///system uri >/dev/null 2>&1 && virsh -c qemu:///system uri >/dev/null 2>&1; }
 
+# QEMU guests log through virtlogd: a libvirtd that answers is not enough when virtlogd died.
+ensure_virtlogd() {
+  pgrep -x virtlogd >/dev/null && return
+  if [ -d /run/systemd/system ] && systemctl is-active -q virtlogd.socket 2>/dev/null; then
+    return  # socket-activated by systemd: it starts on first use
+  fi
+  rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock  # left by a crash
+  virtlogd -d
+  did "started virtlogd"
+}
+
 start_daemons() {
+  ensure_virtlogd
   # A service manager's (socket-activated) libvirtd counts too: ask the daemon, not pgrep.
   if answers; then
     say "libvirtd answers on lxc:///system and qemu:///system"
@@ -135,7 +147,6 @@ start_daemons() {
       || say "NOTE: qemu.conf changed while libvirtd ran: restart libvirtd to apply it"
     return
   fi
-  pgrep -x virtlogd >/dev/null || { virtlogd -d; did "started virtlogd"; }
   if pgrep -x libvirtd >/dev/null; then
     # Running but not answering yet (just started) or hung: give it a moment, then say so.
     wait_answer 25 || die "libvirtd (pid $(pgrep -x libvirtd | tr '\n' ' ')) runs but does \
