@@ -163,3 +163,8 @@ def domain_cleanup() -> Iterator[Callable[[object, str], None]]:
             errors.append(f"{prefix}: {exc}")
     if errors:
         pytest.fail("cleanup failed: " + "; ".join(errors), pytrace=False)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regenerate-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/expected/*.xml from the current templates")

@@ -114,7 +114,13 @@ class _Loader:
         if not isinstance(profile, str):
             return own
         assert self.library is not None
-        base, chain = self.library.resolve(profile, kind, used_at=(self.file, f"{keystr}.profile"))
+        try:
+            base, chain = self.library.resolve(profile, kind,
+                                               used_at=(self.file, f"{keystr}.profile"))
+        except InventoryError as exc:
+            if exc.file == self.file and exc.line is None:
+                self.fail(exc.detail, (*keypath, "profile"))
+            raise
         self.entry_profiles[keypath] = chain
         return deep_merge(base, own)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -67,31 +69,51 @@ def render_network(site: Site, name: str, env: jinja2.Environment | None = None)
     return _render(env, "network.xml.j2", n=network_view(site, name, site.networks[name]))
 
 
+@dataclass(frozen=True)
+class Rendered:
+    """One rendered document: a domain ("container"/"guest") or a "network"."""
+
+    kind: str
+    address: str  # NAME, GUEST/NAME for nested containers, or the network name
+    host: str     # the inventory host (for networks: the host or guest they live on)
+    xml: str
+
+    @property
+    def file_name(self) -> str:
+        stem = self.address.replace("/", "--")
+        return f"network-{stem}.xml" if self.kind == "network" else f"{stem}.xml"
+
+
 def render_all(site: Site, *, host: str | None = None, name: str | None = None
-               ) -> list[tuple[str, str, str]]:
-    """Render the selected domains and networks: a list of (kind, address, xml)."""
+               ) -> list[Rendered]:
+    """Render the selected networks and domains, in inventory order."""
     env = environment(user_templates(site))
-    out: list[tuple[str, str, str]] = []
+    out: list[Rendered] = []
     if name is None:
         for nname, net in site.networks.items():
             if host is None or net.host == host:
-                out.append(("network", nname, render_network(site, nname, env)))
+                out.append(Rendered("network", nname, net.host,
+                                    render_network(site, nname, env)))
     for e in site.entries:
         if host is not None and e.host != host:
             continue
         if name is not None and name not in (e.name, e.address):
             continue
-        out.append((e.kind, e.address, render_domain(site, e, env)))
+        out.append(Rendered(e.kind, e.address, e.host, render_domain(site, e, env)))
     return out
 
 
-def write_rendered(items: list[tuple[str, str, str]], out_dir: Path) -> list[Path]:
-    """Write one NAME.xml per document (networks as network-NAME.xml, nested as GUEST--NAME)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_rendered(items: list[Rendered], out_dir: Path) -> list[Path]:
+    """Write one NAME.xml per document (networks as network-NAME.xml, nested as GUEST--NAME).
+
+    A name used on several hosts goes into a HOST/ subdirectory so no file overwrites another.
+    """
+    counts = Counter(i.file_name for i in items)
     written = []
-    for kind, address, xml in items:
-        stem = address.replace("/", "--")
-        path = out_dir / (f"network-{stem}.xml" if kind == "network" else f"{stem}.xml")
-        path.write_text(xml, encoding="utf-8")
+    for item in items:
+        folder = out_dir / item.host if counts[item.file_name] > 1 else out_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / item.file_name
+        path.write_text(item.xml, encoding="utf-8")
         written.append(path)
     return written

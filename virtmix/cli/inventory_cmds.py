@@ -20,8 +20,9 @@ INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAM
 def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None):
     site = load_site(inventory)
     items = render_all(site, host=host, name=name)
-    for kind, address, xml in items:
-        check_xml(xml, "network" if kind == "network" else "domain", f"{kind} {address}")
+    for item in items:
+        check_xml(item.xml, "network" if item.kind == "network" else "domain",
+                  f"{item.kind} {item.address}")
     return site, items
 
 
@@ -31,7 +32,7 @@ def validate_inventory(inventory: Path = INVENTORY_ARG,
     """Check an inventory: YAML, keys, types, profiles, and every rendered document against
     libvirt's RelaxNG schema. Nothing is written."""
     site, items = rendered_and_checked(inventory)
-    counts = {k: sum(1 for i in items if i[0] == k) for k in ("container", "guest", "network")}
+    counts = {k: sum(1 for i in items if i.kind == k) for k in ("container", "guest", "network")}
     if output == Output.json:
         print_json({"inventory": str(site.path), "valid": True, **counts})
         return
@@ -54,8 +55,8 @@ def render_inventory(
         for path in write_rendered(items, out_dir):
             out.print(str(path))
         return
-    for _kind, _address, xml in items:
-        typer.echo(xml, nl=False)
+    for item in items:
+        typer.echo(item.xml, nl=False)
 
 
 @app.command("schema")

@@ -1,0 +1,39 @@
+"""Translate the inventory's container entries (virtmix.model) into rootfs specs and setups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from virtmix.errors import InventoryError
+from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup, RootfsSpec
+
+
+def spec_from_model(rootfs: Any, *, base_dir: Path | None = None,
+                    mirror: str | None = None) -> RootfsSpec:
+    """A RootfsSpec from a model.RootfsBuild; a relative hook is relative to base_dir."""
+    if not hasattr(rootfs, "suite"):
+        raise InventoryError("rootfs: this entry uses an existing tree (path), nothing to build")
+    hook = rootfs.hook
+    if hook and base_dir is not None and not Path(hook).is_absolute():
+        hook = str(base_dir / hook)
+    return RootfsSpec(
+        distro=rootfs.distro, suite=rootfs.suite, variant=rootfs.variant,
+        components=tuple(rootfs.components), packages=tuple(rootfs.packages),
+        architecture=rootfs.architecture, mirror=rootfs.mirror or mirror, hook=hook)
+
+
+def setup_from_model(name: str, container: Any) -> ContainerSetup:
+    """A ContainerSetup from a model.Container (interfaces named eth0.. when unnamed)."""
+    ifaces = []
+    for i, iface in enumerate(container.interfaces):
+        ipv4 = str(iface.ipv4) if iface.ipv4 is not None else None
+        dhcp = iface.dhcp if iface.dhcp is not None else ipv4 is None
+        ifaces.append(InterfaceSetup(
+            name=iface.name or f"eth{i}", dhcp=dhcp, ipv4=ipv4,
+            gateway=str(iface.gateway) if iface.gateway is not None else None))
+    return ContainerSetup(
+        name=name, hostname=container.hostname, interfaces=tuple(ifaces),
+        ssh_keys=tuple(container.ssh_keys),
+        root_password="generate" if container.root_password == "generate" else None,
+        sshd=container.sshd, locale=container.locale, timezone=container.timezone)
