@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -55,13 +56,21 @@ def builder_tool() -> str:
     )
 
 
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if virtmix is killed (even SIGKILL), the kernel kills
+    # the builder too, instead of leaving it writing into a directory the next build of the
+    # same entry will clear. PR_SET_PDEATHSIG = 1; it survives exec.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+
+
 def run_logged(cmd: list[str], log: Path, progress: Progress | None, what: str) -> None:
     """Run cmd in its own session, output to log; kill the whole group if we are stopped."""
     with open(log, "ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())
         out.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         try:
             assert proc.stdout is not None
             for raw in proc.stdout:

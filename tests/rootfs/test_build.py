@@ -1,0 +1,118 @@
+"""Real builds: the cache, its atomic promotion, interrupted and concurrent builds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BOOKWORM
+
+from virtmix.rootfs import list_cache, prune_cache
+from virtmix.rootfs.build import ensure_base
+from virtmix.rootfs.storage import Storage
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+BUILDER = """
+import json, sys
+from virtmix.rootfs.build import ensure_base
+from virtmix.rootfs.spec import RootfsSpec
+from virtmix.rootfs.storage import Storage
+b = ensure_base(RootfsSpec(suite="bookworm"), Storage(sys.argv[1]))
+print(json.dumps({"entry": b.entry, "cached": b.cached}))
+"""
+
+
+def test_base_is_cached_and_a_second_ensure_is_fast(storage, bookworm_base):
+    base, _ = bookworm_base
+    assert (base.tree / "sbin/init").exists() or (base.tree / "usr/sbin/init").exists()
+    meta = json.loads((base.path / "entry.json").read_text())
+    assert meta["spec"]["suite"] == "bookworm" and meta["kind"] == "base"
+    t0 = time.monotonic()
+    again = ensure_base(BOOKWORM, storage)
+    assert time.monotonic() - t0 < 1.0
+    assert again.cached and again.path == base.path
+    assert base.entry in [e.entry for e in list_cache(storage)]
+
+
+def test_base_tree_is_prepared_for_containers(bookworm_base):
+    tree = bookworm_base[0].tree
+    assert (tree / "etc/machine-id").read_text() == ""  # each clone writes its own
+    assert not list((tree / "etc/ssh").glob("ssh_host_*")) if (tree / "etc/ssh").exists() \
+        else True
+    assert os.readlink(tree / "etc/systemd/system/systemd-udevd.service") == "/dev/null"
+    assert os.readlink(tree / "etc/systemd/system/getty-static.service") == "/dev/null"
+    assert (tree / "etc/fstab").read_text().startswith("#")
+    assert "deb.debian.org" not in (tree / "etc/resolv.conf").read_text()
+    sources = (tree / "etc/apt/sources.list").read_text()
+    assert "signed-by=" in sources and "bookworm" in sources
+    assert (tree / "usr/lib/systemd/system/console-getty.service").exists()
+
+
+def _builder(storage: Storage) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", BUILDER, str(storage.root)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _running_builders(storage: Storage) -> list[str]:
+    return subprocess.run(["pgrep", "-f", f"mmdebstrap .*{storage.cache_root}"],
+                          capture_output=True, text=True).stdout.split()
+
+
+def _mmdebstrap_pid(storage: Storage, timeout: float = 60) -> int:
+    """Wait for the mmdebstrap building into storage, and for it to be well under way."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = _running_builders(storage)
+        tree = list(storage.cache_root.glob(".build-*/tree/var/cache/apt/archives/*.deb"))
+        if out and tree:  # downloading packages: mid-way
+            return int(out[0])
+        time.sleep(0.2)
+    raise TimeoutError("mmdebstrap did not start downloading")
+
+
+def test_interrupted_builds_leave_no_entry_and_concurrent_builds_share_one(scratch_storage):
+    st = scratch_storage
+    # 1. mmdebstrap killed mid-way: the builder fails and cleans up after itself.
+    proc = _builder(st)
+    os.kill(_mmdebstrap_pid(st), signal.SIGKILL)
+    _, errout = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "failed" in errout
+    assert list_cache(st) == [] and not list(st.cache_root.glob(".build-*"))
+
+    # 2. the whole builder killed (like a power cut): a leftover, never an entry.
+    proc = _builder(st)
+    _mmdebstrap_pid(st)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    # mmdebstrap runs in its own session but dies with its parent (PR_SET_PDEATHSIG).
+    deadline = time.monotonic() + 10
+    while _running_builders(st) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running_builders(st)
+    assert list_cache(st) == []
+    assert not [p for p in st.cache_root.iterdir() if not p.name.startswith(".")]
+
+    # 3. two builds of the same key at once: one builds (clearing the leftover), the other
+    # waits on the lock and finds the entry complete.
+    a, b = _builder(st), _builder(st)
+    results = []
+    for p in (a, b):
+        o, e = p.communicate(timeout=300)
+        assert p.returncode == 0, e
+        results.append(json.loads(o))
+    assert results[0]["entry"] == results[1]["entry"]
+    assert sorted(r["cached"] for r in results) == [False, True]
+    assert [e.entry for e in list_cache(st)] == [results[0]["entry"]]
+    assert not list(st.cache_root.glob(".build-*"))
+    # prune: unused entries go
+    assert prune_cache(st) == [results[0]["entry"]]
+    assert list_cache(st) == []
