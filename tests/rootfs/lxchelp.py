@@ -12,13 +12,18 @@ URI = "lxc:///system"
 
 
 def domain_xml(name: str, rootfs: str, idmap: tuple[int, int, int] | None,
-               memory_mib: int = 256) -> str:
-    """<domain type='lxc'> booting /sbin/init from rootfs, with a private netns."""
+               memory_mib: int = 256, veth: bool = False) -> str:
+    """<domain type='lxc'> booting /sbin/init from rootfs, with a private netns.
+
+    veth=True adds an eth0 whose host end is attached to nothing (<interface
+    type='ethernet'>): the container configures an address without any traffic leaving.
+    """
     idmap_xml = ""
     if idmap:
         start, target, count = idmap
         idmap_xml = (f"<idmap><uid start='{start}' target='{target}' count='{count}'/>"
                      f"<gid start='{start}' target='{target}' count='{count}'/></idmap>")
+    iface = "<interface type='ethernet'/>" if veth else ""
     return f"""<domain type='lxc'>
   <name>{name}</name>
   <memory unit='MiB'>{memory_mib}</memory>
@@ -27,7 +32,7 @@ def domain_xml(name: str, rootfs: str, idmap: tuple[int, int, int] | None,
   <features><privnet/></features>
   <devices>
     <filesystem type='mount'><source dir={quoteattr(rootfs)}/><target dir='/'/></filesystem>
-    <console type='pty'/>
+    {iface}<console type='pty'/>
   </devices>
 </domain>"""
 
@@ -124,3 +129,4 @@ def console_text(conn: libvirt.virConnect, name: str, want: str, timeout: float 
         except libvirt.libvirtError:
             pass
     return buf.decode(errors="replace")
+
