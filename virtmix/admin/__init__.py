@@ -1,0 +1,1 @@
+"""The lxc-* style admin verbs, virsh interop (import) and the host doctor."""

@@ -1,0 +1,187 @@
+"""`virtmix cgroup NAME KEY [VALUE]`: read or set one cgroup setting, live and persistent.
+
+Keys are the inventory's (virtmix.cgroups: cpu.shares, cpuset.cpus, memory.limit_in_bytes,
+cpu.weight, memory.max, ...). Values go through libvirt (schedinfo, memtune, blkiotune), so
+virsh and the persistent definition agree; the exception is a running container's cpuset,
+which libvirt cannot change live: virtmix writes the container's cpuset cgroup and puts the
+same set into the definition's <vcpu cpuset>.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxml import etree
+
+from .. import cgroups
+from ..backend.admin_ops import (
+    MEMORY_UNLIMITED_KIB,
+    blkio_parameters,
+    pin_all_vcpus,
+    vcpu_pinning,
+)
+from ..backend.lxc_host import is_local
+from ..errors import UsageError
+from ..units import format_cpuset, parse_cpuset
+from . import cgroupfs
+from .domxml import parse_domain
+from .targets import Target
+
+SCHED = {"shares": "cpu_shares", "quota": "vcpu_quota", "period": "vcpu_period"}
+UNSET = "default"
+
+
+def key_spec(key: str) -> cgroups.CgroupKey:
+    """The key's definition; unknown keys are a usage error (exit 2) with a did-you-mean."""
+    try:
+        return cgroups.lookup(key)
+    except cgroups.CgroupKeyError as exc:
+        raise UsageError(str(exc), hint="keys: " + ", ".join(cgroups.CGROUP_KEYS)) from None
+
+
+def _v2(target: Target) -> bool:
+    """Whether libvirt's cpu_shares are cgroup v2 weights where the domain runs."""
+    if target.place.parent:
+        return True  # guests built by virtmix are pure cgroup v2
+    return is_local(target.place.uri) and cgroupfs.cgroup_version() == "v2"
+
+
+@dataclass
+class CgroupValue:
+    name: str
+    key: str
+    live: str | None  # None: the domain is not running
+    persistent: str | None  # None: a transient domain
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"name": self.name, "key": self.key, "live": self.live,
+                "persistent": self.persistent}
+
+
+# -- reading --------------------------------------------------------------------------------
+def _cpuset(target: Target, live: bool) -> str:
+    rec = target.record
+    if live and rec.kind == "lxc" and is_local(target.place.uri) and rec.id:
+        return cgroupfs.read_cpuset(rec.id)
+    if live and rec.kind == "kvm":
+        pins = vcpu_pinning(target.conn, rec.name)
+        return format_cpuset(frozenset().union(*pins)) if pins else UNSET
+    xml = target.conn.live_xml(rec.name) if live else rec.xml
+    return parse_domain(xml).vcpu_cpuset or UNSET
+
+
+def _fields(target: Target, spec: cgroups.CgroupKey, live: bool) -> dict[str, int]:
+    conn, name = target.conn, target.record.name
+    if spec.section == "cpu":
+        sched = conn.scheduler(name, live=live)
+        return {f: sched.get(p, 0) for f, p in SCHED.items()}
+    if spec.section == "memtune":
+        return dict(conn.memory_parameters(name, live=live))
+    return {"weight": blkio_parameters(conn, name, live=live).get("weight", 0)}
+
+
+def _bytes(kib: int | None) -> str:
+    if not kib or kib >= MEMORY_UNLIMITED_KIB:
+        return "max"
+    return str(kib * 1024)
+
+
+def _format(spec: cgroups.CgroupKey, f: dict[str, int], v2: bool) -> str:
+    name = spec.name
+    if spec.section == "memtune":
+        return _bytes(f.get(spec.field))
+    if spec.section == "blkio":
+        w = f["weight"]
+        return str(round(w * 100 / 500)) if w and name == "io.weight" else str(w or UNSET)
+    if name in ("cpu.shares", "cpu.weight"):
+        raw = f["shares"]
+        if not raw:
+            return UNSET
+        shares = cgroups.weight_to_shares(raw) if v2 else raw
+        return str(cgroups.shares_to_weight(shares) if name == "cpu.weight" else shares)
+    if name == "cpu.max":
+        quota = f["quota"]
+        return f"{quota if quota and quota > 0 else 'max'} {f['period'] or 100000}"
+    value = f[spec.field]
+    return str(value) if value else UNSET
+
+
+def read_value(target: Target, key: str) -> CgroupValue:
+    spec = key_spec(key)
+    rec = target.record
+
+    def one(live: bool) -> str:
+        if spec.field == "cpuset":
+            return _cpuset(target, live)
+        return _format(spec, _fields(target, spec, live), _v2(target))
+
+    return CgroupValue(rec.name, spec.name, one(True) if rec.active else None,
+                       one(False) if rec.persistent else None)
+
+
+# -- writing --------------------------------------------------------------------------------
+def _params(spec: cgroups.CgroupKey, value: str, v2: bool) -> tuple[str, dict[str, int]]:
+    """('sched'|'memory'|'blkio', libvirt parameters) for a converted key value."""
+    try:
+        converted = spec.convert(value)
+    except ValueError as exc:
+        raise UsageError(f"{spec.name}: {exc}") from None
+    fields = converted if spec.field == "*" else {spec.field: converted}
+    if spec.section == "cpu":
+        if "shares" in fields and v2:
+            fields["shares"] = cgroups.shares_to_weight(fields["shares"])
+        return "sched", {SCHED[k]: v for k, v in fields.items()}
+    if spec.section == "memtune":
+        return "memory", {k: MEMORY_UNLIMITED_KIB if v is None else -(-v // 1024)
+                          for k, v in fields.items()}
+    return "blkio", {"weight": fields["weight"]}
+
+
+def _set_persistent_cpuset(target: Target, cpuset: str) -> None:
+    """Put the set into the definition's <vcpu cpuset> (redefining keeps UUID and the rest)."""
+    tree = etree.fromstring(target.conn.get(target.name).xml.encode())
+    vcpu = tree.find("vcpu")
+    if vcpu is None:
+        vcpu = etree.SubElement(tree, "vcpu")
+        vcpu.text = "1"
+    vcpu.set("cpuset", cpuset)
+    target.conn.define(etree.tostring(tree, encoding="unicode"))
+
+
+def _set_cpuset(target: Target, value: str) -> None:
+    try:
+        cpus = parse_cpuset(value)
+    except ValueError as exc:
+        raise UsageError(f"cpuset.cpus: {exc}") from None
+    rec = target.record
+    if rec.active:
+        if rec.kind == "kvm":
+            pin_all_vcpus(target.conn, rec.name, cpus)
+        elif is_local(target.place.uri) and rec.id:
+            cgroupfs.write_cpuset(rec.id, cpus)
+        else:
+            raise UsageError(f"{target.address}: a running container's cpuset can only be "
+                             "changed live on its own host (libvirt has no API for it)",
+                             hint="run virtmix there, or change it while the container is "
+                                  "stopped")
+    if rec.persistent:
+        _set_persistent_cpuset(target, format_cpuset(cpus))
+
+
+def set_value(target: Target, key: str, value: str) -> CgroupValue:
+    """Set KEY to VALUE on the running domain and in its persistent definition."""
+    spec = key_spec(key)
+    rec = target.record
+    if spec.field == "cpuset":
+        _set_cpuset(target, value)
+    else:
+        kind, params = _params(spec, value, _v2(target))
+        live, config = rec.active, rec.persistent
+        if kind == "sched":
+            target.conn.set_scheduler(rec.name, params, live=live, config=config)
+        elif kind == "memory":
+            target.conn.set_memory_parameters(rec.name, params, live=live, config=config)
+        else:
+            target.conn.set_blkio_parameters(rec.name, params, live=live, config=config)
+    target.refresh()
+    return read_value(target, key)

@@ -1,0 +1,108 @@
+"""start, stop, freeze, unfreeze: state changes with the checks and waits lxc-* admins expect.
+
+`stop` is graceful first, like lxc-stop: it asks the domain to shut down, waits up to the
+timeout, then destroys it (pulls the plug). How it asks:
+  - KVM guests: libvirt's shutdown (ACPI power button).
+  - containers whose init is systemd: libvirt's shutdown (initctl, then SIGTERM).
+  - other containers: SIGPWR to their init, the halt signal of lxc-stop (busybox init
+    halts on it; libvirt's SIGTERM would make busybox init *reboot*).
+`--signal` chooses the signal for containers; `--force` destroys at once; `--no-kill`
+leaves a domain that did not stop in time running (exit 8).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from ..backend.admin_ops import SIGNALS, request_shutdown, send_signal
+from ..backend.lxc_host import init_pid, is_local
+from ..errors import NotFoundError, StateError, UsageError
+from .targets import Target
+
+RUNNING = ("running", "blocked")
+
+
+def start(target: Target) -> None:
+    state = target.record.state
+    if state in RUNNING or state == "paused":
+        raise StateError(f"start: {target.address} is already {state}",
+                         hint="it resumes with `virtmix unfreeze`" if state == "paused"
+                         else None)
+    target.conn.start(target.name)
+    target.refresh()
+
+
+def freeze(target: Target) -> None:
+    target.need_running("freeze")
+    if target.record.state == "paused":
+        raise StateError(f"freeze: {target.address} is already frozen (paused)")
+    target.conn.suspend(target.name)
+    target.refresh()
+
+
+def unfreeze(target: Target) -> None:
+    if target.record.state != "paused":
+        raise StateError(f"unfreeze: {target.address} is {target.record.state}, not frozen")
+    target.conn.resume(target.name)
+    target.refresh()
+
+
+@dataclass
+class StopResult:
+    how: str  # "shutdown" (stopped by itself in time) or "destroyed"
+    seconds: float
+
+
+def _init_is_systemd(target: Target) -> bool:
+    if not is_local(target.place.uri):
+        return True  # cannot look: libvirt's own shutdown is the safe default
+    try:
+        pid = init_pid(target.name, target.record.id)
+        return "systemd" in os.readlink(f"/proc/{pid}/exe")
+    except (OSError, StateError):
+        return True
+
+
+def _ask(target: Target, signal: str | None) -> str:
+    """Send the shutdown request; returns how it was asked (for the message)."""
+    if target.record.kind == "lxc" and (signal or not _init_is_systemd(target)):
+        sig = (signal or "SIGPWR").upper()
+        sig = sig if sig.startswith("SIG") else "SIG" + sig
+        if sig not in SIGNALS:
+            raise UsageError(f"--signal {signal}: expected one of {', '.join(SIGNALS)}")
+        send_signal(target.conn, target.name, sig)
+        return sig
+    request_shutdown(target.conn, target.name)
+    return "shutdown request"
+
+
+def _wait_stopped(target: Target, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if target.refresh().record.state in ("shutoff", "crashed"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def stop(target: Target, *, timeout: float, force: bool, kill: bool,
+         signal: str | None = None) -> StopResult:
+    target.need_running("stop")
+    began = time.monotonic()
+    if not force:
+        if target.record.state == "paused":
+            target.conn.resume(target.name)  # a frozen domain cannot act on the request
+        _ask(target, signal)
+        if _wait_stopped(target, timeout):
+            return StopResult("shutdown", time.monotonic() - began)
+        if not kill:
+            raise StateError(f"stop: {target.address} did not stop within {timeout:g}s",
+                             hint="use --force to destroy it, or a longer --timeout")
+    target.conn.destroy(target.name)
+    try:
+        target.refresh()
+    except NotFoundError:
+        pass  # a transient domain is gone once destroyed
+    return StopResult("destroyed", time.monotonic() - began)

@@ -1,0 +1,106 @@
+"""`ls` rows and `info` details for any domain, virtmix-defined (managed) or not (foreign)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..backend.admin_ops import autostart, runtime_info
+from ..backend.lxc_host import init_pid, is_local
+from ..errors import StateError
+from ..units import format_kib
+from . import cgroupfs
+from .domxml import parse_domain
+from .targets import Place, Session, Target
+
+LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "memory",
+              "managed")
+
+
+def ls_row(place: Place, record) -> dict[str, Any]:
+    s = parse_domain(record.tree)
+    meta = record.metadata or {}
+    return {
+        "name": record.name,
+        "kind": record.kind,
+        "state": record.state,
+        "host": place.host,
+        "parent": place.parent or meta.get("parent"),
+        "cpuset": s.vcpu_cpuset,
+        "shares": s.cputune.get("shares"),
+        "memory_kib": s.memory_kib,
+        "managed": "managed" if record.managed else "foreign",
+        "uri": place.uri,
+    }
+
+
+def ls_rows(session: Session) -> list[dict[str, Any]]:
+    rows = [ls_row(place, rec) for place, _conn, rec in session.records()]
+    return sorted(rows, key=lambda r: (r["host"], r["parent"] or "", r["name"], r["uri"]))
+
+
+def ls_cells(row: dict[str, Any]) -> list[str]:
+    """A row as the table prints it ('-' for settings the definition leaves unset)."""
+    memory = format_kib(row["memory_kib"]) if row["memory_kib"] else None
+    values = {**row, "memory": memory}
+    return ["-" if values[c] is None else str(values[c]) for c in LS_COLUMNS]
+
+
+def _live(target: Target) -> dict[str, Any]:
+    rec = target.record
+    info = runtime_info(target.conn, rec.name)
+    out: dict[str, Any] = {"id": rec.id, "cpu_time_s": round(info.cpu_time_ns / 1e9, 2),
+                           "memory_used_kib": info.memory_kib}
+    if rec.kind == "lxc" and is_local(target.place.uri):
+        try:
+            out["init_pid"] = init_pid(rec.name, rec.id)
+            out["cpuset_live"] = cgroupfs.read_cpuset(rec.id)
+        except (StateError, OSError):
+            pass
+    return out
+
+
+def info(target: Target) -> dict[str, Any]:
+    rec = target.record
+    s = parse_domain(rec.tree)
+    out: dict[str, Any] = {
+        "name": target.address, "kind": rec.kind, "state": rec.state, "uri": target.place.uri,
+        "host": target.place.host, "parent": target.place.parent, "uuid": rec.uuid,
+        "managed": rec.managed, "metadata": rec.metadata, "persistent": rec.persistent,
+        "autostart": autostart(target.conn, rec.name) if rec.persistent else False,
+        "vcpus": s.vcpus, "cpuset": s.vcpu_cpuset, "cputune": s.cputune,
+        "memory_kib": s.memory_kib, "memtune_kib": s.memtune, "blkio_weight": s.blkio_weight,
+        "interfaces": [{"type": i.kind, "source": i.source, "mac": i.mac, "ipv4": i.ipv4}
+                       for i in s.interfaces],
+    }
+    if rec.kind == "lxc":
+        out.update(rootfs=s.rootfs, init=s.init, idmap=s.idmap,
+                   privileged=s.idmap is None)
+    else:
+        out.update(virt_type=s.type, disks=[d.path for d in s.disks], kernel=s.kernel)
+    if rec.active:
+        out.update(_live(target))
+    return out
+
+
+def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) pairs for the text form of `info`, lxc-info style."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in data.items():
+        if value in (None, {}, []) or key == "metadata":
+            continue
+        if key.endswith("_kib") and isinstance(value, int):
+            value = format_kib(value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={format_kib(v) if key.endswith('_kib') else v}"
+                              for k, v in value.items())
+        elif isinstance(value, list):
+            value = " ".join(
+                str(v) if not isinstance(v, dict)
+                else ",".join(f"{k}={x}" for k, x in v.items() if x) for v in value)
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        pairs.append((key.replace("_kib", "").replace("_", " "), str(value)))
+    meta = data.get("metadata")
+    if meta:
+        pairs.append(("inventory", f"{meta.get('inventory', '?')} (site {meta.get('site')})"))
+    return pairs

@@ -1,0 +1,170 @@
+"""Which libvirt connections the admin verbs use, and finding a domain by NAME or GUEST/NAME.
+
+Without -c (and without $LIBVIRT_DEFAULT_URI) the verbs look at both local drivers,
+lxc:///system and qemu:///system. -c URI limits them to that URI, as with virsh. An inventory
+(-i) adds every inventory host's URIs and, for guests that host containers, the guest's own
+libvirt (how nested containers are reached), and names the hosts as the inventory does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..backend import DomainRecord, open_connection
+from ..errors import BackendError, NotFoundError, StateError, UsageError
+
+LOCAL_URIS = ("lxc:///system", "qemu:///system")
+
+
+@dataclass(frozen=True)
+class Place:
+    """One libvirt connection the verbs look at, and what it is in the site."""
+
+    uri: str
+    host: str
+    parent: str | None = None  # the guest whose libvirt this is (nested containers)
+
+
+@dataclass
+class Target:
+    """A domain found by name: where it is and what libvirt reports about it."""
+
+    place: Place
+    conn: object  # virtmix.backend Connection
+    record: DomainRecord
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def address(self) -> str:
+        return f"{self.place.parent}/{self.name}" if self.place.parent else self.name
+
+    def refresh(self) -> Target:
+        self.record = self.conn.get(self.name)
+        return self
+
+    def need_running(self, verb: str) -> None:
+        if self.record.state not in ("running", "paused", "blocked"):
+            raise StateError(f"{verb}: {self.address} is {self.record.state} on "
+                             f"{self.place.uri}; it must be running",
+                             hint=f"start it first: virtmix start {self.address}")
+
+    def need_container(self, verb: str) -> None:
+        if self.record.kind != "lxc":
+            raise UsageError(f"{verb}: {self.address} is a KVM guest; {verb} works on "
+                             "LXC containers only")
+
+
+def host_of(uri: str) -> str:
+    return urlsplit(uri).hostname or "localhost"
+
+
+@dataclass
+class Session:
+    """The connections of one command, opened on first use and closed by close()."""
+
+    connect: str | None = None
+    inventory: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    _conns: dict[str, object] = field(default_factory=dict)
+    _site: object = None
+
+    # -- where to look -------------------------------------------------------------------
+    @property
+    def site(self):
+        if self._site is None and self.inventory:
+            from ..inventory import load_site
+
+            self._site = load_site(Path(self.inventory))
+        return self._site
+
+    def places(self) -> list[Place]:
+        found: dict[str, Place] = {}
+        if self.site is not None:
+            for hname, host in self.site.inventory.hosts.items():
+                for uri in (host.uri, host.lxc_uri):
+                    found.setdefault(uri, Place(uri, hname))
+            for entry in self.site.entries:
+                if entry.parent:
+                    found.setdefault(entry.uri, Place(entry.uri, entry.host, entry.parent))
+        if self.connect:
+            return [found.get(self.connect, Place(self.connect, host_of(self.connect)))]
+        if found:
+            return list(found.values())
+        env = os.environ.get("LIBVIRT_DEFAULT_URI")
+        return [Place(u, host_of(u)) for u in ([env] if env else LOCAL_URIS)]
+
+    def conn(self, place: Place):
+        if place.uri not in self._conns:
+            self._conns[place.uri] = open_connection(place.uri)
+        return self._conns[place.uri]
+
+    def close(self) -> None:
+        for c in self._conns.values():
+            c.close()
+        self._conns.clear()
+
+    # -- listing and finding -------------------------------------------------------------
+    def reachable(self) -> list[tuple[Place, object]]:
+        """(place, connection) for every place that answers; the others become warnings.
+
+        With -c the one URI must answer (its failure is the command's failure); a nested
+        guest that is stopped is normal and only noted.
+        """
+        places = self.places()
+        out = []
+        for place in places:
+            try:
+                out.append((place, self.conn(place)))
+            except BackendError as exc:
+                if len(places) == 1:
+                    raise
+                self.warnings.append(str(exc))
+        return out
+
+    def records(self) -> list[tuple[Place, object, DomainRecord]]:
+        rows = []
+        for place, conn in self.reachable():
+            rows.extend((place, conn, rec) for rec in conn.list_domains())
+        return rows
+
+    def find(self, name: str) -> Target:
+        """The domain NAME (any connection in use) or GUEST/NAME (needs an inventory)."""
+        if "/" in name:
+            return self._find_nested(name)
+        hits = []
+        for place, conn in self.reachable():
+            if place.parent:
+                continue  # nested containers are named GUEST/NAME
+            try:
+                hits.append(Target(place, conn, conn.get(name)))
+            except NotFoundError:
+                continue
+        if not hits:
+            where = ", ".join(p.uri for p in self.places())
+            raise NotFoundError(f"no domain named {name!r} on {where}",
+                                hint="see `virtmix ls`; nested containers are GUEST/NAME "
+                                     "with -i INVENTORY")
+        if len(hits) > 1:
+            raise UsageError(f"{name!r} exists on several connections: "
+                             f"{', '.join(t.place.uri for t in hits)}; choose one with -c URI")
+        return hits[0]
+
+    def _find_nested(self, address: str) -> Target:
+        guest, _, leaf = address.partition("/")
+        if not guest or not leaf or "/" in leaf:
+            raise UsageError(f"{address!r}: expected NAME or GUEST/NAME")
+        if self.site is None:
+            raise UsageError(f"{address}: a nested name needs the inventory that says how "
+                             "to reach the guest's libvirt (-i FILE or $VIRTMIX_INVENTORY)")
+        places = [p for p in self.places() if p.parent == guest]
+        if not places:
+            raise NotFoundError(f"no guest named {guest!r} with containers in "
+                                f"{self.site.path}")
+        conn = self.conn(places[0])
+        return Target(places[0], conn, conn.get(leaf))

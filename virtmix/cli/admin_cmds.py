@@ -1,0 +1,172 @@
+"""Admin verbs with lxc-* names: ls, info, start, stop, console, freeze, unfreeze, cgroup.
+
+They work on any domain of the connections in use (see virtmix/admin/targets.py), whether
+virtmix or virsh defined it. Exit codes: 6 unknown name, 8 wrong state (e.g. not running),
+2 usage (including an unknown cgroup key), 5 libvirt refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.table import Table
+
+from ..admin import cgroup_verbs, lifecycle, listing
+from ..admin.targets import Session
+from .app import OPTIONS, OUTPUT_OPTION, Output, app, err, out, print_json
+
+NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
+
+
+@contextmanager
+def admin_session() -> Iterator[Session]:
+    session = Session(connect=OPTIONS.connect, inventory=OPTIONS.inventory)
+    try:
+        yield session
+    finally:
+        for w in session.warnings:
+            err.print(f"virtmix: warning: {w}", markup=False)
+        session.close()
+
+
+def say(text: str) -> None:
+    if not OPTIONS.quiet:
+        out.print(text, markup=False)
+
+
+@app.command("ls")
+def ls_domains(output: Output = OUTPUT_OPTION) -> None:
+    """List containers and guests of every connection in use (lxc-ls --fancy).
+
+    Without -c: lxc:///system and qemu:///system (or $LIBVIRT_DEFAULT_URI). With -c URI:
+    that connection only. With -i INVENTORY: its hosts, and nested containers through their
+    guest's libvirt. 'foreign' marks domains virtmix did not define."""
+    with admin_session() as session:
+        rows = listing.ls_rows(session)
+    if output == Output.json:
+        print_json(rows)
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in listing.LS_COLUMNS:
+        table.add_column(col.upper(), overflow="fold")
+    for row in rows:
+        table.add_row(*listing.ls_cells(row))
+    out.print(table)
+
+
+@app.command("info")
+def info_domain(name: str = NAME_ARG, output: Output = OUTPUT_OPTION) -> None:
+    """State, placement, limits and live figures of one domain (lxc-info)."""
+    with admin_session() as session:
+        data = listing.info(session.find(name))
+    if output == Output.json:
+        print_json(data)
+        return
+    pairs = listing.info_lines(data)
+    width = max(len(k) for k, _ in pairs) + 1
+    for key, value in pairs:
+        out.print(f"{(key + ':').ljust(width)} {value}", markup=False)
+
+
+@app.command("start")
+def start_domain(
+    name: str = NAME_ARG,
+    console: bool = typer.Option(False, "--console", help="Attach to its console after start."),
+) -> None:
+    """Start a domain in the background (lxc-start -d); --console attaches to it."""
+    with admin_session() as session:
+        target = session.find(name)
+        lifecycle.start(target)
+        say(f"{target.address}: {target.record.state}")
+        if console:
+            _console(target)
+
+
+@app.command("stop")
+def stop_domain(
+    name: str = NAME_ARG,
+    timeout: float = typer.Option(30.0, "--timeout", "-t", help="Seconds to wait for a "
+                                  "graceful stop before destroying (lxc-stop -t)."),
+    force: bool = typer.Option(False, "--force", "-k", help="Destroy at once (pull the plug)."),
+    no_kill: bool = typer.Option(False, "--no-kill", help="On timeout leave it running "
+                                 "and exit 8 instead of destroying it."),
+    signal: str = typer.Option(None, "--signal", "-s", help="Containers: the halt signal "
+                               "for init (default SIGPWR; libvirt's shutdown for systemd)."),
+) -> None:
+    """Stop a domain: ask it to shut down, wait --timeout, then destroy it (lxc-stop).
+
+    Guests get an ACPI power-button press; containers with systemd get libvirt's shutdown,
+    other containers SIGPWR (busybox init halts on it)."""
+    with admin_session() as session:
+        target = session.find(name)
+        result = lifecycle.stop(target, timeout=timeout, force=force, kill=not no_kill,
+                                signal=signal)
+    how = "shut down" if result.how == "shutdown" else "destroyed"
+    say(f"{target.address}: {how} after {result.seconds:.1f}s")
+
+
+@app.command("freeze")
+def freeze_domain(name: str = NAME_ARG) -> None:
+    """Freeze every process of a domain (lxc-freeze; libvirt suspend: virsh shows paused)."""
+    with admin_session() as session:
+        target = session.find(name)
+        lifecycle.freeze(target)
+    say(f"{target.address}: frozen ({target.record.state})")
+
+
+@app.command("unfreeze")
+def unfreeze_domain(name: str = NAME_ARG) -> None:
+    """Thaw a frozen domain (lxc-unfreeze; libvirt resume)."""
+    with admin_session() as session:
+        target = session.find(name)
+        lifecycle.unfreeze(target)
+    say(f"{target.address}: {target.record.state}")
+
+
+def _console(target) -> None:
+    from ..backend.console import ESCAPE_NAME, run_console  # libvirt events: only here
+
+    target.need_running("console")
+    err.print(f"Connected to {target.address} ({target.place.uri}).", markup=False)
+    err.print(f"Escape character is {ESCAPE_NAME}: press it to leave the console.",
+              markup=False)
+    reason = run_console(target.place.uri, target.name)
+    err.print(f"\r\nvirtmix: left the console of {target.address} ({reason})", markup=False)
+
+
+@app.command("console")
+def console_domain(name: str = NAME_ARG) -> None:
+    """Attach this terminal to a running domain's console (lxc-console). Leave with Ctrl-]."""
+    with admin_session() as session:
+        _console(session.find(name))
+
+
+@app.command("cgroup")
+def cgroup_domain(
+    name: str = NAME_ARG,
+    key: str = typer.Argument(..., help="cpuset.cpus, cpu.shares, cpu.weight, "
+                              "cpu.cfs_quota_us, cpu.max, memory.limit_in_bytes, memory.max, "
+                              "memory.soft_limit_in_bytes, memory.high, blkio.weight, ..."),
+    value: str = typer.Argument(None, help="New value; without it the value is printed."),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Read or set a cgroup setting, live and in the persistent definition (lxc-cgroup).
+
+    Same keys as the inventory's `cgroup:`; memory values in bytes or with a unit (256M),
+    'max' for no limit. An unknown key exits 2 with the closest known key."""
+    cgroup_verbs.key_spec(key)  # an unknown key fails before any connection
+    with admin_session() as session:
+        target = session.find(name)
+        if value is None:
+            result = cgroup_verbs.read_value(target, key)
+        else:
+            result = cgroup_verbs.set_value(target, key, value)
+    if output == Output.json:
+        print_json(result.as_dict())
+        return
+    shown = result.live if result.live is not None else result.persistent
+    if result.live is not None and result.persistent not in (None, result.live):
+        shown = f"{result.live} (persistent: {result.persistent})"
+    out.print(str(shown), markup=False)
