@@ -160,15 +160,33 @@ def _foreign_reason(obs: ObservedDomain, site: str, uri: str) -> str | None:
     return None
 
 
+def _running_cpuset(live: Fields, cgroup_cpuset: str | None, lxc: bool) -> str | None:
+    """The CPUs a running domain really uses.
+
+    Containers: their cpuset cgroup (written directly, the running XML never shows it).
+    Guests: a live vCPU pinning that gives every vCPU the same set is what apply does for
+    <vcpu cpuset>, and the running XML keeps the old cpuset attribute.
+    """
+    if lxc:
+        return cgroup_cpuset if cgroup_cpuset is not None else live.get("vcpu_cpuset")
+    pins = {cpus for _vcpu, cpus in live.get("cputune.vcpupin", ())}
+    if len(pins) == 1 and len(live.get("cputune.vcpupin", ())) == live.get("vcpus"):
+        return pins.pop()
+    return live.get("vcpu_cpuset")
+
+
 def _live_targets(want: Fields, obs: ObservedDomain) -> dict[str, Any]:
     """Live-tunable fields whose running value differs from the wanted one."""
     out: dict[str, Any] = {}
     live = obs.live or {}
+    lxc = want.get("type") == "lxc"
     for name in sorted(LIVE_TUNABLE):
+        if lxc and name in ("cputune.vcpupin", "cputune.emulatorpin"):
+            continue  # the LXC driver has neither
         target = want.get(name)
         current = live.get(name)
-        if name == "vcpu_cpuset" and obs.live_cpuset is not None:
-            current = obs.live_cpuset
+        if name == "vcpu_cpuset":
+            current = _running_cpuset(live, obs.live_cpuset, lxc)
         if target is None or target == ():
             if name in LIVE_DEFAULTS and current not in (None, LIVE_DEFAULTS[name]) and \
                     obs.config.get(name) is not None:

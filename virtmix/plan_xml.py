@@ -59,6 +59,9 @@ def owned_view(xml: str) -> str:
     root = parse_xml(xml)
     if root.tag == "domain":
         root.attrib.pop("id", None)
+        ostype = root.find("os/type")
+        if root.get("type") == "lxc" and ostype is not None:
+            ostype.attrib.pop("arch", None)  # libvirt adds the host's; virtmix leaves it
         for child in list(root):
             if child.tag not in _OWNED_TOP:
                 root.remove(child)

@@ -1,0 +1,219 @@
+"""plan, apply, destroy: converge an inventory onto its libvirt daemons, or take it down.
+
+Exit codes of `plan`: 0 nothing to do, 10 changes pending, 9 an entry clashes with a domain
+virtmix does not own, 5 a host's daemon could not be read. `apply`: 0 converged, 11 some
+entries failed (the others were applied), 9 the inventory is locked by another apply.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..apply import Context, close_all, connect_and_observe, observe_and_plan, run_plan
+from ..desired import desired_documents, network_uri
+from ..destroy import Target, destroy_target, domain_target, site_targets
+from ..errors import ApplyFailedError, BackendError, ConflictError, NotFoundError, UsageError
+from ..inventory import load_site
+from ..locking import locked
+from ..plan import Item, Options, Plan
+from ..site import Site
+from .app import OPTIONS, OUTPUT_OPTION, Output, app, default_uri, err, out, print_json
+from .apply_output import outcome_line, plan_to_dict, print_item, print_plan, print_result
+
+INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
+PRUNE = typer.Option(False, "--prune", help="Also remove virtmix domains and networks of this "
+                     "site that are no longer in the inventory.")
+ADOPT = typer.Option(False, "--adopt", help="Take over domains/networks of the same name that "
+                     "virtmix did not define.")
+RESTART = typer.Option(False, "--restart", help="Restart running domains whose change cannot "
+                       "be made live (default: only reported).")
+WAIT = typer.Option(True, "--wait/--no-wait", help="Wait for another apply/destroy holding "
+                    "the lock (default), or refuse at once.")
+LOCK_TIMEOUT = typer.Option(300.0, "--lock-timeout", metavar="SECONDS",
+                            help="Give up waiting for the lock after this long.")
+YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
+EXIT_PENDING = 10
+
+
+def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict]:
+    site = load_site(inventory)
+    domains, networks = desired_documents(site)
+    if OPTIONS.connect:  # -c with an inventory: only what lives on that connection
+        domains = [d for d in domains if d.entry.uri == OPTIONS.connect]
+        networks = [n for n in networks if n.uri == OPTIONS.connect]
+    plan, conns = observe_and_plan(site, domains, networks, opts)
+    return site, plan, conns
+
+
+def _lock_targets(site: Site, plan: Plan | None = None) -> list[tuple[str, str]]:
+    uris = {e.uri for e in site.entries} | {network_uri(site, n) for n in site.networks}
+    return [("inventory", str(site.path))] + [("uri", u) for u in uris]
+
+
+def _unreachable(plan: Plan) -> list[Item]:
+    return [i for i in plan.items if i.status == "unreachable"]
+
+
+@app.command("plan")
+def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool = ADOPT,
+             restart: bool = RESTART, output: Output = OUTPUT_OPTION,
+             diff: bool = typer.Option(True, "--diff/--no-diff", help="Show XML diffs.")
+             ) -> None:
+    """Show what apply would change. Exit 0: nothing to do; 10: changes pending."""
+    _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
+    close_all(conns)
+    if output == Output.json:
+        print_json(plan_to_dict(plan))
+    else:
+        print_plan(out, plan, show_diff=diff)
+    down = _unreachable(plan)
+    if down:
+        raise BackendError(f"could not read {down[0].uri}: {down[0].reason}")
+    refused = [i for i in plan.items if i.status == "refuse"]
+    if refused:
+        raise ConflictError(f"{len(refused)} entr{'y' if len(refused) == 1 else 'ies'} clash "
+                            f"with domains virtmix does not own: {refused[0].reason}")
+    if plan.pending:
+        raise typer.Exit(EXIT_PENDING)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"{question} needs a confirmation: run with --yes")
+    if not typer.confirm(question, default=False):
+        raise typer.Exit(1)
+
+
+def _progress_reporter(total: int):
+    if OPTIONS.quiet or total == 0:
+        return None, None
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, transient=True)
+    task = progress.add_task("applying", total=total)
+
+    def report(event: str, item: Item, outcome) -> None:
+        if event == "start":
+            progress.update(task, description=f"{item.address}: {', '.join(item.ops)}")
+            return
+        progress.advance(task)
+        progress.console.print(outcome_line(outcome), markup=False)
+
+    return progress, report
+
+
+@app.command("apply")
+def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PRUNE,
+              adopt: bool = ADOPT, restart: bool = RESTART, wait: bool = WAIT,
+              lock_timeout: float = LOCK_TIMEOUT,
+              jobs: int = typer.Option(4, "--jobs", "-j", min=1,
+                                       help="Entries of one host applied at once.")) -> None:
+    """Converge the inventory: define, start, tune live, (with --prune) remove."""
+    site = load_site(inventory)
+    with locked(_lock_targets(site), purpose=f"apply {site.path}", wait=wait,
+                timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
+        _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
+        try:
+            _apply(site, plan, conns, yes, jobs)
+        finally:
+            close_all(conns)
+
+
+def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
+    if not plan.pending:
+        print_plan(out, plan, show_diff=False)
+        out.print("nothing to do: everything matches the inventory")
+        return
+    if not OPTIONS.quiet or not yes:
+        print_plan(out, plan, show_diff=not yes)
+    _confirm("Apply these changes?", yes)
+    todo = [i for i in plan.items if i.pending]
+    progress, report = _progress_reporter(len(todo))
+    ctx = Context(site, conns, jobs=jobs, report=report,
+                  opts=Options(prune=plan.prune))
+    if progress:
+        with progress:
+            result = run_plan(ctx, plan)
+    else:
+        result = run_plan(ctx, plan)
+    print_result(out, err, result)
+    if result.interrupted:
+        err.print("virtmix: interrupted; run apply again to finish (it converges)")
+        raise typer.Exit(130)
+    if result.failed:
+        raise ApplyFailedError(f"{len(result.failed)} of {len(todo)} entries failed; the "
+                               "others were applied")
+
+
+# -- destroy ---------------------------------------------------------------------------
+def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dict]:
+    first = Path(targets[0])
+    if len(targets) == 1 and first.suffix in (".yaml", ".yml") and first.is_file():
+        site = load_site(first)
+        entries = [e for e in site.entries if not OPTIONS.connect or e.uri == OPTIONS.connect]
+        nets = {n: network_uri(site, n) for n in site.networks
+                if not OPTIONS.connect or network_uri(site, n) == OPTIONS.connect}
+        conns, _obs = connect_and_observe(sorted({e.uri for e in entries} | set(nets.values())))
+        site.entries = entries
+        return site, site_targets(site, conns, nets), conns
+    site = load_site(OPTIONS.inventory) if OPTIONS.inventory else None
+    wanted = [(site.find(n).name, site.find(n).address, site.find(n).uri) if site else
+              (n, n, default_uri()) for n in targets]
+    conns, _obs = connect_and_observe(sorted({u for _n, _a, u in wanted}))
+    found = []
+    for name, address, uri in wanted:
+        conn = conns.get(uri)
+        if not hasattr(conn, "get"):
+            raise BackendError(f"cannot reach {uri} to destroy {address}")
+        t = domain_target(conn, name, address, site.name if site else None)
+        if not t.exists:
+            raise NotFoundError(f"no domain named {name!r} on {uri}")
+        found.append(t)
+    return site, found, conns
+
+
+@app.command("destroy")
+def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NAME..."),
+                yes: bool = YES,
+                delete_rootfs: bool = typer.Option(False, "--delete-rootfs", help="Also delete "
+                                                   "the trees and disk images virtmix made."),
+                force_foreign: bool = typer.Option(False, "--force-foreign", help="Also remove "
+                                                   "domains virtmix did not define."),
+                wait: bool = WAIT, lock_timeout: float = LOCK_TIMEOUT) -> None:
+    """Stop and undefine an inventory's domains and networks, or the named domains."""
+    site, found, conns = _destroy_targets(targets)
+    try:
+        present = [t for t in found if t.exists]
+        if not present:
+            out.print("nothing to destroy: none of them is defined")
+            return
+        for t in present:
+            note = f" [{t.foreign}]" if t.foreign else ""
+            out.print(f"- {'network' if t.network else 'domain'} {t.address} on {t.uri}{note}",
+                      markup=False)
+        _confirm(f"Destroy these {len(present)}" + (" and delete their root filesystems"
+                                                    if delete_rootfs else "") + "?", yes)
+        locks = _lock_targets(site) if site else []
+        locks += [("uri", t.uri) for t in present]
+        with locked(locks, purpose="destroy", wait=wait, timeout=lock_timeout,
+                    on_wait=lambda m: err.print(f"virtmix: {m}")):
+            for t in present:
+                destroy_target(conns[t.uri], t, force_foreign=force_foreign,
+                               delete_rootfs=delete_rootfs)
+                out.print(f"{t.address}: {t.result}", markup=False)
+    finally:
+        close_all(conns)
+    bad = [t for t in present if not t.result.startswith("removed")]
+    if any(t.result.startswith("refused") for t in bad):
+        raise ConflictError(f"{sum(t.result.startswith('refused') for t in bad)} not removed: "
+                            "not virtmix's (--force-foreign removes them)")
+    if bad:
+        raise ApplyFailedError(f"{len(bad)} could not be removed: {bad[0].result}")
+
+
+__all__ = ["apply_cmd", "destroy_cmd", "plan_cmd", "print_item"]

@@ -1,0 +1,146 @@
+"""Stop and undefine what virtmix made: an inventory's domains and networks, or named domains.
+
+A domain without virtmix's metadata (or belonging to another site) is never touched unless
+the caller forces it. Root filesystems and disk images are deleted only when asked, and
+only those virtmix itself created under its storage directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import NotFoundError, VirtmixError
+from .identity import network_uuid
+from .observe import parse_xml
+from .site import Site
+
+GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img")
+
+
+@dataclass
+class Target:
+    """One domain or network destroy would remove, and what it found about it."""
+
+    name: str
+    address: str
+    uri: str
+    network: bool = False
+    exists: bool = True
+    active: bool = False
+    foreign: str = ""        # why virtmix does not own it ('' when it does)
+    xml: str = ""
+    result: str = ""         # what happened: removed | absent | refused | failed: ...
+
+
+def _owner_problem(metadata: dict[str, str] | None, site: str | None) -> str:
+    if metadata is None:
+        return "no virtmix metadata (not defined by virtmix)"
+    if site is not None and metadata.get("site") != site:
+        return f"belongs to virtmix site {metadata.get('site')!r}"
+    return ""
+
+
+def domain_target(conn: Any, name: str, address: str, site: str | None) -> Target:
+    try:
+        rec = conn.get(name)
+    except NotFoundError:
+        return Target(name, address, conn.uri, exists=False)
+    return Target(name, address, conn.uri, active=rec.active, xml=rec.xml,
+                  foreign=_owner_problem(rec.metadata, site))
+
+
+def site_targets(site: Site, conns: dict[str, Any], networks: dict[str, str]) -> list[Target]:
+    """Every entry of the site (nested containers first, then hosts', guests), then networks."""
+    out: list[Target] = []
+    order = sorted(site.entries, key=lambda e: (0 if e.parent else 1 if e.kind == "container"
+                                                 else 2))
+    for e in order:
+        conn = conns.get(e.uri)
+        if conn is None:
+            out.append(Target(e.name, e.address, e.uri, exists=False,
+                              result=f"failed: no connection to {e.uri}"))
+            continue
+        out.append(domain_target(conn, e.name, e.address, site.name))
+    for name, uri in networks.items():
+        conn = conns.get(uri)
+        target = Target(name, name, uri, network=True, exists=False)
+        if conn is not None:
+            for rec in conn.list_networks_for_plan():
+                if rec.name == name:
+                    target.exists, target.active = True, rec.active
+                    if rec.uuid != network_uuid(site.networks[name].host, name):
+                        target.foreign = "its UUID is not virtmix's (not defined by virtmix)"
+        out.append(target)
+    return out
+
+
+def _rootfs_dirs(xml: str) -> list[Path]:
+    """Directories virtmix created for a domain: its built tree's or its guest files' dir."""
+    root = parse_xml(xml)
+    out = []
+    for fs in root.findall("devices/filesystem"):
+        src, tgt = fs.find("source"), fs.find("target")
+        if src is None or tgt is None or tgt.get("dir") != "/":
+            continue
+        tree = Path(src.get("dir", ""))
+        if tree.name == "rootfs" and tree.parent.parent.name == "containers":
+            out.append(tree.parent)
+    for disk in root.findall("devices/disk/source"):
+        path = Path(disk.get("file") or "")
+        if path.parent.parent.name == "guests":
+            out.append(path.parent)
+    return list(dict.fromkeys(out))
+
+
+def delete_files(name: str, xml: str) -> list[str]:
+    """Delete the built tree / guest files virtmix made for `name`; returns what went."""
+    removed = []
+    for d in _rootfs_dirs(xml):
+        if d.name != name:
+            continue
+        if d.parent.name == "containers":
+            from .rootfs import Storage, remove_container_tree
+            from .rootfs.storage import CONTAINER_MARKER
+
+            if (d / CONTAINER_MARKER).is_file():
+                remove_container_tree(Storage(d.parent.parent), name)
+                removed.append(str(d))
+        else:
+            for f in d.iterdir():
+                if f.name in GUEST_FILES or f.name.startswith("disk"):
+                    f.unlink()
+            with contextlib.suppress(OSError):
+                d.rmdir()
+            removed.append(str(d))
+    return removed
+
+
+def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
+                   delete_rootfs: bool) -> None:
+    """Remove one target, recording the result on it; errors are recorded, not raised."""
+    if not t.exists:
+        t.result = t.result or "absent"
+        return
+    if t.foreign and not force_foreign:
+        t.result = f"refused: {t.foreign}; --force-foreign removes it anyway"
+        return
+    try:
+        if t.network:
+            conn.remove_network(t.name)
+            t.result = "removed"
+            return
+        if conn.get(t.name).active:
+            conn.destroy(t.name)
+        conn.undefine(t.name)
+        t.result = "removed"
+        if delete_rootfs:
+            gone = delete_files(t.name, t.xml)
+            if gone:
+                t.result += ", deleted " + ", ".join(gone)
+    except VirtmixError as exc:
+        t.result = f"failed: {exc.message}"
+    except OSError as exc:
+        t.result = f"failed: {exc}"
