@@ -13,7 +13,6 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from virtmix.errors import UsageError, VirtmixError
 from virtmix.rootfs import IDMAP, Storage, list_cache, prune_cache
@@ -147,15 +146,15 @@ def list_rootfs(
     if not entries:
         out.print("no cached trees")
         return
-    table = Table(box=None, pad_edge=False)
-    for col in ("ENTRY", "KIND", "SUITE", "VARIANT", "ARCH", "PACKAGES", "SIZE", "BUILT",
-                "USED BY"):
-        table.add_column(col)
-    for e in entries:
-        table.add_row(e.entry, e.kind, e.suite, e.variant, e.architecture,
-                      ",".join(e.packages) or "-", _size(e.size_bytes), e.built,
-                      ",".join(e.used_by) or "-")
-    out.print(table)
+    rows = [("ENTRY", "KIND", "SUITE", "VARIANT", "ARCH", "PACKAGES", "SIZE", "BUILT",
+             "USED BY")]
+    rows += [(e.entry, e.kind, e.suite, e.variant, e.architecture, ",".join(e.packages) or "-",
+              _size(e.size_bytes), e.built[:16], ",".join(e.used_by) or "-") for e in entries]
+    # Plain columns like lxc-ls: entry names are long keys meant to be copied, never cut.
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                         + "\n")
 
 
 @app.command("prune")
