@@ -107,7 +107,7 @@ def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
     elif op == "recreate":
         if _is_active(conn, item.name):
             _stop(conn, item)
-        conn.undefine(item.name)
+        conn.undefine_domain(item.name)
         prepare(ctx.site, e)
         conn.define(item.xml)
         if e.spec.state == "running":
@@ -119,7 +119,7 @@ def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
     elif op == "remove":
         if _is_active(conn, item.name):
             _stop(conn, item)
-        conn.undefine(item.name)
+        conn.undefine_domain(item.name)
     elif op == "network-define" or op == "network-redefine":
         conn.define_network(item.xml)
     elif op == "network-start":

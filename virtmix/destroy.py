@@ -134,7 +134,7 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
             return
         if conn.get(t.name).active:
             conn.destroy(t.name)
-        conn.undefine(t.name)
+        conn.undefine_domain(t.name)
         t.result = "removed"
         if delete_rootfs:
             gone = delete_files(t.name, t.xml)

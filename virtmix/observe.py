@@ -258,7 +258,8 @@ def read_lxc_cpuset(pid: int) -> str | None:
 def observe_connection(conn: Any, *, read_cgroups: bool | None = None) -> ObservedConnection:
     """One bulk read of a connection: every domain (config + running XML) and network."""
     obs = ObservedConnection(conn.uri)
-    local = is_local_uri(conn.uri) if read_cgroups is None else read_cgroups
+    if read_cgroups is None:  # only the real LXC driver's ids are pids of this machine
+        read_cgroups = is_local_uri(conn.uri) and conn.driver == "lxc"
     autostart = conn.autostart_names()
     for rec, live_xml in conn.list_domains_with_live():
         root = parse_xml(rec.xml)
@@ -268,7 +269,7 @@ def observe_connection(conn: Any, *, read_cgroups: bool | None = None) -> Observ
             config=owned_fields(root), metadata=metadata_of(root))
         if live_xml is not None:
             dom.live = owned_fields(live_xml)
-            if local and dom.config["type"] == "lxc" and rec.id not in (None, -1):
+            if read_cgroups and dom.config["type"] == "lxc" and rec.id not in (None, -1):
                 dom.live_cpuset = read_lxc_cpuset(rec.id)
         obs.domains[rec.name] = dom
     for net in conn.list_networks_for_plan():

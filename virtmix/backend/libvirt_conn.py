@@ -337,3 +337,20 @@ class Connection:
                     uri=self.uri, name=n.name(), uuid=n.UUIDString(), active=bool(n.isActive()),
                     persistent=bool(n.isPersistent()), autostart=bool(n.autostart()), xml=xml))
             return out
+
+    def undefine_domain(self, name: str) -> None:
+        """undefine, for every driver: QEMU gets the flags that also drop managed save,
+        snapshot metadata and NVRAM; drivers that reject them ("unsupported flags": LXC,
+        test) get a plain undefine."""
+        dom = self._lookup(name)
+        flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                 | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        with _translate(f"undefining {name}", self.uri):
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG,
+                                                libvirt.VIR_ERR_NO_SUPPORT):
+                    raise
+                dom.undefine()
