@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import multiprocessing
+import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +36,7 @@ def environment(user_dir: str | None = None) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        auto_reload=False,  # no mtime check per get_template/include: 11k renders per run
     )
 
 
@@ -84,23 +88,73 @@ class Rendered:
         return f"network-{stem}.xml" if self.kind == "network" else f"{stem}.xml"
 
 
-def render_all(site: Site, *, host: str | None = None, name: str | None = None
-               ) -> list[Rendered]:
-    """Render the selected networks and domains, in inventory order."""
-    env = environment(user_templates(site))
-    out: list[Rendered] = []
+def render_all(site: Site, *, host: str | None = None, name: str | None = None,
+               check: bool = False, workers: int | None = None) -> list[Rendered]:
+    """Render the selected networks and domains, in inventory order.
+
+    With `check`, every document is also validated against libvirt's RelaxNG schema. Large
+    selections are split over worker processes (one per CPU): rendering and schema checks are
+    CPU-bound and independent per document.
+    """
+    jobs: list[tuple[str, str, str, Entry | None]] = []
     if name is None:
         for nname, net in site.networks.items():
             if host is None or net.host == host:
-                out.append(Rendered("network", nname, net.host,
-                                    render_network(site, nname, env)))
+                jobs.append(("network", nname, net.host, None))
     for e in site.entries:
         if host is not None and e.host != host:
             continue
         if name is not None and name not in (e.name, e.address):
             continue
-        out.append(Rendered(e.kind, e.address, e.host, render_domain(site, e, env)))
+        jobs.append((e.kind, e.address, e.host, e))
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 4) if len(jobs) >= PARALLEL_THRESHOLD else 1
+    xmls = _render_parallel(site, jobs, check, workers) if workers > 1 else \
+        _render_jobs(site, jobs, check)
+    return [Rendered(kind, address, h, xml) for (kind, address, h, _), xml in zip(jobs, xmls,
+                                                                                 strict=True)]
+
+
+PARALLEL_THRESHOLD = 2000  # below this, starting workers costs more than it saves
+
+
+def _render_jobs(site: Site, jobs: list, check: bool) -> list[str]:
+    from .schema_check import check_xml
+
+    env = environment(user_templates(site))
+    out = []
+    for kind, address, _host, entry in jobs:
+        if entry is None:
+            xml = render_network(site, address, env)
+        else:
+            xml = render_domain(site, entry, env)
+        if check:
+            check_xml(xml, "network" if kind == "network" else "domain", f"{kind} {address}")
+        out.append(xml)
     return out
+
+
+_FORKED: tuple[Site, list, bool] | None = None  # what forked workers inherit
+
+
+def _render_slice(bounds: tuple[int, int]) -> list[str]:
+    assert _FORKED is not None
+    site, jobs, check = _FORKED
+    return _render_jobs(site, jobs[bounds[0]:bounds[1]], check)
+
+
+def _render_parallel(site: Site, jobs: list, check: bool, workers: int) -> list[str]:
+    """Render slices in forked workers; they inherit the loaded site instead of pickling it."""
+    global _FORKED
+    _FORKED = (site, jobs, check)
+    step = -(-len(jobs) // (workers * 4))
+    bounds = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            return [xml for part in pool.map(_render_slice, bounds) for xml in part]
+    finally:
+        _FORKED = None
 
 
 def write_rendered(items: list[Rendered], out_dir: Path) -> list[Path]:

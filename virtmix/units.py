@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
@@ -17,6 +18,15 @@ _UNITS = {
 }
 
 
+@lru_cache(maxsize=4096)
+def _parse_size_text(value: str) -> int:
+    m = _SIZE_RE.match(value)
+    if not m or m.group(2).lower() not in _UNITS:
+        raise ValueError(f"cannot parse size {value!r}: expected e.g. 512MiB, 2GiB, 1G or bytes")
+    number = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
+    return int(number * _UNITS[m.group(2).lower()])
+
+
 def parse_size(value: int | str) -> int:
     """Return a size in bytes from an int (bytes) or a string such as "256MiB" or "2G"."""
     if isinstance(value, bool):
@@ -27,11 +37,7 @@ def parse_size(value: int | str) -> int:
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected a size such as 256MiB, got {value!r}")
-    m = _SIZE_RE.match(value)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot parse size {value!r}: expected e.g. 512MiB, 2GiB, 1G or bytes")
-    number = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
-    return int(number * _UNITS[m.group(2).lower()])
+    return _parse_size_text(value)
 
 
 def parse_size_kib(value: int | str) -> int:
@@ -62,6 +68,11 @@ def parse_cpuset(text: str | int) -> frozenset[int]:
         text = str(text)
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"expected a cpuset such as '0-3,8', got {text!r}")
+    return _parse_cpuset_text(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cpuset_text(text: str) -> frozenset[int]:
     include: set[int] = set()
     exclude: set[int] = set()
     for part in text.replace(" ", "").split(","):
@@ -98,4 +109,9 @@ def format_cpuset(cpus: frozenset[int] | set[int]) -> str:
 
 def normalize_cpuset(text: str | int) -> str:
     """Canonical form of a cpuset string, so "1,0" and "0-1" compare equal."""
-    return format_cpuset(parse_cpuset(text))
+    return _normalize_cached(parse_cpuset(text))
+
+
+@lru_cache(maxsize=4096)
+def _normalize_cached(cpus: frozenset[int]) -> str:
+    return format_cpuset(cpus)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from pathlib import PurePosixPath
 
 from .cgroups import shares_to_weight
 from .identity import VIRTMIX_NS, domain_uuid, mac_address, network_uuid
@@ -72,8 +71,9 @@ class DomainView:
     serial_log: str | None = None
 
 
-def storage_dir(site: Site) -> PurePosixPath:
-    return PurePosixPath(site.inventory.settings.storage_dir)
+def storage_dir(site: Site) -> str:
+    # Plain strings, not pathlib: building 11,000 paths with PurePosixPath cost ~0.3 s.
+    return site.inventory.settings.storage_dir.rstrip("/") or "/"
 
 
 def container_rootfs(site: Site, entry: Entry) -> str:
@@ -81,7 +81,7 @@ def container_rootfs(site: Site, entry: Entry) -> str:
     assert isinstance(spec, Container)
     if isinstance(spec.rootfs, RootfsPath):
         return spec.rootfs.path
-    return str(storage_dir(site) / "containers" / entry.name / "rootfs")
+    return f"{storage_dir(site)}/containers/{entry.name}/rootfs"
 
 
 def is_privileged(entry: Entry) -> bool:
@@ -179,25 +179,25 @@ def guest_view(site: Site, entry: Entry) -> DomainView:
     host = site.inventory.hosts[entry.host]
     view.virt_type = spec.virt_type or host.virt_type
     view.arch, view.machine = spec.arch, spec.machine
-    gdir = storage_dir(site) / "guests" / entry.name
+    gdir = f"{storage_dir(site)}/guests/{entry.name}"
     disks: list[DiskView] = []
     if spec.image is not None or spec.containers:
         image = spec.image
         # The root disk is a copy-on-write overlay over the cached or given base image.
-        disks.append(DiskView(str(gdir / "root.qcow2"), "qcow2", "vda", "virtio"))
+        disks.append(DiskView(f"{gdir}/root.qcow2", "qcow2", "vda", "virtio"))
         if (image is None or not image.path) and spec.boot is None:
             # Images virtmix builds boot their own kernel directly (no bootloader to install).
-            view.kernel, view.initrd = str(gdir / "vmlinuz"), str(gdir / "initrd.img")
+            view.kernel, view.initrd = f"{gdir}/vmlinuz", f"{gdir}/initrd.img"
             view.cmdline = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
     for i, disk in enumerate(spec.disks):
-        path = disk.path or str(gdir / f"disk{i}.{disk.format}")
+        path = disk.path or f"{gdir}/disk{i}.{disk.format}"
         target = ("vd" if disk.bus == "virtio" else "sd") + chr(ord("a") + len(disks))
         disks.append(DiskView(path, disk.format, target, disk.bus))
     view.disks = disks
     if spec.boot is not None:
         boot = spec.boot
         view.kernel, view.initrd, view.cmdline = boot.kernel, boot.initrd, boot.cmdline
-    view.serial_log = str(gdir / "serial.log")
+    view.serial_log = f"{gdir}/serial.log"
     return view
 
 

@@ -110,3 +110,10 @@ def test_every_template_property_is_exercised():
     # Attribute names coming from data (metadata keys) are checked by the metadata test.
     assert elements - seen_el == set(), "elements no golden file exercises"
     assert attributes - seen_attr == set(), "attributes no golden file exercises"
+
+
+def test_parallel_rendering_gives_the_same_documents_in_order():
+    site = load_site(SITE)
+    serial = render_all(site, check=True, workers=1)
+    parallel = render_all(site, check=True, workers=2)
+    assert parallel == serial

@@ -11,7 +11,6 @@ from ..explain import explain_entry, rows_as_dicts
 from ..inventory import load_site
 from ..model import inventory_json_schema
 from ..render import render_all, write_rendered
-from ..schema_check import check_xml
 from .app import OUTPUT_OPTION, Output, app, out, print_json
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
@@ -19,11 +18,7 @@ INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAM
 
 def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None):
     site = load_site(inventory)
-    items = render_all(site, host=host, name=name)
-    for item in items:
-        check_xml(item.xml, "network" if item.kind == "network" else "domain",
-                  f"{item.kind} {item.address}")
-    return site, items
+    return site, render_all(site, host=host, name=name, check=True)
 
 
 @app.command("validate")

@@ -1,0 +1,72 @@
+"""The two YAML loaders must agree: the fast one is only an accelerator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from virtmix import yamlio
+from virtmix.errors import InventoryError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def reference(text: str):
+    return yaml.load(text, Loader=yaml.SafeLoader)
+
+
+def loaded(tmp_path: Path, text: str):
+    p = tmp_path / "x.yaml"
+    p.write_text(text)
+    return yamlio.read_yaml(p)[0]
+
+
+@pytest.mark.parametrize("path", sorted(
+    [*REPO.glob("examples/*.yaml"), *REPO.glob("profiles/*.yaml"),
+     *REPO.glob("tests/golden/**/*.yaml")]), ids=lambda p: p.name)
+def test_repo_files_load_as_pyyaml_reads_them(path):
+    assert yamlio.read_yaml(path)[0] == reference(path.read_text())
+
+
+@pytest.mark.parametrize("text", [
+    "a: yes\nb: No\nc: on\nd: OFF\n", "base: &b {x: 1}\nc: {<<: *b, y: 2}\n",
+    "e: 0o17\nf: 017\ng: 1_000\n", "h: 2001-12-14\n", "i: 1e3\nj: 1.5e3\n", "k: 12:30\n",
+    "mac: 52:54:00:12:34:56\n", "l: [y, n]\n", "v: {0: '0', 1: '1'}\n", "s: 'yes'\n",
+    "m: |\n  no\n  yes\n", "x: -1\ny: +3\nz: .inf\nw: ~\n", "t: 2001-12-14T21:59:43Z\n",
+])
+def test_version_sensitive_scalars_keep_pyyaml_meaning(tmp_path, text):
+    assert loaded(tmp_path, text) == reference(text)
+
+
+scalars = st.one_of(
+    st.sampled_from(["yes", "no", "on", "off", "y", "n", "true", "False", "~", "null", "0o7",
+                     "017", "1_0", "1e3", "1.5", "12:30", "2001-01-02", "0x1f", "-1", "+2",
+                     "0-1", "256MiB", "a b", "lxc:///system", ".inf", "0b101", "0_.", "1.", ".5",
+                     "1.5e3", "1.5e+3", "1:2:3", "-0", "0.0", "1__0", "+.inf", "0x_1"]),
+    st.integers(-1000, 1000).map(str),
+    st.text("abcxyz019-:._+eEob ", min_size=1, max_size=8).map(str.strip).filter(bool),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(st.text("abcdefgh", min_size=1, max_size=4), scalars, min_size=1,
+                       max_size=6))
+def test_any_plain_scalar_document_agrees(tmp_path_factory, mapping):
+    text = "".join(f"{k}: {v}\n" for k, v in mapping.items())
+    try:
+        expected = reference(text)
+    except yaml.YAMLError:
+        with pytest.raises(InventoryError):
+            loaded(tmp_path_factory.mktemp("y"), text)
+        return
+    assert loaded(tmp_path_factory.mktemp("y"), text) == expected
+
+
+def test_duplicate_keys_are_refused_on_both_paths(tmp_path):
+    for text in ("a: 1\na: 2\n", "a: yes\na: no\n"):
+        with pytest.raises(InventoryError, match="key appears twice"):
+            loaded(tmp_path, text)
