@@ -117,7 +117,8 @@ def test_duplicate_name_on_one_connection(tmp_path):
 def test_same_name_on_different_connections_is_fine(tmp_path):
     inv = tmp_path / "site.yaml"
     inv.write_text("hosts:\n  a: {containers: {web: {rootfs: {path: /x}}}}\n"
-                   "  b: {lxc_uri: 'lxc+ssh://root@b/system', containers: {web: {rootfs: {path: /x}}}}\n")
+                   "  b: {lxc_uri: 'lxc+ssh://root@b/system',\n"
+                   "      containers: {web: {rootfs: {path: /x}}}}\n")
     assert runner.invoke(app, ["validate", str(inv)]).exit_code == 0
 
 
