@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import inventory_cmds  # noqa: F401 - registers validate, render, schema, explain
 from . import apply_cmds  # noqa: F401 - plan, apply, destroy (issue 3)
-from . import admin_cmds, admin_run_cmds  # noqa: F401 - lxc-* verbs (issue 4)
+from . import admin_cmds, admin_run_cmds, host_cmds  # noqa: F401 - lxc-* verbs (issue 4)
 from .app import app
 
 

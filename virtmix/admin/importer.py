@@ -1,0 +1,246 @@
+"""`virtmix import`: inventory entries for existing domains and classic LXC containers.
+
+Each domain's definition is read back into the inventory's vocabulary (memory, vcpus, vcpu
+cpuset, cputune, memtune, blkiotune, interfaces, rootfs, init, mounts, disks, boot). The
+result is then checked the way plan will see it: every imported entry is rendered with the
+core's templates and its owned fields compared with the domain's definition; what would
+still differ (beyond virtmix's metadata, which `apply --adopt` adds) is reported per entry.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..cgroups import weight_to_shares
+from ..units import format_kib, normalize_cpuset
+from .domxml import DomainSettings, parse_domain
+from .lxc_config import IDMAP
+
+
+@dataclass
+class Imported:
+    """One entry for the inventory and what could not be carried over."""
+
+    name: str
+    kind: str  # container | guest
+    entry: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    xml: str | None = None  # the domain's definition (None for classic LXC containers)
+
+
+def _tuning(s: DomainSettings, entry: dict[str, Any], v2: bool) -> None:
+    if s.memory_kib:
+        entry["memory"] = format_kib(s.memory_kib)
+    if s.vcpus != 1:
+        entry["vcpus"] = s.vcpus
+    cpu: dict[str, Any] = {}
+    if s.vcpu_cpuset:
+        cpu["cpuset"] = normalize_cpuset(s.vcpu_cpuset)
+    if "shares" in s.cputune:
+        shares = s.cputune["shares"]
+        cpu["shares"] = weight_to_shares(shares) if v2 else shares
+    cpu.update({k: s.cputune[k] for k in ("period", "quota") if k in s.cputune})
+    if s.vcpupin:
+        cpu["vcpupin"] = {v: normalize_cpuset(c) for v, c in sorted(s.vcpupin.items())}
+    if s.emulatorpin:
+        cpu["emulatorpin"] = normalize_cpuset(s.emulatorpin)
+    if cpu:
+        entry["cpu"] = cpu
+    if s.memtune:
+        entry["memtune"] = {k: format_kib(v) for k, v in s.memtune.items()}
+    if s.blkio_weight:
+        entry["blkio"] = {"weight": s.blkio_weight}
+    if s.description:
+        entry["description"] = s.description
+
+
+def _interfaces(s: DomainSettings, container: bool, notes: list[str]) -> list[dict]:
+    out = []
+    for i, iface in enumerate(s.interfaces):
+        if iface.kind == "other" or not iface.source:
+            notes.append(f"interface {i} ({iface.kind}) is neither on a network nor a "
+                         "bridge; not imported")
+            continue
+        item: dict[str, Any] = {iface.kind: iface.source}
+        if iface.mac:
+            item["mac"] = iface.mac.lower()
+        if container:
+            if iface.guest_dev:
+                item["name"] = iface.guest_dev
+            if iface.ipv4:
+                item["ipv4"] = iface.ipv4
+            if iface.gateway:
+                item["gateway"] = iface.gateway
+        elif iface.model:
+            item["model"] = iface.model
+        out.append(item)
+    return out
+
+
+def _container(s: DomainSettings, entry: dict[str, Any], notes: list[str]) -> None:
+    root = s.rootfs
+    if root:
+        entry["rootfs"] = {"path": root}
+    else:
+        notes.append("no root filesystem (the container shares the host's /): the inventory "
+                     "needs one; rootfs not imported")
+    entry["init"] = s.init or ["/sbin/init"]
+    entry["privileged"] = s.idmap is None
+    if s.idmap is not None and s.idmap != IDMAP:
+        notes.append(f"idmap {s.idmap} differs from virtmix's {IDMAP}")
+    mounts = [{"source": f.source, "target": f.target, "readonly": f.readonly}
+              for f in s.filesystems if f.target != "/"]
+    if mounts:
+        entry["mounts"] = mounts
+    if not s.privnet and not s.interfaces:
+        notes.append("shares the host's network namespace; virtmix gives every container "
+                     "its own (<privnet/>)")
+
+
+def _guest(s: DomainSettings, entry: dict[str, Any], notes: list[str]) -> None:
+    entry["virt_type"] = "kvm" if s.type == "kvm" else "qemu"
+    if s.arch and s.arch != "x86_64":
+        entry["arch"] = s.arch
+    if s.machine:
+        entry["machine"] = s.machine
+    disks = []
+    for d in s.disks:
+        if d.device != "disk":
+            continue
+        fmt = d.format if d.format in ("qcow2", "raw") else "raw"
+        if d.format not in ("qcow2", "raw"):
+            notes.append(f"disk {d.path}: format {d.format} imported as raw")
+        disk = {"path": d.path, "format": fmt}
+        if d.bus and d.bus != "virtio":
+            disk["bus"] = d.bus
+        disks.append(disk)
+    if disks:
+        entry["disks"] = disks
+    if s.kernel:
+        entry["boot"] = {k: v for k, v in (("kernel", s.kernel), ("initrd", s.initrd),
+                                            ("cmdline", s.cmdline)) if v}
+
+
+def from_domain(xml: str, *, state: str, autostart: bool, v2: bool) -> Imported:
+    """An inventory entry (dict, inventory format) for one domain definition."""
+    s = parse_domain(xml)
+    container = s.type == "lxc"
+    imp = Imported(s.name, "container" if container else "guest", {}, xml=xml)
+    _tuning(s, imp.entry, v2)
+    interfaces = _interfaces(s, container, imp.notes)
+    if interfaces:
+        imp.entry["interfaces"] = interfaces
+    (_container if container else _guest)(s, imp.entry, imp.notes)
+    imp.entry["state"] = "running" if state in ("running", "paused", "blocked") else "stopped"
+    imp.entry["autostart"] = autostart
+    return imp
+
+
+def inventory_document(host: str, uri: str, lxc_uri: str, cgroups: str,
+                       items: list[Imported]) -> dict[str, Any]:
+    host_doc: dict[str, Any] = {"uri": uri, "lxc_uri": lxc_uri, "cgroups": cgroups}
+    for kind in ("container", "guest"):
+        entries = {i.name: i.entry for i in items if i.kind == kind}
+        if entries:
+            host_doc[kind + "s"] = entries
+    return {"hosts": {host: host_doc}}
+
+
+def dump(doc: dict[str, Any], items: list[Imported], source: str) -> str:
+    """The inventory YAML, with the notes as comments on top."""
+    lines = [f"# Written by `virtmix import` from {source}.",
+             "# Apply with --adopt to put the imported domains under virtmix's management."]
+    for item in items:
+        lines += [f"# {item.name}: {note}" for note in item.notes]
+    body = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
+    return "\n".join(lines) + "\n" + body
+
+
+def check_roundtrip(text: str, items: list[Imported]) -> None:
+    """Load the written inventory, render each imported domain and add a note for every
+    owned field plan would still change (metadata aside). Raises on an invalid inventory."""
+    from ..inventory import load_site
+    from ..observe import owned_fields
+    from ..plan import diff_fields
+    from ..plan_xml import adapt_domain_xml
+    from ..render import render_domain
+
+    with tempfile.TemporaryDirectory(prefix="virtmix-import-") as tmp:
+        path = Path(tmp) / "imported.yaml"
+        path.write_text(text)
+        site = load_site(path)
+        by_name = {e.name: e for e in site.entries}
+        for item in items:
+            entry = by_name.get(item.name)
+            if item.xml is None or entry is None:
+                continue
+            have = owned_fields(item.xml)
+            uuid = parse_uuid(item.xml)
+            want = owned_fields(adapt_domain_xml(render_domain(site, entry), uuid,
+                                                 have.get("interfaces", ()), set()))
+            for change in diff_fields(want, have):
+                if change.field != "metadata":
+                    item.notes.append(f"apply --adopt would still change {change.field}: "
+                                      f"{change.before!r} -> {change.after!r}")
+
+
+def parse_uuid(xml: str) -> str:
+    from lxml import etree
+
+    return etree.fromstring(xml.encode()).findtext("uuid") or ""
+
+
+def _uri_pair(uri: str) -> tuple[str, str]:
+    """(qemu uri, lxc uri) of the host behind one of them: lxc+ssh://h/system ->
+    (qemu+ssh://h/system, lxc+ssh://h/system)."""
+    scheme, sep, rest = uri.partition(":")
+    driver, plus, transport = scheme.partition("+")
+    if driver not in ("lxc", "qemu"):
+        return uri, uri
+    tail = f"{plus}{transport}{sep}{rest}"
+    return "qemu" + tail, "lxc" + tail
+
+
+def collect(session, names: set[str] | None, lxc_path: Path | None,
+            v2: bool) -> tuple[str, str, str, list[Imported]]:
+    """Import from the session's connections: (host name, uri, lxc_uri, entries)."""
+    from ..backend.admin_ops import autostart
+
+    items: list[Imported] = []
+    uris = [p.uri for p in session.places()]
+    host = session.places()[0].host
+    for _place, conn, rec in session.records():
+        if names is not None and rec.name not in names:
+            continue
+        if not rec.persistent:
+            continue  # transient domains vanish when they stop: nothing to keep
+        imp = from_domain(rec.xml, state=rec.state, autostart=autostart(conn, rec.name), v2=v2)
+        if rec.managed:
+            imp.notes.append(f"already managed by virtmix (site {rec.metadata.get('site')})")
+        items.append(imp)
+    if lxc_path is not None:
+        from .lxc_config import classic_containers
+
+        taken = {(i.kind, i.name) for i in items}
+        for ce in classic_containers(lxc_path, names):
+            if ("container", ce.name) in taken:
+                ce.notes.append("a libvirt domain has this name; classic config skipped")
+                continue
+            items.append(Imported(ce.name, "container", ce.entry, ce.notes))
+    if names:
+        missing = names - {i.name for i in items}
+        if missing:
+            from ..errors import NotFoundError
+
+            raise NotFoundError(f"import: nothing named {', '.join(sorted(missing))} on "
+                                f"{', '.join(uris)}" + (f" or in {lxc_path}" if lxc_path
+                                                        else ""))
+    lxc_uri = next((u for u in uris if u.startswith("lxc")), None)
+    qemu_uri = next((u for u in uris if u.startswith("qemu")), None)
+    uri, derived_lxc = _uri_pair(qemu_uri or lxc_uri or "qemu:///system")
+    return host, uri, lxc_uri or derived_lxc, items

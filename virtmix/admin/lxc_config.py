@@ -1,0 +1,198 @@
+"""Classic LXC container configs (/var/lib/lxc/NAME/config) -> inventory container entries.
+
+Both generations of key names are read (LXC 2: lxc.utsname, lxc.rootfs, lxc.network.*,
+lxc.id_map, lxc.init_cmd; LXC 3+: lxc.uts.name, lxc.rootfs.path, lxc.net.N.*, lxc.idmap,
+lxc.init.cmd). What has no inventory equivalent is reported as a note, never dropped
+silently. lxc.include files are not followed: they hold LXC's own defaults (devices,
+capabilities) that libvirt sets its own way.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import cgroups
+from ..units import format_kib, parse_size_kib
+
+IDMAP = (0, 100000, 65536)  # the one mapping virtmix renders (virtmix.views.IDMAP)
+# Keys that only concern LXC's own runtime (console ttys, apparmor, hooks, signals...).
+_IGNORED = re.compile(r"^lxc\.(tty|pty|console|apparmor|seccomp|cap|hook|signal|autodev|"
+                      r"arch|start\.(delay|order)|group|log|mount\.auto|environment)")
+
+
+@dataclass
+class ClassicEntry:
+    name: str
+    entry: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def read_config(path: Path) -> list[tuple[str, str]]:
+    """KEY = VALUE pairs in file order (keys repeat: devices.allow, mount.entry, ...)."""
+    pairs = []
+    for raw in path.read_text(errors="replace").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (p.strip() for p in line.split("=", 1))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        pairs.append((key, value))
+    return pairs
+
+
+def _net_key(key: str) -> tuple[int | None, str] | None:
+    """lxc.net.N.KEY -> (N, KEY); lxc.network.KEY -> (None, KEY); else None."""
+    m = re.match(r"^lxc\.net\.(\d+)\.(.+)$", key)
+    if m:
+        return int(m.group(1)), m.group(2)
+    if key.startswith("lxc.network."):
+        return None, key[len("lxc.network."):]
+    return None
+
+
+def _networks(pairs: list[tuple[str, str]], notes: list[str]) -> list[dict[str, Any]]:
+    nets: dict[int, dict[str, str]] = {}
+    legacy = -1
+    for key, value in pairs:
+        parsed = _net_key(key)
+        if parsed is None:
+            continue
+        index, sub = parsed
+        if index is None:  # LXC 2: each lxc.network.type starts the next interface
+            legacy += sub == "type"
+            index = max(legacy, 0)
+        nets.setdefault(index, {})[sub.replace("ipv4.address", "ipv4")] = value
+    out = []
+    for index in sorted(nets):
+        net = nets[index]
+        kind = net.get("type", "")
+        if kind == "empty":
+            continue  # a private network namespace with only lo: virtmix's default
+        if kind not in ("veth",) or not net.get("link"):
+            notes.append(f"network {index}: type {kind or '?'} "
+                         f"{'without a link bridge ' if kind == 'veth' else ''}has no "
+                         "inventory equivalent (veth on a bridge, or none); not imported")
+            continue
+        iface: dict[str, Any] = {"bridge": net["link"]}
+        if net.get("name"):
+            iface["name"] = net["name"]
+        if re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", net.get("hwaddr", "")):
+            iface["mac"] = net["hwaddr"].lower()
+        if net.get("ipv4"):
+            iface["ipv4"] = net["ipv4"].split()[0]
+        if net.get("ipv4.gateway") not in (None, "", "auto"):
+            iface["gateway"] = net["ipv4.gateway"]
+        out.append(iface)
+    return out
+
+
+def _mount(value: str, notes: list[str]) -> dict[str, Any] | None:
+    """lxc.mount.entry = SRC DST TYPE OPTIONS ... -> a bind mount, or a note."""
+    parts = value.split()
+    if len(parts) < 4 or "bind" not in parts[3].split(","):
+        notes.append(f"mount entry {value!r} is not a bind mount; not imported")
+        return None
+    src, dst, opts = parts[0], parts[1], parts[3].split(",")
+    if not Path(src).exists():
+        notes.append(f"bind mount of {src} skipped: it does not exist on this host"
+                     + (" (it was optional)" if "optional" in opts else ""))
+        return None
+    return {"source": src, "target": "/" + dst.lstrip("/"), "readonly": "ro" in opts}
+
+
+def _idmap(values: list[str], entry: dict[str, Any], notes: list[str]) -> None:
+    maps = {tuple(v.split()) for v in values}
+    want = {("u", *map(str, IDMAP)), ("g", *map(str, IDMAP))}
+    if not maps:
+        entry["privileged"] = True
+    elif maps == want:
+        entry["privileged"] = False
+    else:
+        entry["privileged"] = False
+        notes.append(f"id map {sorted(maps)} differs from virtmix's (0 -> {IDMAP[1]}, "
+                     f"{IDMAP[2]} ids): the tree's ownership must be shifted before it runs")
+
+
+def _cgroup(pairs: list[tuple[str, str]], entry: dict[str, Any], notes: list[str]) -> None:
+    block: dict[str, str] = {}
+    for key, value in pairs:
+        if not key.startswith(("lxc.cgroup.", "lxc.cgroup2.")):
+            continue
+        name = cgroups.canonical_key(key)
+        if name.startswith("devices."):
+            continue  # device policy: libvirt sets its own
+        try:
+            cgroups.lookup(name)
+        except cgroups.CgroupKeyError:
+            notes.append(f"{key} = {value} has no inventory equivalent; not imported")
+            continue
+        block[name] = value
+    if block:
+        entry["cgroup"] = block
+    limit = block.get("memory.limit_in_bytes") or block.get("memory.max")
+    if limit and limit not in ("-1", "max"):
+        entry["memory"] = format_kib(parse_size_kib(int(limit) if limit.isdigit() else limit))
+
+
+def config_to_entry(name: str, config: Path) -> ClassicEntry:
+    """The inventory entry for the classic container whose config file this is."""
+    pairs = read_config(config)
+    values: dict[str, list[str]] = {}
+    for key, value in pairs:
+        values.setdefault(key, []).append(value)
+
+    def last(*keys: str) -> str | None:
+        found = [values[k][-1] for k in keys if k in values]
+        return found[-1] if found else None
+
+    result = ClassicEntry(name, {"description": f"imported from classic LXC {config}"})
+    entry, notes = result.entry, result.notes
+    hostname = last("lxc.utsname", "lxc.uts.name")
+    if hostname and hostname != name:
+        entry["hostname"] = hostname
+    rootfs = last("lxc.rootfs", "lxc.rootfs.path") or str(config.parent / "rootfs")
+    backend, _, path = rootfs.partition(":") if ":" in rootfs else ("dir", "", rootfs)
+    if backend != "dir" or not path.startswith("/"):
+        notes.append(f"rootfs {rootfs!r}: only directory trees can be imported")
+        path = str(config.parent / "rootfs")
+    entry["rootfs"] = {"path": path}
+    init = last("lxc.init.cmd", "lxc.init_cmd")
+    entry["init"] = shlex.split(init) if init else ["/sbin/init"]
+    _idmap(values.get("lxc.idmap", []) + values.get("lxc.id_map", []), entry, notes)
+    _cgroup(pairs, entry, notes)
+    interfaces = _networks(pairs, notes)
+    if interfaces:
+        entry["interfaces"] = interfaces
+    mounts = [m for v in values.get("lxc.mount.entry", []) if (m := _mount(v, notes))]
+    if mounts:
+        entry["mounts"] = mounts
+    if "lxc.include" in values:
+        notes.append("lxc.include files not followed (LXC's own defaults)")
+    entry["autostart"] = last("lxc.start.auto") == "1"
+    # Two inits on one tree would fight: the classic container may still run.
+    entry["state"] = "stopped"
+    notes.append("state: stopped; set running once the classic container is stopped "
+                 "and disabled (lxc-stop, lxc.start.auto = 0)")
+    for key in values:
+        known = key.startswith(("lxc.cgroup", "lxc.net", "lxc.network", "lxc.mount.entry",
+                                "lxc.idmap", "lxc.id_map", "lxc.include", "lxc.init",
+                                "lxc.rootfs", "lxc.utsname", "lxc.uts.name", "lxc.start.auto"))
+        if not known and not _IGNORED.match(key):
+            notes.append(f"{key} has no inventory equivalent; not imported")
+    return result
+
+
+def classic_containers(lxc_path: Path, names: set[str] | None = None) -> list[ClassicEntry]:
+    """Every container under lxc_path (or the named ones) as an inventory entry."""
+    if not lxc_path.is_dir():
+        return []
+    out = []
+    for d in sorted(lxc_path.iterdir()):
+        if (d / "config").is_file() and (names is None or d.name in names):
+            out.append(config_to_entry(d.name, d / "config"))
+    return out

@@ -1,0 +1,90 @@
+"""Estate and host commands: import (existing domains and classic LXC -> inventory), doctor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..admin import doctor as doctor_mod
+from ..admin import importer
+from ..admin.cgroupfs import cgroup_version
+from ..backend.lxc_host import is_local
+from ..errors import UsageError
+from .admin_cmds import admin_session
+from .app import OPTIONS, OUTPUT_OPTION, Output, app, err, out, print_json
+
+DOCTOR_FAILED = 12  # exit code of `doctor` when a check fails
+MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+
+
+@app.command("import")
+def import_domains(
+    names: list[str] = typer.Option(None, "--name", "-n", help="Only these (repeatable)."),
+    lxc_path: Path = typer.Option(None, "--lxc-path", help="Also import classic LXC "
+                                  "containers from this directory (e.g. /var/lib/lxc)."),
+    output_file: Path = typer.Option(None, "--output-file", "-o", help="Write the inventory "
+                                     "here instead of stdout."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing -o file."),
+) -> None:
+    """Write inventory entries for the domains of -c URI (default: lxc:///system and
+    qemu:///system) and for classic LXC containers (--lxc-path), in the inventory format.
+
+    The result loads with `virtmix validate`; `virtmix apply --adopt` on it takes the
+    domains over without changing them. What cannot be carried over is listed as comments
+    at the top (and on stderr)."""
+    if output_file is not None and output_file.exists() and not force:
+        raise UsageError(f"{output_file} exists; use --force to overwrite it")
+    with admin_session() as session:
+        places = session.places()
+        v2 = all(is_local(p.uri) for p in places) and cgroup_version() == "v2"
+        host, uri, lxc_uri, items = importer.collect(
+            session, set(names) if names else None, lxc_path, v2)
+    source = ", ".join(p.uri for p in places) + (f", {lxc_path}" if lxc_path else "")
+    doc = importer.inventory_document(host, uri, lxc_uri, "v2" if v2 else "v1", items)
+    importer.check_roundtrip(importer.dump(doc, items, source), items)
+    text = importer.dump(doc, items, source)
+    for item in items:
+        for note in item.notes:
+            err.print(f"virtmix: note: {item.name}: {note}", markup=False)
+    if output_file is None:
+        typer.echo(text, nl=False)
+        return
+    output_file.write_text(text)
+    if not OPTIONS.quiet:
+        err.print(f"virtmix: wrote {len(items)} entries to {output_file}", markup=False)
+
+
+@app.command("doctor")
+def doctor(
+    uri: str = typer.Argument(None, help="Check this URI (default: -c, or lxc:///system "
+                              "and qemu:///system)."),
+    storage_dir: str = typer.Option(None, "--storage-dir", help="Where virtmix keeps trees "
+                                    "and images (default: the inventory's, or "
+                                    "/var/lib/virtmix)."),
+    output: Output = OUTPUT_OPTION,
+) -> None:
+    """Host preflight: libvirt drivers, /dev/kvm, cgroup layout, user namespaces, overlayfs,
+    inotify limits, free storage. Each line: ok / warn / FAIL and what to do.
+    Exits 12 when a check fails, 0 otherwise (warnings included)."""
+    uri = uri or OPTIONS.connect
+    uris = [uri] if uri else ["lxc:///system", "qemu:///system"]
+    if storage_dir is None:
+        storage_dir = "/var/lib/virtmix"
+        if OPTIONS.inventory:
+            from ..inventory import load_site
+
+            storage_dir = load_site(Path(OPTIONS.inventory)).inventory.settings.storage_dir
+    checks = doctor_mod.run_checks(uris, storage_dir, all(is_local(u) for u in uris))
+    failed = [c for c in checks if c.status == doctor_mod.FAIL]
+    if output == Output.json:
+        print_json([c.as_dict() for c in checks])
+    else:
+        for c in checks:
+            line = f"{MARK[c.status]}  {c.name}: {c.detail}"
+            out.print(line + (f"\n      -> {c.fix}" if c.fix else ""), markup=False)
+        warned = sum(c.status == doctor_mod.WARN for c in checks)
+        out.print(f"{len(checks)} checks: {len(failed)} failed, {warned} warnings",
+                  markup=False)
+    if failed:
+        raise typer.Exit(DOCTOR_FAILED)
