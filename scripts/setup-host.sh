@@ -16,10 +16,12 @@ die() { say "ERROR: $1" >&2; exit "${2:-1}"; }
 
 # python3-venv/-dev + gcc: the Makefile's venv builds libvirt-python from source against
 # libvirt-dev. procps (pgrep) and ca-certificates (pip over https) are absent from minimal
-# Debian images.
+# Debian images. iptables and dnsmasq-base: libvirtd needs them (looked up when it starts)
+# to start any network with an address, isolated ones included.
 PKGS=(libvirt-daemon libvirt-daemon-driver-lxc libvirt-daemon-driver-qemu libvirt-clients
       libvirt-dev pkg-config debootstrap mmdebstrap qemu-system-x86 qemu-utils libxml2-utils
       busybox-static cpio iproute2 openssh-server openssh-client lxc tmux e2fsprogs
+      iptables dnsmasq-base
       debian-archive-keyring kmod procps util-linux ca-certificates make gcc
       python3 python3-venv python3-dev)
 
