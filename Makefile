@@ -16,10 +16,18 @@ $(VENV)/.installed: pyproject.toml
 
 venv: host $(VENV)/.installed
 
+DEMO ?= examples/demo.yaml
+
+# The main job on the shipped examples: check and render the reference site, then converge the
+# demo site on this host (a Debian container built from the host's apt sources and a busybox
+# one, on an isolated network). `.venv/bin/virtmix destroy examples/demo.yaml --yes` undoes it.
 demo: venv
+	bash scripts/make-busybox-rootfs.sh /srv/rootfs/busybox
 	$(VENV)/bin/virtmix validate $(SITE)
 	$(VENV)/bin/virtmix render $(SITE) --out build/rendered
-	$(VENV)/bin/virtmix plan $(SITE) || test $$? -eq 10
+	$(VENV)/bin/virtmix plan $(DEMO) || test $$? -eq 10
+	$(VENV)/bin/virtmix apply $(DEMO) --yes
+	$(VENV)/bin/virtmix ls
 
 test: venv
 	$(VENV)/bin/pytest -q
