@@ -1,0 +1,139 @@
+"""The core commands through the CLI: validate, render, schema, explain, user templates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lxml import etree
+from typer.testing import CliRunner
+
+from virtmix.cli import app
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "site.yaml"
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_validate_example():
+    r = invoke("validate", str(EXAMPLE))
+    assert r.exit_code == 0, r.stderr
+    assert "valid (4 containers, 1 guests, 1 networks on 1 hosts)" in r.stdout
+    data = json.loads(invoke("validate", str(EXAMPLE), "-o", "json").stdout)
+    assert data["valid"] is True and data["container"] == 4
+
+
+def test_render_to_directory_writes_one_file_per_domain(tmp_path):
+    r = invoke("render", str(EXAMPLE), "--out", str(tmp_path / "out"))
+    assert r.exit_code == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["dbhost--mysql0.xml", "dbhost.xml", "network-lan.xml", "tiny.xml",
+                     "vm0.xml", "vm1.xml"]
+    doc = etree.parse(str(tmp_path / "out" / "vm1.xml"))
+    assert doc.findtext("cputune/shares") == "1024"
+    assert doc.find("vcpu").get("cpuset") == "1"
+
+
+def test_render_one_entry_to_stdout():
+    r = invoke("render", str(EXAMPLE), "--name", "dbhost/mysql0")
+    assert r.exit_code == 0
+    doc = etree.fromstring(r.stdout.encode())
+    assert doc.get("type") == "lxc" and doc.findtext("name") == "mysql0"
+    # inside a guest (cgroup v2): shares 512 are written as cpu.weight 50
+    assert doc.findtext("cputune/shares") == "50"
+
+
+def test_render_filters_by_host():
+    r = invoke("render", str(EXAMPLE), "--host", "nope")
+    assert r.exit_code == 0 and r.stdout == ""
+
+
+def test_render_unknown_name_is_not_found():
+    r = invoke("render", str(EXAMPLE), "--name", "ghost")
+    assert r.exit_code == 6
+    assert "no entry named 'ghost'" in r.stderr
+
+
+def test_schema_is_json_schema_of_the_inventory():
+    r = invoke("schema")
+    schema = json.loads(r.stdout)
+    assert schema["title"] == "virtmix inventory"
+    assert {"hosts", "networks", "profiles_dir"} <= set(schema["properties"])
+    assert schema["additionalProperties"] is False
+    container = schema["$defs"]["Container"]["properties"]
+    assert {"cgroup", "rootfs", "cpu", "memory", "init"} <= set(container)
+
+
+def test_explain_shows_origin_and_libvirt_element():
+    r = invoke("explain", str(EXAMPLE), "vm1", "-o", "json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    rows = {row["setting"]: row for row in data["settings"]}
+    assert rows["cpu.shares"]["source"] == "entry"             # from its cgroup: block
+    assert rows["cpu.shares"]["libvirt"] == "<cputune><shares>"
+    assert "cpu.weight=100" in rows["cpu.shares"]["note"]
+    assert rows["memory"]["source"] == "profile apache"
+    assert rows["init"]["source"] == "profile debian"
+    assert data["profiles"] == ["apache", "debian"]
+
+
+def test_explain_warns_about_settings_without_effect(tmp_path):
+    inv = tmp_path / "s.yaml"
+    inv.write_text("hosts:\n  h:\n    containers:\n      c:\n        rootfs: {path: /x}\n"
+                   "        vcpus: 4\n        memory: 64MiB\n"
+                   "        memtune: {soft_limit: 128MiB}\n")
+    data = json.loads(invoke("explain", str(inv), "c", "-o", "json").stdout)
+    text = " ".join(data["warnings"])
+    assert "vcpus has no effect on a container" in text
+    assert "memtune.soft_limit (128MiB) is above memory (64MiB)" in text
+    assert "runs privileged" in text
+
+
+def test_user_templates_override_shipped(tmp_path):
+    shutil.copytree(REPO / "domain_templates", tmp_path / "tpl")
+    lxc = tmp_path / "tpl" / "lxc.xml.j2"
+    lxc.write_text(lxc.read_text().replace("<clock offset='utc'/>", "<clock offset='localtime'/>"))
+    inv = tmp_path / "s.yaml"
+    inv.write_text("templates_dir: tpl\nhosts:\n  h:\n    containers:\n"
+                   "      c: {rootfs: {path: /x}}\n")
+    r = invoke("render", str(inv))
+    assert r.exit_code == 0, r.stderr
+    assert "<clock offset='localtime'/>" in r.stdout
+
+
+def test_broken_user_template_is_a_template_error(tmp_path):
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "lxc.xml.j2").write_text("<domain>{{ d.nonexistent }}</domain>")
+    inv = tmp_path / "s.yaml"
+    inv.write_text("templates_dir: tpl\nhosts:\n  h:\n    containers:\n"
+                   "      c: {rootfs: {path: /x}}\n")
+    r = invoke("validate", str(inv))
+    assert r.exit_code == 4
+    assert "nonexistent" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_template_rendering_invalid_xml_fails_relaxng(tmp_path):
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "lxc.xml.j2").write_text(
+        "<domain type='lxc'><name>{{ d.name }}</name><bogus/></domain>")
+    inv = tmp_path / "s.yaml"
+    inv.write_text("templates_dir: tpl\nhosts:\n  h:\n    containers:\n"
+                   "      c: {rootfs: {path: /x}}\n")
+    r = invoke("validate", str(inv))
+    assert r.exit_code == 4
+    assert "fails libvirt's domain.rng" in r.stderr
+
+
+def test_values_are_xml_escaped(tmp_path):
+    inv = tmp_path / "s.yaml"
+    inv.write_text("hosts:\n  h:\n    containers:\n      c:\n        rootfs: {path: /x}\n"
+                   "        description: \"<b>&'quoted'</b>\"\n")
+    r = invoke("render", str(inv))
+    assert r.exit_code == 0
+    doc = etree.fromstring(r.stdout.encode())
+    assert doc.findtext("description") == "<b>&'quoted'</b>"
