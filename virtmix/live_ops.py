@@ -69,6 +69,11 @@ def apply_live(conn: Any, item: Item) -> None:
     """Set every field in item.live on the running domain."""
     live = item.live
     name = item.name
+    if not conn.get(name).active:
+        # libvirt 9.0's LXC driver dereferences the NULL cgroup of an inactive domain when
+        # asked for scheduler parameters (virCgroupSupportsCpuBW) and libvirtd segfaults;
+        # libvirt-python asks for them inside every setSchedulerParameters call.
+        raise StateError(f"{item.address} stopped while being applied; apply again")
     sched = {SCHED_PARAMS[k]: v for k, v in live.items() if k in SCHED_PARAMS}
     if sched:
         conn.set_scheduler(name, sched, live=True, config=False)
