@@ -1,0 +1,158 @@
+"""SSH trust between the host and its guests: the site key, per-guest host keys, known_hosts.
+
+virtmix never accepts a host key it has not made itself: each guest's host key is generated
+on the host before the guest first boots, handed to the guest on its config disk, and
+pinned in virtmix's own known_hosts. Every ssh that virtmix starts (libvirt's ssh
+transport included, through `command=`) reads virtmix's own ssh config, which trusts only
+that file and fails rather than prompting.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from virtmix.errors import BackendError, RootfsError
+from virtmix.rootfs.storage import Storage
+
+KEY_NAME = "id_ed25519"
+EXTRA_KEYS = "authorized_keys.extra"  # an admin's own public keys, installed in every guest
+
+
+def ssh_dir(storage: Storage) -> Path:
+    d = storage.root / "ssh"
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return d
+
+
+def _keygen(path: Path, comment: str) -> None:
+    try:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
+                        "-f", str(path)], check=True, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise RootfsError("ssh-keygen not found", hint="apt-get install openssh-client") from None
+    except subprocess.CalledProcessError as e:
+        raise RootfsError(f"ssh-keygen {path} failed: {e.stderr.strip()}") from None
+
+
+def site_key(storage: Storage) -> Path:
+    """virtmix's private key for its guests (made once; an admin may put their own there)."""
+    key = ssh_dir(storage) / KEY_NAME
+    if not key.is_file():
+        _keygen(key, f"virtmix@{os.uname().nodename}")
+    return key
+
+
+def authorized_keys(storage: Storage) -> str:
+    """What goes into a guest's /root/.ssh/authorized_keys: the site key, then extras."""
+    lines = [(site_key(storage).with_suffix(".pub")).read_text().strip()]
+    extra = ssh_dir(storage) / EXTRA_KEYS
+    if extra.is_file():
+        lines += [x.strip() for x in extra.read_text().splitlines()
+                  if x.strip() and not x.startswith("#")]
+    return "\n".join(lines) + "\n"
+
+
+def make_host_key(dest: Path, name: str) -> str:
+    """A new ed25519 host key at dest (private) and dest.pub; returns the public line."""
+    for p in (dest, dest.with_name(dest.name + ".pub")):
+        p.unlink(missing_ok=True)
+    _keygen(dest, f"root@{name}")
+    return dest.with_name(dest.name + ".pub").read_text().strip()
+
+
+def known_hosts(storage: Storage) -> Path:
+    path = ssh_dir(storage) / "known_hosts"
+    if not path.exists():
+        path.touch(mode=0o600)
+    return path
+
+
+def pin_host_key(storage: Storage, address: str, pub_line: str) -> None:
+    """Make `address`'s only trusted key the given public key (replacing older pins)."""
+    keytype, key = pub_line.split()[:2]
+    path = known_hosts(storage)
+    lines = [x for x in path.read_text().splitlines() if x.split(" ", 1)[0] != address]
+    lines.append(f"{address} {keytype} {key}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def unpin_host_key(storage: Storage, address: str) -> None:
+    path = known_hosts(storage)
+    lines = [x for x in path.read_text().splitlines() if x.split(" ", 1)[0] != address]
+    path.write_text("".join(x + "\n" for x in lines))
+
+
+def ssh_config(storage: Storage) -> Path:
+    """virtmix's ssh client config and the `ssh` wrapper libvirt runs (command=)."""
+    d = ssh_dir(storage)
+    conf = d / "config"
+    text = "\n".join([
+        "# written by virtmix: trust only host keys virtmix pinned, never prompt",
+        "Host *",
+        f"  IdentityFile {site_key(storage)}",
+        "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {known_hosts(storage)}",
+        "  GlobalKnownHostsFile /dev/null",
+        "  StrictHostKeyChecking yes",
+        "  UpdateHostKeys no",
+        "  CheckHostIP no",
+        "  BatchMode yes",
+        "  ConnectTimeout 5",
+        "  ServerAliveInterval 10",
+        "  LogLevel ERROR",
+        "",
+    ])
+    if not conf.is_file() or conf.read_text() != text:
+        conf.write_text(text)
+    wrapper = d / "ssh"
+    body = f"#!/bin/sh\nexec ssh -F {shlex.quote(str(conf))} \"$@\"\n"
+    if not wrapper.is_file() or wrapper.read_text() != body:
+        wrapper.write_text(body)
+        wrapper.chmod(0o755)
+    return conf
+
+
+def ssh_argv(storage: Storage, address: str, user: str = "root") -> list[str]:
+    """The ssh command line that reaches a guest with virtmix's key and pins."""
+    return ["ssh", "-F", str(ssh_config(storage)), f"{user}@{address}"]
+
+
+def transport_uri(storage: Storage, uri: str) -> str:
+    """A `*+ssh://` URI with virtmix's ssh wrapper as its ssh command (unless one is set).
+
+    libvirt's plain ssh transport has no known_hosts parameter (only libssh/libssh2 have);
+    `command=` points it at a wrapper that runs ssh with virtmix's own config instead.
+    """
+    parts = urlsplit(uri)
+    if "+ssh" not in parts.scheme:
+        return uri
+    query = dict(parse_qsl(parts.query))
+    if "command" in query or "keyfile" in query:
+        return uri  # the admin chose their own ssh setup
+    ssh_config(storage)
+    query.setdefault("command", str(ssh_dir(storage) / "ssh"))
+    query.setdefault("no_tty", "1")
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote, safe="/")))
+
+
+def run_ssh(storage: Storage, address: str, command: str, *, timeout: float = 60,
+            input: str | bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a shell command in a guest over ssh; BackendError names the guest on failure."""
+    argv = [*ssh_argv(storage, address), command]
+    text = not isinstance(input, bytes)
+    try:
+        res = subprocess.run(argv, input=input, capture_output=True, text=text,
+                             timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"ssh root@{address}: {command!r} took over {timeout:g}s") from None
+    if check and res.returncode != 0:
+        err = res.stderr if text else res.stderr.decode(errors="replace")
+        raise BackendError(f"ssh root@{address}: {command!r} exited {res.returncode}: "
+                           f"{err.strip()[-500:]}")
+    return res
