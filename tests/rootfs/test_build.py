@@ -116,3 +116,27 @@ def test_interrupted_builds_leave_no_entry_and_concurrent_builds_share_one(scrat
     # prune: unused entries go
     assert prune_cache(st) == [results[0]["entry"]]
     assert list_cache(st) == []
+
+
+def test_debootstrap_fallback_builds_a_bootable_base(scratch_storage, monkeypatch):
+    import lxchelp
+    from conftest import PREFIX
+
+    from virtmix.rootfs import ContainerSetup, provision_container
+
+    monkeypatch.setenv("VIRTMIX_ROOTFS_BUILDER", "debootstrap")  # as if mmdebstrap were absent
+    base = ensure_base(BOOKWORM, scratch_storage)
+    meta = json.loads((base.path / "entry.json").read_text())
+    assert meta["tool"] == "debootstrap"
+    sources = (base.tree / "etc/apt/sources.list").read_text()
+    assert "signed-by=" in sources and "bookworm-security" in sources
+    name = PREFIX + "debootstrap"
+    r = provision_container(name, BOOKWORM, ContainerSetup(name=name), scratch_storage)
+    lxc = lxchelp.connect()  # opened after the long build, which may outlast a connection
+    try:
+        lxc.defineXML(lxchelp.domain_xml(name, str(r.path), r.idmap)).create()
+        state, waited = lxchelp.wait_running(lxc, name, timeout=60)
+        assert state in ("running", "degraded"), f"{state} after {waited:.1f}s"
+    finally:
+        lxchelp.destroy_undefine(lxc, name)
+        lxc.close()
