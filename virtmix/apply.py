@@ -52,10 +52,6 @@ class ApplyResult:
 Report = Callable[[str, Item, Outcome | None], None]  # ("start"|"end", item, outcome)
 
 
-class Interrupted(Exception):
-    """Raised inside a worker when the admin interrupted the apply (Ctrl-C)."""
-
-
 @dataclass
 class Context:
     site: Site
@@ -134,6 +130,9 @@ def run_item(ctx: Context, item: Item) -> Outcome:
     """Run one item's operations; any virtmix error fails this item only."""
     if not item.ops and item.status not in ("refuse", "unreachable"):
         return Outcome(item, "unchanged")
+    if ctx.stop.is_set():
+        # Ctrl-C stops between entries: an entry once begun is finished (define + start).
+        return Outcome(item, "skipped", "interrupted before it began")
     if ctx.report:
         ctx.report("start", item, None)
     out = _run_ops(ctx, item)
@@ -151,12 +150,8 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
     t0 = time.monotonic()
     try:
         for op in item.ops:
-            if ctx.stop.is_set():
-                raise Interrupted(f"interrupted before {op}")
             _run_op(ctx, item, conn, op)
         out = Outcome(item, "done", ", ".join(item.ops), time.monotonic() - t0)
-    except Interrupted as exc:
-        out = Outcome(item, "skipped", str(exc), time.monotonic() - t0)
     except VirtmixError as exc:
         out = Outcome(item, "failed", exc.message + (f" ({exc.hint})" if exc.hint else ""),
                       time.monotonic() - t0)
@@ -173,25 +168,24 @@ def _run_phase(ctx: Context, items: list[Item]) -> list[Outcome]:
 
 def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
     """Plan containers whose guest was not up when the plan was made, now that it runs."""
-    from .backend import open_connection
+    from .nesting import guest_wait_seconds, wait_for_guest_libvirt
 
     out = []
+    failed: dict[str, str] = {}  # uri -> why: each guest is waited for once, not per item
     for item in items:
         if item.status != "waiting":
             out.append(item)
             continue
         conn = ctx.conns.get(item.uri)
-        deadline = time.monotonic() + NESTED_WAIT
-        while not hasattr(conn, "define") and not ctx.stop.is_set():
+        if not hasattr(conn, "define") and item.uri not in failed:
             try:
-                conn = ctx.conns[item.uri] = open_connection(item.uri)
+                conn = ctx.conns[item.uri] = wait_for_guest_libvirt(
+                    ctx.site, item.parent, item.uri, timeout=guest_wait_seconds(NESTED_WAIT),
+                    stop=ctx.stop)
             except BackendError as exc:
-                if time.monotonic() > deadline:
-                    conn = exc
-                    break
-                time.sleep(2)
-        if not hasattr(conn, "define"):
-            item.status, item.reason = "unreachable", str(conn or "interrupted")
+                failed[item.uri] = exc.message + (f" ({exc.hint})" if exc.hint else "")
+        if item.uri in failed:
+            item.status, item.reason = "unreachable", failed[item.uri]
             out.append(item)
             continue
         obs = observe_connection(conn)

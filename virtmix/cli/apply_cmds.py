@@ -8,6 +8,7 @@ entries failed (the others were applied), 9 the inventory is locked by another a
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import typer
@@ -177,6 +178,24 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
     return site, found, conns
 
 
+def _destroy_all(targets: list[Target], conns: dict, **flags: bool) -> None:
+    """Destroy in parallel, phase by phase: nested containers, then the rest, then networks.
+
+    libvirt's LXC destroy waits up to ~1.8 s for an init that ignores SIGTERM (busybox,
+    systemd) before it kills it: done one by one, 20 containers take half a minute.
+    """
+    phases = [[t for t in targets if not t.network and "/" in t.address],
+              [t for t in targets if not t.network and "/" not in t.address],
+              [t for t in targets if t.network]]
+    for phase in phases:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = {pool.submit(destroy_target, conns[t.uri], t, **flags): t for t in phase}
+            for fut in as_completed(futures):
+                fut.result()
+                t = futures[fut]
+                out.print(f"{t.address}: {t.result}", markup=False)
+
+
 @app.command("destroy")
 def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NAME..."),
                 yes: bool = YES,
@@ -202,10 +221,8 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
         locks += [("uri", t.uri) for t in present]
         with locked(locks, purpose="destroy", wait=wait, timeout=lock_timeout,
                     on_wait=lambda m: err.print(f"virtmix: {m}")):
-            for t in present:
-                destroy_target(conns[t.uri], t, force_foreign=force_foreign,
-                               delete_rootfs=delete_rootfs)
-                out.print(f"{t.address}: {t.result}", markup=False)
+            _destroy_all(present, conns, force_foreign=force_foreign,
+                         delete_rootfs=delete_rootfs)
     finally:
         close_all(conns)
     bad = [t for t in present if not t.result.startswith("removed")]
