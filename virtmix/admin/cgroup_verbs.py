@@ -73,7 +73,12 @@ def _cpuset(target: Target, live: bool) -> str:
 def _fields(target: Target, spec: cgroups.CgroupKey, live: bool) -> dict[str, int]:
     conn, name = target.conn, target.record.name
     if spec.section == "cpu":
-        sched = conn.scheduler(name, live=live)
+        if not live:
+            # libvirt 9.0's LXC driver crashes (libvirtd segfaults) on scheduler calls with
+            # AFFECT_CONFIG for an inactive domain: the definition is read instead.
+            tune = parse_domain(conn.get(name).xml).cputune
+            return {f: tune.get(f, 0) for f in SCHED}
+        sched = conn.scheduler(name, live=True)
         return {f: sched.get(p, 0) for f, p in SCHED.items()}
     if spec.section == "memtune":
         return dict(conn.memory_parameters(name, live=live))
@@ -137,15 +142,45 @@ def _params(spec: cgroups.CgroupKey, value: str, v2: bool) -> tuple[str, dict[st
     return "blkio", {"weight": fields["weight"]}
 
 
-def _set_persistent_cpuset(target: Target, cpuset: str) -> None:
-    """Put the set into the definition's <vcpu cpuset> (redefining keeps UUID and the rest)."""
+def _redefine(target: Target, edit) -> None:
+    """Edit the persistent definition and define it again (UUID and the rest kept)."""
     tree = etree.fromstring(target.conn.get(target.name).xml.encode())
-    vcpu = tree.find("vcpu")
-    if vcpu is None:
-        vcpu = etree.SubElement(tree, "vcpu")
-        vcpu.text = "1"
-    vcpu.set("cpuset", cpuset)
+    edit(tree)
     target.conn.define(etree.tostring(tree, encoding="unicode"))
+
+
+def _set_persistent_cpuset(target: Target, cpuset: str) -> None:
+    def edit(tree: etree._Element) -> None:
+        vcpu = tree.find("vcpu")
+        if vcpu is None:
+            vcpu = etree.SubElement(tree, "vcpu")
+            vcpu.text = "1"
+        vcpu.set("cpuset", cpuset)
+
+    _redefine(target, edit)
+
+
+def _set_persistent_cputune(target: Target, fields: dict[str, int]) -> None:
+    """<cputune> values in the definition; the scheduler API's AFFECT_CONFIG is avoided
+    (it crashes libvirt 9.0's LXC driver for inactive domains)."""
+    def edit(tree: etree._Element) -> None:
+        tune = tree.find("cputune")
+        if tune is None:
+            tune = etree.Element("cputune")
+            vcpu = tree.find("vcpu")
+            (vcpu.addnext(tune) if vcpu is not None else tree.append(tune))
+        for key in ("shares", "period", "quota"):
+            if key in fields:
+                node = tune.find(key)
+                if node is None:
+                    node = etree.SubElement(tune, key)
+                node.text = str(fields[key])
+        # libvirt's schema wants <cputune> children in order: shares, period, quota, ...
+        order = {"shares": 0, "period": 1, "quota": 2}
+        kids = sorted(tune, key=lambda n: order.get(n.tag, 3))
+        tune[:] = kids
+
+    _redefine(target, edit)
 
 
 def _set_cpuset(target: Target, value: str) -> None:
@@ -178,7 +213,11 @@ def set_value(target: Target, key: str, value: str) -> CgroupValue:
         kind, params = _params(spec, value, _v2(target))
         live, config = rec.active, rec.persistent
         if kind == "sched":
-            target.conn.set_scheduler(rec.name, params, live=live, config=config)
+            if live:
+                target.conn.set_scheduler(rec.name, params, live=True, config=False)
+            if config:
+                by_field = {f: params[p] for f, p in SCHED.items() if p in params}
+                _set_persistent_cputune(target, by_field)
         elif kind == "memory":
             target.conn.set_memory_parameters(rec.name, params, live=live, config=config)
         else:

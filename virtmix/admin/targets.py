@@ -113,18 +113,19 @@ class Session:
     def reachable(self) -> list[tuple[Place, object]]:
         """(place, connection) for every place that answers; the others become warnings.
 
-        With -c the one URI must answer (its failure is the command's failure); a nested
-        guest that is stopped is normal and only noted.
+        When none answers, the first failure is the command's (exit 5); a nested guest
+        that is stopped is normal and only noted.
         """
         places = self.places()
-        out = []
+        out, failures = [], []
         for place in places:
             try:
                 out.append((place, self.conn(place)))
             except BackendError as exc:
-                if len(places) == 1:
-                    raise
-                self.warnings.append(str(exc))
+                failures.append(exc)
+        if not out and failures:
+            raise failures[0]  # nothing answers: the command cannot do anything
+        self.warnings += [str(exc) for exc in failures]
         return out
 
     def records(self) -> list[tuple[Place, object, DomainRecord]]:
@@ -137,23 +138,41 @@ class Session:
         """The domain NAME (any connection in use) or GUEST/NAME (needs an inventory)."""
         if "/" in name:
             return self._find_nested(name)
-        hits = []
-        for place, conn in self.reachable():
-            if place.parent:
-                continue  # nested containers are named GUEST/NAME
-            try:
-                hits.append(Target(place, conn, conn.get(name)))
-            except NotFoundError:
-                continue
+        hits = self._find_in(name, nested=False)
+        if not hits:
+            # Then inside the inventory's guests (slower: ssh to each guest's libvirt).
+            hits = self._find_in(name, nested=True)
         if not hits:
             where = ", ".join(p.uri for p in self.places())
             raise NotFoundError(f"no domain named {name!r} on {where}",
                                 hint="see `virtmix ls`; nested containers are GUEST/NAME "
                                      "with -i INVENTORY")
+        if len(hits) > 1 and any(t.place.parent for t in hits):
+            raise UsageError(f"{name!r} exists in several places: "
+                             f"{', '.join(t.address for t in hits)}; name it GUEST/NAME")
         if len(hits) > 1:
             raise UsageError(f"{name!r} exists on several connections: "
                              f"{', '.join(t.place.uri for t in hits)}; choose one with -c URI")
         return hits[0]
+
+    def _find_in(self, name: str, *, nested: bool) -> list[Target]:
+        hits = []
+        for place in self.places():
+            if bool(place.parent) != nested:
+                continue
+            try:
+                conn = self.conn(place)
+                hits.append(Target(place, conn, conn.get(name)))
+            except NotFoundError:
+                continue
+            except BackendError as exc:
+                if place.parent:  # a stopped or unreachable guest: only noted
+                    self.warnings.append(str(exc))
+                    continue
+                if len(self.places()) == 1:
+                    raise
+                self.warnings.append(str(exc))
+        return hits
 
     def _find_nested(self, address: str) -> Target:
         guest, _, leaf = address.partition("/")

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
-from rich.table import Table
 
 from ..admin import cgroup_verbs, lifecycle, listing
 from ..admin.targets import Session
@@ -31,6 +30,14 @@ def admin_session() -> Iterator[Session]:
         session.close()
 
 
+def print_columns(headers: list[str], rows: list[list[str]]) -> None:
+    """A plain aligned table (no trailing blanks, no box): easy to read and to grep/awk."""
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    for line in [headers, *rows]:
+        out.print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True))
+                  .rstrip(), markup=False)
+
+
 def say(text: str) -> None:
     if not OPTIONS.quiet:
         out.print(text, markup=False)
@@ -48,12 +55,8 @@ def ls_domains(output: Output = OUTPUT_OPTION) -> None:
     if output == Output.json:
         print_json(rows)
         return
-    table = Table(box=None, pad_edge=False)
-    for col in listing.LS_COLUMNS:
-        table.add_column(col.upper(), overflow="fold")
-    for row in rows:
-        table.add_row(*listing.ls_cells(row))
-    out.print(table)
+    print_columns([c.upper() for c in listing.LS_COLUMNS],
+                  [listing.ls_cells(row) for row in rows])
 
 
 @app.command("info")

@@ -6,15 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from ..admin import execute as execute_mod
 from ..admin import namespaces
 from ..backend import open_connection
 from ..errors import UsageError
 from ..units import parse_size_kib
-from .admin_cmds import NAME_ARG, admin_session
-from .app import OPTIONS, OUTPUT_OPTION, Output, app, out, print_json
+from .admin_cmds import NAME_ARG, admin_session, print_columns
+from .app import OPTIONS, OUTPUT_OPTION, Output, app, print_json
 
 CMD_ARG = typer.Argument(None, metavar="-- CMD [ARG...]", help="The command (after --).")
 
@@ -42,12 +41,9 @@ def ps_containers(
     if output == Output.json:
         print_json([p.as_dict() for p in rows])
         return
-    table = Table(box=None, pad_edge=False)
-    for col in ("CONTAINER", "PID", "PPID", "UID", "CT-PID", "CMD"):
-        table.add_column(col, overflow="fold")
-    for p in rows:
-        table.add_row(p.container, str(p.pid), str(p.ppid), str(p.uid), str(p.ns_pid), p.cmd)
-    out.print(table)
+    print_columns(["CONTAINER", "PID", "PPID", "UID", "CT-PID", "CMD"],
+                  [[p.container, str(p.pid), str(p.ppid), str(p.uid), str(p.ns_pid), p.cmd]
+                   for p in rows])
 
 
 @app.command("attach", context_settings={"allow_interspersed_args": False})

@@ -1,0 +1,1 @@
+"""Admin verbs, import and doctor without the daemon."""
