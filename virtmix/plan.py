@@ -283,10 +283,13 @@ def plan_network(d: DesiredNetwork, obs: ObservedNetwork | None, opts: Options) 
 
 def _orphans(site: str, desired: set[tuple[str, str]], conn: ObservedConnection,
              opts: Options, hosts: set[str]) -> list[Item]:
+    # Two URIs may reach one daemon (lxc:///system and lxc+ssh://root@127.0.0.1/system):
+    # a name the inventory wants on any connection is never an orphan.
+    wanted = {name for _uri, name in desired}
     out = []
     for obs in conn.domains.values():
         meta = obs.metadata
-        if meta is None or meta.get("site") != site or (conn.uri, obs.name) in desired:
+        if meta is None or meta.get("site") != site or obs.name in wanted:
             continue
         kind = meta.get("kind", "container")
         item = Item("domain", kind, obs.name, obs.name, conn.uri, meta.get("host", "?"),
@@ -295,7 +298,7 @@ def _orphans(site: str, desired: set[tuple[str, str]], conn: ObservedConnection,
             item.status, item.ops = "remove", ["remove"]
         out.append(item)
     for net in conn.networks.values():
-        if (conn.uri, "network:" + net.name) in desired:
+        if "network:" + net.name in wanted:
             continue
         if any(net.uuid == network_uuid(h, net.name) for h in hosts):
             item = Item("network", "network", net.name, net.name, conn.uri, "?", 4, "orphan")
