@@ -108,6 +108,12 @@ def delete_files(name: str, xml: str) -> list[str]:
             if (d / CONTAINER_MARKER).is_file():
                 remove_container_tree(Storage(d.parent.parent), name)
                 removed.append(str(d))
+        elif (d / ".virtmix-guest").is_file():  # made by virtmix.images: keys, pin too
+            from .images.guest import remove_guest_dir
+            from .rootfs import Storage
+
+            remove_guest_dir(Storage(d.parent.parent), name)
+            removed.append(str(d))
         else:
             for f in d.iterdir():
                 if f.name in GUEST_FILES or f.name.startswith("disk"):

@@ -271,6 +271,9 @@ def load_site(path: str | Path) -> Site:
                 own_settings={".".join(k): v for k, v in loader.entry_own.items()})
     site.entries = _entries(inventory, loader)
     _check_site(site, loader)
+    from .nesting import register_transports  # the ssh setup that reaches guests' libvirt
+
+    register_transports(site)
     return site
 
 

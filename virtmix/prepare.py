@@ -123,6 +123,13 @@ def prepare_guest(site: Site, entry: Entry) -> None:
     view = domain_view(site, entry)
     if not is_local_uri(entry.uri):
         return  # images on a remote host are the admin's (nothing created remotely)
+    if spec.boot is None and (spec.image is not None or spec.containers) and \
+            (spec.image is None or not spec.image.path):
+        from .images import prepare_guest as prepare_built_guest
+
+        # A Debian image virtmix builds: cached base, overlay, kernel, initrd, host key.
+        prepare_built_guest(site, entry)
+        return
     gdir = Path(storage_dir(site)) / "guests" / entry.name
     gdir.mkdir(mode=0o700, parents=True, exist_ok=True)
     for path in (view.kernel, view.initrd):

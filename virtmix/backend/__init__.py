@@ -6,13 +6,31 @@ daemon (`lxc:///system`, `qemu:///system`, `lxc+ssh://...`) are interchangeable 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .records import DomainRecord, NetworkRecord, domain_state_name
 
-__all__ = ["DomainRecord", "NetworkRecord", "domain_state_name", "open_connection"]
+__all__ = ["DomainRecord", "NetworkRecord", "domain_state_name", "open_connection",
+           "register_transport"]
+
+# URI -> how to really reach it. virtmix reaches the libvirt inside its guests through its
+# own ssh setup (pinned host keys, its key); the inventory keeps the plain URI
+# (lxc+ssh://root@ADDR/system). Filled by virtmix.nesting when an inventory is loaded.
+_TRANSPORTS: dict[str, Callable[[], str]] = {}
+
+
+def register_transport(uri: str, resolve: Callable[[], str]) -> None:
+    """Open resolve() (a URI with transport parameters) whenever `uri` is asked for."""
+    _TRANSPORTS[uri] = resolve
 
 
 def open_connection(uri: str | None = None, *, readonly: bool = False):
     """Open a libvirt connection (lazy import keeps `virtmix validate` free of libvirt)."""
     from .libvirt_conn import Connection
 
-    return Connection.open(uri, readonly=readonly)
+    resolve = _TRANSPORTS.get(uri or "")
+    if resolve is None:
+        return Connection.open(uri, readonly=readonly)
+    conn = Connection.open(resolve(), readonly=readonly)
+    conn.uri = uri  # callers key connections (and show them) by the inventory's URI
+    return conn

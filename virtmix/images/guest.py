@@ -202,6 +202,17 @@ def prepare_guest(site: Site, entry: Entry, progress: Progress | None = None) ->
                       created)
 
 
+def ensure_pinned(storage: Storage, entry: Entry) -> None:
+    """Pin the guest's host key (made by prepare_guest) at its current address."""
+    pub = guest_dir(storage, entry.name) / "host_key.pub"
+    try:
+        address = guest_address(entry)
+        line = pub.read_text().strip()
+    except (OSError, RootfsError):
+        return  # not made by virtmix: the admin's own ssh setup applies
+    keys.pin_host_key(storage, address, line)
+
+
 def _read_state(gdir: Path) -> dict:
     try:
         return json.loads((gdir / STATE).read_text())
@@ -211,7 +222,11 @@ def _read_state(gdir: Path) -> dict:
 
 def remove_guest_files(site: Site, name: str) -> bool:
     """Delete a guest's directory (overlay, keys, initrd) and its pin. False if none."""
-    storage = storage_for(site)
+    return remove_guest_dir(storage_for(site), name)
+
+
+def remove_guest_dir(storage: Storage, name: str) -> bool:
+    """remove_guest_files for a storage directory (destroy knows only the domain's paths)."""
     gdir = guest_dir(storage, name)
     if not os.path.lexists(gdir):
         return False

@@ -74,18 +74,27 @@ def known_hosts(storage: Storage) -> Path:
 def pin_host_key(storage: Storage, address: str, pub_line: str) -> None:
     """Make `address`'s only trusted key the given public key (replacing older pins)."""
     keytype, key = pub_line.split()[:2]
-    path = known_hosts(storage)
-    lines = [x for x in path.read_text().splitlines() if x.split(" ", 1)[0] != address]
-    lines.append(f"{address} {keytype} {key}")
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    wanted = f"{address} {keytype} {key}"
+    with storage.lock("known-hosts"):  # apply opens guests' connections from threads
+        path = known_hosts(storage)
+        old = path.read_text().splitlines()
+        if wanted in old and sum(x.split(" ", 1)[0] == address for x in old) == 1:
+            return
+        _write_known(path, [x for x in old if x.split(" ", 1)[0] != address] + [wanted])
 
 
 def unpin_host_key(storage: Storage, address: str) -> None:
-    path = known_hosts(storage)
-    lines = [x for x in path.read_text().splitlines() if x.split(" ", 1)[0] != address]
-    path.write_text("".join(x + "\n" for x in lines))
+    with storage.lock("known-hosts"):
+        path = known_hosts(storage)
+        lines = path.read_text().splitlines()
+        _write_known(path, [x for x in lines if x.split(" ", 1)[0] != address])
+
+
+def _write_known(path: Path, lines: list[str]) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text("".join(x + "\n" for x in lines))
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
 
 
 def ssh_config(storage: Storage) -> Path:

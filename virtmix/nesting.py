@@ -1,0 +1,161 @@
+"""Containers inside guests: reaching a guest's libvirt, waiting for it, and the site tree.
+
+A guest entry with `containers:` is an LXC host. Its containers live on the guest's own
+libvirt, reached through libvirt's ssh transport with virtmix's ssh setup
+(virtmix.images.keys). apply brings the guest up first, waits here for its libvirt to
+answer, then applies the containers; destroy takes them down before the guest.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import BackendError
+from .site import Entry, Site
+
+DEFAULT_WAIT = 300.0  # seconds; a TCG guest answers in ~35 s here, a KVM one in a few
+
+
+def guest_wait_seconds(default: float = DEFAULT_WAIT) -> float:
+    """How long apply waits for a guest's libvirt (env VIRTMIX_GUEST_WAIT overrides)."""
+    value = os.environ.get("VIRTMIX_GUEST_WAIT")
+    try:
+        return float(value) if value else default
+    except ValueError:
+        raise BackendError(f"VIRTMIX_GUEST_WAIT={value!r}: expected a number of seconds"
+                           ) from None
+
+
+def lxc_hosts(site: Site) -> list[Entry]:
+    """Guests that host containers."""
+    return [e for e in site.entries if e.kind == "guest" and e.spec.containers]
+
+
+def register_transports(site: Site) -> None:
+    """Make every guest's container URI open through virtmix's ssh setup (lazy: nothing is
+    written until a connection is really opened)."""
+    nested = {e.uri: e.parent for e in site.entries if e.parent}
+    if not nested:
+        return
+    from .backend import register_transport
+
+    storage_dir = site.inventory.settings.storage_dir
+    guests = {e.name: e for e in lxc_hosts(site)}
+
+    for uri, guest in nested.items():
+        def resolve(uri: str = uri, guest: str = guest) -> str:
+            from .images.guest import ensure_pinned
+            from .images.keys import transport_uri
+            from .rootfs.storage import Storage
+
+            storage = Storage(storage_dir)
+            if guest in guests:  # its address may have changed since its key was pinned
+                ensure_pinned(storage, guests[guest])
+            return transport_uri(storage, uri)
+
+        register_transport(uri, resolve)
+
+
+def _guest_entry(site: Site, guest: str) -> Entry | None:
+    return next((e for e in site.entries if e.kind == "guest" and e.name == guest), None)
+
+
+def wait_for_guest_libvirt(site: Site, guest: str, uri: str, *, timeout: float | None = None,
+                           stop: threading.Event | None = None, interval: float = 2.0) -> Any:
+    """Open `uri` (the guest's libvirt) as soon as it answers; BackendError after timeout,
+    naming the guest, what it tried and the containers that could not be applied."""
+    from .backend import open_connection
+
+    timeout = guest_wait_seconds() if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while True:
+        try:
+            return open_connection(uri)
+        except BackendError as exc:
+            last = exc.message
+        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            break
+        time.sleep(interval)
+    waiting = [e.address for e in site.children(guest)]
+    entry = _guest_entry(site, guest)
+    hint = None
+    if entry is not None:
+        log = f"{site.inventory.settings.storage_dir}/guests/{guest}/serial.log"
+        hint = f"is guest {guest} up and its network reachable? its console log: {log}"
+    raise BackendError(
+        f"guest {guest}: its libvirt did not answer within {timeout:g}s at {uri} "
+        f"(last error: {last}); not applied: {', '.join(waiting) or 'nothing'}", hint=hint)
+
+
+# -- the site as a tree: host -> guests -> containers -------------------------------------
+@dataclass
+class Node:
+    """One node of `ls --tree` / plan's tree."""
+
+    name: str
+    kind: str  # host | guest | container
+    state: str = ""
+    cpuset: str | None = None
+    shares: int | None = None
+    note: str = ""
+    children: list[Node] = field(default_factory=list)
+
+    def label(self) -> str:
+        bits = [self.name, f"[{self.kind}]"]
+        if self.state:
+            bits.append(self.state)
+        if self.cpuset is not None:
+            bits.append(f"cpuset={self.cpuset}")
+        if self.shares is not None:
+            bits.append(f"shares={self.shares}")
+        if self.note:
+            bits.append(f"({self.note})")
+        return " ".join(bits)
+
+
+def site_tree(site: Site, states: dict[tuple[str, str], dict] | None = None) -> list[Node]:
+    """Host -> guests -> nested containers, plus the host's own containers.
+
+    states maps (uri, name) to what was observed ({"state", "cpuset", "shares"}); entries
+    not in it are shown from the inventory, with state "?" (unreachable or not defined).
+    """
+    states = states or {}
+
+    def node(e: Entry) -> Node:
+        seen = states.get((e.uri, e.name), {})
+        return Node(e.name, e.kind, seen.get("state", "?"),
+                    seen.get("cpuset", e.spec.cpu.cpuset), seen.get("shares", e.spec.cpu.shares),
+                    seen.get("note", ""))
+
+    roots = []
+    for hname in site.inventory.hosts:
+        host = Node(hname, "host")
+        for e in site.entries:
+            if e.host != hname or e.parent:
+                continue
+            n = node(e)
+            if e.kind == "guest":
+                n.children = [node(c) for c in site.children(e.name)]
+            host.children.append(n)
+        roots.append(host)
+    return roots
+
+
+def render_tree(roots: list[Node]) -> str:
+    """ASCII tree lines, e.g. 'hv1 [host]' / '├── db [guest] running' / '│   └── ...'."""
+    lines: list[str] = []
+
+    def walk(n: Node, prefix: str, last: bool, top: bool) -> None:
+        lines.append(n.label() if top else f"{prefix}{'└── ' if last else '├── '}{n.label()}")
+        inner = "" if top else prefix + ("    " if last else "│   ")
+        for i, c in enumerate(n.children):
+            walk(c, inner, i == len(n.children) - 1, False)
+
+    for r in roots:
+        walk(r, "", True, True)
+    return "\n".join(lines)
