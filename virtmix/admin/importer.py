@@ -141,6 +141,37 @@ def from_domain(xml: str, *, state: str, autostart: bool, v2: bool) -> Imported:
     return imp
 
 
+def network_entry(xml: str, host: str) -> Imported:
+    """A libvirt network as an inventory `networks:` entry (mode, bridge, ipv4, dhcp)."""
+    from lxml import etree
+
+    root = etree.fromstring(xml.encode())
+    name = root.findtext("name") or ""
+    imp = Imported(name, "network", {"host": host}, xml=xml)
+    fwd = root.find("forward")
+    mode = "isolated" if fwd is None else fwd.get("mode", "nat")
+    if mode not in ("isolated", "nat", "bridge"):
+        imp.notes.append(f"forward mode {mode!r} has no inventory equivalent; imported as nat")
+        mode = "nat"
+    imp.entry["mode"] = mode
+    bridge = root.find("bridge")
+    if bridge is not None and bridge.get("name"):
+        imp.entry["bridge"] = bridge.get("name")
+    ip = next((i for i in root.findall("ip") if i.get("family", "ipv4") == "ipv4"), None)
+    if ip is not None and ip.get("address"):
+        from ipaddress import IPv4Network
+
+        prefix = ip.get("prefix") or IPv4Network(f"0.0.0.0/{ip.get('netmask')}").prefixlen
+        imp.entry["ipv4"] = f"{ip.get('address')}/{prefix}"
+        rng = ip.find("dhcp/range")
+        if rng is not None:
+            imp.entry["dhcp"] = {"start": rng.get("start"), "end": rng.get("end")}
+        if ip.find("dhcp/host") is not None:
+            imp.notes.append("DHCP host entries come from the containers' static ipv4 in "
+                             "the inventory; the network's own list is not imported")
+    return imp
+
+
 def inventory_document(host: str, uri: str, lxc_uri: str, cgroups: str,
                        items: list[Imported]) -> dict[str, Any]:
     host_doc: dict[str, Any] = {"uri": uri, "lxc_uri": lxc_uri, "cgroups": cgroups}
@@ -148,7 +179,12 @@ def inventory_document(host: str, uri: str, lxc_uri: str, cgroups: str,
         entries = {i.name: i.entry for i in items if i.kind == kind}
         if entries:
             host_doc[kind + "s"] = entries
-    return {"hosts": {host: host_doc}}
+    doc: dict[str, Any] = {}
+    networks = {i.name: i.entry for i in items if i.kind == "network"}
+    if networks:
+        doc["networks"] = networks
+    doc["hosts"] = {host: host_doc}
+    return doc
 
 
 def dump(doc: dict[str, Any], items: list[Imported], source: str) -> str:
@@ -175,7 +211,10 @@ def check_roundtrip(text: str, items: list[Imported]) -> None:
         path.write_text(text)
         site = load_site(path)
         by_name = {e.name: e for e in site.entries}
+        _check_networks(site, items)
         for item in items:
+            if item.kind == "network":
+                continue
             entry = by_name.get(item.name)
             if item.xml is None or entry is None:
                 continue
@@ -187,6 +226,20 @@ def check_roundtrip(text: str, items: list[Imported]) -> None:
                 if change.field != "metadata":
                     item.notes.append(f"apply --adopt would still change {change.field}: "
                                       f"{change.before!r} -> {change.after!r}")
+
+
+def _check_networks(site, items: list[Imported]) -> None:
+    from ..observe import network_fields
+    from ..render import render_network
+
+    for item in items:
+        if item.kind != "network" or item.xml is None:
+            continue
+        want, have = network_fields(render_network(site, item.name)), network_fields(item.xml)
+        for key in ("mode", "bridge", "ipv4", "dhcp"):
+            if want[key] != have[key] and not (key == "bridge" and want[key] is None):
+                item.notes.append(f"apply --adopt would still change {key}: "
+                                  f"{have[key]!r} -> {want[key]!r}")
 
 
 def parse_uuid(xml: str) -> str:
@@ -223,6 +276,7 @@ def collect(session, names: set[str] | None, lxc_path: Path | None,
         if rec.managed:
             imp.notes.append(f"already managed by virtmix (site {rec.metadata.get('site')})")
         items.append(imp)
+    items += _networks_of(session, items, host)
     if lxc_path is not None:
         from .lxc_config import classic_containers
 
@@ -244,3 +298,21 @@ def collect(session, names: set[str] | None, lxc_path: Path | None,
     qemu_uri = next((u for u in uris if u.startswith("qemu")), None)
     uri, derived_lxc = _uri_pair(qemu_uri or lxc_uri or "qemu:///system")
     return host, uri, lxc_uri or derived_lxc, items
+
+
+def _networks_of(session, items: list[Imported], host: str) -> list[Imported]:
+    """The libvirt networks the imported interfaces use (the inventory must declare them)."""
+    wanted = {i.get("network") for item in items for i in item.entry.get("interfaces", [])}
+    wanted.discard(None)
+    found: dict[str, Imported] = {}
+    for _place, conn in session.reachable():
+        for net in conn.list_networks():
+            if net.name in wanted and net.name not in found:
+                found[net.name] = network_entry(net.xml, host)
+    for item in items:
+        for iface in item.entry.get("interfaces", []):
+            if iface.get("network") and iface["network"] not in found:
+                item.notes.append(f"network {iface['network']} was not found; interface "
+                                  "imported as a bridge of the same name")
+                iface["bridge"] = iface.pop("network")
+    return list(found.values())

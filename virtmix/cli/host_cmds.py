@@ -26,6 +26,8 @@ def import_domains(
     output_file: Path = typer.Option(None, "--output-file", "-o", help="Write the inventory "
                                      "here instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing -o file."),
+    connect: str = typer.Option(None, "--connect", "-c", metavar="URI",
+                                help="The libvirt URI to import from (as the global -c)."),
 ) -> None:
     """Write inventory entries for the domains of -c URI (default: lxc:///system and
     qemu:///system) and for classic LXC containers (--lxc-path), in the inventory format.
@@ -33,6 +35,8 @@ def import_domains(
     The result loads with `virtmix validate`; `virtmix apply --adopt` on it takes the
     domains over without changing them. What cannot be carried over is listed as comments
     at the top (and on stderr)."""
+    if connect:
+        OPTIONS.connect = connect
     if output_file is not None and output_file.exists() and not force:
         raise UsageError(f"{output_file} exists; use --force to overwrite it")
     with admin_session() as session:
