@@ -140,3 +140,23 @@ def test_debootstrap_fallback_builds_a_bootable_base(scratch_storage, monkeypatc
     finally:
         lxchelp.destroy_undefine(lxc, name)
         lxc.close()
+
+
+def test_site_hook_runs_chrooted_and_is_part_of_the_key(scratch_storage, tmp_path):
+    from virtmix.rootfs.spec import RootfsSpec
+    from virtmix.rootfs.storage import mounts_below
+
+    hook = tmp_path / "site-hook.sh"
+    hook.write_text("#!/bin/sh\nset -e\ntest -e /proc/self/status\n"
+                    'echo "site $VIRTMIX_SUITE" > /etc/virtmix-site\n'
+                    "rc=0; /usr/sbin/policy-rc.d || rc=$?\n"
+                    "echo rc=$rc >> /etc/virtmix-site\n")
+    spec = RootfsSpec(suite="bookworm", hook=str(hook))
+    base = ensure_base(spec, scratch_storage)
+    assert base.entry != BOOKWORM.cache_key()
+    lines = (base.tree / "etc/virtmix-site").read_text().split()
+    assert lines == ["site", "bookworm", "rc=101"]  # services could not start in the hook
+    assert not (base.tree / "usr/sbin/policy-rc.d").exists()
+    assert not (base.tree / "tmp/.virtmix-hook").exists()
+    assert mounts_below(scratch_storage.root.resolve()) == []
+    assert json.loads((base.path / "entry.json").read_text())["spec"]["hook"]

@@ -116,6 +116,9 @@ def build_rootfs(
                           components=tuple(component or ("main",)),
                           packages=tuple(package or ()), architecture=arch, mirror=mirror,
                           hook=str(hook.absolute()) if hook else None)
+    if privileged and inventory is not None:
+        err.print(f"virtmix: warning: {name} is privileged: root in it is root on the host",
+                  markup=False)
     st = Storage(storage_dir)
     with progress_line(quiet) as progress:
         base = ensure_base(spec, st, progress)
