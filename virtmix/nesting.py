@@ -118,32 +118,33 @@ class Node:
         return " ".join(bits)
 
 
-def site_tree(site: Site, states: dict[tuple[str, str], dict] | None = None) -> list[Node]:
-    """Host -> guests -> nested containers, plus the host's own containers.
+def tree_from_rows(rows: list[dict[str, Any]]) -> list[Node]:
+    """`ls` rows (name, kind, state, host, parent, cpuset, shares) as host -> guests ->
+    containers. Nested containers whose guest is not listed hang under a placeholder."""
+    def node(r: dict[str, Any], kind: str) -> Node:
+        return Node(r["name"], kind, r.get("state") or "", r.get("cpuset"), r.get("shares"))
 
-    states maps (uri, name) to what was observed ({"state", "cpuset", "shares"}); entries
-    not in it are shown from the inventory, with state "?" (unreachable or not defined).
-    """
-    states = states or {}
-
-    def node(e: Entry) -> Node:
-        seen = states.get((e.uri, e.name), {})
-        return Node(e.name, e.kind, seen.get("state", "?"),
-                    seen.get("cpuset", e.spec.cpu.cpuset), seen.get("shares", e.spec.cpu.shares),
-                    seen.get("note", ""))
-
-    roots = []
-    for hname in site.inventory.hosts:
-        host = Node(hname, "host")
-        for e in site.entries:
-            if e.host != hname or e.parent:
-                continue
-            n = node(e)
-            if e.kind == "guest":
-                n.children = [node(c) for c in site.children(e.name)]
-            host.children.append(n)
-        roots.append(host)
-    return roots
+    hosts: dict[str, Node] = {}
+    guests: dict[tuple[str, str], Node] = {}
+    for r in rows:
+        host = hosts.setdefault(r["host"], Node(r["host"], "host"))
+        if r["kind"] == "kvm" and not r.get("parent"):
+            guests[(r["host"], r["name"])] = g = node(r, "guest")
+            host.children.append(g)
+    for r in rows:
+        if r["kind"] != "lxc":
+            continue
+        host = hosts[r["host"]]
+        parent = r.get("parent")
+        if not parent:
+            host.children.append(node(r, "container"))
+            continue
+        g = guests.get((r["host"], parent))
+        if g is None:
+            guests[(r["host"], parent)] = g = Node(parent, "guest", note="not listed")
+            host.children.append(g)
+        g.children.append(node(r, "container"))
+    return list(hosts.values())
 
 
 def render_tree(roots: list[Node]) -> str:

@@ -44,7 +44,9 @@ def say(text: str) -> None:
 
 
 @app.command("ls")
-def ls_domains(output: Output = OUTPUT_OPTION) -> None:
+def ls_domains(output: Output = OUTPUT_OPTION, tree: bool = typer.Option(
+        False, "--tree", help="Draw host -> guests -> containers with state, cpuset, shares."),
+               ) -> None:
     """List containers and guests of every connection in use (lxc-ls --fancy).
 
     Without -c: lxc:///system and qemu:///system (or $LIBVIRT_DEFAULT_URI). With -c URI:
@@ -54,6 +56,11 @@ def ls_domains(output: Output = OUTPUT_OPTION) -> None:
         rows = listing.ls_rows(session)
     if output == Output.json:
         print_json(rows)
+        return
+    if tree:
+        from ..nesting import render_tree, tree_from_rows
+
+        out.print(render_tree(tree_from_rows(rows)), markup=False)
         return
     print_columns([c.upper() for c in listing.LS_COLUMNS],
                   [listing.ls_cells(row) for row in rows])

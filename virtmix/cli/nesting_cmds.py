@@ -1,0 +1,133 @@
+"""CLI for guests that host containers: `image build|ls|rm` and `inventory ansible`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import NotFoundError, UsageError
+from .app import OPTIONS, Output, app, err, out, print_json
+
+image_app = typer.Typer(help="Build, list and remove the cached guest images (LXC hosts).",
+                        no_args_is_help=True, rich_markup_mode=None)
+inventory_app = typer.Typer(help="Export the inventory for other tools.", no_args_is_help=True,
+                            rich_markup_mode=None)
+app.add_typer(image_app, name="image")
+app.add_typer(inventory_app, name="inventory")
+
+STORAGE = typer.Option(None, "--storage", metavar="DIR", envvar="VIRTMIX_STORAGE",
+                       help="Storage directory (default: the inventory's storage_dir, "
+                            "else /var/lib/virtmix).")
+
+
+def _progress(line: str) -> None:
+    if not OPTIONS.quiet:
+        err.print(f"virtmix: {line}", markup=False)
+
+
+def _storage(storage: str | None, site=None):
+    from ..rootfs.storage import Storage
+
+    if storage:
+        return Storage(storage)
+    return Storage(site.inventory.settings.storage_dir) if site is not None else Storage()
+
+
+@image_app.command("build")
+def build_image(
+    inventory: Path = typer.Argument(None, help="Build the images of this inventory's guests."),
+    guest: list[str] = typer.Option([], "--guest", "-g", help="Only these guests."),
+    suite: str = typer.Option("bookworm", help="Without an inventory: Debian suite."),
+    package: list[str] = typer.Option([], "--package", "-p", help="Extra package (repeat)."),
+    storage: str = STORAGE,
+) -> None:
+    """Build (or find in the cache) guest images, like apply does before a guest starts."""
+    from ..images import ImageSpec, ensure_image, spec_from_model
+
+    specs: list[tuple[str, ImageSpec]] = []
+    site = None
+    if inventory is not None:
+        from ..inventory import load_site
+
+        site = load_site(inventory)
+        for e in site.entries:
+            if e.kind != "guest" or (guest and e.name not in guest):
+                continue
+            image = e.spec.image
+            if e.spec.boot is None and (image is not None or e.spec.containers) and \
+                    (image is None or not image.path):
+                specs.append((e.name, spec_from_model(image, site.inventory.settings.mirror)))
+        if guest and not specs:
+            raise NotFoundError(f"no guest with a virtmix-built image named {', '.join(guest)} "
+                                f"in {inventory}")
+    else:
+        if guest:
+            raise UsageError("--guest needs an INVENTORY")
+        specs.append(("-", ImageSpec(suite=suite, packages=tuple(package))))
+    st = _storage(storage, site)
+    for name, spec in specs:
+        img = ensure_image(spec, st, _progress)
+        how = "cached" if img.cached else f"built in {img.seconds:.0f}s"
+        out.print(f"{name}: {img.key} ({how}) {img.base}", markup=False)
+
+
+@image_app.command("ls")
+def list_images_cmd(storage: str = STORAGE, output: Output = typer.Option(
+        Output.table, "--output", "-o", help="table or json.")) -> None:
+    """The cached guest images, the guests whose overlay uses each, and their sizes."""
+    from ..images import list_images
+    from ..images.guest import guests_using
+
+    st = _storage(storage)
+    rows = []
+    for img in list_images(st):
+        meta = img.meta
+        size = img.base.stat().st_blocks * 512
+        rows.append({"key": img.key, "suite": meta["spec"]["suite"], "kernel": meta["kernel"],
+                     "built": meta["built"], "build_seconds": meta["seconds"],
+                     "disk_mib": round(size / 2**20), "guests": guests_using(st, img.key),
+                     "packages": meta["spec"]["packages"]})
+    if output == Output.json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print(f"no guest images in {st.root}/images", markup=False)
+    for r in rows:
+        out.print(f"{r['key']}  {r['suite']}  kernel {r['kernel']}  {r['disk_mib']} MiB  "
+                  f"built {r['built']} in {r['build_seconds']}s  guests: "
+                  f"{', '.join(r['guests']) or '-'}", markup=False)
+
+
+@image_app.command("rm")
+def remove_image_cmd(key: str, storage: str = STORAGE) -> None:
+    """Delete a cached image (refused while a guest's overlay is based on it)."""
+    from ..images import remove_image
+
+    remove_image(_storage(storage), key)
+    out.print(f"removed {key}", markup=False)
+
+
+@inventory_app.command("ansible")
+def ansible_inventory_cmd(
+    inventory: Path = typer.Argument(..., help="The virtmix inventory to export."),
+    fmt: str = typer.Option("yaml", "--format", "-f", help="yaml or json."),
+    dest: Path = typer.Option(None, "--out", "-o", help="Write to this file (default stdout)."),
+) -> None:
+    """An Ansible inventory of the site: hosts, guests and containers, with the
+    community.libvirt connection plugins (libvirt_lxc, libvirt_qemu) and virtmix_* vars."""
+    from ..ansible_export import render
+    from ..inventory import load_site
+
+    if fmt not in ("yaml", "json"):
+        raise UsageError(f"--format {fmt!r}: expected yaml or json")
+    text = render(load_site(inventory), fmt)
+    if dest is None:
+        sys.stdout.write(text)
+    else:
+        dest.write_text(text)
+        _progress(f"wrote {dest}")
+
+
+__all__ = ["ansible_inventory_cmd", "build_image", "list_images_cmd", "remove_image_cmd"]
