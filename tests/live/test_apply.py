@@ -165,3 +165,40 @@ def test_prune_removes_what_left_the_inventory(lxc_conn, storage, busybox_tree):
     virtmix("apply", inv, "--yes", "--prune", check=0)
     assert names_with_prefix(lxc_conn) == [keep]
     virtmix("plan", inv, "--prune", check=0)
+
+
+def test_isolated_network_and_container_on_it(lxc_conn, storage, busybox_tree):
+    net, name = PFX + "net", PFX + "onnet"
+    networks = {net: {"host": "h1", "mode": "isolated", "bridge": "vmixtap0",
+                      "ipv4": "10.231.77.1/24"}}
+    inv = str(write_inventory(storage, {"h1": lxc_host({name: busybox(
+        busybox_tree, interfaces=[{"network": net, "ipv4": "10.231.77.10/24"}])})},
+        networks=networks))
+    res = virtmix("plan", inv, check=10)
+    assert f"+ network {net}" in res.stdout
+    virtmix("apply", inv, "--yes", check=0)
+    lnet = lxc_conn.networkLookupByName(net)
+    assert lnet.isActive() and lnet.autostart()
+    assert "<forward" not in lnet.XMLDesc(0)  # isolated: traffic stays on the host
+    wait_init(name)
+    addr = lxc_run(name, ["ip", "-o", "-4", "addr", "show", "eth0"]).stdout
+    assert "10.231.77.10/24" in addr
+    ports = subprocess.run(["ip", "-o", "link", "show", "master", "vmixtap0"],
+                           capture_output=True, text=True).stdout
+    assert ports.count("master vmixtap0") == 1  # the container's veth is on the bridge
+    mac = lxc_conn.lookupByName(name).XMLDesc(0).split("<mac address='")[1][:17]
+    virtmix("plan", inv, check=0)
+
+    # A changed network is redefined (kept running: its domains stay attached).
+    networks[net]["dhcp"] = True
+    write_inventory(storage, {"h1": lxc_host({name: busybox(
+        busybox_tree, interfaces=[{"network": net, "ipv4": "10.231.77.10/24"}])})},
+        networks=networks)
+    res = virtmix("plan", inv, check=10)
+    assert "dhcp: (unset) -> 10.231.77.100, 10.231.77.254  [restart]" in res.stdout
+    virtmix("apply", inv, "--yes", check=0)
+    virtmix("plan", inv, check=0)
+    assert mac in lxc_conn.lookupByName(name).XMLDesc(0)  # redefinitions kept the MAC
+
+    virtmix("destroy", inv, "--yes", check=0)
+    assert net not in [n.name() for n in lxc_conn.listAllNetworks(0)]

@@ -23,6 +23,8 @@ def fmt_value(field: str, value: Any) -> str:
         return "unlimited" if value >= 2**53 - 1 else format_kib(value)
     if field == "metadata":
         return " ".join(f"{k}={v}" for k, v in value)
+    if isinstance(value, tuple) and not any(isinstance(v, tuple) for v in value):
+        return ", ".join("-" if v is None else str(v) for v in value)
     if isinstance(value, tuple):
         return "; ".join(", ".join("-" if x is None else str(x) for x in v)
                          if isinstance(v, tuple) else str(v) for v in value)
