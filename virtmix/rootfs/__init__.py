@@ -17,7 +17,7 @@ from pathlib import Path
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, VirtmixError
 from virtmix.rootfs.build import BaseTree, Progress, ensure_base, ensure_shifted
 from virtmix.rootfs.cache import list_cache, prune_cache
-from virtmix.rootfs.clone import make_clone, mount_overlay, unmount_overlay
+from virtmix.rootfs.clone import make_clone, mount_overlay, overlay_mounted_here, unmount_overlay
 from virtmix.rootfs.customise import customise
 from virtmix.rootfs.idmap import IDMAP_COUNT, IDMAP_OFFSET, shift_listed, shift_tree
 from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup, RootfsSpec, host_architecture
@@ -171,7 +171,7 @@ def remove_container_tree(storage: Storage, name: str) -> None:
         raise NotFoundError(f"container tree {cdir}: does not exist")
     if cdir.is_symlink() or not (cdir / CONTAINER_MARKER).is_file():
         remove_container_dir(storage, name)  # refuses, with the precise reason
-    state = storage.read_state(name)
-    if state and state.get("method") == "overlay":
+    # Also without a state file: a crash between mount and state leaves our overlay mounted.
+    if overlay_mounted_here(cdir / "rootfs", cdir / "upper"):
         unmount_overlay(cdir / "rootfs", cdir / "upper")
     remove_container_dir(storage, name)

@@ -39,7 +39,9 @@ class Storage:
 
     def __init__(self, root: str | Path | None = None) -> None:
         root = root or os.environ.get("VIRTMIX_STORAGE") or DEFAULT_ROOT
-        self.root = Path(root).absolute()
+        # Resolved once: mount points in /proc/self/mountinfo are resolved paths, and the
+        # overlay checks compare against them.
+        self.root = Path(root).resolve()
 
     def __repr__(self) -> str:
         return f"Storage({str(self.root)!r})"
