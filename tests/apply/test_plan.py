@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,47 @@ def test_guest_gets_its_disk_image_and_converges(write_inventory, conn, tmp_path
     ("metadata", LIVE)])
 def test_field_modes(field, mode):
     assert FIELD_MODES[field] == mode
+
+
+def test_nested_containers_wait_for_their_guest_then_are_applied(write_inventory, conn,
+                                                                 tmp_path, tree):
+    inner = tmp_path / "inner.xml"
+    inner.write_text("<node/>\n")
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_text("k")
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    guest, nested = PFX + "g1", PFX + "n1"
+    inv = write_inventory(guests={guest: {
+        "memory": "256MiB", "boot": {"kernel": str(kernel)}, "lxc_uri": f"test://{inner}",
+        "image": {"path": str(base)},
+        "containers": {nested: {"rootfs": {"path": str(tree)}, "memory": "64MiB"}}}})
+    site, plan = plan_for(inv, conn)
+    items = by_name(plan)
+    # The guest's own libvirt is not read while the guest does not run.
+    assert items[nested].status == "waiting" and items[nested].parent == guest
+    assert [i.name for i in plan.items] == [guest, nested]  # dependency order
+    ctx = Context(site, {conn.uri: conn}, opts=Options())
+    result = run_plan(ctx, plan)
+    assert [(o.item.name, o.status) for o in result.outcomes] == [
+        (guest, "done"), (nested, "done")], [o.message for o in result.outcomes]
+    overlay = tmp_path / "storage" / "guests" / guest / "root.qcow2"
+    info = subprocess.run(["qemu-img", "info", str(overlay)], capture_output=True, text=True)
+    assert f"backing file: {base}" in info.stdout
+    inner_conn = ctx.conns[f"test://{inner}"]
+    assert inner_conn.get(nested).active and inner_conn.get(nested).metadata["parent"] == guest
+
+
+def test_nested_containers_of_a_failed_guest_are_skipped(write_inventory, conn, tmp_path,
+                                                         tree):
+    guest, nested = PFX + "g1", PFX + "n1"
+    inv = write_inventory(guests={guest: {
+        "memory": "256MiB", "boot": {"kernel": str(tmp_path / "missing-vmlinuz")},
+        "lxc_uri": "test:///default",
+        "containers": {nested: {"rootfs": {"path": str(tree)}, "memory": "64MiB"}}}})
+    site, plan = plan_for(inv, conn)
+    result = run_plan(Context(site, {conn.uri: conn}), plan)
+    outcomes = {o.item.name: o for o in result.outcomes}
+    assert outcomes[guest].status == "failed" and "does not exist" in outcomes[guest].message
+    assert outcomes[nested].status == "skipped"
+    assert outcomes[nested].message == f"guest {guest} failed"
