@@ -6,7 +6,8 @@ Exit codes (documented in the README):
   0 ok, 1 unexpected bug, 2 usage, 3 inventory invalid, 4 template error,
   5 libvirt/connection failure, 6 not found, 7 rootfs build failed,
   8 wrong state (e.g. needs a running domain), 9 conflict (foreign domain, lock held),
-  10 plan: changes pending (not an error), 11 apply finished with failures.
+  10 plan: changes pending (not an error), 11 apply finished with failures,
+  12 doctor: a host check failed, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -102,3 +103,9 @@ class ApplyFailedError(VirtmixError):
     """Raised at the end of an apply in which some entries failed (the rest went on)."""
 
     exit_code = 11
+
+
+# Exit codes that are outcomes rather than errors, shared by the commands that return them.
+EXIT_CHANGES_PENDING = 10  # plan: apply would change something
+EXIT_DOCTOR_FAILED = 12    # doctor: at least one host check failed
+EXIT_INTERRUPTED = 130     # Ctrl-C, as shells report SIGINT
