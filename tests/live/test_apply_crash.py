@@ -91,6 +91,9 @@ def test_killed_libvirtd_during_apply_of_20(lxc_conn, qemu_conn, storage, busybo
         pid = int(subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True,
                                  text=True).stdout.split()[0])
         os.kill(pid, signal.SIGKILL)
+        # setup-host.sh (pgrep) counts a dying or unreaped (zombie) libvirtd as running.
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=60,
+                 what=f"killed libvirtd {pid} to exit and be reaped")
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
