@@ -130,3 +130,18 @@ def test_locked_inventory_refuses_with_no_wait_and_waits_otherwise(held, tmp_pat
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_unreachable_host_is_named_and_the_others_go_on(held, tmp_path, tree):
+    bad = f"test://{tmp_path}/no-such-node.xml"
+    doc = yaml.safe_load(inventory(tmp_path, tree, [PFX + "good"]).read_text())
+    doc["hosts"]["h2"] = {"uri": bad, "lxc_uri": bad, "containers": {
+        PFX + "lost": {"rootfs": {"path": str(tree)}, "memory": "64MiB"}}}
+    inv = tmp_path / "two.yaml"
+    inv.write_text(yaml.safe_dump(doc))
+    res = run("plan", str(inv))
+    assert res.exit_code == 5 and f"could not read {bad}: cannot connect to libvirt" in \
+        res.output
+    res = run("--quiet", "apply", str(inv), "--yes")
+    assert res.exit_code == 11 and f"container {PFX}lost" in res.output
+    assert held.get(PFX + "good").active
