@@ -241,3 +241,27 @@ def test_nested_containers_of_a_failed_guest_are_skipped(write_inventory, conn, 
     assert outcomes[guest].status == "failed" and "does not exist" in outcomes[guest].message
     assert outcomes[nested].status == "skipped"
     assert outcomes[nested].message == f"guest {guest} failed"
+
+
+def test_restart_flag_restarts_and_converges(write_inventory, conn):
+    name = PFX + "c1"
+    converge(write_inventory(containers={name: {}}), conn)
+    inv = write_inventory(containers={name: {"memory": "128MiB"}})
+    converge(inv, conn, restart=True)
+    _site, plan = plan_for(inv, conn)
+    item = by_name(plan)[name]
+    assert item.ops == [] and item.pending_restart == []
+    assert conn.get(name).active
+
+
+def test_built_tree_on_a_remote_host_is_refused_clearly(tmp_path):
+    from virtmix.errors import RootfsError
+    from virtmix.prepare import prepare
+
+    inv = tmp_path / "remote.yaml"
+    inv.write_text(
+        "name: r\nhosts:\n  h9:\n    lxc_uri: lxc+ssh://root@hv9.example/system\n"
+        "    containers:\n      web: {rootfs: {suite: bookworm}}\n")
+    site = load_site(inv)
+    with pytest.raises(RootfsError, match="builds trees on the machine it runs on"):
+        prepare(site, site.entries[0])
