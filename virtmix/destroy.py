@@ -59,15 +59,15 @@ def site_targets(site: Site, conns: dict[str, Any], networks: dict[str, str]) ->
                                                  else 2))
     for e in order:
         conn = conns.get(e.uri)
-        if conn is None:
+        if not hasattr(conn, "get"):  # None, or the error met while connecting/reading
             out.append(Target(e.name, e.address, e.uri, exists=False,
-                              result=f"failed: no connection to {e.uri}"))
+                              result=f"failed: {conn or f'no connection to {e.uri}'}"))
             continue
         out.append(domain_target(conn, e.name, e.address, site.name))
     for name, uri in networks.items():
         conn = conns.get(uri)
         target = Target(name, name, uri, network=True, exists=False)
-        if conn is not None:
+        if hasattr(conn, "list_networks_for_plan"):
             for rec in conn.list_networks_for_plan():
                 if rec.name == name:
                     target.exists, target.active = True, rec.active

@@ -145,3 +145,16 @@ def test_unreachable_host_is_named_and_the_others_go_on(held, tmp_path, tree):
     res = run("--quiet", "apply", str(inv), "--yes")
     assert res.exit_code == 11 and f"container {PFX}lost" in res.output
     assert held.get(PFX + "good").active
+
+
+def test_destroy_with_an_unreachable_host_says_so(held, tmp_path, tree):
+    bad = f"test://{tmp_path}/no-such-node.xml"
+    doc = yaml.safe_load(inventory(tmp_path, tree, [PFX + "good"]).read_text())
+    doc["hosts"]["h2"] = {"uri": bad, "lxc_uri": bad, "containers": {
+        PFX + "lost": {"rootfs": {"path": str(tree)}, "memory": "64MiB"}}}
+    inv = tmp_path / "two.yaml"
+    inv.write_text(yaml.safe_dump(doc))
+    run("--quiet", "apply", str(inv), "--yes")
+    res = run("destroy", str(inv), "--yes")
+    assert res.exit_code == 11 and f"{PFX}lost: failed: cannot connect" in res.output
+    assert f"{PFX}good: removed" in res.output

@@ -208,7 +208,12 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
     site, found, conns = _destroy_targets(targets)
     try:
         present = [t for t in found if t.exists]
+        unread = [t for t in found if t.result.startswith("failed")]
+        for t in unread:
+            err.print(f"virtmix: {t.address}: {t.result}", markup=False)
         if not present:
+            if unread:
+                raise BackendError(f"{len(unread)} could not be checked: {unread[0].result}")
             out.print("nothing to destroy: none of them is defined")
             return
         for t in present:
@@ -225,7 +230,7 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                          delete_rootfs=delete_rootfs)
     finally:
         close_all(conns)
-    bad = [t for t in present if not t.result.startswith("removed")]
+    bad = [t for t in present if not t.result.startswith("removed")] + unread
     if any(t.result.startswith("refused") for t in bad):
         raise ConflictError(f"{sum(t.result.startswith('refused') for t in bad)} not removed: "
                             "not virtmix's (--force-foreign removes them)")
