@@ -57,7 +57,7 @@ def cleanup(prefix: str) -> None:
         rec = conn.get(name)
         if rec.active:
             conn.destroy(name)
-        conn.undefine_domain(name)
+        conn.undefine(name)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(one, names))

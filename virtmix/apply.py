@@ -115,7 +115,7 @@ def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
     elif op == "recreate":
         if _is_active(conn, item.name):
             _stop(conn, item)
-        conn.undefine_domain(item.name)
+        conn.undefine(item.name)
         prepare(ctx.site, e)
         _define(conn, item)
         if e.spec.state == "running":
@@ -127,7 +127,7 @@ def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
     elif op == "remove":
         if _is_active(conn, item.name):
             _stop(conn, item)
-        conn.undefine_domain(item.name)
+        conn.undefine(item.name)
     elif op == "network-define" or op == "network-redefine":
         conn.define_network(item.xml)
     elif op == "network-start":

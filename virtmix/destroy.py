@@ -67,8 +67,8 @@ def site_targets(site: Site, conns: dict[str, Any], networks: dict[str, str]) ->
     for name, uri in networks.items():
         conn = conns.get(uri)
         target = Target(name, name, uri, network=True, exists=False)
-        if hasattr(conn, "list_networks_for_plan"):
-            for rec in conn.list_networks_for_plan():
+        if hasattr(conn, "list_networks"):
+            for rec in conn.list_networks():
                 if rec.name == name:
                     target.exists, target.active = True, rec.active
                     if rec.uuid != network_uuid(site.networks[name].host, name):
@@ -140,7 +140,7 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
             return
         if conn.get(t.name).active:
             conn.destroy(t.name)
-        conn.undefine_domain(t.name)
+        conn.undefine(t.name)
         t.result = "removed"
         if delete_rootfs:
             gone = delete_files(t.name, t.xml)

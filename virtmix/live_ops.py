@@ -76,7 +76,7 @@ def apply_live(conn: Any, item: Item) -> None:
         raise StateError(f"{item.address} stopped while being applied; apply again")
     sched = {SCHED_PARAMS[k]: v for k, v in live.items() if k in SCHED_PARAMS}
     if sched:
-        conn.set_scheduler(name, sched, live=True, config=False)
+        conn.set_scheduler(name, sched)
     mem = {MEMORY_PARAMS[k]: v for k, v in live.items() if k in MEMORY_PARAMS}
     if mem:
         conn.set_memory_parameters(name, mem, live=True, config=False)

@@ -272,7 +272,7 @@ def observe_connection(conn: Any, *, read_cgroups: bool | None = None) -> Observ
             if read_cgroups and dom.config["type"] == "lxc" and rec.id not in (None, -1):
                 dom.live_cpuset = read_lxc_cpuset(rec.id)
         obs.domains[rec.name] = dom
-    for net in conn.list_networks_for_plan():
+    for net in conn.list_networks():
         obs.networks[net.name] = ObservedNetwork(
             net.name, net.uuid, net.active, net.persistent, net.xml, network_fields(net.xml))
     return obs

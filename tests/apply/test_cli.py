@@ -33,7 +33,7 @@ def held(monkeypatch, tmp_path):
         if rec.name.startswith(PFX):
             if rec.active:
                 conn.destroy(rec.name)
-            conn.undefine_domain(rec.name)
+            conn.undefine(rec.name)
     conn.close()
 
 

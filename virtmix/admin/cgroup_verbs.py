@@ -78,7 +78,7 @@ def _fields(target: Target, spec: cgroups.CgroupKey, live: bool) -> dict[str, in
             # AFFECT_CONFIG for an inactive domain: the definition is read instead.
             tune = parse_domain(conn.get(name).xml).cputune
             return {f: tune.get(f, 0) for f in SCHED}
-        sched = conn.scheduler(name, live=True)
+        sched = conn.scheduler(name)
         return {f: sched.get(p, 0) for f, p in SCHED.items()}
     if spec.section == "memtune":
         return dict(conn.memory_parameters(name, live=live))
@@ -214,7 +214,7 @@ def set_value(target: Target, key: str, value: str) -> CgroupValue:
         live, config = rec.active, rec.persistent
         if kind == "sched":
             if live:
-                target.conn.set_scheduler(rec.name, params, live=True, config=False)
+                target.conn.set_scheduler(rec.name, params)
             if config:
                 by_field = {f: params[p] for f, p in SCHED.items() if p in params}
                 _set_persistent_cputune(target, by_field)

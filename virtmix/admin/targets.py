@@ -129,11 +129,9 @@ class Session:
         return out
 
     def records(self) -> list[tuple[Place, object, DomainRecord]]:
-        from ..backend.admin_ops import list_domains
-
         rows = []
         for place, conn in self.reachable():
-            rows.extend((place, conn, rec) for rec in list_domains(conn))
+            rows.extend((place, conn, rec) for rec in conn.list_domains())
         return rows
 
     def find(self, name: str) -> Target:

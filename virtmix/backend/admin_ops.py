@@ -95,22 +95,3 @@ def vcpu_pinning(conn: Connection, name: str) -> list[frozenset[int]]:
     with _translate(f"reading the vCPU pinning of {name}", conn.uri):
         maps = _dom(conn, name).vcpuPinInfo(libvirt.VIR_DOMAIN_AFFECT_LIVE)
     return [frozenset(i for i, on in enumerate(m) if on) for m in maps]
-
-
-def list_domains(conn: Connection) -> list[DomainRecord]:
-    """Every domain with its definition, skipping those undefined while being read.
-
-    Another client may remove a domain between listAllDomains and its XMLDesc; that must
-    not fail a whole `ls`.
-    """
-    out = []
-    with _translate("listing domains", conn.uri):
-        doms = conn.raw.listAllDomains(0)
-    for dom in doms:
-        try:
-            out.append(conn._record(dom))  # noqa: SLF001 - same package
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                with _translate("listing domains", conn.uri):
-                    raise
-    return out

@@ -93,9 +93,19 @@ class Connection:
         )
 
     def list_domains(self) -> list[DomainRecord]:
-        """Every domain with its definition: one listAllDomains, then XMLDesc each."""
+        """Every domain with its definition: one listAllDomains, then XMLDesc each.
+
+        A domain that another client undefines while we read is skipped, not an error.
+        """
         with _translate("listing domains", self.uri):
-            return [self._record(d) for d in self._conn.listAllDomains(0)]
+            out = []
+            for dom in self._conn.listAllDomains(0):
+                try:
+                    out.append(self._record(dom))
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+            return out
 
     def _lookup(self, name: str) -> libvirt.virDomain:
         try:
@@ -127,15 +137,21 @@ class Connection:
             return self._record(dom)
 
     def undefine(self, name: str) -> None:
+        """undefine, for every driver: QEMU gets the flags that also drop managed save,
+        snapshot metadata and NVRAM; drivers that reject them ("unsupported flags": LXC,
+        test) get a plain undefine."""
         dom = self._lookup(name)
+        flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                 | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         with _translate(f"undefining {name}", self.uri):
-            if self.driver == "lxc":
-                # The LXC driver rejects undefine flags meant for QEMU (managed save, nvram).
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG,
+                                                libvirt.VIR_ERR_NO_SUPPORT):
+                    raise
                 dom.undefine()
-            else:
-                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
     def start(self, name: str) -> None:
         with _translate(f"starting {name}", self.uri):
@@ -175,17 +191,20 @@ class Connection:
                 with _translate(f"setting {what} of {name}", self.uri):
                     call(dom, flag)
 
-    def set_scheduler(self, name: str, params: dict[str, int], *, live: bool, config: bool
-                      ) -> None:
-        """cpu_shares, vcpu_period, vcpu_quota (libvirt's schedinfo names)."""
+    # libvirt 9.0 crashes libvirtd (NULL read in virCgroupSupportsCpuBW) when scheduler
+    # parameters of a *stopped* LXC domain are read or set with AFFECT_CONFIG, and
+    # setSchedulerParametersFlags reads them first. So the scheduler API is used live only;
+    # the persistent <cputune> is changed by redefining the domain.
+    def set_scheduler(self, name: str, params: dict[str, int]) -> None:
+        """cpu_shares, vcpu_period, vcpu_quota (libvirt's schedinfo names), live only."""
         self._affect(name, "CPU scheduler parameters",
                      lambda d, f: d.setSchedulerParametersFlags(params, f),
-                     live=live, config=config)
+                     live=True, config=False)
 
-    def scheduler(self, name: str, *, live: bool = True) -> dict[str, int]:
-        flag = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    def scheduler(self, name: str) -> dict[str, int]:
+        """The live scheduler parameters of a running domain (see the crash note above)."""
         with _translate(f"reading scheduler parameters of {name}", self.uri):
-            return self._lookup(name).schedulerParametersFlags(flag)
+            return self._lookup(name).schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
     def set_memory_parameters(self, name: str, params: dict[str, int], *, live: bool,
                               config: bool) -> None:
@@ -210,17 +229,30 @@ class Connection:
 
     # -- networks ------------------------------------------------------------------------
     def list_networks(self) -> list[NetworkRecord]:
+        """Every network with its persistent XML. The test driver rejects the INACTIVE flag
+        of virNetworkGetXMLDesc ("unsupported flags (0x1)"): fall back to flags 0. A network
+        removed meanwhile is simply not there."""
         with _translate("listing networks", self.uri):
             out = []
             for n in self._conn.listAllNetworks(0):
                 try:
-                    bridge = n.bridgeName()
-                except libvirt.libvirtError:
-                    bridge = None
-                out.append(NetworkRecord(
-                    uri=self.uri, name=n.name(), uuid=n.UUIDString(), active=bool(n.isActive()),
-                    persistent=bool(n.isPersistent()), autostart=bool(n.autostart()),
-                    xml=n.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE), bridge=bridge))
+                    try:
+                        xml = n.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+                    except libvirt.libvirtError as exc:
+                        if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
+                            raise
+                        xml = n.XMLDesc(0)
+                    try:
+                        bridge = n.bridgeName()
+                    except libvirt.libvirtError:
+                        bridge = None
+                    out.append(NetworkRecord(
+                        uri=self.uri, name=n.name(), uuid=n.UUIDString(),
+                        active=bool(n.isActive()), persistent=bool(n.isPersistent()),
+                        autostart=bool(n.autostart()), xml=xml, bridge=bridge))
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                        raise
             return out
 
     def define_network(self, xml: str) -> None:
@@ -320,40 +352,6 @@ class Connection:
         with _translate(f"reading the id of {name}", self.uri):
             dom_id = self._lookup(name).ID()
         return dom_id if dom_id > 0 else None
-
-    def list_networks_for_plan(self) -> list[NetworkRecord]:
-        """Like list_networks, and usable on the test driver, which rejects the INACTIVE
-        flag of virNetworkGetXMLDesc ("unsupported flags (0x1)"): fall back to flags 0."""
-        with _translate("listing networks", self.uri):
-            out = []
-            for n in self._conn.listAllNetworks(0):
-                try:
-                    xml = n.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG:
-                        raise
-                    xml = n.XMLDesc(0)
-                out.append(NetworkRecord(
-                    uri=self.uri, name=n.name(), uuid=n.UUIDString(), active=bool(n.isActive()),
-                    persistent=bool(n.isPersistent()), autostart=bool(n.autostart()), xml=xml))
-            return out
-
-    def undefine_domain(self, name: str) -> None:
-        """undefine, for every driver: QEMU gets the flags that also drop managed save,
-        snapshot metadata and NVRAM; drivers that reject them ("unsupported flags": LXC,
-        test) get a plain undefine."""
-        dom = self._lookup(name)
-        flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                 | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        with _translate(f"undefining {name}", self.uri):
-            try:
-                dom.undefineFlags(flags)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG,
-                                                libvirt.VIR_ERR_NO_SUPPORT):
-                    raise
-                dom.undefine()
 
     def define_prevalidated(self, xml: str) -> None:
         """Define a document the caller has already validated against libvirt's RelaxNG
