@@ -147,6 +147,48 @@ def tree_from_rows(rows: list[dict[str, Any]]) -> list[Node]:
     return list(hosts.values())
 
 
+def site_tree(site: Site, states: dict[tuple[str, str], dict] | None = None) -> list[Node]:
+    """The inventory as host -> guests -> containers (plan's view).
+
+    states maps (uri, name) to what is known ({"state", "cpuset", "shares", "note"});
+    entries not in it show the inventory's values with state "?".
+    """
+    states = states or {}
+
+    def node(e: Entry) -> Node:
+        seen = states.get((e.uri, e.name), {})
+        return Node(e.name, e.kind, seen.get("state", "?"),
+                    seen.get("cpuset", e.spec.cpu.cpuset), seen.get("shares", e.spec.cpu.shares),
+                    seen.get("note", ""))
+
+    roots = []
+    for hname in site.inventory.hosts:
+        host = Node(hname, "host")
+        for e in site.entries:
+            if e.host != hname or e.parent:
+                continue
+            n = node(e)
+            if e.kind == "guest":
+                n.children = [node(c) for c in site.children(e.name)]
+            host.children.append(n)
+        roots.append(host)
+    return roots
+
+
+def plan_tree(site: Site, items: list[Any]) -> str:
+    """plan's items drawn as the site tree; containers of a guest not reachable yet are
+    `pending` (planned once their guest answers), not failures."""
+    states: dict[tuple[str, str], dict] = {}
+    for item in items:
+        if getattr(item, "target", "domain") != "domain":
+            continue
+        status = item.status
+        if item.parent and status in ("waiting", "unreachable"):
+            status = "pending"
+        states[(item.uri, item.name)] = {"state": status}
+    return render_tree(site_tree(site, states))
+
+
 def render_tree(roots: list[Node]) -> str:
     """ASCII tree lines, e.g. 'hv1 [host]' / '├── db [guest] running' / '│   └── ...'."""
     lines: list[str] = []

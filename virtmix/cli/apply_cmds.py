@@ -62,7 +62,9 @@ def _unreachable(plan: Plan) -> list[Item]:
 @app.command("plan")
 def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool = ADOPT,
              restart: bool = RESTART, output: Output = OUTPUT_OPTION,
-             diff: bool = typer.Option(True, "--diff/--no-diff", help="Show XML diffs.")
+             diff: bool = typer.Option(True, "--diff/--no-diff", help="Show XML diffs."),
+             tree: bool = typer.Option(False, "--tree", help="Also draw host -> guests -> "
+                                       "containers with what apply would do to each."),
              ) -> None:
     """Show what apply would change. Exit 0: nothing to do; 10: changes pending."""
     _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
@@ -71,6 +73,10 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
         print_json(plan_to_dict(plan))
     else:
         print_plan(out, plan, show_diff=diff)
+        if tree:
+            from ..nesting import plan_tree
+
+            out.print(plan_tree(_site, plan.items), markup=False)
     down = _unreachable(plan)
     if down:
         raise BackendError(f"could not read {down[0].uri}: {down[0].reason}")

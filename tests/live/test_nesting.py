@@ -1,0 +1,203 @@
+"""LXC containers inside a KVM guest (TCG here), end to end through the virtmix CLI.
+
+From nothing to two running nested containers with their own shares and cpusets (read in
+the guest's cgroup v2 files over ssh), idempotent, visible from the host's admin verbs,
+then destroyed with nothing left in the guest or on the host. And the failure path: a
+guest the host cannot reach makes apply fail naming the guest and the containers not
+applied; once the network is fixed the next apply converges.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from virtmix.cgroups import shares_to_weight
+from virtmix.images import guest_dir, remove_guest_files, run_ssh
+from virtmix.images.recipe import BUSYBOX_TREE
+from virtmix.inventory import load_site
+from virtmix.rootfs.storage import Storage
+
+pytestmark = pytest.mark.slow
+
+PREFIX = "vmixt-nest-"
+# Kept between runs on purpose: it holds the image cache (a build takes ~75 s).
+STORAGE = Path("/var/tmp/vmixt-nest-storage")
+VIRTMIX = str(Path(sys.executable).parent / "virtmix")
+INIT = '[/bin/sh, -c, "while :; do sleep 3600; done"]'
+
+SITE = """\
+name: {name}
+settings: {{storage_dir: {storage}}}
+networks:
+  {name}-net: {{host: hv, mode: isolated, bridge: {bridge}, ipv4: {net}.1/24}}
+hosts:
+  hv:
+    uri: qemu:///system
+    lxc_uri: lxc:///system
+    virt_type: qemu
+    guests:
+      {name}-g:
+        vcpus: 2
+        memory: 768MiB
+        interfaces: [{{network: {name}-net, ipv4: {net}.10/24}}]
+        containers:
+          {name}-c1:
+            rootfs: {{path: {tree}}}
+            init: {init}
+            cpu: {{cpuset: "0", shares: 512}}
+            memory: 64MiB
+          {name}-c2:
+            rootfs: {{path: {tree}}}
+            init: {init}
+            cpu: {{cpuset: "1", shares: 2048}}
+            memory: 64MiB
+"""
+
+
+def write_site(tmp_path: Path, name: str, bridge: str, net: str) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE.format(name=name, storage=STORAGE, bridge=bridge, net=net,
+                                tree=BUSYBOX_TREE, init=INIT))
+    return path
+
+
+def virtmix(*args: str, timeout: float = 480, env: dict | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VIRTMIX, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+def guest_sh(address: str, command: str) -> str:
+    return run_ssh(Storage(STORAGE), address, command, timeout=60).stdout
+
+
+def nested_cgroup(address: str, name: str, filename: str) -> str:
+    """A nested container's cgroup v2 file, read inside the guest (via its controller pid)."""
+    return guest_sh(address, f"id=$(virsh -q -c lxc:///system domid {name}) && "
+                             f"cat /sys/fs/cgroup$(cut -d: -f3 /proc/$id/cgroup)/{filename}"
+                    ).strip()
+
+
+@pytest.fixture
+def nest_site(qemu_conn, domain_cleanup, tmp_path):
+    """Factory: a site named vmixt-nest-<tag>; its domains, network, guest files and pins
+    are removed before (leftovers) and after the test, even when it failed."""
+    made: list[tuple[str, Path]] = []
+
+    def make(tag: str, bridge: str, net: str) -> Path:
+        name = f"{PREFIX}{tag}"
+        domain_cleanup(qemu_conn, name)
+        path = write_site(tmp_path, name, bridge, net)
+        made.append((name, path))
+        _remove_files(path)
+        return path
+
+    yield make
+    for _name, path in made:
+        _remove_files(path)
+
+
+def _remove_files(path: Path) -> None:
+    site = load_site(path)
+    for e in site.entries:
+        if e.kind == "guest":
+            remove_guest_files(site, e.name)
+
+
+def test_guest_with_two_containers_end_to_end(nest_site):
+    t0 = time.monotonic()
+    site_path = nest_site("e2e", "vmixtnest1", "10.213.71")
+    name, address = "vmixt-nest-e2e", "10.213.71.10"
+    guest, c1, c2 = f"{name}-g", f"{name}-c1", f"{name}-c2"
+
+    res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"{guest}/{c1}" in res.stdout and f"{guest}/{c2}" in res.stdout
+
+    # Inside the guest: both running, each with its own cpu weight and cpuset (cgroup v2).
+    assert set(guest_sh(address, "virsh -q -c lxc:///system list --name").split()) == {c1, c2}
+    assert nested_cgroup(address, c1, "cpu.weight") == str(shares_to_weight(512))
+    assert nested_cgroup(address, c2, "cpu.weight") == str(shares_to_weight(2048))
+    assert nested_cgroup(address, c1, "cpuset.cpus") == "0"
+    assert nested_cgroup(address, c2, "cpuset.cpus") == "1"
+    assert nested_cgroup(address, c1, "memory.max") == str(64 * 2**20)
+
+    again = virtmix("apply", str(site_path), "--yes")
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
+
+    # The host's admin verbs see them, by NAME or GUEST/NAME.
+    tree = virtmix("-i", str(site_path), "ls", "--tree")
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    g_line = next(i for i, x in enumerate(lines) if f"{guest} [guest] running" in x)
+    assert any(f"{c1} [container] running cpuset=0" in x for x in lines[g_line + 1:])
+    info = virtmix("-i", str(site_path), "info", c2)
+    assert info.returncode == 0 and f"parent:      {guest}" in info.stdout, info.stdout
+    shares = virtmix("-i", str(site_path), "cgroup", f"{guest}/{c1}", "cpu.shares")
+    assert shares.returncode == 0 and shares.stdout.strip() == "512", shares.stdout
+
+    # Containers first: nothing of theirs is left in the guest.
+    gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{c1}", f"{guest}/{c2}", "--yes")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert guest_sh(address, "virsh -q -c lxc:///system list --all --name").strip() == ""
+    assert guest_sh(address, "ls /sys/fs/cgroup/machine/ 2>/dev/null | grep -c lxc- || true"
+                    ).strip() == "0"
+
+    # Then the rest: nothing left on the host either.
+    down = virtmix("destroy", str(site_path), "--yes", "--delete-rootfs")
+    assert down.returncode == 0, down.stdout + down.stderr
+    listed = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
+                            capture_output=True, text=True).stdout.split()
+    assert guest not in listed
+    nets = subprocess.run(["virsh", "-c", "qemu:///system", "net-list", "--all", "--name"],
+                          capture_output=True, text=True).stdout.split()
+    assert f"{name}-net" not in nets
+    assert not guest_dir(Storage(STORAGE), guest).exists()
+    assert address not in (STORAGE / "ssh/known_hosts").read_text()
+    assert time.monotonic() - t0 < 600
+
+
+@pytest.fixture
+def blackhole():
+    """ip route blackhole ADDR: the host cannot reach the guest (removed at the end)."""
+    added: list[str] = []
+
+    def add(address: str) -> None:
+        subprocess.run(["ip", "route", "replace", "blackhole", f"{address}/32"], check=True)
+        added.append(address)
+
+    def remove(address: str) -> None:
+        subprocess.run(["ip", "route", "del", "blackhole", f"{address}/32"], check=False)
+
+    add.remove = remove
+    yield add
+    for a in added:
+        remove(a)
+
+
+def test_unreachable_guest_names_it_and_next_apply_converges(nest_site, blackhole):
+    site_path = nest_site("fail", "vmixtnest2", "10.213.72")
+    name, address = "vmixt-nest-fail", "10.213.72.10"
+    guest, c1, c2 = f"{name}-g", f"{name}-c1", f"{name}-c2"
+    blackhole(address)
+
+    res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "30"})
+    assert res.returncode == 11, res.stdout + res.stderr
+    text = res.stdout + res.stderr
+    assert f"guest {guest}: its libvirt did not answer within 30s" in text, text
+    assert f"not applied: {guest}/{c1}, {guest}/{c2}" in text, text
+
+    blackhole.remove(address)  # the network is fixed
+    fixed = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert set(guest_sh(address, "virsh -q -c lxc:///system list --name").split()) == {c1, c2}
+    assert "nothing to do" in virtmix("apply", str(site_path), "--yes").stdout
+
+    down = virtmix("destroy", str(site_path), "--yes", "--delete-rootfs")
+    assert down.returncode == 0, down.stdout + down.stderr

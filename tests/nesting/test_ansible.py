@@ -1,0 +1,52 @@
+"""virtmix inventory ansible: the site as an Ansible YAML/JSON inventory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from virtmix.ansible_export import LXC_PLUGIN, QEMU_PLUGIN, ansible_inventory
+from virtmix.cli import app
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_groups_and_connection_vars(nested_site):
+    inv = ansible_inventory(nested_site)["all"]
+    assert inv["vars"]["virtmix_site"] == "nestunit"
+    ch = inv["children"]
+    assert ch["virtmix_hosts"]["hosts"]["hv1"]["ansible_connection"] == "local"
+    g1 = ch["virtmix_guests"]["hosts"]["g1"]
+    assert g1["ansible_connection"] == "ssh" and g1["ansible_host"] == "10.213.99.10"
+    assert g1["ansible_ssh_common_args"] == "-F /var/tmp/vmixt-nest-unit-storage/ssh/config"
+    plain = ch["virtmix_guests"]["hosts"]["plain"]
+    assert plain["ansible_connection"] == QEMU_PLUGIN
+    assert plain["ansible_libvirt_uri"] == "qemu:///system"
+    cts = ch["virtmix_containers"]["hosts"]
+    # "web" is on the host and in g1: both kept, told apart by where they live.
+    assert set(cts) == {"hv1-web", "db", "g1-web"}
+    db = cts["db"]
+    assert db["ansible_connection"] == LXC_PLUGIN and db["ansible_host"] == "db"
+    assert db["virtmix_parent"] == "g1" and db["virtmix_run_on"] == "g1"
+    assert db["virtmix_uri"] == "lxc+ssh://root@10.213.99.10/system"
+    assert (db["virtmix_cpuset"], db["virtmix_shares"]) == ("1", 512)
+    assert set(ch["guest_g1"]["hosts"]) == {"db", "g1-web"}
+    assert set(ch["host_hv1"]["hosts"]) == {"g1", "plain", "hv1-web"}
+
+
+def test_cli_yaml_and_json_agree():
+    runner = CliRunner()
+    site = str(HERE / "site_nested.yaml")
+    as_yaml = runner.invoke(app, ["inventory", "ansible", site])
+    as_json = runner.invoke(app, ["inventory", "ansible", site, "--format", "json"])
+    assert as_yaml.exit_code == 0 and as_json.exit_code == 0, as_yaml.output + as_json.output
+    assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout)
+
+
+def test_cli_bad_format_is_a_usage_error():
+    res = CliRunner().invoke(app, ["inventory", "ansible", str(HERE / "site_nested.yaml"),
+                                   "--format", "ini"])
+    assert res.exit_code == 2 and "expected yaml or json" in res.output
