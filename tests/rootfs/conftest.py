@@ -33,8 +33,8 @@ from virtmix.rootfs.build import BaseTree, ensure_base, ensure_shifted  # noqa: 
 from virtmix.rootfs.idmap import IDMAP_OFFSET  # noqa: E402
 
 TEST_ROOT = Path(os.environ.get("VIRTMIX_TEST_ROOTFS_DIR", "/var/tmp/virtmix-test-rootfs"))
-PREFIX = "vmixt-rootfs-"
-BOOKWORM = RootfsSpec(suite="bookworm")
+PREFIX = lxchelp.PREFIX
+BOOKWORM = RootfsSpec(suite="bookworm")  # the spec of the session's shared base
 
 
 def _cleanup(storage: Storage) -> None:

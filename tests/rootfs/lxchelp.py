@@ -9,6 +9,7 @@ from xml.sax.saxutils import quoteattr
 import libvirt
 
 URI = "lxc:///system"
+PREFIX = "vmixt-rootfs-"  # every domain and tree the rootfs tests and benchmark make
 
 
 def domain_xml(name: str, rootfs: str, idmap: tuple[int, int, int] | None,
@@ -41,9 +42,17 @@ def _silence(_ctx, _err):
     pass
 
 
-def connect() -> libvirt.virConnect:
+def connect(wait: float = 30.0) -> libvirt.virConnect:
+    """Open lxc:///system, waiting up to `wait` s for a libvirtd that is (re)starting."""
     libvirt.registerErrorHandler(_silence, None)
-    return libvirt.open(URI)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return libvirt.open(URI)
+        except libvirt.libvirtError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def init_pid(conn: libvirt.virConnect, name: str) -> int:

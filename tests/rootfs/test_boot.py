@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import lxchelp
 import pytest
-from conftest import RootfsSpec
 
-from virtmix.rootfs import InterfaceSetup, ProvisionResult
+from virtmix.rootfs import InterfaceSetup, ProvisionResult, RootfsSpec
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 # Only configured on a veth whose host end is attached nowhere: no packet goes anywhere.

@@ -10,15 +10,17 @@ import sys
 import time
 from pathlib import Path
 
+import lxchelp
 import pytest
-from conftest import BOOKWORM
 
 from virtmix.rootfs import list_cache, prune_cache
 from virtmix.rootfs.build import ensure_base
+from virtmix.rootfs.spec import RootfsSpec
 from virtmix.rootfs.storage import Storage
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
+BOOKWORM = RootfsSpec(suite="bookworm")  # as conftest's shared base
 BUILDER = """
 import json, sys
 from virtmix.rootfs.build import ensure_base
@@ -119,8 +121,6 @@ def test_interrupted_builds_leave_no_entry_and_concurrent_builds_share_one(scrat
 
 
 def test_debootstrap_fallback_builds_a_bootable_base(scratch_storage, monkeypatch):
-    import lxchelp
-    from conftest import PREFIX
 
     from virtmix.rootfs import ContainerSetup, provision_container
 
@@ -130,7 +130,7 @@ def test_debootstrap_fallback_builds_a_bootable_base(scratch_storage, monkeypatc
     assert meta["tool"] == "debootstrap"
     sources = (base.tree / "etc/apt/sources.list").read_text()
     assert "signed-by=" in sources and "bookworm-security" in sources
-    name = PREFIX + "debootstrap"
+    name = lxchelp.PREFIX + "debootstrap"
     r = provision_container(name, BOOKWORM, ContainerSetup(name=name), scratch_storage)
     lxc = lxchelp.connect()  # opened after the long build, which may outlast a connection
     try:
@@ -143,7 +143,6 @@ def test_debootstrap_fallback_builds_a_bootable_base(scratch_storage, monkeypatc
 
 
 def test_site_hook_runs_chrooted_and_is_part_of_the_key(scratch_storage, tmp_path):
-    from virtmix.rootfs.spec import RootfsSpec
     from virtmix.rootfs.storage import mounts_below
 
     hook = tmp_path / "site-hook.sh"
