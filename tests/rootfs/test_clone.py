@@ -147,3 +147,18 @@ def test_explicit_reflink_on_a_filesystem_without_it_fails_cleanly(make_containe
     with pytest.raises(RootfsError, match="reflink"):
         make_container("reflink", clone="reflink")
     assert not storage.container_dir("vmixt-rootfs-reflink").exists()
+
+
+def test_existing_tree_is_kept_flagged_stale_or_refused(make_container, bookworm_shifted):
+    from virtmix.errors import ConflictError
+    from virtmix.rootfs import RootfsSpec
+
+    r = make_container("again")
+    mid = (r.path / "etc/machine-id").read_text()
+    same = make_container("again")
+    assert not same.created and not same.stale and same.path == r.path
+    assert (r.path / "etc/machine-id").read_text() == mid  # not re-customised
+    other = make_container("again", RootfsSpec(suite="bookworm", packages=("less",)))
+    assert not other.created and other.stale  # nothing was built for it
+    with pytest.raises(ConflictError, match="privileged=False"):
+        make_container("again", privileged=True)

@@ -19,7 +19,13 @@ from virtmix.rootfs.build import BaseTree, Progress, ensure_base, ensure_shifted
 from virtmix.rootfs.cache import list_cache, prune_cache
 from virtmix.rootfs.clone import make_clone, mount_overlay, overlay_mounted_here, unmount_overlay
 from virtmix.rootfs.customise import customise
-from virtmix.rootfs.idmap import IDMAP_COUNT, IDMAP_OFFSET, shift_listed, shift_tree
+from virtmix.rootfs.idmap import (
+    IDMAP_COUNT,
+    IDMAP_OFFSET,
+    host_supports_idmap,
+    shift_listed,
+    shift_tree,
+)
 from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup, RootfsSpec, host_architecture
 from virtmix.rootfs.storage import (
     CONTAINER_MARKER,
@@ -49,6 +55,7 @@ class ProvisionResult:
     password_file: Path | None
     cache_entry: str
     created: bool  # False when the tree already existed (nothing was changed)
+    stale: bool = False  # the existing tree came from another spec than the one asked for
 
     @property
     def privileged(self) -> bool:
@@ -73,13 +80,13 @@ def _lower(spec: RootfsSpec, storage: Storage, privileged: bool,
 
 
 def _result(storage: Storage, name: str, state: dict, password: str | None,
-            created: bool) -> ProvisionResult:
+            created: bool, stale: bool = False) -> ProvisionResult:
     pw = state.get("password_file")
     return ProvisionResult(
         name=name, path=storage.container_dir(name) / "rootfs", method=state["method"],
         idmap=tuple(state["idmap"]) if state.get("idmap") else None, password=password,
         password_file=Path(pw) if pw else None, cache_entry=state["cache_entry"],
-        created=created)
+        created=created, stale=stale)
 
 
 def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, storage: Storage,
@@ -93,12 +100,17 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
     """
     if setup.name != name:
         raise RootfsError(f"container {name}: setup is for {setup.name!r}")
+    if not privileged and not host_supports_idmap():
+        raise RootfsError(
+            f"container {name}: this kernel has no user namespaces, so it cannot run "
+            "unprivileged (<idmap>)",
+            hint="enable user namespaces (user.max_user_namespaces > 0), or set "
+                 "privileged: true for this container (root inside = root on the host)")
     storage.ensure()
     with storage.lock(f"container-{name}"):
         state = storage.read_state(name)
         if state is not None:
-            ensure_mounted(storage, name)
-            return _result(storage, name, state, None, created=False)
+            return _existing(storage, name, state, _effective_spec(spec, setup), privileged)
         cdir = storage.container_dir(name)
         if os.path.lexists(cdir):
             if not (cdir / CONTAINER_MARKER).is_file():
@@ -114,6 +126,21 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
             with contextlib.suppress(VirtmixError, OSError):
                 remove_container_tree(storage, name)
             raise
+
+
+def _existing(storage: Storage, name: str, state: dict, spec: RootfsSpec,
+              privileged: bool) -> ProvisionResult:
+    """An already provisioned tree: remount it, never re-customise it."""
+    if bool(state.get("privileged")) != privileged:
+        # Switching would change who root is on the host: only a deliberate recreate may.
+        raise ConflictError(
+            f"container {name}: its tree was made with privileged={state.get('privileged')}",
+            hint=f"destroy the container (and its tree) and create it again as "
+                 f"privileged={privileged}")
+    ensure_mounted(storage, name)
+    want = spec.cache_key()
+    stale = not state["cache_entry"].startswith(want)
+    return _result(storage, name, state, None, created=False, stale=stale)
 
 
 def _clone_and_customise(name: str, setup: ContainerSetup, storage: Storage, lower: BaseTree,

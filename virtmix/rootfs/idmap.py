@@ -18,6 +18,17 @@ IDMAP_COUNT = 65536
 _CAP = "security.capability"
 
 
+def host_supports_idmap() -> bool:
+    """True when the kernel has user namespaces (what libvirt's <idmap> needs)."""
+    if not os.path.exists("/proc/self/ns/user"):
+        return False
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            return int(f.read().strip() or "0") > 0
+    except (OSError, ValueError):
+        return True  # older kernels have no such knob, and user namespaces on
+
+
 def _shift_one(path: str, st: os.stat_result, offset: int, count: int) -> bool:
     """lchown one entry whose ids are below count; True when it changed."""
     uid, gid = st.st_uid, st.st_gid
