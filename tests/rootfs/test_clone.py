@@ -150,7 +150,6 @@ def test_explicit_reflink_on_a_filesystem_without_it_fails_cleanly(make_containe
 
 
 def test_existing_tree_is_kept_flagged_stale_or_refused(make_container, bookworm_shifted):
-    from virtmix.errors import ConflictError
     from virtmix.rootfs import RootfsSpec
 
     r = make_container("again")
@@ -160,5 +159,5 @@ def test_existing_tree_is_kept_flagged_stale_or_refused(make_container, bookworm
     assert (r.path / "etc/machine-id").read_text() == mid  # not re-customised
     other = make_container("again", RootfsSpec(suite="bookworm", packages=("less",)))
     assert not other.created and other.stale  # nothing was built for it
-    with pytest.raises(ConflictError, match="privileged=False"):
+    with pytest.raises(RootfsError, match="privileged=False"):
         make_container("again", privileged=True)

@@ -133,7 +133,7 @@ def _existing(storage: Storage, name: str, state: dict, spec: RootfsSpec,
     """An already provisioned tree: remount it, never re-customise it."""
     if bool(state.get("privileged")) != privileged:
         # Switching would change who root is on the host: only a deliberate recreate may.
-        raise ConflictError(
+        raise RootfsError(
             f"container {name}: its tree was made with privileged={state.get('privileged')}",
             hint=f"destroy the container (and its tree) and create it again as "
                  f"privileged={privileged}")
