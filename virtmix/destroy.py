@@ -31,6 +31,7 @@ class Target:
     exists: bool = True
     active: bool = False
     foreign: str = ""        # why virtmix does not own it ('' when it does)
+    owns_tree: bool = False  # made by `virtmix create`: its tree goes with it (lxc-destroy)
     xml: str = ""
     result: str = ""         # what happened: removed | absent | refused | failed: ...
 
@@ -49,7 +50,8 @@ def domain_target(conn: Any, name: str, address: str, site: str | None) -> Targe
     except NotFoundError:
         return Target(name, address, conn.uri, exists=False)
     return Target(name, address, conn.uri, active=rec.active, xml=rec.xml,
-                  foreign=_owner_problem(rec.metadata, site))
+                  foreign=_owner_problem(rec.metadata, site),
+                  owns_tree=(rec.metadata or {}).get("created-by") == "create")
 
 
 def site_targets(site: Site, conns: dict[str, Any], networks: dict[str, str]) -> list[Target]:
@@ -142,7 +144,7 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
             conn.destroy(t.name)
         conn.undefine(t.name)
         t.result = "removed"
-        if delete_rootfs:
+        if delete_rootfs or t.owns_tree:
             gone = delete_files(t.name, t.xml)
             if gone:
                 t.result += ", deleted " + ", ".join(gone)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import RootfsError
@@ -18,6 +19,7 @@ from .site import Entry, Site
 from .views import IDMAP, domain_view, is_privileged, storage_dir
 
 MAPPED_ROOT_UID = IDMAP[1]
+Progress = Callable[[str], None]  # one line per step of a long build
 
 
 def _searchable(st: os.stat_result, uid: int) -> bool:
@@ -62,7 +64,7 @@ def _check_tree(entry: Entry, tree: Path) -> None:
         raise RootfsError(f"{entry.keypath}.init: {spec.init[0]} does not exist in {tree}")
 
 
-def _provision(site: Site, entry: Entry) -> Path:
+def _provision(site: Site, entry: Entry, progress: Progress | None = None) -> Path:
     """A built tree (`rootfs: {distro...}`) through the rootfs subsystem."""
     try:
         from .rootfs import Storage, provision_container
@@ -75,7 +77,7 @@ def _provision(site: Site, entry: Entry) -> Path:
                            mirror=site.inventory.settings.mirror)
     privileged = is_privileged(entry)
     result = provision_container(entry.name, spec, setup_from_model(entry.name, entry.spec),
-                                 storage, privileged=privileged)
+                                 storage, privileged=privileged, progress=progress)
     if result.privileged != privileged:
         raise RootfsError(
             f"{entry.keypath}: its tree {result.path} was built "
@@ -85,7 +87,7 @@ def _provision(site: Site, entry: Entry) -> Path:
     return result.path
 
 
-def prepare_container(site: Site, entry: Entry) -> None:
+def prepare_container(site: Site, entry: Entry, progress: Progress | None = None) -> None:
     spec = entry.spec
     assert isinstance(spec, Container)
     view = domain_view(site, entry)
@@ -95,7 +97,7 @@ def prepare_container(site: Site, entry: Entry) -> None:
             raise RootfsError(f"{entry.keypath}.rootfs: virtmix builds trees on the machine it "
                               f"runs on, not on {entry.uri}",
                               hint="build the tree there and give rootfs: {path: ...}")
-        tree = _provision(site, entry)
+        tree = _provision(site, entry, progress)
     else:
         tree = Path(view.rootfs)
         if not local:
@@ -157,6 +159,13 @@ def prepare_guest(site: Site, entry: Entry) -> None:
             raise RootfsError(f"{entry.keypath}.disks: {path} does not exist")
 
 
-def prepare(site: Site, entry: Entry) -> None:
-    """Everything the entry's definition refers to, created or checked."""
-    (prepare_container if entry.kind == "container" else prepare_guest)(site, entry)
+def prepare(site: Site, entry: Entry, progress: Progress | None = None) -> None:
+    """Everything the entry's definition refers to, created or checked.
+
+    progress, when given, receives one line per step of a long build (`virtmix create`
+    shows them); apply runs many entries at once and passes none.
+    """
+    if entry.kind == "container":
+        prepare_container(site, entry, progress)
+    else:
+        prepare_guest(site, entry)

@@ -11,6 +11,7 @@ from ..units import format_kib
 from . import cgroupfs
 from .domxml import parse_domain
 from .targets import Place, Session, Target
+from .trees import tree_info
 
 LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "memory",
               "managed")
@@ -75,6 +76,8 @@ def info(target: Target) -> dict[str, Any]:
     if rec.kind == "lxc":
         out.update(rootfs=s.rootfs, init=s.init, idmap=s.idmap,
                    privileged=s.idmap is None)
+        if is_local(target.place.uri):  # a tree virtmix built: clone method, base (issue 5)
+            out.update(tree_info(s.rootfs))
     else:
         out.update(virt_type=s.type, disks=[d.path for d in s.disks], kernel=s.kernel)
     if rec.active:
@@ -101,6 +104,9 @@ def info_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
             value = "yes" if value else "no"
         pairs.append((key.replace("_kib", "").replace("_", " "), str(value)))
     meta = data.get("metadata")
-    if meta:
+    if meta and meta.get("created-by"):
+        pairs.append(("created by", f"virtmix {meta['created-by']} (template "
+                      f"{meta.get('template', '?')}); destroy also deletes its tree"))
+    elif meta:
         pairs.append(("inventory", f"{meta.get('inventory', '?')} (site {meta.get('site')})"))
     return pairs

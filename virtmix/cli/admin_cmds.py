@@ -13,7 +13,10 @@ from contextlib import contextmanager
 import typer
 
 from ..admin import cgroup_verbs, lifecycle, listing
+from ..admin.domxml import parse_domain
 from ..admin.targets import Session
+from ..admin.trees import remount
+from ..backend.lxc_host import is_local
 from .app import OPTIONS, OUTPUT_OPTION, Output, app, err, out, print_json
 
 NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
@@ -88,6 +91,9 @@ def start_domain(
     """Start a domain in the background (lxc-start -d); --console attaches to it."""
     with admin_session() as session:
         target = session.find(name)
+        if target.record.kind == "lxc" and is_local(target.place.uri):
+            # An overlay clone's mount is gone after a host reboot: mount it again first.
+            remount(parse_domain(target.record.tree).rootfs)
         lifecycle.start(target)
         say(f"{target.address}: {target.record.state}")
         if console:

@@ -224,10 +224,13 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
             return
         for t in present:
             note = f" [{t.foreign}]" if t.foreign else ""
+            if t.owns_tree:  # made by `virtmix create`: like lxc-destroy, the tree goes too
+                note += " [made by virtmix create: its root filesystem is deleted too]"
             out.print(f"- {'network' if t.network else 'domain'} {t.address} on {t.uri}{note}",
                       markup=False)
-        _confirm(f"Destroy these {len(present)}" + (" and delete their root filesystems"
-                                                    if delete_rootfs else "") + "?", yes)
+        trees = delete_rootfs or any(t.owns_tree for t in present)
+        _confirm(f"Destroy these {len(present)}" + (" and delete their root filesystems "
+                                                    "permanently" if trees else "") + "?", yes)
         locks = _lock_targets(site) if site else []
         locks += [("uri", t.uri) for t in present]
         with locked(locks, purpose="destroy", wait=wait, timeout=lock_timeout,
