@@ -19,7 +19,7 @@ from typing import Any
 from lxml import etree
 from pydantic import ValidationError
 
-from .errors import ConflictError, NotFoundError, UsageError, VirtmixError
+from .errors import ConflictError, NotFoundError, RootfsError, UsageError, VirtmixError
 from .identity import VIRTMIX_NS
 from .model import Container, Host, Inventory, Settings, check_name
 from .site import Entry, Site
@@ -137,10 +137,20 @@ def _body(req: CreateRequest) -> dict[str, Any]:
 
 def _validation_error(exc: ValidationError) -> UsageError:
     first = exc.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"])
+    # ("rootfs", "build", "suite"): the middle is the union member's tag, not a key.
+    loc = ".".join(str(x) for x in first["loc"] if x not in ("build", "path"))
     option = _OPTION_FOR.get(loc) or _OPTION_FOR.get(loc.rsplit(".", 1)[0], loc)
     msg = first["msg"].removeprefix("Value error, ")
     return UsageError(f"{option}: {msg}")
+
+
+def _rootfs_option(message: str) -> str:
+    for word, option in (("ssh_keys", "--ssh-key"), ("hostname", "--hostname"),
+                         ("package", "--package"), ("suite", "--suite"),
+                         ("variant", "--variant"), ("hook", "--hook")):
+        if word in message:
+            return f"{option}: {message}"
+    return message
 
 
 def build_site(req: CreateRequest) -> tuple[Site, Entry]:
@@ -159,6 +169,13 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
         container = Container.model_validate(_body(req))
     except ValidationError as exc:
         raise _validation_error(exc) from None
+    from .rootfs.from_model import setup_from_model, spec_from_model
+
+    try:  # what only the rootfs code checks (key format, hostname...), also before anything
+        spec_from_model(container.rootfs, mirror=req.mirror)
+        setup_from_model(req.name, container)
+    except RootfsError as exc:
+        raise UsageError(_rootfs_option(exc.message), hint=exc.hint) from None
     from .admin.cgroupfs import cgroup_version
 
     inventory = Inventory(
