@@ -32,6 +32,27 @@ ENABLED_UNITS = {
     "sockets.target.wants": ("systemd-networkd.socket",),
 }
 HOOK_IN_TREE = "tmp/.virtmix-hook"
+# libvirt's LXC driver serves /proc/meminfo from a FUSE file that cannot seek (ESPIPE), and
+# procps-ng 4 (bookworm's ps aux, free, top) seeks it first and gives up ("ps: Unable to
+# get total memory"). Unmounting it inside shows the kernel's own file (host totals, as a
+# classic LXC container without lxcfs saw); the memory limit itself is unchanged.
+MEMINFO_UNIT = "virtmix-meminfo.service"
+MEMINFO_UNIT_TEXT = """\
+[Unit]
+Description=Unmount libvirt's /proc/meminfo, which procps cannot read (virtmix)
+DefaultDependencies=no
+ConditionVirtualization=container
+ConditionPathIsMountPoint=/proc/meminfo
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=-/bin/umount /proc/meminfo
+
+[Install]
+WantedBy=sysinit.target
+"""
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -72,6 +93,8 @@ def prepare_base(tree: Path) -> None:
         for unit in units:
             if (unitdir / unit).exists():
                 _symlink(sysdir / wants / unit, f"/lib/systemd/system/{unit}")
+    _write(sysdir / MEMINFO_UNIT, MEMINFO_UNIT_TEXT)
+    _symlink(sysdir / "sysinit.target.wants" / MEMINFO_UNIT, f"/etc/systemd/system/{MEMINFO_UNIT}")
     _write(etc / "systemd/network/.virtmix", "# *.network files here are written per container\n")
     # openssh-server's postinst made host keys: they would be shared by every clone.
     for key in (etc / "ssh").glob("ssh_host_*"):

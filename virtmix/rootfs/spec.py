@@ -13,7 +13,7 @@ from virtmix.errors import RootfsError
 
 # Bumped whenever the build recipe (extra packages, masked units, base customisation)
 # changes, so that trees built by an older virtmix are not reused as if identical.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: virtmix-meminfo.service (procps vs libvirt's FUSE meminfo)
 
 SUPPORTED_DISTROS = ("debian",)
 VARIANTS = ("minbase", "buildd", "important", "standard", "required", "essential")
