@@ -113,7 +113,7 @@ def _bootstrap_cmd(tool: str, spec: RootfsSpec, arch: str, tree: Path) -> tuple[
 
 def _new_tmp(storage: Storage, entry: str) -> Path:
     tmp = storage.cache_root / f".build-{entry}-{os.getpid()}-{time.monotonic_ns()}"
-    tmp.mkdir(mode=0o700)
+    tmp.mkdir(mode=0o711)  # traversable by _apt (see Storage.ensure)
     (tmp / BUILD_MARKER).write_text(entry + "\n")
     return tmp
 

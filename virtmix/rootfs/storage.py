@@ -59,11 +59,11 @@ class Storage:
 
         The root and containers/ are 0711: an unprivileged container's init (host uid
         100000) must traverse them to its tree (libvirt_lxc creates /.oldroot there after
-        entering the user namespace). Nothing below can be listed or read by others;
-        cache/ stays 0700 (overlay reads its lower layer with the mounter's credentials).
+        entering the user namespace). cache/ is 0711 too, so that apt inside mmdebstrap can
+        download as its sandbox user _apt instead of root. Nothing can be listed by others.
         """
         for d, mode in ((self.root, 0o711), (self.containers_root, 0o711),
-                        (self.cache_root, 0o700), (self.root / "locks", 0o700)):
+                        (self.cache_root, 0o711), (self.root / "locks", 0o700)):
             d.mkdir(mode=mode, parents=True, exist_ok=True)
             os.chmod(d, mode)
 
