@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import NotFoundError, VirtmixError
 from .identity import network_uuid
-from .observe import parse_xml
+from .observe import is_local_uri, parse_xml
 from .site import Site
 
 GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img")
@@ -145,7 +145,12 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
         conn.undefine(t.name)
         t.result = "removed"
         if delete_rootfs or t.owns_tree:
-            gone = delete_files(t.name, t.xml)
+            if is_local_uri(t.uri):
+                gone = delete_files(t.name, t.xml)
+            else:  # never this machine's paths: a tree in a guest is deleted there
+                from .nesting_ops import delete_remote_files
+
+                gone = delete_remote_files(t.uri, t.name, t.xml)
             if gone:
                 t.result += ", deleted " + ", ".join(gone)
     except VirtmixError as exc:

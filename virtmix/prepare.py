@@ -93,6 +93,11 @@ def prepare_container(site: Site, entry: Entry, progress: Progress | None = None
     view = domain_view(site, entry)
     local = is_local_uri(entry.uri)
     if isinstance(spec.rootfs, RootfsBuild):
+        if not local and entry.parent:
+            from .nesting_ops import push_tree
+
+            push_tree(site, entry)  # built here, copied into the guest over ssh
+            return
         if not local:
             raise RootfsError(f"{entry.keypath}.rootfs: virtmix builds trees on the machine it "
                               f"runs on, not on {entry.uri}",

@@ -142,6 +142,22 @@ def test_guest_with_two_containers_end_to_end(nest_site):
     shares = virtmix("-i", str(site_path), "cgroup", f"{guest}/{c1}", "cpu.shares")
     assert shares.returncode == 0 and shares.stdout.strip() == "512", shares.stdout
 
+    # Verbs whose work happens in the guest (namespaces, cgroups) go over ssh.
+    att = virtmix("-i", str(site_path), "attach", c1, "--", "/bin/sh", "-c",
+                  "hostname; exit 7")
+    assert att.returncode == 7 and att.stdout.strip() == c1, att.stdout + att.stderr
+    ps = virtmix("-i", str(site_path), "ps", c2)
+    assert ps.returncode == 0 and f"{guest}/{c2}" in ps.stdout and "sleep 3600" in ps.stdout
+    assert virtmix("-i", str(site_path), "freeze", c2).returncode == 0
+    assert "frozen 1" in nested_cgroup(address, c2, "cgroup.events").splitlines()
+    again_frozen = virtmix("-i", str(site_path), "freeze", c2)
+    assert again_frozen.returncode == 8 and "already frozen" in again_frozen.stderr
+    assert virtmix("-i", str(site_path), "unfreeze", c2).returncode == 0
+    assert "frozen 0" in nested_cgroup(address, c2, "cgroup.events").splitlines()
+    pin = virtmix("-i", str(site_path), "cgroup", c2, "cpuset.cpus", "0-1")
+    assert pin.returncode == 0, pin.stdout + pin.stderr
+    assert nested_cgroup(address, c2, "cpuset.cpus") == "0-1"
+
     # Containers first: nothing of theirs is left in the guest.
     gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{c1}", f"{guest}/{c2}", "--yes")
     assert gone.returncode == 0, gone.stdout + gone.stderr

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .. import cgroups
+from .. import cgroups, nesting_ops
 from ..backend.admin_ops import (
     MEMORY_UNLIMITED_KIB,
     blkio_parameters,
@@ -22,6 +22,7 @@ from ..backend.admin_ops import (
 )
 from ..backend.lxc_host import is_local
 from ..errors import UsageError
+from ..nesting_ops import is_ssh_uri
 from ..units import format_cpuset, parse_cpuset
 from . import cgroupfs
 from .domxml import parse_domain
@@ -63,6 +64,8 @@ def _cpuset(target: Target, live: bool) -> str:
     rec = target.record
     if live and rec.kind == "lxc" and is_local(target.place.uri) and rec.id:
         return cgroupfs.read_cpuset(rec.id)
+    if live and rec.kind == "lxc" and is_ssh_uri(target.place.uri) and rec.id:
+        return nesting_ops.read_cpuset(target.place.uri, rec.id)  # e.g. nested in a guest
     if live and rec.kind == "kvm":
         pins = vcpu_pinning(target.conn, rec.name)
         return format_cpuset(frozenset().union(*pins)) if pins else UNSET
@@ -194,6 +197,8 @@ def _set_cpuset(target: Target, value: str) -> None:
             pin_all_vcpus(target.conn, rec.name, cpus)
         elif is_local(target.place.uri) and rec.id:
             cgroupfs.write_cpuset(rec.id, cpus)
+        elif is_ssh_uri(target.place.uri) and rec.id:
+            nesting_ops.write_cpuset(target.place.uri, rec.id, format_cpuset(cpus))
         else:
             raise UsageError(f"{target.address}: a running container's cpuset can only be "
                              "changed live on its own host (libvirt has no API for it)",

@@ -34,15 +34,31 @@ def start(target: Target) -> None:
     target.refresh()
 
 
+def _cgroup_freezer(target: Target) -> bool:
+    """Containers in virtmix's guests (pure cgroup v2) freeze through cgroup.freeze over
+    ssh: libvirt 9.0's LXC driver has no v2 freezer ("Suspend operation failed")."""
+    return bool(target.place.parent and target.record.kind == "lxc" and target.record.id)
+
+
 def freeze(target: Target) -> None:
     target.need_running("freeze")
     if target.record.state == "paused":
         raise StateError(f"freeze: {target.address} is already frozen (paused)")
+    if _cgroup_freezer(target):
+        from ..nesting_ops import set_frozen
+
+        set_frozen(target.place.uri, target.record.id, True, target.address)
+        return
     target.conn.suspend(target.name)
     target.refresh()
 
 
 def unfreeze(target: Target) -> None:
+    if _cgroup_freezer(target) and target.record.state != "paused":
+        from ..nesting_ops import set_frozen
+
+        set_frozen(target.place.uri, target.record.id, False, target.address)
+        return
     if target.record.state != "paused":
         raise StateError(f"unfreeze: {target.address} is {target.record.state}, not frozen")
     target.conn.resume(target.name)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..backend.lxc_host import init_pid, is_local, require_local
 from ..errors import StateError, UsageError
+from ..nesting_ops import is_ssh_uri
 from . import cgroupfs
 from .targets import Session, Target
 
@@ -59,6 +60,10 @@ def attach(target: Target, argv: list[str], *, keep_env: bool = False) -> int:
     if target.record.state == "paused":
         raise StateError(f"attach: {target.address} is frozen; a command there would hang",
                          hint=f"virtmix unfreeze {target.address}")
+    if not is_local(target.place.uri) and is_ssh_uri(target.place.uri):
+        from ..nesting_ops import attach as attach_over_ssh  # e.g. nested in a guest
+
+        return attach_over_ssh(target.place.uri, target.name, argv)
     require_local(target.place.uri, "attach", target.address)
     # The terminal's Ctrl-C belongs to the command inside, not to virtmix.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -130,9 +135,13 @@ def ps(session: Session, names: list[str], *, all_processes: bool) -> list[Proc]
         for t in targets:
             t.need_container("ps")
             t.need_running("ps")
-            require_local(t.place.uri, "ps", t.address)
+            if not is_ssh_uri(t.place.uri):
+                require_local(t.place.uri, "ps", t.address)
     else:
-        targets = running_containers(session)
+        targets = running_containers(session) + [
+            Target(p, c, r) for p, c, r in session.records()
+            if r.kind == "lxc" and r.active and not is_local(p.uri) and is_ssh_uri(p.uri)]
+    remote = _remote_ps(targets)
     spaces = container_namespaces(targets)
     rows = []
     for entry in os.scandir("/proc"):
@@ -145,4 +154,17 @@ def ps(session: Session, names: list[str], *, all_processes: bool) -> list[Proc]
         proc = _proc(pid, ct or "-")
         if proc is not None:
             rows.append(proc)
+    rows += remote
     return sorted(rows, key=lambda p: (p.container == "-", p.container, p.pid))
+
+
+def _remote_ps(targets: list[Target]) -> list[Proc]:
+    """Processes of containers behind ssh URIs (e.g. nested in guests), listed there."""
+    from ..nesting_ops import ps as ps_over_ssh
+
+    by_uri: dict[str, dict[str, str]] = {}
+    for t in targets:
+        if not is_local(t.place.uri) and is_ssh_uri(t.place.uri):
+            by_uri.setdefault(t.place.uri, {})[t.name] = t.address
+    return [Proc(r.container, r.pid, r.ppid, r.uid, r.ns_pid, r.cmd)
+            for uri, names in by_uri.items() for r in ps_over_ssh(uri, names)]

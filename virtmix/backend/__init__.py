@@ -11,7 +11,7 @@ from collections.abc import Callable
 from .records import DomainRecord, NetworkRecord, domain_state_name
 
 __all__ = ["DomainRecord", "NetworkRecord", "domain_state_name", "open_connection",
-           "register_transport"]
+           "register_transport", "resolve_uri"]
 
 # URI -> how to really reach it. virtmix reaches the libvirt inside its guests through its
 # own ssh setup (pinned host keys, its key); the inventory keeps the plain URI
@@ -22,6 +22,12 @@ _TRANSPORTS: dict[str, Callable[[], str]] = {}
 def register_transport(uri: str, resolve: Callable[[], str]) -> None:
     """Open resolve() (a URI with transport parameters) whenever `uri` is asked for."""
     _TRANSPORTS[uri] = resolve
+
+
+def resolve_uri(uri: str) -> str:
+    """The URI to really open for `uri` (itself unless a transport was registered)."""
+    resolve = _TRANSPORTS.get(uri)
+    return resolve() if resolve else uri
 
 
 def open_connection(uri: str | None = None, *, readonly: bool = False):

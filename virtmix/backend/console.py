@@ -16,6 +16,7 @@ import tty
 import libvirt
 
 from ..errors import BackendError
+from . import resolve_uri
 from .libvirt_conn import _translate
 
 ESCAPE = b"\x1d"  # Ctrl-]
@@ -79,7 +80,7 @@ def run_console(uri: str, name: str, *, force: bool = False, stdin_fd: int = 0,
     """Attach this terminal to the console of running domain `name`; returns why it ended."""
     _register_event_loop()
     try:
-        conn = libvirt.open(uri)
+        conn = libvirt.open(resolve_uri(uri))  # e.g. a guest's libvirt via virtmix's ssh
     except libvirt.libvirtError as exc:
         raise BackendError(f"cannot connect to libvirt at {uri}: "
                            f"{exc.get_error_message()}") from None
