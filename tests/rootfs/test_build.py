@@ -143,6 +143,8 @@ def test_debootstrap_fallback_builds_a_bootable_base(scratch_storage, monkeypatc
 
 
 def test_site_hook_runs_chrooted_and_is_part_of_the_key(scratch_storage, tmp_path):
+    """Also: an unprivileged clone on an empty cache builds the base shifted directly."""
+    from virtmix.rootfs import ContainerSetup, provision_container, remove_container_tree
     from virtmix.rootfs.storage import mounts_below
 
     hook = tmp_path / "site-hook.sh"
@@ -151,11 +153,17 @@ def test_site_hook_runs_chrooted_and_is_part_of_the_key(scratch_storage, tmp_pat
                     "rc=0; /usr/sbin/policy-rc.d || rc=$?\n"
                     "echo rc=$rc >> /etc/virtmix-site\n")
     spec = RootfsSpec(suite="bookworm", hook=str(hook))
-    base = ensure_base(spec, scratch_storage)
-    assert base.entry != BOOKWORM.cache_key()
-    lines = (base.tree / "etc/virtmix-site").read_text().split()
+    name = lxchelp.PREFIX + "hooked"
+    r = provision_container(name, spec, ContainerSetup(name=name), scratch_storage)
+    entries = list_cache(scratch_storage, sizes=False)
+    assert [(e.entry, e.kind) for e in entries] == [(r.cache_entry, "shifted")]
+    assert r.cache_entry.startswith(spec.cache_key()) and spec.cache_key() != BOOKWORM.cache_key()
+    tree = entries[0].path / "tree"
+    lines = (tree / "etc/virtmix-site").read_text().split()
     assert lines == ["site", "bookworm", "rc=101"]  # services could not start in the hook
-    assert not (base.tree / "usr/sbin/policy-rc.d").exists()
-    assert not (base.tree / "tmp/.virtmix-hook").exists()
-    assert mounts_below(scratch_storage.root.resolve()) == []
-    assert json.loads((base.path / "entry.json").read_text())["spec"]["hook"]
+    assert os.lstat(r.path / "etc/virtmix-site").st_uid == 100000
+    assert not (tree / "usr/sbin/policy-rc.d").exists()
+    assert not (tree / "tmp/.virtmix-hook").exists()
+    assert json.loads((entries[0].path / "entry.json").read_text())["spec"]["hook"]
+    remove_container_tree(scratch_storage, name)
+    assert mounts_below(scratch_storage.root) == []

@@ -16,7 +16,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from virtmix.errors import UsageError, VirtmixError
 from virtmix.rootfs import IDMAP, Storage, list_cache, prune_cache
-from virtmix.rootfs.build import ensure_base, ensure_shifted
+from virtmix.rootfs.build import ensure_lower
 from virtmix.rootfs.spec import RootfsSpec
 
 app = typer.Typer(
@@ -121,8 +121,7 @@ def build_rootfs(
                   markup=False)
     st = Storage(storage_dir)
     with progress_line(quiet) as progress:
-        base = ensure_base(spec, st, progress)
-        lower = base if privileged else ensure_shifted(base, st, IDMAP[1], progress)
+        lower = ensure_lower(spec, st, None if privileged else IDMAP[1], progress)
     meta = json.loads((lower.path / "entry.json").read_text())
     word = "cached" if lower.cached else f"built in {meta.get('seconds', '?')} s"
     out.print(f"{lower.entry}: {word}", markup=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, VirtmixError
-from virtmix.rootfs.build import BaseTree, Progress, ensure_base, ensure_shifted
+from virtmix.rootfs.build import BaseTree, Progress, ensure_lower
 from virtmix.rootfs.cache import list_cache, prune_cache
 from virtmix.rootfs.clone import make_clone, mount_overlay, overlay_mounted_here, unmount_overlay
 from virtmix.rootfs.customise import customise
@@ -26,7 +26,7 @@ from virtmix.rootfs.idmap import (
     shift_listed,
     shift_tree,
 )
-from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup, RootfsSpec, host_architecture
+from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup, RootfsSpec
 from virtmix.rootfs.storage import (
     CONTAINER_MARKER,
     Storage,
@@ -69,14 +69,7 @@ def _effective_spec(spec: RootfsSpec, setup: ContainerSetup) -> RootfsSpec:
 
 def _lower(spec: RootfsSpec, storage: Storage, privileged: bool,
            progress: Progress | None) -> BaseTree:
-    arch = spec.architecture or host_architecture()
-    key = spec.cache_key(arch)
-    if not privileged:
-        shifted = storage.cache_entry(f"{key}-u{IDMAP_OFFSET}")
-        if (shifted / "entry.json").is_file():  # no need for the unshifted base then
-            return BaseTree(shifted.name, shifted, cached=True)
-    base = ensure_base(spec, storage, progress)
-    return base if privileged else ensure_shifted(base, storage, IDMAP_OFFSET, progress)
+    return ensure_lower(spec, storage, None if privileged else IDMAP_OFFSET, progress)
 
 
 def _result(storage: Storage, name: str, state: dict, password: str | None,

@@ -150,10 +150,15 @@ def _locked_build(storage: Storage, entry: str, make: Callable[[Path], dict]) ->
 
 
 def ensure_base(spec: RootfsSpec, storage: Storage, progress: Progress | None = None,
-                tool: str | None = None) -> BaseTree:
-    """The cached base tree of spec, building it first when missing."""
+                tool: str | None = None, shift: int | None = None) -> BaseTree:
+    """The cached base tree of spec, building it first when missing.
+
+    shift=N builds the tree owned by host ids N.. directly (entry KEY-uN): what unprivileged
+    containers need, without keeping an unshifted copy nobody uses.
+    """
     arch = spec.architecture or host_architecture()
-    entry = spec.cache_key(arch)
+    key = spec.cache_key(arch)
+    entry = f"{key}-u{shift}" if shift else key
     storage.ensure()
 
     def make(tmp: Path) -> dict:
@@ -171,12 +176,35 @@ def ensure_base(spec: RootfsSpec, storage: Storage, progress: Progress | None = 
                 progress(f"site hook {spec.hook}")
             base_setup.run_hook(tree, Path(spec.hook), spec, tmp / "build.log")
         base_setup.prepare_base(tree)
-        return {"virtmix": 1, "entry": entry, "kind": "base", "tool": used,
-                "spec": spec.key_fields(arch), "hook_path": spec.hook,
+        if shift:
+            if progress:
+                progress(f"shifting ownership by {shift} for unprivileged containers")
+            shift_tree(tree, shift)
+        return {"virtmix": 1, "entry": entry, "kind": "shifted" if shift else "base",
+                "tool": used, "spec": spec.key_fields(arch), "hook_path": spec.hook,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "seconds": round(time.monotonic() - t0, 2), "shift": None}
+                "seconds": round(time.monotonic() - t0, 2), "shift": shift, "base": key}
 
     return _locked_build(storage, entry, make)
+
+
+def ensure_lower(spec: RootfsSpec, storage: Storage, shift: int | None,
+                 progress: Progress | None = None) -> BaseTree:
+    """The entry clones are made from: the base, or its shifted variant (unprivileged).
+
+    A shifted variant is copied from a cached base when there is one (seconds), else
+    built shifted directly (no unshifted copy is kept).
+    """
+    if not shift:
+        return ensure_base(spec, storage, progress)
+    key = spec.cache_key(spec.architecture or host_architecture())
+    shifted = storage.cache_entry(f"{key}-u{shift}")
+    if (shifted / CACHE_MARKER).is_file():
+        return BaseTree(shifted.name, shifted, cached=True)
+    base = storage.cache_entry(key)
+    if (base / CACHE_MARKER).is_file():
+        return ensure_shifted(BaseTree(key, base, cached=True), storage, shift, progress)
+    return ensure_base(spec, storage, progress, shift=shift)
 
 
 def ensure_shifted(base: BaseTree, storage: Storage, offset: int,
