@@ -198,3 +198,22 @@ def test_info_shows_the_tree_state(tmp_path: Path):
     assert lines["base"].strip() == "debian-bookworm-minbase-amd64-x"
     assert lines["tree"].strip() == "unprivileged (ids shifted by 100000)"
     assert "virtmix create" in lines["created by"]
+
+
+def test_progress_bar_moves_through_the_build_stages():
+    from virtmix.cli.create_cmds import BarReport
+
+    report = BarReport(2, live=True)
+    task = report.bar.tasks[0]
+    report.begin("root filesystem")
+    report.detail("mmdebstrap bookworm (minbase, amd64)")
+    assert task.completed == 0
+    report.detail("extracting archives...")
+    assert task.completed == pytest.approx(0.25)
+    report.detail("installing remaining packages inside the chroot...")
+    assert task.completed == pytest.approx(0.55)
+    report.end("root filesystem", 30.0)
+    assert task.completed == 1
+    report.begin("define")
+    report.end("define", 0.1)
+    assert task.completed == task.total == 2

@@ -100,6 +100,7 @@ def test_seed_workflow_end_to_end(storage: Storage):
     made = create(name, "--ssh-key-text", KEY, "--root-password", "generate")
     create_s = time.monotonic() - t0
     print(f"create from {'cache' if create_s < 10 else 'an empty cache'}: {create_s:.1f}s")
+    assert "root filesystem: done in" in made.stderr  # one line per step without a tty
     shown, pw_file, password = PASSWORD_RE.search(made.stdout).groups()
     assert shown == name and len(password) >= 16
     assert stat.S_IMODE(os.stat(pw_file).st_mode) == 0o600
@@ -140,7 +141,8 @@ def test_seed_workflow_end_to_end(storage: Storage):
 
 def test_existing_name_exits_9_and_changes_nothing(storage: Storage):
     name = PFX + "dup"
-    create(name)
+    quiet = vm("-q", "create", name, "--storage", str(STORAGE), timeout=900)
+    assert (quiet.stdout, quiet.stderr) == ("", "")  # --quiet: no progress, no summary
     xml = virsh(LXC, "dumpxml", "--inactive", name)
     state = (storage.container_dir(name) / "state.json").read_text()
     logs = sorted((storage.root / "logs").iterdir())

@@ -11,7 +11,6 @@ from pathlib import Path
 import typer
 from rich.progress import (
     BarColumn,
-    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -22,6 +21,12 @@ from ..create import CreateRequest, CreateResult, Report, create
 from ..errors import UsageError
 from .app import OPTIONS, app, default_uri, err, out
 
+# How far into the root filesystem step a builder message is (mmdebstrap's and the rootfs
+# code's own stages, in order), so the bar moves during the one long step.
+STAGES = (("apt-get update", 0.05), ("downloading", 0.1), ("extracting", 0.25),
+          ("installing essential", 0.35), ("installing remaining", 0.55),
+          ("cleaning", 0.8), ("site hook", 0.82), ("shifting", 0.85), ("cloning", 0.95))
+
 
 class BarReport(Report):
     """Rich progress bars on a terminal; one plain line per step otherwise."""
@@ -29,10 +34,10 @@ class BarReport(Report):
     def __init__(self, total: int, live: bool) -> None:
         self.live = live
         self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                            transient=True)
+                            TimeElapsedColumn(), console=err, transient=True)
         self.task = self.bar.add_task("create", total=total)
         self.step = ""
+        self.done = 0
 
     def begin(self, step: str) -> None:
         self.step = step
@@ -42,12 +47,17 @@ class BarReport(Report):
             err.print(f"{step}...", markup=False)
 
     def detail(self, text: str) -> None:
-        if self.live:
-            self.bar.update(self.task, description=f"{self.step}: {text}"[:90])
+        if not self.live:
+            return
+        frac = next((f for word, f in STAGES if word in text), None)
+        if frac is not None:
+            self.bar.update(self.task, completed=self.done + frac)
+        self.bar.update(self.task, description=f"{self.step}: {text}"[:70])
 
     def end(self, step: str, seconds: float) -> None:
+        self.done += 1
         if self.live:
-            self.bar.advance(self.task)
+            self.bar.update(self.task, completed=self.done)
             self.bar.console.print(f"{step}: done in {seconds:.1f}s", markup=False)
         else:
             err.print(f"{step}: done in {seconds:.1f}s", markup=False)
