@@ -83,6 +83,7 @@ class CreateResult:
     password_file: str | None
     started: bool
     log: Path
+    start_error: VirtmixError | None = None  # --start failed: made, but not running
     steps: dict[str, float] = field(default_factory=dict)  # step -> seconds
 
     @property
@@ -305,9 +306,14 @@ def _make(conn: Any, req: CreateRequest, site: Site, entry: Entry, xml: str, sto
         privileged=bool(state.get("privileged")), password=_read_password(state),
         password_file=state.get("password_file"), started=False, log=steps.log.path)
     if req.start:
-        with steps.step("start"):
-            conn.start(req.name)
-        result.started = True
+        try:
+            with steps.step("start"):
+                conn.start(req.name)
+            result.started = True
+        except VirtmixError as exc:
+            # Made all the same: the caller shows the result (and the password, once) first.
+            steps.log.line(f"start failed: {exc.message}")
+            result.start_error = exc
     result.steps = dict(steps.times)
     return result
 

@@ -171,3 +171,18 @@ def test_root_is_locked_without_password_and_start_remounts_the_overlay(storage:
              in ("running", "degraded"), 60, "systemd up after the remount")
     vm("destroy", name, "--yes")
     assert not storage.container_dir(name).exists()
+
+
+def test_start_failure_still_shows_the_password_once(storage: Storage, tmp_path: Path):
+    # An isolated network, defined but never started: the container cannot start on it.
+    net = tmp_path / "net.xml"
+    net.write_text(f"<network><name>{PFX}net</name><bridge name='vmixtcr0'/></network>")
+    virsh(LXC, "net-define", str(net))
+    name = PFX + "nostart"
+    made = create(name, "--network", PFX + "net", "--root-password", "generate", "--start",
+                  check=8)  # libvirt: "network is not active" (operation invalid: state)
+    assert PASSWORD_RE.search(made.stdout), made.stdout  # shown although start failed
+    assert "is created; fix the cause" in made.stderr
+    assert domstate(LXC, name) == "shut off"
+    vm("destroy", name, "--yes")
+    assert not storage.container_dir(name).exists()

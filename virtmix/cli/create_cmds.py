@@ -88,7 +88,7 @@ def _print_result(r: CreateResult) -> None:
         # Shown this once: it is in no log, definition or metadata (only in a 0600 file).
         out.print(f"root password of {r.name} (shown once; kept in {r.password_file}, mode "
                   f"0600): {r.password}", markup=False)
-    if not OPTIONS.quiet and not r.started:
+    if not OPTIONS.quiet and not r.started and r.start_error is None:
         out.print(f"start it with: virtmix start {r.name}", markup=False)
 
 
@@ -158,3 +158,8 @@ def create_container(
         else:
             result = create(req, report)
     _print_result(result)
+    if result.start_error is not None:
+        exc = result.start_error
+        exc.hint = exc.hint or (f"{name} is created; fix the cause, then `virtmix start {name}`"
+                                f" (or `virtmix destroy {name}`)")
+        raise exc
