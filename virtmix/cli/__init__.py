@@ -1,13 +1,22 @@
-"""virtmix's command line: one typer app; each module registers one group of commands."""
+"""virtmix's command line: one typer app; each module registers one group of commands.
 
+The import order is the order of `virtmix --help`: inventory, declarative, lxc-* verbs, estate.
+"""
+
+# ruff: noqa: I001, F401 - imports for their side effect (registering commands), in help order
 from __future__ import annotations
 
-from . import inventory_cmds  # noqa: F401 - registers validate, render, schema, explain
-from . import apply_cmds  # noqa: F401 - plan, apply, destroy (issue 3)
-from . import admin_cmds, admin_run_cmds, host_cmds  # noqa: F401 - lxc-* verbs (issue 4)
-from . import nesting_cmds  # noqa: F401 - image build/ls/rm, inventory ansible (issue 6)
-from . import create_cmds  # noqa: F401 - create (issue 5's seed workflow)
+from . import inventory_cmds  # validate, render, schema, explain
+from . import apply_cmds      # plan, apply, destroy
+from . import create_cmds     # create (lxc-create -t debian)
+from . import admin_cmds      # ls, info, start, stop, freeze, unfreeze, console, cgroup
+from . import admin_run_cmds  # ps, attach, execute
+from . import host_cmds       # import, doctor
+from . import nesting_cmds    # image build/ls/rm, inventory ansible
+from . import rootfs_cmds     # rootfs build/ls/prune
 from .app import app
+
+app.add_typer(rootfs_cmds.app, name="rootfs")
 
 
 def main() -> None:
