@@ -12,7 +12,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import BackendError, StateError, UsageError
@@ -168,11 +168,17 @@ def push_tree(site, entry) -> str:
     if run_remote(entry.uri, f"test -f {q(cdir + '/' + PUSHED)} && echo yes || true"
                   ).strip() == "yes":
         return dest
-    staging = Storage(f"{site.inventory.settings.storage_dir}/staging/{entry.parent}")
+    # Staged in the site's own storage (its base-tree cache is shared) under a name no
+    # container of this host has; hostname and the rest are the nested container's.
+    storage = Storage(site.inventory.settings.storage_dir)
+    staged = f"push--{entry.parent}--{entry.name}"[:63]
+    setup = setup_from_model(entry.name, entry.spec)
+    setup = replace(setup, name=staged, hostname=setup.hostname or entry.name)
     spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
                            mirror=site.inventory.settings.mirror)
-    made = provision_container(entry.name, spec, setup_from_model(entry.name, entry.spec),
-                               staging, privileged=is_privileged(entry))
+    if storage.read_state(staged) is not None:  # left by an interrupted push: start over
+        remove_container_tree(storage, staged)
+    made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry))
     try:
         receive = (f"set -e; mkdir -p {q(cdir)}; rm -rf {q(dest)}.part; mkdir {q(dest)}.part; "
                    f"tar -C {q(dest)}.part --numeric-owner -xpf -; rm -rf {q(dest)}; "
@@ -187,7 +193,7 @@ def push_tree(site, entry) -> str:
             raise BackendError(f"{entry.address}: pushing its tree to {dest} in guest "
                                f"{entry.parent} failed: {res.stderr.strip()[-400:]}")
     finally:
-        remove_container_tree(staging, entry.name)
+        remove_container_tree(storage, staged)
     return dest
 
 

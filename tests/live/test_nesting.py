@@ -217,3 +217,53 @@ def test_unreachable_guest_names_it_and_next_apply_converges(nest_site, blackhol
 
     down = virtmix("destroy", str(site_path), "--yes", "--delete-rootfs")
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+DEBIAN_SITE = """\
+name: {name}
+settings: {{storage_dir: {storage}}}
+networks:
+  {name}-net: {{host: hv, mode: isolated, bridge: vmixtnest4, ipv4: 10.213.74.1/24}}
+hosts:
+  hv:
+    virt_type: qemu
+    guests:
+      {name}-g:
+        vcpus: 2
+        memory: 768MiB
+        interfaces: [{{network: {name}-net, ipv4: 10.213.74.10/24}}]
+        containers:
+          {name}-deb: {{rootfs: {{distro: debian, suite: bookworm}}, cpu: {{shares: 256}}}}
+"""
+
+
+def test_nested_debian_tree_is_built_on_the_host_and_pushed(nest_site, tmp_path):
+    site_path = nest_site("deb", "vmixtnest4", "10.213.74")
+    name, address = "vmixt-nest-deb", "10.213.74.10"
+    site_path.write_text(DEBIAN_SITE.format(name=name, storage=STORAGE))
+    guest, ct = f"{name}-g", f"{name}-deb"
+    tree = f"{STORAGE}/containers/{ct}/rootfs"
+
+    res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    # Built and customised on the host, unprivileged (owned by the <idmap> range), in the
+    # guest at the path its definition names; nothing staged is left on the host.
+    assert guest_sh(address, f"cat {tree}/etc/hostname; stat -c %u {tree}/etc/hostname"
+                    ).split() == [ct, "100000"]
+    assert not (STORAGE / "containers" / f"push--{guest}--{ct}").exists()
+    assert guest_sh(address, "virsh -q -c lxc:///system domstate " + ct).strip() == "running"
+    deadline = time.monotonic() + 120
+    while True:  # its systemd comes up inside the container inside the guest
+        state = virtmix("-i", str(site_path), "attach", ct, "--", "systemctl",
+                        "is-system-running").stdout.strip()
+        if state in ("running", "degraded") or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert state in ("running", "degraded"), state
+
+    gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{ct}", "--yes",
+                   "--delete-rootfs")
+    assert gone.returncode == 0 and "(in the guest)" in gone.stdout, gone.stdout + gone.stderr
+    assert guest_sh(address, f"ls {STORAGE}/containers 2>/dev/null | wc -l").strip() == "0"
+    down = virtmix("destroy", str(site_path), "--yes", "--delete-rootfs")
+    assert down.returncode == 0, down.stdout + down.stderr
