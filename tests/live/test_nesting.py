@@ -267,3 +267,34 @@ def test_nested_debian_tree_is_built_on_the_host_and_pushed(nest_site, tmp_path)
     assert guest_sh(address, f"ls {STORAGE}/containers 2>/dev/null | wc -l").strip() == "0"
     down = virtmix("destroy", str(site_path), "--yes", "--delete-rootfs")
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_second_guest_of_a_spec_is_an_overlay_with_its_own_identity(tmp_path):
+    """No rebuild for a second guest: both overlays share the cached base; host keys,
+    initrds (hostname, address) differ. Nothing is booted."""
+    from virtmix.images import prepare_guest
+
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE.format(name="vmixt-nest-twin", storage=STORAGE, bridge="vmixtnest5",
+                                net="10.213.75", tree=BUSYBOX_TREE, init=INIT)
+                    .replace("      vmixt-nest-twin-g:", "      vmixt-nest-twin-h:\n"
+                             "        interfaces: [{network: vmixt-nest-twin-net, "
+                             "ipv4: 10.213.75.11/24}]\n      vmixt-nest-twin-g:"))
+    site = load_site(path)
+    try:
+        a, b = (prepare_guest(site, site.find(n)) for n in ("vmixt-nest-twin-g",
+                                                             "vmixt-nest-twin-h"))
+        assert a.image_key == b.image_key and b.image_cached
+        for g in (a, b):
+            info = subprocess.run(["qemu-img", "info", "--output=json", str(g.dir / "root.qcow2")],
+                                  capture_output=True, text=True, check=True).stdout
+            assert f'"backing-filename": "{STORAGE}/images/{a.image_key}/base.qcow2"' in info
+            assert (g.dir / "root.qcow2").stat().st_size < 2 * 2**20  # an overlay, not a copy
+        assert (a.dir / "host_key.pub").read_text() != (b.dir / "host_key.pub").read_text()
+        assert (a.dir / "initrd.img").read_bytes() != (b.dir / "initrd.img").read_bytes()
+        pins = (STORAGE / "ssh/known_hosts").read_text()
+        assert "10.213.75.10 " in pins and "10.213.75.11 " in pins
+    finally:
+        for n in ("vmixt-nest-twin-g", "vmixt-nest-twin-h"):
+            remove_guest_files(site, n)
+    assert "10.213.75." not in (STORAGE / "ssh/known_hosts").read_text()

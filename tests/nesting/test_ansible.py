@@ -50,3 +50,13 @@ def test_cli_bad_format_is_a_usage_error():
     res = CliRunner().invoke(app, ["inventory", "ansible", str(HERE / "site_nested.yaml"),
                                    "--format", "ini"])
     assert res.exit_code == 2 and "expected yaml or json" in res.output
+
+
+def test_image_ls_reads_the_inventory_storage(tmp_path):
+    site = tmp_path / "s.yaml"
+    site.write_text((HERE / "site_nested.yaml").read_text().replace(
+        "/var/tmp/vmixt-nest-unit-storage", str(tmp_path / "st")))
+    res = CliRunner().invoke(app, ["-i", str(site), "image", "ls"])
+    assert res.exit_code == 0 and f"no guest images in {tmp_path}/st/images" in res.output
+    res = CliRunner().invoke(app, ["image", "ls", "--storage", str(tmp_path), "-o", "json"])
+    assert res.exit_code == 0 and json.loads(res.stdout) == []

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from virtmix.nesting import render_tree, site_tree, tree_from_rows
+
+HERE_SITE = Path(__file__).resolve().parent / "site_nested.yaml"
 
 
 def row(name, kind, host="hv1", parent=None, state="running", cpuset=None, shares=None):
@@ -62,3 +66,16 @@ def test_plan_tree_marks_containers_of_an_unreachable_guest_pending(nested_site)
     assert lines[:4] == ["hv1 [host]", "├── g1 [guest] create",
                          "│   ├── db [container] pending cpuset=1 shares=512",
                          "│   └── web [container] ?"]
+
+
+def test_nested_cpuset_is_checked_against_the_guest_vcpus(tmp_path):
+    import pytest
+
+    from virtmix.errors import InventoryError
+    from virtmix.inventory import load_site
+
+    text = (HERE_SITE.read_text().replace('cpu: {cpuset: "1", shares: 512}',
+                                          'cpu: {cpuset: "2", shares: 512}'))
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(InventoryError, match=r"CPU 2, which guest 'g1' \(2 vcpus\)"):
+        load_site(tmp_path / "s.yaml")

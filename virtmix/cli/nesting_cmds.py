@@ -32,6 +32,10 @@ def _storage(storage: str | None, site=None):
 
     if storage:
         return Storage(storage)
+    if site is None and OPTIONS.inventory:  # -i INVENTORY: its storage_dir
+        from ..inventory import load_site
+
+        site = load_site(OPTIONS.inventory)
     return Storage(site.inventory.settings.storage_dir) if site is not None else Storage()
 
 
