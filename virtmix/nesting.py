@@ -9,6 +9,7 @@ answer, then applies the containers; destroy takes them down before the guest.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,14 @@ def _guest_entry(site: Site, guest: str) -> Entry | None:
     return next((e for e in site.entries if e.kind == "guest" and e.name == guest), None)
 
 
+def _essence(message: str) -> str:
+    """The useful part of a failed open: ssh's own words, without the transport URI."""
+    message = re.sub(r"^cannot connect to libvirt at \S+: ", "", message)
+    message = re.sub(r" \(check ssh access to that host.*\)$", "", message)
+    message = re.sub(r"^(Cannot recv data|End of file while reading data): ", "", message)
+    return re.sub(r": (Connection reset by peer|Input/output error)$", "", message)
+
+
 def wait_for_guest_libvirt(site: Site, guest: str, uri: str, *, timeout: float | None = None,
                            stop: threading.Event | None = None, interval: float = 2.0) -> Any:
     """Open `uri` (the guest's libvirt) as soon as it answers; BackendError after timeout,
@@ -77,7 +86,7 @@ def wait_for_guest_libvirt(site: Site, guest: str, uri: str, *, timeout: float |
         try:
             return open_connection(uri)
         except BackendError as exc:
-            last = exc.message
+            last = _essence(exc.message)
         if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
             break
         time.sleep(interval)

@@ -93,3 +93,19 @@ def test_guest_wait_setting(monkeypatch):
     monkeypatch.setenv("VIRTMIX_GUEST_WAIT", "soon")
     with pytest.raises(BackendError, match="VIRTMIX_GUEST_WAIT"):
         guest_wait_seconds()
+
+
+@pytest.mark.parametrize("raw, essence", [
+    ("cannot connect to libvirt at lxc+ssh://root@10.0.0.5/system?command=/s/ssh&no_tty=1: "
+     "Cannot recv data: ssh: connect to host 10.0.0.5 port 22: No route to host: Connection "
+     "reset by peer (check ssh access to that host and that libvirtd runs there)",
+     "ssh: connect to host 10.0.0.5 port 22: No route to host"),
+    ("cannot connect to libvirt at lxc+ssh://root@h/system: End of file while reading data: "
+     "virt-ssh-helper: cannot connect to '/run/x': No such file or directory: Input/output "
+     "error", "virt-ssh-helper: cannot connect to '/run/x': No such file or directory"),
+    ("something else entirely", "something else entirely"),
+])
+def test_wait_message_keeps_what_ssh_said(raw, essence):
+    from virtmix.nesting import _essence
+
+    assert _essence(raw) == essence
