@@ -30,7 +30,7 @@ HOST = "localhost"     # the one inventory host of the in-memory site
 # What each template adds to the base, as lxc-debian did: an admin who attaches finds ps
 # and ip (Debian's minbase has neither). Part of the cache key like any package.
 TEMPLATE_PACKAGES = {"debian": ("iproute2", "procps")}
-TEMPLATES = tuple(TEMPLATE_PACKAGES)
+TEMPLATES = (*TEMPLATE_PACKAGES, "busybox")  # busybox: virtmix/create_busybox.py
 
 # Where a model error points -> the option the admin typed.
 _OPTION_FOR = {"memory": "--memory", "cpu.cpuset": "--cpuset", "cpu.shares": "--shares",
@@ -112,10 +112,14 @@ def storage_root(req: CreateRequest) -> str:
 
 def _body(req: CreateRequest) -> dict[str, Any]:
     """The container entry, as an inventory would write it."""
+    if req.template == "busybox":  # a given tree (made by create_busybox before prepare)
+        rootfs: dict[str, Any] = {"path": f"{storage_root(req)}/containers/{req.name}/rootfs"}
+    else:
+        rootfs = {"distro": "debian", "suite": req.suite, "variant": req.variant,
+                  "packages": sorted({*TEMPLATE_PACKAGES[req.template], *req.packages}),
+                  "mirror": req.mirror, "hook": req.hook}
     body: dict[str, Any] = {
-        "rootfs": {"distro": "debian", "suite": req.suite, "variant": req.variant,
-                   "packages": sorted({*TEMPLATE_PACKAGES[req.template], *req.packages}),
-                   "mirror": req.mirror, "hook": req.hook},
+        "rootfs": rootfs,
         "ssh_keys": list(req.ssh_keys), "sshd": req.sshd,
         "root_password": "generate" if req.root_password else "locked",
         "privileged": req.privileged,
@@ -164,6 +168,12 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
         raise UsageError(f"--template {req.template!r}: expected one of {', '.join(TEMPLATES)}")
     if req.network and req.bridge:
         raise UsageError("--network and --bridge: give one of them")
+    if req.template == "busybox":
+        extra = [o for o, v in (("--package", req.packages), ("--hook", req.hook),
+                                ("--sshd", req.sshd), ("--mirror", req.mirror)) if v]
+        if extra:
+            raise UsageError(f"{', '.join(extra)}: not for --template busybox (no packages, "
+                             "no sshd: one static busybox)")
     if req.hook and not Path(req.hook).is_file():
         raise UsageError(f"--hook {req.hook}: not a file")
     try:
@@ -173,7 +183,8 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
     from .rootfs.from_model import setup_from_model, spec_from_model
 
     try:  # what only the rootfs code checks (key format, hostname...), also before anything
-        spec_from_model(container.rootfs, mirror=req.mirror)
+        if req.template != "busybox":
+            spec_from_model(container.rootfs, mirror=req.mirror)
         setup_from_model(req.name, container)
     except RootfsError as exc:
         raise UsageError(_rootfs_option(exc.message), hint=exc.hint) from None
@@ -279,26 +290,42 @@ def _read_password(state: dict) -> str | None:
     return Path(path).read_text().strip() or None
 
 
-def _make(conn: Any, req: CreateRequest, site: Site, entry: Entry, xml: str, storage: Any,
-          steps: _Steps) -> CreateResult:
+def _tree_and_definition(conn: Any, req: CreateRequest, site: Site, entry: Entry, xml: str,
+                         storage: Any, steps: _Steps) -> dict:
     from .prepare import prepare
-    from .rootfs import container_state, remove_container_tree
+    from .rootfs import container_state
 
     with steps.step("root filesystem") as detail:
+        if req.template == "busybox":
+            from .create_busybox import make_tree
+            from .rootfs.from_model import setup_from_model
+
+            detail("busybox tree")
+            make_tree(storage, req.name, setup_from_model(req.name, entry.spec), req.privileged)
         prepare(site, entry, progress=detail)  # apply's own step: build/cache, clone, customise
     state = container_state(storage, req.name)
     steps.log.line(f"tree: {storage.container_dir(req.name) / 'rootfs'} ({state['method']} "
                    f"of {state['cache_entry']}, "
                    f"{'privileged' if state.get('privileged') else 'unprivileged'})")
+    with steps.step("define"):
+        steps.log.line("definition:\n" + xml.rstrip())
+        conn.define(xml)
+    return state
+
+
+def _make(conn: Any, req: CreateRequest, site: Site, entry: Entry, xml: str, storage: Any,
+          steps: _Steps) -> CreateResult:
+    from .rootfs import remove_container_tree
+
     try:
-        with steps.step("define"):
-            steps.log.line("definition:\n" + xml.rstrip())
-            conn.define(xml)
+        state = _tree_and_definition(conn, req, site, entry, xml, storage, steps)
     except BaseException:
-        # Nothing of a failed create stays behind: the tree goes with the refused definition.
-        with contextlib.suppress(VirtmixError, OSError):
-            remove_container_tree(storage, req.name)
-        steps.log.line(f"removed the tree of {req.name} (definition failed)")
+        # Nothing of a failed create stays behind. check_free saw no tree of this name
+        # (under the create lock), so one there now is this call's own.
+        if os.path.lexists(storage.container_dir(req.name)):
+            with contextlib.suppress(VirtmixError, OSError):
+                remove_container_tree(storage, req.name)
+            steps.log.line(f"removed the tree of {req.name} (create failed)")
         raise
     result = CreateResult(
         name=req.name, uri=conn.uri, tree=str(storage.container_dir(req.name) / "rootfs"),

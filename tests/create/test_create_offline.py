@@ -81,6 +81,8 @@ def test_template_packages_are_in_the_spec(tmp_path: Path):
     ({"template": "centos"}, "--template 'centos'"),
     ({"ssh_keys": ("not a key",)}, "--ssh-key"),
     ({"suite": "Bad Suite"}, "--suite"),
+    ({"template": "busybox", "sshd": True}, "--sshd: not for --template busybox"),
+    ({"template": "busybox", "packages": ("curl",)}, "--package: not for --template busybox"),
 ])
 def test_bad_requests_are_usage_errors(tmp_path: Path, kw: dict, phrase: str):
     fields = {"name": PFX + "bad", "uri": "lxc:///system", "storage_dir": str(tmp_path), **kw}
@@ -217,3 +219,11 @@ def test_progress_bar_moves_through_the_build_stages():
     report.begin("define")
     report.end("define", 0.1)
     assert task.completed == task.total == 2
+
+
+def test_busybox_entry_uses_its_own_tree(tmp_path: Path):
+    root = rendered(tmp_path, template="busybox")
+    assert root.find(f"metadata/{{{VIRTMIX_NS}}}entry").get("template") == "busybox"
+    assert root.find("idmap/uid").get("target") == "100000"  # unprivileged like debian
+    src = root.find("devices/filesystem/source").get("dir")
+    assert src == f"{Storage(tmp_path).root}/containers/{PFX}x/rootfs"

@@ -69,7 +69,7 @@ def screen() -> str:
     return tmux("capture-pane", "-p", "-J", "-S", "-", "-t", TMUX)
 
 
-def console_login(name: str, password: str) -> str:
+def console_login(name: str, password: str, shell_prompt: str | None = None) -> str:
     """virtmix console NAME in a terminal: login prompt, root + password, a command, Ctrl-]."""
     cmd = " ".join(virtmix_argv("console", name))
     tmux("new-session", "-d", "-s", TMUX, "-x", "160", "-y", "50",
@@ -85,7 +85,8 @@ def console_login(name: str, password: str) -> str:
     wait_for(lambda: "Password:" in screen(), 15, "the password prompt")
     tmux("send-keys", "-t", TMUX, "-l", password)
     tmux("send-keys", "-t", TMUX, "Enter")
-    wait_for(lambda: f"root@{name}:~#" in screen(), 30, "a root shell after login")
+    shell_prompt = shell_prompt or f"root@{name}:~#"
+    wait_for(lambda: shell_prompt in screen(), 30, "a root shell after login")
     tmux("send-keys", "-t", TMUX, "-l", "echo seed-$((6*7)) $(cat /etc/hostname)")
     tmux("send-keys", "-t", TMUX, "Enter")
     wait_for(lambda: f"seed-42 {name}" in screen(), 15, "the command's output")
@@ -183,6 +184,25 @@ def test_start_failure_still_shows_the_password_once(storage: Storage, tmp_path:
                   check=8)  # libvirt: "network is not active" (operation invalid: state)
     assert PASSWORD_RE.search(made.stdout), made.stdout  # shown although start failed
     assert "is created; fix the cause" in made.stderr
+    assert domstate(LXC, name) == "shut off"
+    vm("destroy", name, "--yes")
+    assert not storage.container_dir(name).exists()
+
+
+def test_busybox_template_workflow(storage: Storage):
+    name = PFX + "bb"
+    made = create(name, "--template", "busybox", "--root-password", "generate", "--start")
+    _shown, _file, password = PASSWORD_RE.search(made.stdout).groups()
+    info = vm("info", name).stdout
+    assert re.search(r"^base:\s+busybox-static$", info, re.M), info
+    assert re.search(r"^tree:\s+unprivileged", info, re.M), info
+    tree = storage.container_dir(name) / "rootfs"
+    assert tree.stat().st_uid == 100000  # shifted for the <idmap>
+    console_login(name, password, shell_prompt="~ # ")
+    ps = vm("attach", name, "--", "ps").stdout
+    assert re.search(r"^\s*1 root\s+init$", ps, re.M), ps
+    assert "/bin/login -- root" in ps  # the console getty became the login session
+    vm("stop", name)  # SIGPWR: busybox init halts
     assert domstate(LXC, name) == "shut off"
     vm("destroy", name, "--yes")
     assert not storage.container_dir(name).exists()
