@@ -40,6 +40,8 @@ def _owner_problem(metadata: dict[str, str] | None, site: str | None) -> str:
     if metadata is None:
         return "no virtmix metadata (not defined by virtmix)"
     if site is not None and metadata.get("site") != site:
+        if metadata.get("site") is None and metadata.get("created-by"):
+            return f"made by `virtmix {metadata['created-by']}`, not by this inventory"
         return f"belongs to virtmix site {metadata.get('site')!r}"
     return ""
 

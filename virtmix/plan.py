@@ -154,6 +154,9 @@ def _foreign_reason(obs: ObservedDomain, site: str, uri: str) -> str | None:
                 "metadata); rename the entry, remove that domain, or apply --adopt to take it "
                 "over")
     owner = obs.metadata.get("site")
+    if owner is None and obs.metadata.get("created-by"):
+        return (f"domain {obs.name} on {uri} was made by `virtmix {obs.metadata['created-by']}`"
+                f", outside any inventory; apply --adopt takes it into site {site!r}")
     if owner != site:
         return (f"domain {obs.name} on {uri} belongs to virtmix site {owner!r} (inventory "
                 f"{obs.metadata.get('inventory')}), not {site!r}; apply --adopt takes it over")
