@@ -222,7 +222,7 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                 raise BackendError(f"{len(unread)} could not be checked: {unread[0].result}")
             out.print("nothing to destroy: none of them is defined")
             return
-        for t in present:
+        for t in present if not (OPTIONS.quiet and yes) else ():  # the list is for a human
             note = f" [{t.foreign}]" if t.foreign else ""
             if t.owns_tree:  # made by `virtmix create`: like lxc-destroy, the tree goes too
                 note += " [made by virtmix create: its root filesystem is deleted too]"
