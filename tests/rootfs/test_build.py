@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -88,6 +89,9 @@ def test_interrupted_builds_leave_no_entry_and_concurrent_builds_share_one(scrat
     os.kill(_mmdebstrap_pid(st), signal.SIGKILL)
     _, errout = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "failed" in errout
+    log = re.search(r"; log (/\S+\.log):", errout)
+    assert log and Path(log.group(1)).is_file()  # the details outlive the temp dir
+    assert "mmdebstrap" in Path(log.group(1)).read_text()
     assert list_cache(st) == [] and not list(st.cache_root.glob(".build-*"))
 
     # 2. the whole builder killed (like a power cut): a leftover, never an entry.

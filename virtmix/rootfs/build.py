@@ -131,7 +131,8 @@ def _promote(storage: Storage, tmp: Path, entry: str, meta: dict) -> Path:
     return final
 
 
-def _locked_build(storage: Storage, entry: str, make: Callable[[Path], dict]) -> BaseTree:
+def _locked_build(storage: Storage, entry: str,
+                  make: Callable[[Path, Path], dict]) -> BaseTree:
     final = storage.cache_entry(entry)
     if (final / CACHE_MARKER).is_file():
         return BaseTree(entry, final, cached=True)
@@ -141,7 +142,10 @@ def _locked_build(storage: Storage, entry: str, make: Callable[[Path], dict]) ->
         _clean_stale(storage, entry)
         tmp = _new_tmp(storage, entry)
         try:
-            meta = make(tmp)
+            # The log lives outside the temp dir, so it outlasts a failed build.
+            log = storage.log_path("build", entry)
+            meta = make(tmp, log)
+            meta["log"] = str(log)
             return BaseTree(entry, _promote(storage, tmp, entry, meta), cached=False)
         except BaseException:
             with contextlib.suppress(OSError, VirtmixError):
@@ -161,20 +165,22 @@ def ensure_base(spec: RootfsSpec, storage: Storage, progress: Progress | None = 
     entry = f"{key}-u{shift}" if shift else key
     storage.ensure()
 
-    def make(tmp: Path) -> dict:
+    def make(tmp: Path, log: Path) -> dict:
         t0 = time.monotonic()
         used = tool or builder_tool()
         tree = tmp / "tree"
         cmd, lines = _bootstrap_cmd(used, spec, arch, tree)
         if progress:
             progress(f"{used} {spec.suite} ({spec.variant}, {arch})")
-        run_logged(cmd, tmp / "build.log", progress, f"{used} {spec.suite}")
+        t_builder = time.monotonic()
+        run_logged(cmd, log, progress, f"{used} {spec.suite}")
+        t_builder = time.monotonic() - t_builder
         if used == "debootstrap":  # debootstrap writes only its one mirror
             (tree / "etc/apt/sources.list").write_text("\n".join(lines) + "\n")
         if spec.hook:
             if progress:
                 progress(f"site hook {spec.hook}")
-            base_setup.run_hook(tree, Path(spec.hook), spec, tmp / "build.log")
+            base_setup.run_hook(tree, Path(spec.hook), spec, log)
         base_setup.prepare_base(tree)
         if shift:
             if progress:
@@ -183,7 +189,8 @@ def ensure_base(spec: RootfsSpec, storage: Storage, progress: Progress | None = 
         return {"virtmix": 1, "entry": entry, "kind": "shifted" if shift else "base",
                 "tool": used, "spec": spec.key_fields(arch), "hook_path": spec.hook,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "seconds": round(time.monotonic() - t0, 2), "shift": shift, "base": key}
+                "seconds": round(time.monotonic() - t0, 2),
+                "builder_seconds": round(t_builder, 2), "shift": shift, "base": key}
 
     return _locked_build(storage, entry, make)
 
@@ -212,12 +219,12 @@ def ensure_shifted(base: BaseTree, storage: Storage, offset: int,
     """A copy of base owned by the user-namespace range at offset (cached beside it)."""
     entry = f"{base.entry}-u{offset}"
 
-    def make(tmp: Path) -> dict:
+    def make(tmp: Path, log: Path) -> dict:
         t0 = time.monotonic()
         if progress:
             progress(f"shifting ownership by {offset} for an unprivileged container")
         run_logged(["cp", "-a", "--reflink=auto", str(base.tree), str(tmp / "tree")],
-                   tmp / "build.log", None, "copy of the base tree")
+                   log, None, "copy of the base tree")
         shift_tree(tmp / "tree", offset)
         meta = json.loads((base.path / CACHE_MARKER).read_text())
         meta.update(entry=entry, kind="shifted", shift=offset, base=base.entry,

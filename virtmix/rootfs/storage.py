@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class Storage:
     root/cache/<entry>/{tree,entry.json}   base trees, complete iff the directory exists
     root/cache/.build-<entry>-<pid>-<n>/   builds in progress (never look complete)
     root/locks/<what>.lock                 flock()s serialising builds and clones
+    root/logs/build-<entry>-<time>.log     builder output, kept after failures too
     root/containers/<name>/{rootfs,upper,work,state.json,root-password}
     """
 
@@ -70,6 +72,13 @@ class Storage:
     def container_dir(self, name: str) -> Path:
         """Where a container's files live; its tree is container_dir(name) / "rootfs"."""
         return self.containers_root / _check_name(name, "container")
+
+    def log_path(self, kind: str, name: str) -> Path:
+        """A new log file root/logs/<kind>-<name>-<time>.log (builds keep their details)."""
+        d = self.root / "logs"
+        d.mkdir(mode=0o700, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return d / f"{kind}-{_check_name(name, kind)}-{stamp}-{os.getpid()}.log"
 
     def cache_entry(self, entry: str) -> Path:
         return self.cache_root / _check_name(entry, "cache entry")
