@@ -85,14 +85,19 @@ def nested_cgroup(address: str, name: str, filename: str) -> str:
 
 
 @pytest.fixture
-def nest_site(qemu_conn, domain_cleanup, tmp_path):
+def nest_site(libvirtd, domain_cleanup, tmp_path):
     """Factory: a site named vmixt-nest-<tag>; its domains, network, guest files and pins
     are removed before (leftovers) and after the test, even when it failed."""
+    import libvirt
+
+    # A connection of this test's own: these tests run for minutes, and a session-wide one
+    # may have been closed by a libvirtd restart meanwhile.
+    conn = libvirt.open(libvirtd.qemu_uri)
     made: list[tuple[str, Path]] = []
 
     def make(tag: str, bridge: str, net: str) -> Path:
         name = f"{PREFIX}{tag}"
-        domain_cleanup(qemu_conn, name)
+        domain_cleanup(conn, name)
         path = write_site(tmp_path, name, bridge, net)
         made.append((name, path))
         _remove_files(path)
@@ -101,6 +106,7 @@ def nest_site(qemu_conn, domain_cleanup, tmp_path):
     yield make
     for _name, path in made:
         _remove_files(path)
+    # conn stays open: domain_cleanup's teardown (after this one) still uses it.
 
 
 def _remove_files(path: Path) -> None:

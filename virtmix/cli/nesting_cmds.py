@@ -113,6 +113,16 @@ def remove_image_cmd(key: str, storage: str = STORAGE) -> None:
     out.print(f"removed {key}", markup=False)
 
 
+@image_app.command("prune")
+def prune_images_cmd(storage: str = STORAGE) -> None:
+    """Delete what interrupted builds left behind (never a complete image)."""
+    from ..images.build import prune_leftovers
+
+    removed = prune_leftovers(_storage(storage))
+    out.print(f"removed {len(removed)} leftover build(s)" +
+              (f": {', '.join(removed)}" if removed else ""), markup=False)
+
+
 @inventory_app.command("ansible")
 def ansible_inventory_cmd(
     inventory: Path = typer.Argument(..., help="The virtmix inventory to export."),
@@ -134,4 +144,5 @@ def ansible_inventory_cmd(
         _progress(f"wrote {dest}")
 
 
-__all__ = ["ansible_inventory_cmd", "build_image", "list_images_cmd", "remove_image_cmd"]
+__all__ = ["ansible_inventory_cmd", "build_image", "list_images_cmd", "prune_images_cmd",
+           "remove_image_cmd"]

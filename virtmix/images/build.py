@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtmix.errors import RootfsError, VirtmixError
+from virtmix.errors import ConflictError, RootfsError, VirtmixError
 from virtmix.images.recipe import (
     INITRAMFS_HOOK,
     INITRAMFS_HOOK_PATH,
@@ -169,6 +169,23 @@ def list_images(storage: Storage) -> list[CachedImage]:
         return []
     return [CachedImage(p.name, p, True, 0.0) for p in sorted(root.iterdir())
             if not p.name.startswith(".") and (p / META).is_file()]
+
+
+def prune_leftovers(storage: Storage) -> list[str]:
+    """Delete what killed builds left (hidden .build-* dirs whose build lock is free)."""
+    root = images_root(storage)
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for p in sorted(root.glob(".build-*")):
+        key = p.name[len(".build-"):].rsplit("-", 1)[0]
+        try:
+            with storage.lock(f"image-{key}", wait=False):
+                remove_tree(storage, p, root, BUILD_MARKER)
+                removed.append(p.name)
+        except ConflictError:
+            continue  # a build is running: not a leftover
+    return removed
 
 
 def remove_image(storage: Storage, key: str) -> None:
