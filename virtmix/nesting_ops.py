@@ -127,6 +127,17 @@ def frozen(uri: str, dom_id: int) -> bool:
     return "frozen 1" in out.splitlines()
 
 
+def frozen_ids(uri: str, ids: list[int]) -> set[int]:
+    """Which of these running containers (libvirt ids in the guest) are frozen there: one
+    ssh call for all. libvirt still reports them `running` (see set_frozen)."""
+    if not ids:
+        return set()
+    script = (f"for id in {' '.join(str(int(i)) for i in ids)}; do "
+              "d=/sys/fs/cgroup$(cut -d: -f3 /proc/$id/cgroup 2>/dev/null) && "
+              "grep -qx 'frozen 1' $d/cgroup.events 2>/dev/null && echo $id; done; true")
+    return {int(x) for x in run_remote(uri, script).split()}
+
+
 def set_frozen(uri: str, dom_id: int, on: bool, address: str, timeout: float = 10) -> None:
     """Freeze or thaw through cgroup.freeze: libvirt 9.0 cannot on cgroup v2 ("failed to
     get cgroup backend for 'setFreezerState'"), and virtmix's guests are pure v2."""

@@ -9,6 +9,7 @@ applied; once the network is fixed the next apply converges.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -156,6 +157,9 @@ def test_guest_with_two_containers_end_to_end(nest_site):
     assert ps.returncode == 0 and f"{guest}/{c2}" in ps.stdout and "sleep 3600" in ps.stdout
     assert virtmix("-i", str(site_path), "freeze", c2).returncode == 0
     assert "frozen 1" in nested_cgroup(address, c2, "cgroup.events").splitlines()
+    listed = virtmix("-i", str(site_path), "ls", "-o", "json")
+    assert {r["name"]: r["state"] for r in json.loads(listed.stdout) if r["parent"] == guest
+            } == {c1: "running", c2: "frozen"}, listed.stdout
     again_frozen = virtmix("-i", str(site_path), "freeze", c2)
     assert again_frozen.returncode == 8 and "already frozen" in again_frozen.stderr
     assert virtmix("-i", str(site_path), "unfreeze", c2).returncode == 0

@@ -37,7 +37,10 @@ def start(target: Target) -> None:
 def _cgroup_freezer(target: Target) -> bool:
     """Containers in virtmix's guests (pure cgroup v2) freeze through cgroup.freeze over
     ssh: libvirt 9.0's LXC driver has no v2 freezer ("Suspend operation failed")."""
-    return bool(target.place.parent and target.record.kind == "lxc" and target.record.id)
+    from ..nesting_ops import is_ssh_uri
+
+    return bool(target.place.parent and is_ssh_uri(target.place.uri)
+                and target.record.kind == "lxc" and target.record.id)
 
 
 def freeze(target: Target) -> None:

@@ -35,8 +35,29 @@ def ls_row(place: Place, record) -> dict[str, Any]:
 
 
 def ls_rows(session: Session) -> list[dict[str, Any]]:
-    rows = [ls_row(place, rec) for place, _conn, rec in session.records()]
+    records = session.records()
+    rows = [ls_row(place, rec) for place, _conn, rec in records]
+    _mark_nested_frozen(rows, records)
     return sorted(rows, key=lambda r: (r["host"], r["parent"] or "", r["name"], r["uri"]))
+
+
+def _mark_nested_frozen(rows: list[dict[str, Any]], records) -> None:
+    """Containers in guests are frozen through cgroup.freeze (libvirt 9.0 has no v2
+    freezer) and libvirt calls them running: ask each guest once (virtmix.nesting_ops)."""
+    from ..errors import VirtmixError
+    from ..nesting_ops import frozen_ids, is_ssh_uri
+
+    by_uri: dict[str, dict[int, dict[str, Any]]] = {}
+    for row, (place, _conn, rec) in zip(rows, records, strict=True):
+        if place.parent and is_ssh_uri(place.uri) and rec.kind == "lxc" and \
+                rec.state == "running" and rec.id:
+            by_uri.setdefault(place.uri, {})[rec.id] = row
+    for uri, by_id in by_uri.items():
+        try:
+            for dom_id in frozen_ids(uri, list(by_id)):
+                by_id[dom_id]["state"] = "frozen"
+        except VirtmixError:
+            continue  # the listing stands; only the frozen mark is missing
 
 
 def ls_cells(row: dict[str, Any]) -> list[str]:
@@ -73,6 +94,10 @@ def info(target: Target) -> dict[str, Any]:
         "interfaces": [{"type": i.kind, "source": i.source, "mac": i.mac, "ipv4": i.ipv4}
                        for i in s.interfaces],
     }
+    if target.place.parent and rec.kind == "lxc" and rec.state == "running" and rec.id:
+        row = {"state": rec.state}
+        _mark_nested_frozen([row], [(target.place, target.conn, rec)])
+        out["state"] = row["state"]
     if rec.kind == "lxc":
         out.update(rootfs=s.rootfs, init=s.init, idmap=s.idmap,
                    privileged=s.idmap is None)
