@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RootfsError, VirtmixError
+from .treefiles import write_file
 
 CACHE_ENTRY = "busybox-static"  # recorded as the tree's base: there is no cache entry
 _DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "root", "tmp", "var/log", "run",
@@ -61,11 +62,6 @@ def _static_busybox() -> str:
     return find_static_busybox()
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.write_text(text)
-    os.chmod(path, mode)
-
-
 def _populate(tree: Path, setup: Any) -> None:
     for d in _DIRS:
         (tree / d).mkdir(parents=True, exist_ok=True)
@@ -78,14 +74,14 @@ def _populate(tree: Path, setup: Any) -> None:
     if res.returncode != 0:
         raise RootfsError(f"busybox --install in {tree} failed: {res.stderr.strip()}")
     etc = tree / "etc"
-    _write(etc / "passwd", "root:x:0:0:root:/root:/bin/sh\n"
-           "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-    _write(etc / "group", "root:x:0:\nnogroup:x:65534:\n")
-    _write(etc / "shadow", "root:!*:19000:0:99999:7:::\nnobody:!*:19000:0:99999:7:::\n", 0o640)
-    _write(etc / "inittab", _INITTAB)
-    _write(etc / "init.d/rcS", _rcs(setup), 0o755)
-    _write(etc / "udhcpc.script", _UDHCPC, 0o755)
-    _write(etc / "securetty", "console\n")
+    write_file(etc / "passwd", "root:x:0:0:root:/root:/bin/sh\n"
+               "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    write_file(etc / "group", "root:x:0:\nnogroup:x:65534:\n")
+    write_file(etc / "shadow", "root:!*:19000:0:99999:7:::\nnobody:!*:19000:0:99999:7:::\n", 0o640)
+    write_file(etc / "inittab", _INITTAB)
+    write_file(etc / "init.d/rcS", _rcs(setup), 0o755)
+    write_file(etc / "udhcpc.script", _UDHCPC, 0o755)
+    write_file(etc / "securetty", "console\n")
 
 
 def _shift(tree: Path, offset: int) -> None:

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from virtmix.errors import RootfsError
+from virtmix.treefiles import replace_symlink, write_file
 
 ROOT_LABEL = "vmixroot"
 # A busybox root tree shipped in the image, for simple containers (tests, one-shot tools).
@@ -108,19 +109,8 @@ ENABLED = {
 }
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():
-        path.unlink()
-    path.write_text(text)
-    os.chmod(path, mode)
 
 
-def _symlink(path: Path, target: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.exists():
-        path.unlink()
-    path.symlink_to(target)
 
 
 def _busybox_tree(tree: Path) -> None:
@@ -136,8 +126,8 @@ def _busybox_tree(tree: Path) -> None:
         link = root / "bin" / applet
         if applet != "busybox" and not link.exists():
             link.symlink_to("busybox")
-    _write(root / "etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
-    _write(root / "etc/group", "root:x:0:\n")
+    write_file(root / "etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+    write_file(root / "etc/group", "root:x:0:\n")
     os.chmod(root / "tmp", 0o1777)
 
 
@@ -159,28 +149,28 @@ def customise_image_tree(tree: Path) -> None:
     if not (tree / "usr/sbin/libvirtd").is_file():
         raise RootfsError(f"{tree}: no /usr/sbin/libvirtd after the build; package missing?")
     etc = tree / "etc"
-    _write(etc / "fstab", f"LABEL={ROOT_LABEL} / ext4 rw,errors=remount-ro 0 0\n")
+    write_file(etc / "fstab", f"LABEL={ROOT_LABEL} / ext4 rw,errors=remount-ro 0 0\n")
     # An empty machine-id: systemd writes a new one on each guest's first boot.
-    _write(etc / "machine-id", "", 0o444)
+    write_file(etc / "machine-id", "", 0o444)
     (tree / "var/lib/dbus/machine-id").unlink(missing_ok=True)
-    _write(etc / "hostname", "localhost\n")
+    write_file(etc / "hostname", "localhost\n")
     # openssh-server's postinst made host keys: every guest of the image would share them.
     for key in (etc / "ssh").glob("ssh_host_*"):
         key.unlink()
-    _write(etc / "ssh/sshd_config.d/virtmix.conf", SSHD_CONFIG)
-    _write(tree / "usr/local/sbin/virtmix-config", CONFIG_SCRIPT, 0o755)
+    write_file(etc / "ssh/sshd_config.d/virtmix.conf", SSHD_CONFIG)
+    write_file(tree / "usr/local/sbin/virtmix-config", CONFIG_SCRIPT, 0o755)
     sysdir = etc / "systemd/system"
-    _write(sysdir / "virtmix-config.service", CONFIG_UNIT)
-    _write(sysdir / "libvirtd.service", LIBVIRTD_UNIT)
+    write_file(sysdir / "virtmix-config.service", CONFIG_UNIT)
+    write_file(sysdir / "libvirtd.service", LIBVIRTD_UNIT)
     (tree / "var/log/libvirt").mkdir(parents=True, exist_ok=True)
     _qemu_driver_users(tree)
     for unit in MASKED_UNITS:
         (sysdir / "getty.target.wants" / unit).unlink(missing_ok=True)
         (sysdir / "timers.target.wants" / unit).unlink(missing_ok=True)
-        _symlink(sysdir / unit, "/dev/null")
+        replace_symlink(sysdir / unit, "/dev/null")
     for wants, units in ENABLED.items():
         for unit in units:
             ours = (sysdir / unit).exists()
             target = f"/etc/systemd/system/{unit}" if ours else f"/lib/systemd/system/{unit}"
-            _symlink(sysdir / wants / unit, target)
+            replace_symlink(sysdir / wants / unit, target)
     _busybox_tree(tree)

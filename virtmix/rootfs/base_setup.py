@@ -9,6 +9,7 @@ from pathlib import Path
 
 from virtmix.errors import RootfsError
 from virtmix.rootfs.spec import RootfsSpec
+from virtmix.treefiles import replace_symlink, write_file
 
 # Units that make no sense in a libvirt LXC container: no devices to trigger (udev), no
 # hardware clock, no kernel modules or sysctl/binfmt of our own, no virtual terminals, no
@@ -55,19 +56,8 @@ WantedBy=sysinit.target
 """
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():
-        path.unlink()
-    path.write_text(text)
-    os.chmod(path, mode)
 
 
-def _symlink(path: Path, target: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or path.exists():
-        path.unlink()
-    path.symlink_to(target)
 
 
 def prepare_base(tree: Path) -> None:
@@ -75,16 +65,16 @@ def prepare_base(tree: Path) -> None:
     etc = tree / "etc"
     # Each clone writes its own; an empty file here means systemd would invent a
     # transient one, never a value shared between clones.
-    _write(etc / "machine-id", "", 0o444)
+    write_file(etc / "machine-id", "", 0o444)
     (tree / "var/lib/dbus/machine-id").unlink(missing_ok=True)
-    _write(etc / "hostname", "localhost\n")
+    write_file(etc / "hostname", "localhost\n")
     # The builder copied the host's resolver; a container on its own network must not
     # inherit it. systemd-networkd (without resolved) does not write this file.
-    _write(etc / "resolv.conf", "# virtmix: no resolver configured for this container\n")
-    _write(etc / "fstab", "# virtmix: empty; libvirt mounts the container's filesystems\n")
+    write_file(etc / "resolv.conf", "# virtmix: no resolver configured for this container\n")
+    write_file(etc / "fstab", "# virtmix: empty; libvirt mounts the container's filesystems\n")
     sysdir = etc / "systemd/system"
     for unit in MASKED_UNITS:
-        _symlink(sysdir / unit, "/dev/null")
+        replace_symlink(sysdir / unit, "/dev/null")
     # getty@tty1 needs /dev/tty0, absent in a container; the console getty comes from
     # systemd-getty-generator, which adds console-getty.service when it runs in a container.
     (sysdir / "getty.target.wants/getty@tty1.service").unlink(missing_ok=True)
@@ -92,10 +82,12 @@ def prepare_base(tree: Path) -> None:
     for wants, units in ENABLED_UNITS.items():
         for unit in units:
             if (unitdir / unit).exists():
-                _symlink(sysdir / wants / unit, f"/lib/systemd/system/{unit}")
-    _write(sysdir / MEMINFO_UNIT, MEMINFO_UNIT_TEXT)
-    _symlink(sysdir / "sysinit.target.wants" / MEMINFO_UNIT, f"/etc/systemd/system/{MEMINFO_UNIT}")
-    _write(etc / "systemd/network/.virtmix", "# *.network files here are written per container\n")
+                replace_symlink(sysdir / wants / unit, f"/lib/systemd/system/{unit}")
+    write_file(sysdir / MEMINFO_UNIT, MEMINFO_UNIT_TEXT)
+    replace_symlink(sysdir / "sysinit.target.wants" / MEMINFO_UNIT,
+                    f"/etc/systemd/system/{MEMINFO_UNIT}")
+    write_file(etc / "systemd/network/.virtmix",
+               "# *.network files here are written per container\n")
     # openssh-server's postinst made host keys: they would be shared by every clone.
     for key in (etc / "ssh").glob("ssh_host_*"):
         key.unlink()
@@ -136,7 +128,7 @@ def run_hook(tree: Path, hook: Path, spec: RootfsSpec, log: Path) -> None:
     policy = tree / "usr/sbin/policy-rc.d"
     had_policy = policy.exists()
     if not had_policy:
-        _write(policy, "#!/bin/sh\nexit 101\n", 0o755)
+        write_file(policy, "#!/bin/sh\nexit 101\n", 0o755)
     try:
         run_in_tree(tree, ["/" + HOOK_IN_TREE], log,
                     env={"VIRTMIX_DISTRO": spec.distro, "VIRTMIX_SUITE": spec.suite,

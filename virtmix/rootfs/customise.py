@@ -9,8 +9,9 @@ import uuid
 from pathlib import Path
 
 from virtmix.errors import RootfsError
-from virtmix.rootfs.base_setup import _write, run_in_tree
+from virtmix.rootfs.base_setup import run_in_tree
 from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup
+from virtmix.treefiles import write_file
 
 _HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 
@@ -39,9 +40,9 @@ def network_file(iface: InterfaceSetup) -> str:
 
 def set_identity(tree: Path, setup: ContainerSetup) -> None:
     """Own hostname, /etc/hosts and machine-id (never shared between clones)."""
-    _write(tree / "etc/hostname", setup.fqdn.split(".")[0] + "\n")
-    _write(tree / "etc/hosts", _hosts(setup.fqdn))
-    _write(tree / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
+    write_file(tree / "etc/hostname", setup.fqdn.split(".")[0] + "\n")
+    write_file(tree / "etc/hosts", _hosts(setup.fqdn))
+    write_file(tree / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
 
 
 def set_network(tree: Path, setup: ContainerSetup) -> None:
@@ -49,11 +50,11 @@ def set_network(tree: Path, setup: ContainerSetup) -> None:
     for old in netdir.glob("10-virtmix-*.network"):
         old.unlink()
     for iface in setup.interfaces:
-        _write(netdir / f"10-virtmix-{iface.name}.network", network_file(iface))
+        write_file(netdir / f"10-virtmix-{iface.name}.network", network_file(iface))
 
 
 def set_locale_time(tree: Path, setup: ContainerSetup) -> None:
-    _write(tree / "etc/default/locale", f"LANG={setup.locale}\n")
+    write_file(tree / "etc/default/locale", f"LANG={setup.locale}\n")
     if not setup.locale.startswith(("C.", "POSIX")) and setup.locale != "C":
         if not (tree / "usr/sbin/locale-gen").exists():
             raise RootfsError(
@@ -61,7 +62,7 @@ def set_locale_time(tree: Path, setup: ContainerSetup) -> None:
                 hint="add 'locales' to the rootfs packages",
             )
         charset = setup.locale.split(".", 1)[1] if "." in setup.locale else "UTF-8"
-        _write(tree / "etc/locale.gen", f"{setup.locale} {charset}\n")
+        write_file(tree / "etc/locale.gen", f"{setup.locale} {charset}\n")
         run_in_tree(tree, ["locale-gen"])
     zone = tree / "usr/share/zoneinfo" / setup.timezone
     if not zone.exists() and setup.timezone not in ("Etc/UTC", "UTC"):
@@ -69,7 +70,7 @@ def set_locale_time(tree: Path, setup: ContainerSetup) -> None:
             f"container {setup.name} timezone {setup.timezone}: not in the tree's zoneinfo",
             hint="add 'tzdata' to the rootfs packages",
         )
-    _write(tree / "etc/timezone", setup.timezone + "\n")
+    write_file(tree / "etc/timezone", setup.timezone + "\n")
     link = tree / "etc/localtime"
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -105,7 +106,7 @@ def set_credentials(tree: Path, setup: ContainerSetup, password_file: Path) -> s
     if setup.ssh_keys:
         ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(ssh, 0o700)
-        _write(ssh / "authorized_keys", "\n".join(k.strip() for k in setup.ssh_keys) + "\n",
+        write_file(ssh / "authorized_keys", "\n".join(k.strip() for k in setup.ssh_keys) + "\n",
                0o600)
     if setup.root_password != "generate":
         # "!*": locked and no password at all; key logins (sshd) still work.
