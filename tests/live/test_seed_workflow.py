@@ -83,11 +83,11 @@ def console_login(name: str, password: str, shell_prompt: str | None = None) -> 
     wait_for(prompt, 60, "the login prompt on the console", interval=1.0)
     tmux("send-keys", "-t", TMUX, "root", "Enter")
     wait_for(lambda: "Password:" in screen(), 15, "the password prompt")
-    tmux("send-keys", "-t", TMUX, "-l", password)
+    tmux("send-keys", "-t", TMUX, "-l", "--", password)
     tmux("send-keys", "-t", TMUX, "Enter")
     shell_prompt = shell_prompt or f"root@{name}:~#"
     wait_for(lambda: shell_prompt in screen(), 30, "a root shell after login")
-    tmux("send-keys", "-t", TMUX, "-l", "echo seed-$((6*7)) $(cat /etc/hostname)")
+    tmux("send-keys", "-t", TMUX, "-l", "--", "echo seed-$((6*7)) $(cat /etc/hostname)")
     tmux("send-keys", "-t", TMUX, "Enter")
     wait_for(lambda: f"seed-42 {name}" in screen(), 15, "the command's output")
     tmux("send-keys", "-t", TMUX, "C-]")

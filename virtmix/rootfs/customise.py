@@ -16,6 +16,15 @@ from virtmix.treefiles import write_file
 _HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 
 
+
+def generate_password() -> str:
+    """A random root password (20 URL-safe characters) that does not start with '-', which
+    tools and shells would take for an option when the admin pastes it."""
+    while True:
+        password = secrets.token_urlsafe(15)
+        if not password.startswith("-"):
+            return password
+
 def _hosts(fqdn: str) -> str:
     short = fqdn.split(".")[0]
     names = f"{fqdn} {short}" if short != fqdn else fqdn
@@ -107,12 +116,12 @@ def set_credentials(tree: Path, setup: ContainerSetup, password_file: Path) -> s
         ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(ssh, 0o700)
         write_file(ssh / "authorized_keys", "\n".join(k.strip() for k in setup.ssh_keys) + "\n",
-               0o600)
+                   0o600)
     if setup.root_password != "generate":
         # "!*": locked and no password at all; key logins (sshd) still work.
         _set_root_shadow(tree, "!*")
         return None
-    password = secrets.token_urlsafe(15)
+    password = generate_password()
     res = subprocess.run(["chpasswd", "--root", str(tree), "--crypt-method", "SHA512"],
                          input=f"root:{password}\n".encode(), capture_output=True, check=False)
     if res.returncode != 0:
