@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import layout
 from .errors import BackendError
 from .site import Entry, Site
 
@@ -94,7 +95,7 @@ def wait_for_guest_libvirt(site: Site, guest: str, uri: str, *, timeout: float |
     entry = _guest_entry(site, guest)
     hint = None
     if entry is not None:
-        log = f"{site.inventory.settings.storage_dir}/guests/{guest}/serial.log"
+        log = layout.guest_path(site.inventory.settings.storage_dir, guest, "serial.log")
         hint = f"is guest {guest} up and its network reachable? its console log: {log}"
     raise BackendError(
         f"guest {guest}: its libvirt did not answer within {timeout:g}s at {uri} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from . import layout
 from .cgroups import shares_to_weight
 from .identity import VIRTMIX_NS, domain_uuid, mac_address, network_uuid
 from .model import Container, Guest, Network, RootfsPath
@@ -81,7 +82,7 @@ def container_rootfs(site: Site, entry: Entry) -> str:
     assert isinstance(spec, Container)
     if isinstance(spec.rootfs, RootfsPath):
         return spec.rootfs.path
-    return f"{storage_dir(site)}/containers/{entry.name}/rootfs"
+    return layout.container_tree(storage_dir(site), entry.name)
 
 
 def is_privileged(entry: Entry) -> bool:
@@ -179,7 +180,7 @@ def guest_view(site: Site, entry: Entry) -> DomainView:
     host = site.inventory.hosts[entry.host]
     view.virt_type = spec.virt_type or host.virt_type
     view.arch, view.machine = spec.arch, spec.machine
-    gdir = f"{storage_dir(site)}/guests/{entry.name}"
+    gdir = layout.guest_path(storage_dir(site), entry.name)
     disks: list[DiskView] = []
     if spec.image is not None or spec.containers:
         image = spec.image

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFoundError, RootfsError
+from ..layout import CONTAINERS_DIR, TREE_DIR
 
 
 def built_tree(rootfs: str | None) -> tuple[Any, str] | None:
@@ -18,7 +19,7 @@ def built_tree(rootfs: str | None) -> tuple[Any, str] | None:
     if not rootfs:
         return None
     path = Path(rootfs)
-    if path.name != "rootfs" or path.parent.parent.name != "containers":
+    if path.name != TREE_DIR or path.parent.parent.name != CONTAINERS_DIR:
         return None
     from ..rootfs import Storage
     from ..rootfs.storage import CONTAINER_MARKER

@@ -26,6 +26,7 @@ from virtmix.identity import mac_address
 from virtmix.images import keys
 from virtmix.images.build import CachedImage, Progress, ensure_image
 from virtmix.images.spec import spec_from_model
+from virtmix.layout import GUESTS_DIR
 from virtmix.model import Guest
 from virtmix.rootfs.storage import Storage, remove_tree
 from virtmix.site import Entry, Site
@@ -52,7 +53,7 @@ def storage_for(site: Site) -> Storage:
 
 
 def guest_dir(storage: Storage, name: str) -> Path:
-    return storage.root / "guests" / name
+    return storage.root / GUESTS_DIR / name
 
 
 def guest_address(entry: Entry) -> str:
@@ -242,7 +243,7 @@ def remove_guest_dir(storage: Storage, name: str) -> bool:
 
 
 def guests_using(storage: Storage, key: str) -> list[str]:
-    root = storage.root / "guests"
+    root = storage.root / GUESTS_DIR
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if _read_state(p).get("image") == key)

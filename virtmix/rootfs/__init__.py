@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, VirtmixError
+from virtmix.layout import TREE_DIR
 from virtmix.rootfs.build import BaseTree, Progress, ensure_lower
 from virtmix.rootfs.cache import list_cache, prune_cache
 from virtmix.rootfs.clone import make_clone, mount_overlay, overlay_mounted_here, unmount_overlay
@@ -48,7 +49,7 @@ class ProvisionResult:
     """What provisioning made; `password` is set only on the run that generated it."""
 
     name: str
-    path: Path  # container_dir(name) / "rootfs", the <filesystem><source dir=...>
+    path: Path  # storage.tree_dir(name), the <filesystem><source dir=...>
     method: str  # "overlay" | "reflink" | "copy"
     idmap: tuple[int, int, int] | None  # None = privileged
     password: str | None
@@ -76,7 +77,7 @@ def _result(storage: Storage, name: str, state: dict, password: str | None,
             created: bool, stale: bool = False) -> ProvisionResult:
     pw = state.get("password_file")
     return ProvisionResult(
-        name=name, path=storage.container_dir(name) / "rootfs", method=state["method"],
+        name=name, path=storage.tree_dir(name), method=state["method"],
         idmap=tuple(state["idmap"]) if state.get("idmap") else None, password=password,
         password_file=Path(pw) if pw else None, cache_entry=state["cache_entry"],
         created=created, stale=stale)
@@ -181,7 +182,7 @@ def ensure_mounted(storage: Storage, name: str) -> None:
     lower = storage.cache_entry(state["cache_entry"]) / "tree"
     if not lower.is_dir():
         raise RootfsError(f"container {name}: its base {lower} is gone (pruned?)")
-    mount_overlay(lower, cdir / "upper", cdir / "work", cdir / "rootfs")
+    mount_overlay(lower, cdir / "upper", cdir / "work", cdir / TREE_DIR)
 
 
 def remove_container_tree(storage: Storage, name: str) -> None:
@@ -192,6 +193,6 @@ def remove_container_tree(storage: Storage, name: str) -> None:
     if cdir.is_symlink() or not (cdir / CONTAINER_MARKER).is_file():
         remove_container_dir(storage, name)  # refuses, with the precise reason
     # Also without a state file: a crash between mount and state leaves our overlay mounted.
-    if overlay_mounted_here(cdir / "rootfs", cdir / "upper"):
-        unmount_overlay(cdir / "rootfs", cdir / "upper")
+    if overlay_mounted_here(cdir / TREE_DIR, cdir / "upper"):
+        unmount_overlay(cdir / TREE_DIR, cdir / "upper")
     remove_container_dir(storage, name)

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from virtmix.errors import RootfsError
+from virtmix.layout import TREE_DIR
 from virtmix.rootfs.storage import is_mount_point, mount_points
 
 METHODS = ("overlay", "reflink", "copy")
@@ -64,7 +65,7 @@ def _copy_root_attrs(src: Path, dst: Path) -> None:
 
 
 def clone_overlay(lower: Path, cdir: Path) -> Path:
-    upper, work, target = cdir / "upper", cdir / "work", cdir / "rootfs"
+    upper, work, target = cdir / "upper", cdir / "work", cdir / TREE_DIR
     for d in (upper, work, target):
         d.mkdir(mode=0o755, exist_ok=True)
     _copy_root_attrs(lower, upper)
@@ -74,7 +75,7 @@ def clone_overlay(lower: Path, cdir: Path) -> Path:
 
 
 def clone_copy(lower: Path, cdir: Path, reflink: bool) -> Path:
-    target = cdir / "rootfs"
+    target = cdir / TREE_DIR
     flag = "--reflink=always" if reflink else "--reflink=never"
     res = subprocess.run(["cp", "-a", flag, "--", str(lower), str(target)],
                          capture_output=True, text=True, check=False)
@@ -99,7 +100,7 @@ def make_clone(lower: Path, cdir: Path, method: str = "auto") -> tuple[Path, str
         except RootfsError as e:
             tried.append(f"{m}: {e}")
             if m == "overlay":
-                for d in ("rootfs", "upper", "work"):
+                for d in (TREE_DIR, "upper", "work"):
                     with contextlib.suppress(OSError):
                         shutil.rmtree(cdir / d)
     raise RootfsError(f"cannot clone {lower} into {cdir}: " + "; ".join(tried))

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError
+from virtmix.layout import CONTAINERS_DIR, TREE_DIR
 
 DEFAULT_ROOT = "/var/lib/virtmix"
 CONTAINER_MARKER = ".virtmix-container"
@@ -54,7 +55,7 @@ class Storage:
 
     @property
     def containers_root(self) -> Path:
-        return self.root / "containers"
+        return self.root / CONTAINERS_DIR
 
     def ensure(self) -> None:
         """Create the layout.
@@ -70,8 +71,12 @@ class Storage:
             os.chmod(d, mode)
 
     def container_dir(self, name: str) -> Path:
-        """Where a container's files live; its tree is container_dir(name) / "rootfs"."""
+        """Where a container's files live; its tree is tree_dir(name)."""
         return self.containers_root / _check_name(name, "container")
+
+    def tree_dir(self, name: str) -> Path:
+        """A container's tree: the path views.py renders as <filesystem><source dir>."""
+        return self.container_dir(name) / TREE_DIR
 
     def log_path(self, kind: str, name: str) -> Path:
         """A new log file root/logs/<kind>-<name>-<time>.log (builds keep their details)."""
