@@ -324,6 +324,14 @@ class Settings(Strict):
     storage_dir: str = Field("/var/lib/virtmix", description="Trees, images, caches.")
     mirror: str | None = Field(None, description="Debian mirror; default: host apt sources.")
 
+    @field_validator("storage_dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        # Its paths go into domain XML, which libvirt resolves from its own working directory.
+        if not v.startswith("/"):
+            raise ValueError(f"storage_dir must be an absolute path, got {v!r}")
+        return v.rstrip("/") or "/"
+
 
 class Inventory(Strict):
     """A site: hosts, their guests and containers, and networks."""

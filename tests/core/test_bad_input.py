@@ -208,3 +208,8 @@ def test_missing_file():
 def test_inventory_not_a_mapping(tmp_path):
     err = run_bad(tmp_path, "- just\n- a list\n")
     assert "an inventory must be a mapping" in err
+
+
+def test_relative_storage_dir(tmp_path):
+    err = run_bad(tmp_path, "settings: {storage_dir: var/virtmix}\n" + GOOD_HOST)
+    assert "site.yaml:1: settings.storage_dir: storage_dir must be an absolute path" in err
