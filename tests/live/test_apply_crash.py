@@ -118,7 +118,9 @@ def test_killed_libvirtd_during_apply_of_20(lxc_conn, qemu_conn, storage, busybo
 
 def test_ctrl_c_stops_cleanly_and_next_apply_converges(lxc_conn, storage, busybox_tree,
                                                        domain_cleanup):
-    inv, names = _containers(storage, busybox_tree, 20, "intr")
+    # 50 entries, one at a time: on a quiet host 20 busybox containers were all applied
+    # before the interrupt landed, and the test then proved nothing about stopping.
+    inv, names = _containers(storage, busybox_tree, 50, "intr")
     domain_cleanup(lxc_conn, PFX + "intr")
     proc = subprocess.Popen(virtmix_argv("apply", inv, "--yes", "--jobs", "1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
