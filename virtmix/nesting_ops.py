@@ -55,19 +55,31 @@ def run_remote(uri: str, script: str, *, timeout: float = 60) -> str:
     return res.stdout
 
 
-def _init_pid_sh(name: str) -> str:
-    """Shell that sets $pid to the container's init pid (libvirt's status file)."""
+def _init_pid_sh(name: str, controller_pid: int | None = None) -> str:
+    """Shell that sets $pid to the container's init pid.
+
+    libvirt's status file names it once the controller reported it; until then (or if that
+    report got lost: one CI run saw a container whose status never named it) the init is
+    the only child of the libvirt_lxc controller, whose pid is the domain's ID. The local
+    verbs use the same two sources (backend.lxc_host.init_pid).
+    """
     status = shlex.quote(f"/run/libvirt/lxc/{name}.xml")
+    fallback = ""
+    if controller_pid:
+        kids = f"/proc/{controller_pid}/task/{controller_pid}/children"
+        fallback = (f"[ -n \"$pid\" ] && [ \"$pid\" != 0 ] || "
+                    f"pid=$(cut -d' ' -f1 {kids} 2>/dev/null); ")
     return (f"pid=$(sed -n \"s/.*<init pid='\\([0-9]*\\)'.*/\\1/p\" {status} 2>/dev/null); "
-            f"[ -n \"$pid\" ] || {{ echo 'container {name} is not running there' >&2; "
-            "exit 125; }; ")
+            + fallback +
+            f"[ -n \"$pid\" ] && [ \"$pid\" != 0 ] || "
+            f"{{ echo 'container {name} is not running there' >&2; exit 125; }}; ")
 
 
-def attach(uri: str, name: str, argv: list[str]) -> int:
+def attach(uri: str, name: str, argv: list[str], controller_pid: int | None = None) -> int:
     """Run argv in the container's namespaces on the guest; its exit code (ssh passes it)."""
     cmd = " ".join(shlex.quote(a) for a in (argv or ["/bin/sh"]))
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    script = _init_pid_sh(name) + f"exec nsenter -t \"$pid\" -a -- {cmd}"
+    script = _init_pid_sh(name, controller_pid) + f"exec nsenter -t \"$pid\" -a -- {cmd}"
     return subprocess.run([*ssh_argv(uri, tty=tty), script], check=False).returncode
 
 
@@ -81,13 +93,14 @@ class RemoteProc:
     cmd: str
 
 
-def ps(uri: str, containers: dict[str, str]) -> list[RemoteProc]:
-    """Processes of the running containers {name: address} on the guest behind uri."""
+def ps(uri: str, containers: dict[str, tuple[str, int | None]]) -> list[RemoteProc]:
+    """Processes of the running containers {name: (address, domain ID)} on the guest behind
+    uri."""
     if not containers:
         return []
     loop = "".join(
-        f"( {_init_pid_sh(n)}echo \"ns $(readlink /proc/$pid/ns/pid) {shlex.quote(a)}\" ); "
-        for n, a in containers.items())
+        f"( {_init_pid_sh(n, i)}echo \"ns $(readlink /proc/$pid/ns/pid) {shlex.quote(a)}\" ); "
+        for n, (a, i) in containers.items())
     script = loop + (
         "for p in /proc/[0-9]*; do ns=$(readlink $p/ns/pid 2>/dev/null) || continue; "
         "st=$(awk '/^PPid:/{pp=$2} /^Uid:/{u=$2} /^NSpid:/{n=$NF} END{print pp, u, n}' "

@@ -271,12 +271,13 @@ def test_nested_debian_tree_is_built_on_the_host_and_pushed(nest_site, tmp_path)
     assert guest_sh(address, "virsh -q -c lxc:///system domstate " + ct).strip() == "running"
     deadline = time.monotonic() + 120
     while True:  # its systemd comes up inside the container inside the guest
-        state = virtmix("-i", str(site_path), "attach", ct, "--", "systemctl",
-                        "is-system-running").stdout.strip()
+        res = virtmix("-i", str(site_path), "attach", ct, "--", "systemctl",
+                      "is-system-running")
+        state = res.stdout.strip()
         if state in ("running", "degraded") or time.monotonic() > deadline:
             break
         time.sleep(3)
-    assert state in ("running", "degraded"), state
+    assert state in ("running", "degraded"), (res.returncode, res.stdout, res.stderr)
 
     gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{ct}", "--yes",
                    "--delete-rootfs")

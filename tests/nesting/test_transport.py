@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 
 from virtmix.backend import open_connection, register_transport
 from virtmix.errors import BackendError
 from virtmix.images import keys
 from virtmix.nesting import guest_wait_seconds, wait_for_guest_libvirt
+from virtmix.nesting_ops import _init_pid_sh
 from virtmix.rootfs.storage import Storage
 
 
@@ -109,3 +114,30 @@ def test_wait_message_keeps_what_ssh_said(raw, essence):
     from virtmix.nesting import _essence
 
     assert _essence(raw) == essence
+
+
+def _run_init_pid_sh(name: str, controller_pid: int | None) -> subprocess.CompletedProcess:
+    script = _init_pid_sh(name, controller_pid) + 'echo "$pid"'
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+
+
+def test_remote_init_pid_falls_back_to_the_controllers_child():
+    """Without a status file naming the init (a CI run saw one), the only child of the
+    libvirt_lxc controller (the domain's ID) is the init; the same shell runs in the guest."""
+    parent = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        kids = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+        for _ in range(100):
+            if kids.read_text().split():
+                break
+            time.sleep(0.02)
+        child = int(kids.read_text().split()[0])
+        found = _run_init_pid_sh("vmixt-no-such-container", parent.pid)
+        assert found.returncode == 0 and found.stdout.strip() == str(child), found
+    finally:
+        parent.kill()
+        parent.wait()
+    # No status file and no controller: a clear error and exit 125, never an empty pid.
+    missing = _run_init_pid_sh("vmixt-no-such-container", None)
+    assert missing.returncode == 125
+    assert "vmixt-no-such-container is not running there" in missing.stderr

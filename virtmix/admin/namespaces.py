@@ -63,7 +63,7 @@ def attach(target: Target, argv: list[str], *, keep_env: bool = False) -> int:
     if not is_local(target.place.uri) and is_ssh_uri(target.place.uri):
         from ..nesting_ops import attach as attach_over_ssh  # e.g. nested in a guest
 
-        return attach_over_ssh(target.place.uri, target.name, argv)
+        return attach_over_ssh(target.place.uri, target.name, argv, target.record.id)
     require_local(target.place.uri, "attach", target.address)
     # The terminal's Ctrl-C belongs to the command inside, not to virtmix.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -162,9 +162,9 @@ def _remote_ps(targets: list[Target]) -> list[Proc]:
     """Processes of containers behind ssh URIs (e.g. nested in guests), listed there."""
     from ..nesting_ops import ps as ps_over_ssh
 
-    by_uri: dict[str, dict[str, str]] = {}
+    by_uri: dict[str, dict[str, tuple[str, int | None]]] = {}
     for t in targets:
         if not is_local(t.place.uri) and is_ssh_uri(t.place.uri):
-            by_uri.setdefault(t.place.uri, {})[t.name] = t.address
+            by_uri.setdefault(t.place.uri, {})[t.name] = (t.address, t.record.id)
     return [Proc(r.container, r.pid, r.ppid, r.uid, r.ns_pid, r.cmd)
             for uri, names in by_uri.items() for r in ps_over_ssh(uri, names)]
