@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import paths
 from .errors import InventoryError
+from .gcpause import gc_paused
 from .model import Container, Guest, Inventory
 from .profiles import ProfileLibrary, deep_merge, fold_cgroup
 from .site import Entry, Site
@@ -264,13 +265,14 @@ def _expand_annotation(annotation: Any) -> list[Any]:
 
 def load_site(path: str | Path) -> Site:
     """Load and validate an inventory file into a Site, or raise InventoryError."""
-    loader = _Loader(Path(path))
-    loader.read()
-    inventory = loader.validate(loader.expand())
-    site = Site(path=loader.path.resolve(), inventory=inventory, profiles=loader.library,
-                own_settings={".".join(k): v for k, v in loader.entry_own.items()})
-    site.entries = _entries(inventory, loader)
-    _check_site(site, loader)
+    with gc_paused():
+        loader = _Loader(Path(path))
+        loader.read()
+        inventory = loader.validate(loader.expand())
+        site = Site(path=loader.path.resolve(), inventory=inventory, profiles=loader.library,
+                    own_settings={".".join(k): v for k, v in loader.entry_own.items()})
+        site.entries = _entries(inventory, loader)
+        _check_site(site, loader)
     from .nesting import register_transports  # the ssh setup that reaches guests' libvirt
 
     register_transports(site)

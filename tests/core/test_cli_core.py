@@ -94,24 +94,65 @@ def test_explain_warns_about_settings_without_effect(tmp_path):
     assert "runs privileged" in text
 
 
+def _site_with_templates(tmp_path):
+    """One container, rendered with the templates in tmp_path/tpl."""
+    inv = tmp_path / "s.yaml"
+    inv.write_text("templates_dir: tpl\nhosts:\n  h:\n    containers:\n"
+                   "      c: {rootfs: {path: /x}}\n")
+    return inv
+
+
 def test_user_templates_override_shipped(tmp_path):
     shutil.copytree(REPO / "domain_templates", tmp_path / "tpl")
     lxc = tmp_path / "tpl" / "lxc.xml.j2"
     lxc.write_text(lxc.read_text().replace("<clock offset='utc'/>", "<clock offset='localtime'/>"))
-    inv = tmp_path / "s.yaml"
-    inv.write_text("templates_dir: tpl\nhosts:\n  h:\n    containers:\n"
-                   "      c: {rootfs: {path: /x}}\n")
+    inv = _site_with_templates(tmp_path)
     r = invoke("render", str(inv))
     assert r.exit_code == 0, r.stderr
     assert "<clock offset='localtime'/>" in r.stdout
 
 
+def test_user_override_of_a_partial_wins_though_partials_are_inlined(tmp_path):
+    """Includes are pasted in at load time (render.InliningLoader) through the same search
+    path, so a user's _interface.xml.j2 replaces ours inside the shipped lxc.xml.j2."""
+    (tmp_path / "tpl").mkdir()
+    part = (REPO / "domain_templates" / "_interface.xml.j2").read_text()
+    (tmp_path / "tpl" / "_interface.xml.j2").write_text(
+        part.replace("    </interface>", "      <link state='down'/>\n    </interface>"))
+    inv = tmp_path / "s.yaml"
+    inv.write_text("templates_dir: tpl\nnetworks: {n: {host: h, bridge: vbr9}}\n"
+                   "hosts:\n  h:\n    containers:\n"
+                   "      c: {rootfs: {path: /x}, interfaces: [{network: n}]}\n")
+    r = invoke("validate", str(inv))
+    assert r.exit_code == 0, r.stderr
+    r = invoke("render", str(inv), "--name", "c")
+    assert "<link state='down'/>" in r.stdout and "<memory unit='KiB'>" in r.stdout
+
+
+def test_syntax_error_in_a_partial_names_the_partial_and_its_line(tmp_path):
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "_memtune.xml.j2").write_text("{% if d.memtune %}\n  <memtune>\n"
+                                                       "{% for x in %}\n")
+    inv = _site_with_templates(tmp_path)
+    r = invoke("validate", str(inv))
+    assert r.exit_code == 4 and "Traceback" not in r.stderr
+    assert f"{tmp_path / 'tpl' / '_memtune.xml.j2'}:3: template syntax error" in r.stderr, \
+        r.stderr
+
+
+def test_a_partial_that_includes_itself_is_a_template_error(tmp_path):
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "_memtune.xml.j2").write_text("{% include '_memtune.xml.j2' %}\n")
+    inv = _site_with_templates(tmp_path)
+    r = invoke("validate", str(inv))
+    assert r.exit_code == 4 and "Traceback" not in r.stderr, r.stderr
+    assert "_memtune.xml.j2" in r.stderr
+
+
 def test_broken_user_template_is_a_template_error(tmp_path):
     (tmp_path / "tpl").mkdir()
     (tmp_path / "tpl" / "lxc.xml.j2").write_text("<domain>{{ d.nonexistent }}</domain>")
-    inv = tmp_path / "s.yaml"
-    inv.write_text("templates_dir: tpl\nhosts:\n  h:\n    containers:\n"
-                   "      c: {rootfs: {path: /x}}\n")
+    inv = _site_with_templates(tmp_path)
     r = invoke("validate", str(inv))
     assert r.exit_code == 4
     assert "nonexistent" in r.stderr and "Traceback" not in r.stderr
@@ -121,9 +162,7 @@ def test_template_rendering_invalid_xml_fails_relaxng(tmp_path):
     (tmp_path / "tpl").mkdir()
     (tmp_path / "tpl" / "lxc.xml.j2").write_text(
         "<domain type='lxc'><name>{{ d.name }}</name><bogus/></domain>")
-    inv = tmp_path / "s.yaml"
-    inv.write_text("templates_dir: tpl\nhosts:\n  h:\n    containers:\n"
-                   "      c: {rootfs: {path: /x}}\n")
+    inv = _site_with_templates(tmp_path)
     r = invoke("validate", str(inv))
     assert r.exit_code == 4
     assert "fails libvirt's domain.rng" in r.stderr

@@ -1,0 +1,24 @@
+"""Pause Python's cyclic garbage collector around bounded bulk steps.
+
+Loading an inventory of 11,000 domains allocates millions of objects that all stay alive;
+each of them triggers generation-0 collections that walk an ever larger heap for nothing
+(0.3 s of a 0.93 s load). The steps below create almost no reference cycles, and what they
+do create is collected as soon as the collector runs again.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
