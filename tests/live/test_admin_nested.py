@@ -11,6 +11,8 @@ import yaml
 from admin_helpers import LXC, PFX, assert_clean_error, virsh, vm
 from support import busybox_lxc_xml
 
+from virtmix.admin.cgroupfs import cgroup_version
+
 NEST_URI = "lxc+unix:///system"
 NAME = PFX + "nested"
 
@@ -37,6 +39,15 @@ def test_inventory_reaches_containers_through_their_guest(lxc_conn, busybox_tree
     # written as the equivalent cpu.weight, as the core renders them.
     vm("-i", str(inv), "cgroup", f"g9/{NAME}", "cpu.shares", "600")
     assert "<shares>59</shares>" in virsh(LXC, "dumpxml", "--inactive", NAME)
+    # ls, info and cgroup say it in v1 units too (the weight's nearest: 59 -> 604), info
+    # beside the weight libvirt holds; the host's own (v1) row shows libvirt's number.
+    rows = json.loads(vm("-i", str(inv), "ls", "-o", "json").stdout)
+    direct = 604 if cgroup_version() == "v2" else 59
+    assert {r["uri"]: r["shares"] for r in rows if r["name"] == NAME} == {NEST_URI: 604,
+                                                                          LXC: direct}
+    data = json.loads(vm("-i", str(inv), "info", f"g9/{NAME}", "-o", "json").stdout)
+    assert data["cputune"] == {"shares": 604, "cpu_weight": 59}, data["cputune"]
+    assert vm("-i", str(inv), "cgroup", f"g9/{NAME}", "cpu.shares").stdout.strip() == "604"
     assert_clean_error(vm("-i", str(inv), "info", f"g9/{PFX}none", check=None), 6,
                        f"no domain named '{PFX}none' on {NEST_URI}")
     assert_clean_error(vm("info", f"g9/{NAME}", check=None), 2, "needs the inventory")

@@ -41,10 +41,7 @@ def key_spec(key: str) -> cgroups.CgroupKey:
 
 
 def _v2(target: Target) -> bool:
-    """Whether libvirt's cpu_shares are cgroup v2 weights where the domain runs."""
-    if target.place.parent:
-        return True  # guests built by virtmix are pure cgroup v2
-    return is_local(target.place.uri) and cgroupfs.cgroup_version() == "v2"
+    return cgroupfs.shares_are_weights(target.place.uri, target.place.parent)
 
 
 @dataclass

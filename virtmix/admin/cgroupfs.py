@@ -54,6 +54,16 @@ def cgroup_version() -> str:
     return "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1"
 
 
+def shares_are_weights(uri: str, parent: str | None) -> bool:
+    """Whether libvirt's <shares>/cpu_shares are cgroup v2 weights where the domain runs:
+    libvirt writes them verbatim to cpu.weight there, so virtmix converts both ways."""
+    from ..backend.lxc_host import is_local
+
+    if parent:
+        return True  # guests built by virtmix are pure cgroup v2
+    return is_local(uri) and cgroup_version() == "v2"
+
+
 def read_cpuset(pid: int) -> str:
     path = cgroup_dirs(pid).get("cpuset") or cgroup_dirs(pid).get("")
     if path is None:

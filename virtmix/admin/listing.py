@@ -6,6 +6,7 @@ from typing import Any
 
 from ..backend.admin_ops import autostart, runtime_info
 from ..backend.lxc_host import init_pid, is_local
+from ..cgroups import weight_to_shares
 from ..errors import StateError
 from ..units import format_kib
 from . import cgroupfs
@@ -17,9 +18,19 @@ LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "me
               "managed")
 
 
+def shown_cputune(place: Place, cputune: dict[str, int]) -> dict[str, int]:
+    """<cputune> as the inventory and `cgroup` say it: where libvirt's <shares> is a cgroup
+    v2 weight (nested in a guest, v2 hosts), shares in v1 units beside the weight itself."""
+    if "shares" not in cputune or not cgroupfs.shares_are_weights(place.uri, place.parent):
+        return cputune
+    weight = cputune["shares"]
+    return {**cputune, "shares": weight_to_shares(weight), "cpu_weight": weight}
+
+
 def ls_row(place: Place, record) -> dict[str, Any]:
     s = parse_domain(record.tree)
     meta = record.metadata or {}
+    shares = shown_cputune(place, s.cputune).get("shares")
     return {
         "name": record.name,
         "kind": record.kind,
@@ -27,7 +38,7 @@ def ls_row(place: Place, record) -> dict[str, Any]:
         "host": place.host,
         "parent": place.parent or meta.get("parent"),
         "cpuset": s.vcpu_cpuset,
-        "shares": s.cputune.get("shares"),
+        "shares": shares,
         "memory_kib": s.memory_kib,
         "managed": "managed" if record.managed else "foreign",
         "uri": place.uri,
@@ -89,7 +100,8 @@ def info(target: Target) -> dict[str, Any]:
         "host": target.place.host, "parent": target.place.parent, "uuid": rec.uuid,
         "managed": rec.managed, "metadata": rec.metadata, "persistent": rec.persistent,
         "autostart": autostart(target.conn, rec.name) if rec.persistent else False,
-        "vcpus": s.vcpus, "cpuset": s.vcpu_cpuset, "cputune": s.cputune,
+        "vcpus": s.vcpus, "cpuset": s.vcpu_cpuset,
+        "cputune": shown_cputune(target.place, s.cputune),
         "memory_kib": s.memory_kib, "memtune_kib": s.memtune, "blkio_weight": s.blkio_weight,
         "interfaces": [{"type": i.kind, "source": i.source, "mac": i.mac, "ipv4": i.ipv4}
                        for i in s.interfaces],
