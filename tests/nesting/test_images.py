@@ -63,3 +63,16 @@ def test_guest_initrd_is_the_base_plus_an_aligned_cpio(nested_site, tmp_path):
     before = (gdir / "initrd.img").stat().st_mtime_ns
     _config_initrd(storage, nested_site.find("g1"), gdir, base, "ssh-ed25519 AAAA root@g1")
     assert (gdir / "initrd.img").stat().st_mtime_ns == before  # unchanged: not rewritten
+
+
+@pytest.mark.parametrize("key", ["debian-bookworm-amd64-nosuch", "..", "a/b"])
+def test_image_rm_of_an_unknown_key_is_not_found(tmp_path, key):
+    from typer.testing import CliRunner
+
+    from virtmix.cli import app
+
+    (tmp_path / "st" / "images").mkdir(parents=True)
+    res = CliRunner().invoke(app, ["image", "rm", key, "--storage", str(tmp_path / "st")])
+    assert res.exit_code == 6, res.output
+    assert f"no cached image {key!r}" in res.output and "Traceback" not in res.output
+    assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["images"]

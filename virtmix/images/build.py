@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtmix.errors import ConflictError, RootfsError, VirtmixError
+from virtmix.errors import ConflictError, NotFoundError, RootfsError, VirtmixError
 from virtmix.images.recipe import (
     INITRAMFS_HOOK,
     INITRAMFS_HOOK_PATH,
@@ -192,10 +192,13 @@ def remove_image(storage: Storage, key: str) -> None:
     """Delete a cache entry; refused while a guest overlay still uses it as backing file."""
     from virtmix.images.guest import guests_using
 
+    path = images_root(storage) / key
+    if "/" in key or key in ("", ".", "..") or not path.is_dir():
+        raise NotFoundError(f"no cached image {key!r} in {images_root(storage)}",
+                            hint="virtmix image ls")
     users = guests_using(storage, key)
     if users:
         raise RootfsError(f"image {key} is the base of guest(s) {', '.join(users)}; "
                           "destroy them first")
-    path = images_root(storage) / key
     with storage.lock(f"image-{key}"):
         remove_tree(storage, path, images_root(storage), META)
