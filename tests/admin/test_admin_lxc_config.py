@@ -9,6 +9,7 @@ import pytest
 
 from virtmix.admin.importer import Imported, dump, inventory_document
 from virtmix.admin.lxc_config import classic_containers, config_to_entry, read_config
+from virtmix.errors import NotFoundError
 from virtmix.inventory import load_site
 
 LXC3 = """\
@@ -129,3 +130,38 @@ def test_imported_classic_containers_load_as_an_inventory(tmp_path):
     assert site.find("old1").spec.init == ["/bin/sh", "-c", "sleep infinity"]
     assert text.startswith("# Written by `virtmix import`")
     assert "# web1: " in textwrap.dedent(text)
+
+
+def test_classic_containers_from_a_config_file_a_container_dir_or_an_lxcpath(tmp_path):
+    write(tmp_path / "lxc", "web1", LXC3)
+    write(tmp_path / "lxc", "old1", LXC2)
+    lxc = tmp_path / "lxc"
+    assert [c.name for c in classic_containers(lxc / "web1" / "config")] == ["web1"]
+    assert [c.name for c in classic_containers(lxc / "old1")] == ["old1"]
+    assert [c.name for c in classic_containers(lxc, {"web1"})] == ["web1"]
+    with pytest.raises(NotFoundError, match="no such file or directory"):
+        classic_containers(lxc / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NotFoundError, match="no classic LXC container in it"):
+        classic_containers(tmp_path / "empty")
+
+
+def test_import_cli_takes_lxc_paths_as_arguments_and_then_reads_only_them(tmp_path):
+    """`virtmix import /var/lib/lxc/web1/config`: that container only, no libvirt domains
+    (-c names a daemon that cannot exist, to prove none is asked); bad paths exit 6."""
+    from typer.testing import CliRunner
+
+    from virtmix.cli import app
+
+    write(tmp_path / "lxc", "web1", LXC3)
+    runner = CliRunner()
+    res = runner.invoke(app, ["import", str(tmp_path / "lxc" / "web1" / "config"),
+                              "--output-file", str(tmp_path / "inv.yaml")],
+                        env={"LIBVIRT_DEFAULT_URI": "test:///nonexistent/node.xml"})
+    assert res.exit_code == 0, res.output
+    site = load_site(tmp_path / "inv.yaml")
+    assert [e.name for e in site.entries] == ["web1"]
+    bad = runner.invoke(app, ["import", str(tmp_path / "nope")])
+    assert bad.exit_code == 6 and "no such file or directory" in bad.output
+    two = runner.invoke(app, ["import", "lxc:///system", "qemu:///system"])
+    assert two.exit_code == 2 and "one libvirt URI at a time" in two.output

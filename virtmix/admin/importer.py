@@ -259,15 +259,16 @@ def _uri_pair(uri: str) -> tuple[str, str]:
     return "qemu" + tail, "lxc" + tail
 
 
-def collect(session, names: set[str] | None, lxc_path: Path | None,
-            v2: bool) -> tuple[str, str, str, list[Imported]]:
-    """Import from the session's connections: (host name, uri, lxc_uri, entries)."""
+def collect(session, names: set[str] | None, lxc_paths: list[Path],
+            v2: bool, *, libvirt_domains: bool = True) -> tuple[str, str, str, list[Imported]]:
+    """Import from the session's connections (unless libvirt_domains is False) and from
+    classic LXC configs: (host name, uri, lxc_uri, entries)."""
     from ..backend.admin_ops import autostart
 
     items: list[Imported] = []
     uris = [p.uri for p in session.places()]
     host = session.places()[0].host
-    for _place, conn, rec in session.records():
+    for _place, conn, rec in session.records() if libvirt_domains else ():
         if names is not None and rec.name not in names:
             continue
         if not rec.persistent:
@@ -276,14 +277,16 @@ def collect(session, names: set[str] | None, lxc_path: Path | None,
         if rec.managed:
             imp.notes.append(f"already managed by virtmix (site {rec.metadata.get('site')})")
         items.append(imp)
-    items += _networks_of(session, items, host)
-    if lxc_path is not None:
-        from .lxc_config import classic_containers
+    if libvirt_domains:
+        items += _networks_of(session, items, host)
+    from .lxc_config import classic_containers
 
+    for lxc_path in lxc_paths:
         taken = {(i.kind, i.name) for i in items}
         for ce in classic_containers(lxc_path, names):
             if ("container", ce.name) in taken:
-                ce.notes.append("a libvirt domain has this name; classic config skipped")
+                ce.notes.append("a libvirt domain or another config has this name; "
+                                f"{lxc_path} skipped")
                 continue
             items.append(Imported(ce.name, "container", ce.entry, ce.notes))
     if names:
@@ -291,9 +294,9 @@ def collect(session, names: set[str] | None, lxc_path: Path | None,
         if missing:
             from ..errors import NotFoundError
 
-            raise NotFoundError(f"import: nothing named {', '.join(sorted(missing))} on "
-                                f"{', '.join(uris)}" + (f" or in {lxc_path}" if lxc_path
-                                                        else ""))
+            where = (uris if libvirt_domains else []) + [str(p) for p in lxc_paths]
+            raise NotFoundError(f"import: nothing named {', '.join(sorted(missing))} in "
+                                f"{' or '.join(where)}")
     lxc_uri = next((u for u in uris if u.startswith("lxc")), None)
     qemu_uri = next((u for u in uris if u.startswith("qemu")), None)
     uri, derived_lxc = _uri_pair(qemu_uri or lxc_uri or "qemu:///system")

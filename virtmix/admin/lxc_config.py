@@ -188,11 +188,23 @@ def config_to_entry(name: str, config: Path) -> ClassicEntry:
 
 
 def classic_containers(lxc_path: Path, names: set[str] | None = None) -> list[ClassicEntry]:
-    """Every container under lxc_path (or the named ones) as an inventory entry."""
+    """Classic containers as inventory entries, from what an admin would point at: a config
+    file (/var/lib/lxc/NAME/config), a container's directory (/var/lib/lxc/NAME), or an
+    lxcpath holding many (/var/lib/lxc: each NAME/config, or only the named ones)."""
+    from ..errors import NotFoundError
+
+    if lxc_path.is_file():
+        name = lxc_path.parent.name if lxc_path.name == "config" else lxc_path.stem
+        return [config_to_entry(name, lxc_path)]
     if not lxc_path.is_dir():
-        return []
+        raise NotFoundError(f"{lxc_path}: no such file or directory",
+                            hint="give /var/lib/lxc, /var/lib/lxc/NAME or its config file")
+    if (lxc_path / "config").is_file():
+        return [config_to_entry(lxc_path.name, lxc_path / "config")]
     out = []
     for d in sorted(lxc_path.iterdir()):
         if (d / "config").is_file() and (names is None or d.name in names):
             out.append(config_to_entry(d.name, d / "config"))
+    if not out and names is None:
+        raise NotFoundError(f"{lxc_path}: no classic LXC container in it (no */config)")
     return out

@@ -12,7 +12,7 @@ from ..admin.cgroupfs import cgroup_version
 from ..backend.lxc_host import is_local
 from ..errors import EXIT_DOCTOR_FAILED, UsageError
 from .admin_cmds import admin_session
-from .app import OPTIONS, OUTPUT_OPTION, Output, app, err, out, print_json
+from .app import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 
 DOCTOR_FAILED = EXIT_DOCTOR_FAILED  # exit code of `doctor` when a check fails
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -20,14 +20,19 @@ MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 @app.command("import")
 def import_domains(
+    sources: list[str] = typer.Argument(None, metavar="[URI | LXC_PATH]...", help="A libvirt "
+                                        "URI, and/or classic LXC containers: "
+                                        "/var/lib/lxc/NAME/config, /var/lib/lxc/NAME or "
+                                        "/var/lib/lxc. Only paths: only those containers."),
     names: list[str] = typer.Option(None, "--name", "-n", help="Only these (repeatable)."),
-    lxc_path: Path = typer.Option(None, "--lxc-path", help="Also import classic LXC "
-                                  "containers from this directory (e.g. /var/lib/lxc)."),
+    lxc_path: list[Path] = typer.Option(None, "--lxc-path", help="Also import classic LXC "
+                                        "containers from here (as a LXC_PATH source)."),
     output_file: Path = typer.Option(None, "--output-file", "-o", help="Write the inventory "
                                      "here instead of stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing -o file."),
     connect: str = typer.Option(None, "--connect", "-c", metavar="URI",
                                 help="The libvirt URI to import from (as the global -c)."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Write inventory entries for the domains of -c URI (default: lxc:///system and
     qemu:///system) and for classic LXC containers (--lxc-path), in the inventory format.
@@ -35,16 +40,23 @@ def import_domains(
     The result loads with `virtmix validate`; `virtmix apply --adopt` on it takes the
     domains over without changing them. What cannot be carried over is listed as comments
     at the top (and on stderr)."""
-    if connect:
-        OPTIONS.connect = connect
+    uris = [s for s in sources or [] if "://" in s]
+    paths = [Path(s) for s in sources or [] if "://" not in s] + list(lxc_path or [])
+    if len(set(uris + ([connect] if connect else []))) > 1:
+        raise UsageError("import reads one libvirt URI at a time: "
+                         + ", ".join(dict.fromkeys(uris + ([connect] if connect else []))))
+    if uris or connect:
+        OPTIONS.connect = (uris or [connect])[0]
+    # Only paths given: the admin points at classic containers, not at libvirt's domains.
+    from_libvirt = bool(uris or connect or OPTIONS.connect) or not sources
     if output_file is not None and output_file.exists() and not force:
         raise UsageError(f"{output_file} exists; use --force to overwrite it")
     with admin_session() as session:
-        places = session.places()
+        places = session.places() if from_libvirt else []
         v2 = all(is_local(p.uri) for p in places) and cgroup_version() == "v2"
         host, uri, lxc_uri, items = importer.collect(
-            session, set(names) if names else None, lxc_path, v2)
-    source = ", ".join(p.uri for p in places) + (f", {lxc_path}" if lxc_path else "")
+            session, set(names) if names else None, paths, v2, libvirt_domains=from_libvirt)
+    source = ", ".join([p.uri for p in places] + [str(p) for p in paths])
     doc = importer.inventory_document(host, uri, lxc_uri, "v2" if v2 else "v1", items)
     importer.check_roundtrip(importer.dump(doc, items, source), items)
     text = importer.dump(doc, items, source)
