@@ -106,3 +106,28 @@ def test_execute_xml_is_valid_for_libvirt():
         assert rng.validate(doc), rng.error_log
         targets = [t.get("dir") for t in doc.iter("target")]
         assert ("/" in targets) == bool(rootfs) and "/dev/.virtmix-exec" in targets
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_works_before_and_after_the_verb(where):
+    """`virtmix --quiet freeze X` and `virtmix freeze X --quiet` (the test driver's running
+    domain 'test'): no progress line, same exit code; without it, the line is there."""
+    args = ["freeze", "test"]
+    args = ["-q", *args] if where == "before" else [*args, "--quiet"]
+    quiet = invoke("-c", "test:///default", *args)
+    assert quiet.exit_code == 0 and quiet.stdout == "", quiet.stdout
+    loud = invoke("-c", "test:///default", "freeze", "test")
+    assert loud.exit_code == 0 and loud.stdout.strip() == "test: frozen (paused)"
+
+
+@pytest.mark.parametrize("verb", ["apply", "destroy", "create", "start", "stop", "freeze",
+                                  "unfreeze", "import"])
+def test_verbs_that_report_progress_take_quiet(verb):
+    assert "--quiet" in invoke(verb, "--help").stdout
+
+
+def test_cgroup_takes_minus_one_as_a_value():
+    """The classic "no limit" (-1) is a value, not an option; on the test driver's domain
+    the memory limit reads back as max."""
+    result = invoke("-c", "test:///default", "cgroup", "test", "memory.limit_in_bytes", "-1")
+    assert result.exit_code == 0 and result.stdout.strip() == "max", result.output

@@ -17,7 +17,7 @@ from ..admin.domxml import parse_domain
 from ..admin.targets import Session
 from ..admin.trees import remount
 from ..backend.lxc_host import is_local
-from .app import OPTIONS, OUTPUT_OPTION, Output, app, err, out, print_json
+from .app import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 
 NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
 
@@ -87,6 +87,7 @@ def info_domain(name: str = NAME_ARG, output: Output = OUTPUT_OPTION) -> None:
 def start_domain(
     name: str = NAME_ARG,
     console: bool = typer.Option(False, "--console", help="Attach to its console after start."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Start a domain in the background (lxc-start -d); --console attaches to it."""
     with admin_session() as session:
@@ -110,6 +111,7 @@ def stop_domain(
                                  "and exit 8 instead of destroying it."),
     signal: str = typer.Option(None, "--signal", "-s", help="Containers: the halt signal "
                                "for init (default SIGPWR; libvirt's shutdown for systemd)."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Stop a domain: ask it to shut down, wait --timeout, then destroy it (lxc-stop).
 
@@ -124,7 +126,7 @@ def stop_domain(
 
 
 @app.command("freeze")
-def freeze_domain(name: str = NAME_ARG) -> None:
+def freeze_domain(name: str = NAME_ARG, quiet: bool = QUIET_OPTION) -> None:
     """Freeze every process of a domain (lxc-freeze; libvirt suspend: virsh shows paused)."""
     with admin_session() as session:
         target = session.find(name)
@@ -133,7 +135,7 @@ def freeze_domain(name: str = NAME_ARG) -> None:
 
 
 @app.command("unfreeze")
-def unfreeze_domain(name: str = NAME_ARG) -> None:
+def unfreeze_domain(name: str = NAME_ARG, quiet: bool = QUIET_OPTION) -> None:
     """Thaw a frozen domain (lxc-unfreeze; libvirt resume)."""
     with admin_session() as session:
         target = session.find(name)
@@ -159,7 +161,9 @@ def console_domain(name: str = NAME_ARG) -> None:
         _console(session.find(name))
 
 
-@app.command("cgroup")
+# ignore_unknown_options: `cgroup vm0 cpu.cfs_quota_us -1` (the classic "no limit") is a
+# value, not an option.
+@app.command("cgroup", context_settings={"ignore_unknown_options": True})
 def cgroup_domain(
     name: str = NAME_ARG,
     key: str = typer.Argument(..., help="cpuset.cpus, cpu.shares, cpu.weight, "

@@ -95,6 +95,17 @@ def _global(
     OPTIONS.quiet = quiet
 
 
+def _quiet_after_verb(quiet: bool) -> bool:
+    OPTIONS.quiet = OPTIONS.quiet or quiet
+    return quiet
+
+
+# `virtmix apply X --quiet` as well as `virtmix --quiet apply X`, on the verbs that report
+# progress; the parameter is only there for this callback.
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", callback=_quiet_after_verb,
+                            help="No progress output (as virtmix --quiet).")
+
+
 def default_uri() -> str:
     """The connection for verbs without an inventory: -c, then $LIBVIRT_DEFAULT_URI, as virsh."""
     return OPTIONS.connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "lxc:///system"

@@ -19,7 +19,7 @@ from rich.progress import (
 
 from ..create import CreateRequest, CreateResult, Report, create
 from ..errors import UsageError
-from .app import OPTIONS, app, default_uri, err, out
+from .app import OPTIONS, QUIET_OPTION, app, default_uri, err, out
 
 # How far into the root filesystem step a builder message is (mmdebstrap's and the rootfs
 # code's own stages, in order), so the bar moves during the one long step.
@@ -127,6 +127,7 @@ def create_container(
     mirror: str = typer.Option(None, "--mirror", help="Debian mirror (default: host's apt "
                                "sources)."),
     start: bool = typer.Option(False, "--start", help="Start it once defined."),
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Build a container's tree and define it, like lxc-create -t debian.
 

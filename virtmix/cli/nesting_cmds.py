@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import NotFoundError, UsageError
-from .app import OPTIONS, Output, app, err, out, print_json
+from .app import OPTIONS, QUIET_OPTION, Output, app, err, out, print_json
 
 image_app = typer.Typer(help="Build, list and remove the cached guest images (LXC hosts).",
                         no_args_is_help=True, rich_markup_mode=None)
@@ -46,6 +46,7 @@ def build_image(
     suite: str = typer.Option("bookworm", help="Without an inventory: Debian suite."),
     package: list[str] = typer.Option([], "--package", "-p", help="Extra package (repeat)."),
     storage: str = STORAGE,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Build (or find in the cache) guest images, like apply does before a guest starts."""
     from ..images import ImageSpec, ensure_image, spec_from_model
