@@ -158,3 +158,22 @@ def test_destroy_with_an_unreachable_host_says_so(held, tmp_path, tree):
     res = run("destroy", str(inv), "--yes")
     assert res.exit_code == 11 and f"{PFX}lost: failed: cannot connect" in res.output
     assert f"{PFX}good: removed" in res.output
+
+
+def test_plan_and_apply_warn_about_privileged_containers(held, tmp_path, tree):
+    """A given tree runs privileged unless `privileged: false`: plan and apply say so (on
+    stderr, so JSON and scripts are unaffected); nothing to do, nothing said."""
+    inv = inventory(tmp_path, tree, [PFX + "a"])
+    doc = yaml.safe_load(inv.read_text())
+    doc["hosts"]["h1"]["containers"][PFX + "b"] = {"rootfs": {"path": str(tree)},
+                                                     "privileged": False}
+    inv.write_text(yaml.safe_dump(doc))
+    res = run("plan", str(inv))
+    assert res.exit_code == 10
+    assert f"warning: {PFX}a runs privileged" in res.stderr and f"{PFX}b" not in res.stderr
+    assert "warning" not in run("plan", str(inv), "-o", "json").stderr
+    del doc["hosts"]["h1"]["containers"][PFX + "b"]  # its tree is not shifted: not started
+    inv.write_text(yaml.safe_dump(doc))
+    res = run("apply", str(inv), "--yes", "--quiet")
+    assert res.exit_code == 0 and f"warning: {PFX}a runs privileged" in res.stderr, res.output
+    assert "warning" not in run("apply", str(inv), "--yes").stderr

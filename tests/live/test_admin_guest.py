@@ -69,3 +69,12 @@ def test_guest_lifecycle_and_tuning(guest, guest_kernel):
     out = vm("stop", GUEST, "--timeout", "2").stdout
     assert f"{GUEST}: destroyed" in out
     assert domstate(QEMU, GUEST) == "shut off"
+
+    # destroy by bare name finds the guest on qemu:///system as the other verbs do (no -c),
+    # refuses it as foreign (virsh defined it), and removes it when told so.
+    assert_clean_error(vm("destroy", GUEST, "--yes", check=None), 9, "not virtmix's")
+    assert domstate(QEMU, GUEST) == "shut off"
+    assert f"{GUEST}: removed" in vm("destroy", GUEST, "--yes", "--force-foreign").stdout
+    assert virsh(QEMU, "dominfo", GUEST, check=False) == ""
+    assert_clean_error(vm("destroy", GUEST, "--yes", check=None), 6, "no domain named",
+                       "lxc:///system or qemu:///system")

@@ -7,6 +7,7 @@ entries failed (the others were applied), 9 the inventory is locked by another a
 
 from __future__ import annotations
 
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..admin.targets import LOCAL_URIS
 from ..apply import Context, close_all, connect_and_observe, observe_and_plan, run_plan
 from ..desired import desired_documents, network_uri
 from ..destroy import Target, destroy_target, domain_target, site_targets
@@ -22,7 +24,7 @@ from ..inventory import load_site
 from ..locking import locked
 from ..plan import Item, Options, Plan
 from ..site import Site
-from .app import OPTIONS, OUTPUT_OPTION, Output, app, default_uri, err, out, print_json
+from .app import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 from .apply_output import outcome_line, plan_to_dict, print_item, print_plan, print_result
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
@@ -55,6 +57,23 @@ def _lock_targets(site: Site, plan: Plan | None = None) -> list[tuple[str, str]]
     return [("inventory", str(site.path))] + [("uri", u) for u in uris]
 
 
+def warn_privileged(plan: Plan) -> None:
+    """Say which containers this plan defines without a user namespace (issue: privileged
+    only on request, with a warning): a given tree runs privileged unless the entry says
+    `privileged: false`, and `privileged: true` is the explicit request."""
+    from ..views import is_privileged
+
+    names = [i.address for i in plan.items if i.kind == "container" and i.entry is not None
+             and i.status in ("create", "update") and is_privileged(i.entry)]
+    if not names:
+        return
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    err.print(f"virtmix: warning: {shown} run{'s' if len(names) == 1 else ''} privileged "
+              "(no user namespace: root inside is root on the host); a built rootfs runs "
+              "unprivileged, a given tree does with `privileged: false` once shifted to "
+              "the idmap", markup=False)
+
+
 def _unreachable(plan: Plan) -> list[Item]:
     return [i for i in plan.items if i.status == "unreachable"]
 
@@ -73,6 +92,7 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
         print_json(plan_to_dict(plan))
     else:
         print_plan(out, plan, show_diff=diff)
+        warn_privileged(plan)
         if tree:
             from ..nesting import plan_tree
 
@@ -119,7 +139,8 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
               adopt: bool = ADOPT, restart: bool = RESTART, wait: bool = WAIT,
               lock_timeout: float = LOCK_TIMEOUT,
               jobs: int = typer.Option(4, "--jobs", "-j", min=1,
-                                       help="Entries of one host applied at once.")) -> None:
+                                       help="Entries of one host applied at once."),
+              quiet: bool = QUIET_OPTION) -> None:
     """Converge the inventory: define, start, tune live, (with --prune) remove."""
     site = load_site(inventory)
     with locked(_lock_targets(site), purpose=f"apply {site.path}", wait=wait,
@@ -138,6 +159,7 @@ def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
         return
     if not OPTIONS.quiet or not yes:
         print_plan(out, plan, show_diff=not yes)
+    warn_privileged(plan)
     _confirm("Apply these changes?", yes)
     todo = [i for i in plan.items if i.pending]
     progress, report = _progress_reporter(len(todo))
@@ -169,18 +191,26 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
         site.entries = entries
         return site, site_targets(site, conns, nets), conns
     site = load_site(OPTIONS.inventory) if OPTIONS.inventory else None
-    wanted = [(site.find(n).name, site.find(n).address, site.find(n).uri) if site else
-              (n, n, default_uri()) for n in targets]
-    conns, _obs = connect_and_observe(sorted({u for _n, _a, u in wanted}))
+    if site:
+        wanted = [(site.find(n).name, site.find(n).address, [site.find(n).uri])
+                  for n in targets]
+    else:  # like the other verbs: -c, $LIBVIRT_DEFAULT_URI, or both local drivers
+        uris = [OPTIONS.connect or os.environ.get("LIBVIRT_DEFAULT_URI") or ""]
+        wanted = [(n, n, uris if uris[0] else list(LOCAL_URIS)) for n in targets]
+    conns, _obs = connect_and_observe(sorted({u for *_x, us in wanted for u in us}))
     found = []
-    for name, address, uri in wanted:
-        conn = conns.get(uri)
-        if not hasattr(conn, "get"):
-            raise BackendError(f"cannot reach {uri} to destroy {address}")
-        t = domain_target(conn, name, address, site.name if site else None)
-        if not t.exists:
-            raise NotFoundError(f"no domain named {name!r} on {uri}")
-        found.append(t)
+    for name, address, uris in wanted:
+        reachable = {u: c for u, c in conns.items() if u in uris and hasattr(c, "get")}
+        if len(uris) == 1 and not reachable:
+            raise BackendError(f"cannot reach {uris[0]} to destroy {address}")
+        hits = [t for t in (domain_target(c, name, address, site.name if site else None)
+                            for c in reachable.values()) if t.exists]
+        if not hits:
+            raise NotFoundError(f"no domain named {name!r} on {' or '.join(uris)}")
+        if len(hits) > 1:
+            raise UsageError(f"{name!r} is defined on {' and '.join(t.uri for t in hits)}",
+                             hint=f"say which: virtmix -c URI destroy {name}")
+        found.append(hits[0])
     return site, found, conns
 
 
@@ -209,7 +239,8 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                                                    "the trees and disk images virtmix made."),
                 force_foreign: bool = typer.Option(False, "--force-foreign", help="Also remove "
                                                    "domains virtmix did not define."),
-                wait: bool = WAIT, lock_timeout: float = LOCK_TIMEOUT) -> None:
+                wait: bool = WAIT, lock_timeout: float = LOCK_TIMEOUT,
+                quiet: bool = QUIET_OPTION) -> None:
     """Stop and undefine an inventory's domains and networks, or the named domains."""
     site, found, conns = _destroy_targets(targets)
     try:
