@@ -57,10 +57,9 @@ class _Loader:
         dirs = [paths.profiles_dir()]
         extra = data.get("profiles_dir")
         if isinstance(extra, str):
-            extra_dir = (self.path.parent / extra).resolve()
-            if not extra_dir.is_dir():
-                self.fail(f"profiles directory {extra_dir} does not exist", ("profiles_dir",))
-            dirs.append(extra_dir)
+            # A missing directory only adds no profiles (the issue's own example names one
+            # a fresh checkout may not have); `validate` warns, an unknown profile says so.
+            dirs.append((self.path.parent / extra).resolve())
         self.library = ProfileLibrary(dirs)
 
     def expand(self) -> dict[str, Any]:

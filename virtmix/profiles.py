@@ -85,6 +85,9 @@ class ProfileLibrary:
         self._loaded: dict[str, Profile] = {}
         self._resolved: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {}
 
+    def missing_dirs(self) -> list[Path]:
+        return [d for d in self.dirs if not d.is_dir()]
+
     def names(self) -> list[str]:
         return sorted(self._files)
 
@@ -96,9 +99,10 @@ class ProfileLibrary:
         if path is None:
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            missing = "".join(f" (profiles_dir {d} does not exist)" for d in self.missing_dirs())
             raise InventoryError(
-                f"unknown profile {name!r}{hint} (known: {', '.join(self.names()) or 'none'})",
-                file=used_at[0], key=used_at[1],
+                f"unknown profile {name!r}{hint} (known: {', '.join(self.names()) or 'none'})"
+                + missing, file=used_at[0], key=used_at[1],
             )
         data, text = read_yaml(path, what="profile")
         if not isinstance(data, dict):

@@ -50,7 +50,67 @@ def test_render_one_entry_to_stdout():
 
 def test_render_filters_by_host():
     r = invoke("render", str(EXAMPLE), "--host", "nope")
-    assert r.exit_code == 0 and r.stdout == ""
+    assert r.exit_code == 6 and r.stdout == "" and "no host named 'nope'" in r.stderr
+
+
+def test_render_out_onto_a_file_is_a_usage_error(tmp_path):
+    (tmp_path / "f.xml").write_text("keep")
+    r = invoke("render", str(EXAMPLE), "--out", str(tmp_path / "f.xml"))
+    assert r.exit_code == 2 and "not a directory" in r.stderr
+    assert (tmp_path / "f.xml").read_text() == "keep"
+
+
+ISSUE_EXAMPLE = """\
+profiles_dir: profiles            # optional extra profile directory, relative to this file
+networks:
+  lan: {host: hv1, mode: isolated, bridge: vmixbr0, ipv4: 10.77.0.1/24, dhcp: true}
+hosts:
+  hv1:
+    uri: qemu:///system
+    lxc_uri: lxc:///system
+    virt_type: kvm
+    cpus: "0-1"
+    memory: 8GiB
+    containers:
+      vm0:
+        profile: apache
+        cpu: {cpuset: "0", shares: 2048}
+        memory: 256MiB
+        interfaces: [{network: lan}]
+      vm1:
+        profile: apache
+        cgroup: {cpu.shares: 1024, cpuset.cpus: "1"}
+      tiny:
+        rootfs: {path: /srv/rootfs/busybox}
+        init: [/bin/sh, -c, "sleep infinity"]
+        memory: 32MiB
+    guests:
+      dbhost:
+        profile: kvm-small
+        vcpus: 2
+        memory: 2GiB
+        cpu: {cpuset: "0-1", vcpupin: {0: "0", 1: "1"}, emulatorpin: "0", shares: 1024}
+        disks: [{size: 8GiB}]
+        interfaces: [{network: lan, ipv4: 10.77.0.20/24}]
+        containers:
+          mysql0: {profile: mysql-small, cpu: {shares: 512}}
+"""
+
+
+def test_the_issues_example_validates_as_given_in_a_fresh_directory(tmp_path):
+    """Its `profiles_dir: profiles` names a directory a fresh copy does not have: that adds
+    no profiles (a warning), it does not reject the inventory; once present, it is used."""
+    inv = tmp_path / "site.yaml"
+    inv.write_text(ISSUE_EXAMPLE)
+    r = invoke("validate", str(inv))
+    assert r.exit_code == 0, r.stderr
+    assert "4 containers, 1 guests, 1 networks" in r.stdout
+    assert f"profiles_dir {tmp_path / 'profiles'} does not exist" in r.stderr
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "apache.yaml").write_text("kind: container\nmemory: 99MiB\n")
+    r = invoke("render", str(inv), "--name", "vm1")
+    assert r.exit_code == 0 and "warning" not in r.stderr
+    assert "<memory unit='KiB'>101376</memory>" in r.stdout  # the site's apache wins
 
 
 def test_render_unknown_name_is_not_found():

@@ -7,17 +7,26 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..errors import NotFoundError, UsageError
 from ..explain import explain_entry, rows_as_dicts
 from ..inventory import load_site
 from ..model import inventory_json_schema
 from ..render import render_all, write_rendered
-from .app import OUTPUT_OPTION, Output, app, out, print_json
+from .app import OUTPUT_OPTION, Output, app, err, out, print_json
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
 
 
 def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None):
     site = load_site(inventory)
+    for missing in site.profiles.missing_dirs():
+        err.print(f"virtmix: warning: {site.path}: profiles_dir {missing} does not exist "
+                  "(only the shipped profiles are used)", markup=False)
+    if host is not None and host not in site.inventory.hosts:
+        raise NotFoundError(f"no host named {host!r} in {site.path}",
+                            hint="hosts: " + ", ".join(site.inventory.hosts))
+    if name is not None:
+        site.find(name)  # unknown: not found; a bare name in two guests: ambiguous
     return site, render_all(site, host=host, name=name, check=True)
 
 
@@ -43,9 +52,10 @@ def render_inventory(
     out_dir: Path = typer.Option(None, "--out", help="Write NAME.xml files into this directory."),
 ) -> None:
     """Render domain and network XML (stdout, or one NAME.xml per domain with --out)."""
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: not a directory (render writes one NAME.xml per "
+                         "domain into it)")
     site, items = rendered_and_checked(inventory, host, name)
-    if name is not None and not items:
-        site.find(name)  # raises NotFoundError with the right message
     if out_dir is not None:
         for path in write_rendered(items, out_dir):
             out.print(str(path))
