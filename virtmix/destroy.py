@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import layout
 from .errors import NotFoundError, VirtmixError
 from .identity import network_uuid
 from .observe import is_local_uri, parse_xml
@@ -118,13 +119,15 @@ def delete_files(name: str, xml: str) -> list[str]:
 
             remove_guest_dir(Storage(d.parent.parent), name)
             removed.append(str(d))
-        else:
+        elif (d / layout.GUEST_FILES_MARKER).is_file():  # made by prepare: disks by size
             for f in d.iterdir():
                 if f.name in GUEST_FILES or f.name.startswith("disk"):
                     f.unlink()
+            (d / layout.GUEST_FILES_MARKER).unlink()
             with contextlib.suppress(OSError):
                 d.rmdir()
             removed.append(str(d))
+        # else: a directory virtmix did not make (an admin's own */guests/NAME/disk*): kept
     return removed
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 CONTAINERS_DIR = "containers"
 TREE_DIR = "rootfs"
 GUESTS_DIR = "guests"
+# In a guest directory apply made (disks from `size:`, copied kernels): destroy
+# --delete-rootfs deletes guest files only where it finds this (or the image builder's).
+GUEST_FILES_MARKER = ".virtmix-files"
 
 
 def container_tree(storage: str, name: str) -> str:

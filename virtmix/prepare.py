@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from . import layout
 from .errors import RootfsError
 from .model import Container, Guest, RootfsBuild
 from .observe import is_local_uri
@@ -137,8 +138,9 @@ def prepare_guest(site: Site, entry: Entry) -> None:
         # A Debian image virtmix builds: cached base, overlay, kernel, initrd, host key.
         prepare_built_guest(site, entry)
         return
-    gdir = Path(storage_dir(site)) / "guests" / entry.name
+    gdir = Path(layout.guest_path(storage_dir(site), entry.name))
     gdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (gdir / layout.GUEST_FILES_MARKER).touch()
     for path in (view.kernel, view.initrd):
         if path and not Path(path).is_file() and not Path(path).is_relative_to(gdir):
             raise RootfsError(f"{entry.keypath}.boot: {path} does not exist")
