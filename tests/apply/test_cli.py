@@ -177,3 +177,26 @@ def test_plan_and_apply_warn_about_privileged_containers(held, tmp_path, tree):
     res = run("apply", str(inv), "--yes", "--quiet")
     assert res.exit_code == 0 and f"warning: {PFX}a runs privileged" in res.stderr, res.output
     assert "warning" not in run("apply", str(inv), "--yes").stderr
+
+
+def test_connect_that_no_host_uses_is_an_error_not_nothing_to_do(held, tmp_path, tree):
+    inv = str(inventory(tmp_path, tree, [PFX + "a"]))
+    for verb in (["plan", inv], ["apply", inv, "--yes"], ["destroy", inv, "--yes"]):
+        res = run("-c", "test:///nonexistent/node.xml", *verb)
+        assert res.exit_code == 2 and "no host of" in res.output, (verb, res.output)
+    assert not held.list_domains() or not any(d.name.startswith(PFX)
+                                              for d in held.list_domains())
+
+
+def test_apply_when_no_daemon_answers_is_a_libvirt_error(monkeypatch, tmp_path, tree):
+    """Nothing it could do: exit 5 with the URI and how to start the daemon, as plan."""
+    monkeypatch.setenv("VIRTMIX_LOCK_DIR", str(tmp_path / "locks"))
+    dead = "lxc+unix:///system?socket=" + str(tmp_path / "no-such.sock")
+    inv = tmp_path / "dead.yaml"
+    inv.write_text(yaml.safe_dump({"settings": {"storage_dir": str(tmp_path / "st")},
+                                   "hosts": {"h": {"lxc_uri": dead, "containers": {
+                                       PFX + "a": {"rootfs": {"path": str(tree)}}}}}}))
+    for verb in (["plan", str(inv)], ["apply", str(inv), "--yes"]):
+        res = run(*verb)
+        assert res.exit_code == 5, (verb, res.output)
+        assert f"error: could not read {dead}" in res.stderr and "setup-host.sh" in res.stderr

@@ -46,8 +46,12 @@ def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict]:
     site = load_site(inventory)
     domains, networks = desired_documents(site)
     if OPTIONS.connect:  # -c with an inventory: only what lives on that connection
+        uris = sorted({d.entry.uri for d in domains} | {n.uri for n in networks})
         domains = [d for d in domains if d.entry.uri == OPTIONS.connect]
         networks = [n for n in networks if n.uri == OPTIONS.connect]
+        if not domains and not networks:  # not "nothing to do": nothing was compared
+            raise UsageError(f"-c {OPTIONS.connect}: no host of {site.path} uses it",
+                             hint="its connections: " + ", ".join(uris))
     plan, conns = observe_and_plan(site, domains, networks, opts)
     return site, plan, conns
 
@@ -160,6 +164,9 @@ def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
     if not OPTIONS.quiet or not yes:
         print_plan(out, plan, show_diff=not yes)
     warn_privileged(plan)
+    down = _unreachable(plan)
+    if down and all(i in down for i in plan.pending):  # nothing it could do: as plan says
+        raise BackendError(f"could not read {down[0].uri}: {down[0].reason}")
     _confirm("Apply these changes?", yes)
     todo = [i for i in plan.items if i.pending]
     progress, report = _progress_reporter(len(todo))
@@ -187,6 +194,8 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
         entries = [e for e in site.entries if not OPTIONS.connect or e.uri == OPTIONS.connect]
         nets = {n: network_uri(site, n) for n in site.networks
                 if not OPTIONS.connect or network_uri(site, n) == OPTIONS.connect}
+        if OPTIONS.connect and not entries and not nets and site.entries:
+            raise UsageError(f"-c {OPTIONS.connect}: no host of {site.path} uses it")
         conns, _obs = connect_and_observe(sorted({e.uri for e in entries} | set(nets.values())))
         site.entries = entries
         return site, site_targets(site, conns, nets), conns
