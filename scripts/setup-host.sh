@@ -4,7 +4,8 @@
 # libvirtd run (started by hand when no service manager did it).
 # Idempotent: every step checks first and only acts when needed; every change is printed
 # ("setup-host: changed: ..."), so an admin knows what happened to the host. A second run
-# on a prepared host prints "nothing changed".
+# on a prepared host prints "nothing changed". When a libvirtd already answers, its setup is
+# not touched (qemu.conf, cgroup layout): only what it lacks for virtmix is reported.
 set -euo pipefail
 
 say() { printf 'setup-host: %s\n' "$*"; }
@@ -48,6 +49,13 @@ install_packages() {
 }
 
 qemu_prereqs() {
+  # A libvirtd that already answers is someone's working setup: its configuration is left
+  # as it is (the issue: "on a host with a running libvirtd it changes nothing").
+  if [ "$ALREADY_RUNNING" -eq 1 ]; then
+    grep -qE '^\s*user\s*=' /etc/libvirt/qemu.conf 2>/dev/null \
+      || say "NOTE: qemu.conf sets no user; left alone (libvirtd already runs)"
+    return
+  fi
   # The QEMU driver refuses to load without these (LIBVIRT-HERE.md, step 1).
   getent group kvm >/dev/null || { groupadd -r kvm; did "created group kvm"; }
   id libvirt-qemu >/dev/null 2>&1 \
@@ -88,7 +96,11 @@ fix_cgroups() {
     mount -t cgroup2 cgroup2 /sys/fs/cgroup
     did "mounted cgroup2 on /sys/fs/cgroup (nothing was mounted there)"; return
   fi
-  if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
+  if mountpoint -q /sys/fs/cgroup/unified 2>/dev/null && [ "$ALREADY_RUNNING" -eq 1 ]; then
+    say "WARNING: hybrid cgroups (/sys/fs/cgroup/unified) under a running libvirtd: libvirt" \
+        "9.0 LXC fails on this layout; left alone (libvirtd already runs). Stop libvirtd" \
+        "and rerun this script to fix it."
+  elif mountpoint -q /sys/fs/cgroup/unified 2>/dev/null; then
     # Processes in a child group mean a service manager (systemd in hybrid mode) tracks
     # services there; unmounting would break it. Only an unused mount is removed.
     local busy
@@ -169,6 +181,8 @@ wait_answer() {
   answers
 }
 
+ALREADY_RUNNING=0
+command -v virsh >/dev/null && answers && ALREADY_RUNNING=1
 install_packages
 qemu_prereqs
 fix_cgroups
