@@ -44,6 +44,9 @@ def test_cli_yaml_and_json_agree():
     as_json = runner.invoke(app, ["inventory", "ansible", site, "--format", "json"])
     assert as_yaml.exit_code == 0 and as_json.exit_code == 0, as_yaml.output + as_json.output
     assert yaml.safe_load(as_yaml.stdout) == json.loads(as_json.stdout)
+    # -o is the format as on every verb (`-o json`), never a file named json
+    assert runner.invoke(app, ["inventory", "ansible", site, "-o", "json"]).stdout == \
+        as_json.stdout
 
 
 def test_cli_bad_format_is_a_usage_error():

@@ -127,8 +127,9 @@ def prune_images_cmd(storage: str = STORAGE) -> None:
 @inventory_app.command("ansible")
 def ansible_inventory_cmd(
     inventory: Path = typer.Argument(..., help="The virtmix inventory to export."),
-    fmt: str = typer.Option("yaml", "--format", "-f", help="yaml or json."),
-    dest: Path = typer.Option(None, "--out", "-o", help="Write to this file (default stdout)."),
+    # -o is the output format, as on every other verb (`-o json`); the file is --out.
+    fmt: str = typer.Option("yaml", "--output", "-o", "--format", "-f", help="yaml or json."),
+    dest: Path = typer.Option(None, "--out", help="Write to this file (default stdout)."),
 ) -> None:
     """An Ansible inventory of the site: hosts, guests and containers, with the
     community.libvirt connection plugins (libvirt_lxc, libvirt_qemu) and virtmix_* vars."""
@@ -136,7 +137,7 @@ def ansible_inventory_cmd(
     from ..inventory import load_site
 
     if fmt not in ("yaml", "json"):
-        raise UsageError(f"--format {fmt!r}: expected yaml or json")
+        raise UsageError(f"--output {fmt!r}: expected yaml or json")
     text = render(load_site(inventory), fmt)
     if dest is None:
         sys.stdout.write(text)
