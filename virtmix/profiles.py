@@ -37,11 +37,19 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and \
+                not _switches_form(key, out[key], value):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
+
+
+def _switches_form(key: str, base: dict[str, Any], over: dict[str, Any]) -> bool:
+    """`rootfs:`/`image:` are either {path: ...} or a build spec {distro, suite, ...}: an
+    entry that names the other form replaces its profile's, never mixes with it (merged, a
+    profile's path would silently win over the entry's suite)."""
+    return key in ("rootfs", "image") and ("path" in base) != ("path" in over)
 
 
 def fold_cgroup(layer: dict[str, Any], *, file: str, keypath: str) -> dict[str, Any]:

@@ -53,6 +53,16 @@ def test_merge_with_empty_is_identity(tree):
     assert deep_merge({}, tree) == tree
 
 
+@pytest.mark.parametrize("key", ["rootfs", "image"])
+def test_an_entry_naming_the_other_form_replaces_its_profiles(key):
+    path = {key: {"path": "/srv/base.qcow2"}}
+    build = {key: {"distro": "debian", "suite": "trixie"}}
+    assert deep_merge(path, build) == build and deep_merge(build, path) == path
+    # the same form still merges key by key
+    assert deep_merge(build, {key: {"suite": "bookworm"}}) == {
+        key: {"distro": "debian", "suite": "bookworm"}}
+
+
 def write(d: Path, name: str, text: str) -> None:
     (d / f"{name}.yaml").write_text(text)
 
