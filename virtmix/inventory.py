@@ -20,7 +20,7 @@ from .gcpause import gc_paused
 from .model import Container, Guest, Inventory
 from .profiles import ProfileLibrary, deep_merge, fold_cgroup
 from .site import Entry, Site
-from .units import parse_cpuset
+from .units import format_kib, parse_cpuset
 from .yamlio import line_of, read_yaml
 
 ENTRY_KINDS = {"containers": "container", "guests": "guest"}
@@ -322,6 +322,7 @@ def _check_site(site: Site, loader: _Loader) -> None:
                         f"(also at {other.keypath})", kp)
         seen[(e.uri, e.name)] = e
         _check_cpu(site, e, kp, loader)
+        _check_memory(site, e, kp, loader)
         _check_interfaces(site, e, kp, loader)
         if e.kind == "guest" and e.spec.containers and not e.spec.lxc_uri and not any(
                 i.ipv4 for i in e.spec.interfaces):
@@ -366,6 +367,19 @@ def _check_cpu(site: Site, e: Entry, kp: tuple[str, ...], loader: _Loader) -> No
         if v >= e.spec.vcpus:
             loader.fail(f"vcpupin names vCPU {v}, but the guest has {e.spec.vcpus} vcpus",
                         (*kp, "cpu", "vcpupin", v))
+
+
+def _check_memory(site: Site, e: Entry, kp: tuple[str, ...], loader: _Loader) -> None:
+    """Like cpus: a declared host (or guest) memory bounds one domain's memory. Containers
+    share the kernel and overcommit by design, so only a guest that could never boot there
+    (or a container capped above its guest) is refused; sums are the admin's call."""
+    if e.parent:
+        outer, what = site.inventory.hosts[e.host].guests[e.parent].memory, f"guest {e.parent!r}"
+    else:
+        outer, what = site.inventory.hosts[e.host].memory, f"host {e.host!r}"
+    if outer is not None and e.spec.memory is not None and e.spec.memory > outer:
+        loader.fail(f"memory {format_kib(e.spec.memory)} is more than {what} has "
+                    f"({format_kib(outer)})", (*kp, "memory"))
 
 
 def _check_interfaces(site: Site, e: Entry, kp: tuple[str, ...], loader: _Loader) -> None:

@@ -11,6 +11,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -76,6 +77,19 @@ CpuSet = Annotated[
     ),
 ]
 MIN_MEMORY_KIB = 4 * 1024
+IFNAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$")
+
+
+def _ifname(value: str) -> str:
+    if not IFNAME.match(value):
+        raise ValueError("not a Linux interface name (at most 15 letters, "
+                         "digits, '_', '-' or '.'; no '/' or blanks)")
+    return value
+
+
+IfName = Annotated[str, AfterValidator(_ifname),
+                   WithJsonSchema({"type": "string", "pattern": IFNAME.pattern,
+                                   "description": "A Linux interface name (15 characters)."})]
 
 
 class Strict(BaseModel):
@@ -136,7 +150,7 @@ class Interface(Strict):
     """A network interface on a libvirt network or an existing host bridge."""
 
     network: Name | None = Field(None, description="A network of this inventory or libvirt.")
-    bridge: str | None = Field(None, description="An existing host bridge, e.g. br0.")
+    bridge: IfName | None = Field(None, description="An existing host bridge, e.g. br0.")
     name: str | None = Field(None, description="Name inside the domain (eth0, ...).")
     mac: str | None = Field(None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
     ipv4: IPv4Interface | None = Field(None, description="Static address with prefix, a.b.c.d/n.")
@@ -292,7 +306,7 @@ class Network(Strict):
 
     host: Name
     mode: Literal["isolated", "nat", "bridge"] = "isolated"
-    bridge: str | None = Field(None, max_length=15)
+    bridge: IfName | None = None
     ipv4: IPv4Interface | None = Field(None, description="The host's address, a.b.c.d/n.")
     dhcp: bool | DhcpRange = False
 

@@ -74,6 +74,20 @@ def test_cpuset_outside_host(tmp_path):
     assert "names CPU 3, which host 'hv1' (cpus: 0-1) does not have" in err
 
 
+def test_guest_memory_above_the_hosts(tmp_path):
+    err = run_bad(tmp_path, GOOD_HOST.replace('    cpus: "0-1"\n', '    cpus: "0-1"\n'
+                                              '    memory: 1GiB\n')
+                  + "    guests:\n      g1: {memory: 2GiB}\n")
+    assert "site.yaml:9: hosts.hv1.guests.g1.memory: memory 2GiB is more than host 'hv1' " \
+        "has (1GiB)" in err
+
+
+@pytest.mark.parametrize("bridge", ["br/0", "a-very-long-bridge", "br 0", ".."])
+def test_bridge_that_is_no_interface_name(tmp_path, bridge):
+    err = run_bad(tmp_path, GOOD_HOST + f"        interfaces: [{{bridge: '{bridge}'}}]\n")
+    assert "hosts.hv1.containers.c1.interfaces.0.bridge: not a Linux interface name" in err
+
+
 def test_vcpupin_outside_host(tmp_path):
     err = run_bad(tmp_path, """\
         hosts:
