@@ -64,3 +64,9 @@ def test_bad_input_exits_with_its_code_and_creates_nothing(tmp_path: Path, args,
 def test_prune_on_an_empty_storage(tmp_path: Path):
     res = runner.invoke(app, ["prune", "--storage", str(tmp_path / "st")])
     assert res.exit_code == 0 and "nothing to prune" in res.output
+
+
+def test_prune_of_an_unknown_entry_is_not_found(tmp_path: Path):
+    res = runner.invoke(app, ["prune", "--entry", "debian-nosuch", "--storage",
+                              str(tmp_path / "st")])
+    assert res.exit_code == 6 and "no cache entry 'debian-nosuch'" in res.output

@@ -8,7 +8,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from virtmix.errors import ConflictError, RootfsError
+from virtmix.errors import ConflictError, NotFoundError, RootfsError
 from virtmix.rootfs.build import BUILD_MARKER
 from virtmix.rootfs.storage import CACHE_MARKER, Storage, remove_tree
 
@@ -120,10 +120,16 @@ def prune_cache(storage: Storage, keep_used: bool = True,
     lower layer of an overlay clone are always kept: deleting them would break it.
     `entries` limits the prune to those names. Leftovers of killed builds go too.
     """
+    known = list_cache(storage, sizes=False)
+    if entries is not None:
+        unknown = sorted(set(entries) - {e.entry for e in known})
+        if unknown:
+            raise NotFoundError(f"no cache entry {', '.join(map(repr, unknown))} in "
+                                f"{storage.cache_root}", hint="virtmix rootfs ls")
     if not storage.cache_root.is_dir():
         return []
     removed = _prune_leftovers(storage)
-    for e in list_cache(storage, sizes=False):
+    for e in known:
         if entries is not None and e.entry not in entries:
             continue
         if e.overlay_users or (keep_used and e.used_by):
