@@ -75,6 +75,6 @@ def test_guest_lifecycle_and_tuning(guest, guest_kernel):
     assert_clean_error(vm("destroy", GUEST, "--yes", check=None), 9, "not virtmix's")
     assert domstate(QEMU, GUEST) == "shut off"
     assert f"{GUEST}: removed" in vm("destroy", GUEST, "--yes", "--force-foreign").stdout
-    assert virsh(QEMU, "dominfo", GUEST, check=False) == ""
+    assert virsh(QEMU, "dominfo", GUEST, check=False).strip() == ""
     assert_clean_error(vm("destroy", GUEST, "--yes", check=None), 6, "no domain named",
                        "lxc:///system or qemu:///system")
