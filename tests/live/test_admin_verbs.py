@@ -166,7 +166,7 @@ def test_ps_lists_the_container_processes():
     assert re.search(rf"^{CT}\s+{init}\s", vm("ps").stdout, re.M)
 
 
-def test_attach_passes_the_exit_code_and_joins_the_cgroups():
+def test_attach_passes_the_exit_code_and_joins_the_cgroups(monkeypatch):
     proc = vm("attach", CT, "--", "/bin/sh", "-c", "id -u; hostname; exit 7", check=7)
     assert proc.stdout.split() == ["0", "virtmix-busybox"]
     cg = vm("attach", CT, "--", "cat", "/proc/self/cgroup").stdout
@@ -174,8 +174,14 @@ def test_attach_passes_the_exit_code_and_joins_the_cgroups():
     # stdin reaches the command; the default command is a shell.
     assert vm("attach", CT, input="echo piped; exit 3\n", check=3).stdout == "piped\n"
     # host environment does not leak in
+    monkeypatch.setenv("VMIXT_HOST_VAR", "leaked")
     env = vm("attach", CT, "--", "env").stdout
-    assert "VIRTUAL_ENV" not in env and "PATH=/usr/local/sbin" in env
+    assert "VMIXT_HOST_VAR" not in env and "PATH=/usr/local/sbin" in env
+    # ... unless asked, before or after NAME (lxc-attach takes its options either way)
+    for args in (["--keep-env", CT], [CT, "--keep-env"]):
+        assert "VMIXT_HOST_VAR=leaked" in vm("attach", *args, "--", "env").stdout, args
+    # words after NAME without -- are the command's, its options included
+    assert vm("attach", CT, "echo", "--keep-env").stdout == "--keep-env\n"
 
 
 def test_attach_in_an_idmap_container_runs_as_its_root(lxc_conn, busybox_tree_idmap,

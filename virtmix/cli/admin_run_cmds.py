@@ -53,8 +53,14 @@ def attach_container(name: str = NAME_ARG, cmd: list[str] = CMD_ARG,
 
     Enters all its namespaces (as its root user, also in <idmap> containers) and its
     cgroups; the command's exit code becomes virtmix's."""
+    words = list(cmd or [])
+    if "--" in words[1:] and words[:words.index("--")] and \
+            all(w == "--keep-env" for w in words[:words.index("--")]):
+        # `attach NAME --keep-env -- CMD`: options between NAME and -- are attach's own
+        # (parsing stops at NAME so that CMD's options stay CMD's).
+        keep_env, words = True, words[words.index("--"):]
     with admin_session() as session:
-        code = namespaces.attach(session.find(name), command_words(cmd), keep_env=keep_env)
+        code = namespaces.attach(session.find(name), command_words(words), keep_env=keep_env)
     raise typer.Exit(code)
 
 
