@@ -102,7 +102,7 @@ class _Loader:
             self.fail("a KVM guest cannot contain KVM guests (nested KVM is not supported); "
                       "declare it under the host's guests:", (*keypath, "guests"))
         keystr = ".".join(keypath)
-        own = fold_cgroup(entry, file=self.file, keypath=keystr)
+        own = fold_cgroup(entry, file=self.file, keypath=keystr, text=self.text, at=keypath)
         if kind == "guest" and isinstance(own.get("containers"), dict):
             own = dict(own)
             own["containers"] = self._expand_entries(
@@ -149,6 +149,8 @@ class _Loader:
         out: list[Any] = []
         node = tree
         for part in loc:
+            if part == "[key]":  # pydantic's mark for an error in a mapping's key itself
+                continue
             if isinstance(node, dict) and part in node:
                 node = node[part]
                 out.append(part)

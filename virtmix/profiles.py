@@ -14,7 +14,7 @@ from typing import Any
 
 from . import cgroups
 from .errors import InventoryError
-from .yamlio import read_yaml
+from .yamlio import line_of, read_yaml
 
 PROFILE_META_KEYS = ("kind", "extends", "description")
 
@@ -52,20 +52,27 @@ def _switches_form(key: str, base: dict[str, Any], over: dict[str, Any]) -> bool
     return key in ("rootfs", "image") and ("path" in base) != ("path" in over)
 
 
-def fold_cgroup(layer: dict[str, Any], *, file: str, keypath: str) -> dict[str, Any]:
+def fold_cgroup(layer: dict[str, Any], *, file: str, keypath: str, text: str | None = None,
+                at: tuple[Any, ...] = ()) -> dict[str, Any]:
     """Move a layer's `cgroup:` block into its cpu/memtune/blkio sections.
 
     Done per layer (before merging) so that precedence between profile and entry is the same
-    whichever spelling each uses. Setting a field both ways in one layer is an error.
+    whichever spelling each uses. Setting a field both ways in one layer is an error. `text`
+    and `at` (the layer's YAML and its key path in it) give errors their line.
     """
     if "cgroup" not in layer or layer["cgroup"] is None:
         layer.pop("cgroup", None)
         return layer
+
+    def line(*keys: Any) -> int | None:
+        return line_of(text, (*at, "cgroup", *keys)) if text is not None else None
+
     layer = dict(layer)
     try:
         sections = cgroups.to_settings(layer.pop("cgroup"))
     except cgroups.CgroupKeyError as exc:
-        raise InventoryError(str(exc), file=file, key=f"{keypath}.cgroup.{exc.key}") from None
+        raise InventoryError(str(exc), file=file, key=f"{keypath}.cgroup.{exc.key}",
+                             line=line(exc.key)) from None
     for section, values in sections.items():
         existing = layer.get(section) or {}
         if not isinstance(existing, dict):
@@ -74,7 +81,7 @@ def fold_cgroup(layer: dict[str, Any], *, file: str, keypath: str) -> dict[str, 
         if clash:
             raise InventoryError(
                 f"{section}.{clash[0]} is set both in '{section}:' and in 'cgroup:'",
-                file=file, key=f"{keypath}.cgroup",
+                file=file, key=f"{keypath}.cgroup", line=line(),
             )
         layer[section] = {**existing, **values}
     return layer
@@ -99,8 +106,9 @@ class ProfileLibrary:
     def names(self) -> list[str]:
         return sorted(self._files)
 
-    def get(self, name: str, *, used_at: tuple[str, str]) -> Profile:
-        """Load profile `name`; `used_at` is (file, keypath) of the reference, for errors."""
+    def get(self, name: str, *, used_at: tuple[Any, ...]) -> Profile:
+        """Load profile `name`; `used_at` is (file, keypath[, line]) of the reference, for
+        errors."""
         if name in self._loaded:
             return self._loaded[name]
         path = self._files.get(name)
@@ -111,6 +119,7 @@ class ProfileLibrary:
             raise InventoryError(
                 f"unknown profile {name!r}{hint} (known: {', '.join(self.names()) or 'none'})"
                 + missing, file=used_at[0], key=used_at[1],
+                line=used_at[2] if len(used_at) > 2 else None,
             )
         data, text = read_yaml(path, what="profile")
         if not isinstance(data, dict):
@@ -118,20 +127,23 @@ class ProfileLibrary:
         kind = data.get("kind")
         if kind not in ("container", "guest"):
             raise InventoryError(f"expected 'container' or 'guest', got {kind!r}",
-                                 file=str(path), key="kind")
+                                 file=str(path), key="kind",
+                                 line=line_of(text, ("kind",)))
         extends = data.get("extends")
         if extends is not None and not isinstance(extends, str):
-            raise InventoryError("expected a profile name", file=str(path), key="extends")
+            raise InventoryError("expected a profile name", file=str(path), key="extends",
+                                 line=line_of(text, ("extends",)))
         settings = {k: v for k, v in data.items() if k not in PROFILE_META_KEYS}
         if "profile" in settings:
             raise InventoryError("a profile names its parent with 'extends:', not 'profile:'",
-                                 file=str(path), key="profile")
-        settings = fold_cgroup(settings, file=str(path), keypath=name)
+                                 file=str(path), key="profile",
+                                 line=line_of(text, ("profile",)))
+        settings = fold_cgroup(settings, file=str(path), keypath=name, text=text)
         prof = Profile(name, kind, extends, settings, path, text)
         self._loaded[name] = prof
         return prof
 
-    def resolve(self, name: str, kind: str, *, used_at: tuple[str, str]
+    def resolve(self, name: str, kind: str, *, used_at: tuple[Any, ...]
                 ) -> tuple[dict[str, Any], tuple[str, ...]]:
         """Merged settings of `name` and its ancestors, and the chain (nearest first)."""
         cached = self._resolved.get(name)
@@ -143,16 +155,18 @@ class ProfileLibrary:
                 if any(p.name == current for p in chain):
                     cycle = " -> ".join([p.name for p in chain] + [current])
                     raise InventoryError(f"profiles extend each other in a cycle: {cycle}",
-                                         file=str(chain[-1].path), key="extends")
+                                         file=str(chain[-1].path), key="extends",
+                                         line=line_of(chain[-1].text, ("extends",)))
                 prof = self.get(current, used_at=where)
                 chain.append(prof)
-                where = (str(prof.path), "extends")
+                where = (str(prof.path), "extends", line_of(prof.text, ("extends",)))
                 current = prof.extends
             for parent, child in zip(chain[1:], chain, strict=False):
                 if parent.kind != child.kind:
                     raise InventoryError(
                         f"profile {child.name!r} ({child.kind}) extends {parent.name!r}, "
-                        f"a {parent.kind} profile", file=str(child.path), key="extends")
+                        f"a {parent.kind} profile", file=str(child.path), key="extends",
+                        line=line_of(child.text, ("extends",)))
             merged: dict[str, Any] = {}
             for prof in reversed(chain):
                 merged = deep_merge(merged, prof.settings)

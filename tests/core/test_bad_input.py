@@ -140,7 +140,7 @@ def test_same_name_on_different_connections_is_fine(tmp_path):
                                   "caf\u00e9", "semi;colon"])
 def test_unsafe_names(tmp_path, name):
     err = run_bad(tmp_path, f'hosts:\n  hv1:\n    containers:\n      "{name}": {{}}\n')
-    assert "hosts.hv1.containers" in err
+    assert "site.yaml:4: hosts.hv1.containers" in err and "[key]" not in err
     assert "unsafe name" in err or "longer than 64" in err
 
 
@@ -155,7 +155,7 @@ def test_cyclic_profiles(tmp_path):
                   profiles={"a": "kind: container\nextends: b\n",
                             "b": "kind: container\nextends: a\n"})
     assert "profiles extend each other in a cycle: a -> b -> a" in err
-    assert "b.yaml" in err
+    assert "b.yaml:2: extends" in err
 
 
 def test_bad_value_in_profile_names_the_profile_file(tmp_path):
@@ -183,8 +183,9 @@ def test_vcpupin_on_container(tmp_path):
 
 
 def test_cgroup_typo_suggests_key(tmp_path):
-    err = run_bad(tmp_path, GOOD_HOST + "        cgroup: {cpuset.shares: 512}\n")
-    assert "hosts.hv1.containers.c1.cgroup.cpuset.shares" in err
+    err = run_bad(tmp_path, GOOD_HOST + "        cgroup:\n          cpu.shares: 512\n"
+                  "          cpuset.shares: 512\n")
+    assert "site.yaml:9: hosts.hv1.containers.c1.cgroup.cpuset.shares" in err
     assert "did you mean 'cpu.shares'?" in err
 
 
@@ -227,3 +228,15 @@ def test_inventory_not_a_mapping(tmp_path):
 def test_relative_storage_dir(tmp_path):
     err = run_bad(tmp_path, "settings: {storage_dir: var/virtmix}\n" + GOOD_HOST)
     assert "site.yaml:1: settings.storage_dir: storage_dir must be an absolute path" in err
+
+
+def test_cgroup_error_in_a_profile_names_its_file_and_line(tmp_path):
+    err = run_bad(tmp_path, "profiles_dir: profiles\n" + GOOD_HOST + "        profile: p\n",
+                  profiles={"p": "kind: container\ncgroup:\n  cpu.shares: 99999999\n"})
+    assert "p.yaml:3: p.cgroup.cpu.shares" in err
+
+
+def test_unknown_parent_profile_names_the_extends_line(tmp_path):
+    err = run_bad(tmp_path, "profiles_dir: profiles\n" + GOOD_HOST + "        profile: p\n",
+                  profiles={"p": "kind: container\ndescription: x\nextends: nope\n"})
+    assert "p.yaml:3: extends: unknown profile 'nope'" in err
