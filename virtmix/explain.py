@@ -27,9 +27,14 @@ def _source(site, entry, keypath: tuple[str, ...]) -> str:
     """Which layer set `keypath`: the entry itself, a profile of its chain, or a default."""
     def has(tree: Any, path: tuple[str, ...]) -> bool:
         for part in path:
-            if not isinstance(tree, dict) or part not in tree:
+            if isinstance(tree, list) and part.isdigit() and int(part) < len(tree):
+                tree = tree[int(part)]  # interfaces.0, disks.1
+            elif isinstance(tree, dict) and part in tree:
+                tree = tree[part]
+            elif isinstance(tree, dict) and part.isdigit() and int(part) in tree:
+                tree = tree[int(part)]  # vcpupin: {0: "0"} has YAML int keys
+            else:
                 return False
-            tree = tree[part]
         return True
 
     if has(site.own_settings.get(entry.keypath, {}), keypath):
@@ -38,6 +43,9 @@ def _source(site, entry, keypath: tuple[str, ...]) -> str:
         prof = site.profiles.get(name, used_at=(str(site.path), entry.keypath))
         if has(prof.settings, keypath):
             return f"profile {name}"
+    host = site.inventory.hosts[entry.host]
+    if not entry.parent and len(keypath) == 1 and keypath[0] in host.model_fields_set:
+        return f"host {entry.host}"  # e.g. virt_type, set once for the host's guests
     return "default"
 
 

@@ -236,3 +236,13 @@ def test_values_are_xml_escaped(tmp_path):
     assert r.exit_code == 0
     doc = etree.fromstring(r.stdout.encode())
     assert doc.findtext("description") == "<b>&'quoted'</b>"
+
+
+def test_explain_names_the_source_of_list_items_and_host_settings(tmp_path):
+    inv = tmp_path / "site.yaml"
+    inv.write_text(ISSUE_EXAMPLE.replace("profiles_dir: profiles ", "# no profiles_dir"))
+    data = json.loads(invoke("explain", str(inv), "dbhost", "-o", "json").stdout)
+    source = {r["setting"]: r["source"] for r in data["settings"]}
+    assert source["cpu.vcpupin.0"] == source["interfaces.0.ipv4"] == "entry"
+    assert source["disks.0"] == "entry" and source["virt_type"] == "host hv1"
+    assert source["state"] == "default"
