@@ -140,6 +140,13 @@ def _explain_container(site, entry, spec: Container, add, warnings: list[str]) -
         add(("rootfs",), f"{r.distro} {r.suite} {r.variant}"
             + (f" + {', '.join(r.packages)}" if r.packages else ""),
             "<filesystem type='mount'><source dir>", f"built and cloned to {path}")
+        from .rootfs.from_model import default_nameservers
+
+        servers = default_nameservers(spec, site.inventory.networks)
+        add(("dns",), ", ".join(servers) or "none", "/etc/resolv.conf of the built tree",
+            "" if spec.dns else "the network's dnsmasq (libvirt)" if servers else
+            "no resolver: set dns, or put the first interface on an inventory network "
+            "with ipv4")
     add(("init",), " ".join(spec.init), "<os><init>/<initarg>")
     privileged = is_privileged(entry)
     add(("privileged",), privileged, "<idmap> absent" if privileged else

@@ -248,6 +248,10 @@ class Container(Common):
     sshd: bool = False
     locale: str = "C.UTF-8"
     timezone: str = "Etc/UTC"
+    dns: list[IPv4Address] = Field(
+        default_factory=list, description="Nameservers for the built tree's /etc/resolv.conf "
+        "(default: the address of the inventory network its first interface is on, where "
+        "libvirt's dnsmasq answers).")
 
 
 class Disk(Strict):

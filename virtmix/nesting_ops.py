@@ -196,7 +196,7 @@ def push_tree(site, entry) -> str:
     # container of this host has; hostname and the rest are the nested container's.
     storage = Storage(site.inventory.settings.storage_dir)
     staged = f"push--{entry.parent}--{entry.name}"[:63]
-    setup = setup_from_model(entry.name, entry.spec)
+    setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
     setup = replace(setup, name=staged, hostname=setup.hostname or entry.name)
     spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
                            mirror=site.inventory.settings.mirror)

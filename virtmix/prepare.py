@@ -77,7 +77,8 @@ def _provision(site: Site, entry: Entry, progress: Progress | None = None) -> Pa
     spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
                            mirror=site.inventory.settings.mirror)
     privileged = is_privileged(entry)
-    result = provision_container(entry.name, spec, setup_from_model(entry.name, entry.spec),
+    setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
+    result = provision_container(entry.name, spec, setup,
                                  storage, privileged=privileged, progress=progress)
     if result.privileged != privileged:
         raise RootfsError(

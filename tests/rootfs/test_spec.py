@@ -82,6 +82,34 @@ def test_network_files():
     assert "DHCP=ipv4" in network_file(InterfaceSetup("eth0"))
 
 
+def test_resolver_defaults_to_the_networks_dnsmasq_and_dns_wins(tmp_path: Path):
+    """The first interface's inventory network (with ipv4) answers DNS; `dns:` overrides;
+    a bridge or no interface: no resolver (and resolv.conf says so)."""
+    from virtmix.inventory import load_site
+    from virtmix.rootfs.customise import set_network
+    from virtmix.rootfs.from_model import setup_from_model
+
+    inv = tmp_path / "site.yaml"
+    inv.write_text(
+        "networks: {lan: {host: h, bridge: vmixtbr9, ipv4: 10.9.0.1/24, dhcp: true}}\n"
+        "hosts:\n  h:\n    containers:\n"
+        "      a: {interfaces: [{network: lan}]}\n"
+        "      b: {interfaces: [{network: lan}], dns: [192.0.2.53, 192.0.2.54]}\n"
+        "      c: {interfaces: [{bridge: br0}]}\n")
+    site = load_site(inv)
+    setups = {n: setup_from_model(n, site.find(n).spec, site.inventory.networks)
+              for n in "abc"}
+    assert setups["a"].nameservers == ("10.9.0.1",)
+    assert setups["b"].nameservers == ("192.0.2.53", "192.0.2.54")
+    assert setups["c"].nameservers == ()
+    tree = tmp_path / "tree"
+    set_network(tree, setups["b"])
+    assert (tree / "etc/resolv.conf").read_text().splitlines()[1:] == [
+        "nameserver 192.0.2.53", "nameserver 192.0.2.54"]
+    with pytest.raises(RootfsError, match="nameserver 'x'"):
+        ContainerSetup(name="c1", nameservers=("x",))
+
+
 def _etc(tmp_path: Path, sources: str, keyring: Path | None) -> Path:
     etc = tmp_path / "apt"
     (etc / "sources.list.d").mkdir(parents=True)

@@ -60,6 +60,9 @@ def set_network(tree: Path, setup: ContainerSetup) -> None:
         old.unlink()
     for iface in setup.interfaces:
         write_file(netdir / f"10-virtmix-{iface.name}.network", network_file(iface))
+    if setup.nameservers:
+        write_file(tree / "etc/resolv.conf", "# written by virtmix (inventory: dns)\n" +
+                   "".join(f"nameserver {ns}\n" for ns in setup.nameservers))
 
 
 def set_locale_time(tree: Path, setup: ContainerSetup) -> None:

@@ -23,8 +23,23 @@ def spec_from_model(rootfs: Any, *, base_dir: Path | None = None,
         architecture=rootfs.architecture, mirror=rootfs.mirror or mirror, hook=hook)
 
 
-def setup_from_model(name: str, container: Any) -> ContainerSetup:
-    """A ContainerSetup from a model.Container (interfaces named eth0.. when unnamed)."""
+def default_nameservers(container: Any, networks: dict[str, Any]) -> tuple[str, ...]:
+    """The container's `dns:`, else the address of the inventory network its first interface
+    is on: libvirt runs dnsmasq there (DNS, and DHCP when enabled), as lxc-net does on
+    lxcbr0. systemd-networkd without resolved writes no resolv.conf, so virtmix does."""
+    if container.dns:
+        return tuple(str(a) for a in container.dns)
+    for iface in container.interfaces[:1]:
+        net = networks.get(iface.network) if iface.network else None
+        if net is not None and net.ipv4 is not None:
+            return (str(net.ipv4.ip),)
+    return ()
+
+
+def setup_from_model(name: str, container: Any,
+                     networks: dict[str, Any] | None = None) -> ContainerSetup:
+    """A ContainerSetup from a model.Container (interfaces named eth0.. when unnamed);
+    `networks` (the inventory's) give the default nameserver."""
     ifaces = []
     for i, iface in enumerate(container.interfaces):
         ipv4 = str(iface.ipv4) if iface.ipv4 is not None else None
@@ -36,4 +51,5 @@ def setup_from_model(name: str, container: Any) -> ContainerSetup:
         name=name, hostname=container.hostname, interfaces=tuple(ifaces),
         ssh_keys=tuple(container.ssh_keys),
         root_password="generate" if container.root_password == "generate" else None,
-        sshd=container.sshd, locale=container.locale, timezone=container.timezone)
+        sshd=container.sshd, locale=container.locale, timezone=container.timezone,
+        nameservers=default_nameservers(container, networks or {}))

@@ -145,8 +145,15 @@ class ContainerSetup:
     sshd: bool = False
     locale: str = "C.UTF-8"
     timezone: str = "Etc/UTC"
+    nameservers: tuple[str, ...] = ()  # /etc/resolv.conf; none: no resolver configured
 
     def __post_init__(self) -> None:
+        for ns in self.nameservers:
+            try:
+                ipaddress.ip_address(ns)
+            except ValueError:
+                raise RootfsError(f"container {self.name} nameserver {ns!r}: not an IP "
+                                  "address") from None
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", self.name):
             raise RootfsError(f"container name {self.name!r}: expected letters, digits, _.-")
         host = self.hostname or self.name
