@@ -17,7 +17,7 @@ from ..admin.domxml import parse_domain
 from ..admin.targets import Session
 from ..admin.trees import remount
 from ..backend.lxc_host import is_local
-from .app import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from .base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 
 NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
 

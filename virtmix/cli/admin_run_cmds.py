@@ -13,7 +13,7 @@ from ..backend import open_connection
 from ..errors import UsageError
 from ..units import parse_size_kib
 from .admin_cmds import NAME_ARG, admin_session, print_columns
-from .app import OPTIONS, OUTPUT_OPTION, Output, app, print_json
+from .base import OPTIONS, OUTPUT_OPTION, Output, app, print_json
 
 CMD_ARG = typer.Argument(None, metavar="-- CMD [ARG...]", help="The command (after --).")
 

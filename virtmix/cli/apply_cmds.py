@@ -24,8 +24,8 @@ from ..inventory import load_site
 from ..locking import locked
 from ..plan import Item, Options, Plan
 from ..site import Site
-from .app import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 from .apply_output import outcome_line, plan_to_dict, print_item, print_plan, print_result
+from .base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
 PRUNE = typer.Option(False, "--prune", help="Also remove virtmix domains and networks of this "

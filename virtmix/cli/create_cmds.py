@@ -19,7 +19,7 @@ from rich.progress import (
 
 from ..create import CreateRequest, CreateResult, Report, create
 from ..errors import UsageError
-from .app import OPTIONS, QUIET_OPTION, app, default_uri, err, out
+from .base import OPTIONS, QUIET_OPTION, app, default_uri, err, out
 
 # How far into the root filesystem step a builder message is (mmdebstrap's and the rootfs
 # code's own stages, in order), so the bar moves during the one long step.

@@ -12,7 +12,7 @@ from ..admin.cgroupfs import cgroup_version
 from ..backend.lxc_host import is_local
 from ..errors import EXIT_DOCTOR_FAILED, UsageError
 from .admin_cmds import admin_session
-from .app import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from .base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 
 DOCTOR_FAILED = EXIT_DOCTOR_FAILED  # exit code of `doctor` when a check fails
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}

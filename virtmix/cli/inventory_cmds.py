@@ -12,7 +12,7 @@ from ..explain import explain_entry, rows_as_dicts
 from ..inventory import load_site
 from ..model import inventory_json_schema
 from ..render import render_all, write_rendered
-from .app import OUTPUT_OPTION, Output, app, err, out, print_json
+from .base import OUTPUT_OPTION, Output, app, err, out, print_json
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import NotFoundError, UsageError
-from .app import OPTIONS, QUIET_OPTION, Output, app, err, out, print_json
+from .base import OPTIONS, QUIET_OPTION, Output, app, err, out, print_json
 
 image_app = typer.Typer(help="Build, list and remove the cached guest images (LXC hosts).",
                         no_args_is_help=True, rich_markup_mode=None)

@@ -37,7 +37,7 @@ QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress output.")
 def _global_quiet() -> bool:
     # When registered under the main app, its --quiet applies too.
     with contextlib.suppress(ImportError):
-        from virtmix.cli.app import OPTIONS
+        from virtmix.cli.base import OPTIONS
         return bool(OPTIONS.quiet)
     return False
 
