@@ -59,6 +59,7 @@ def environment(user_dir: str | None = None, inline: bool = True) -> jinja2.Envi
     search.append(str(paths.templates_dir()))
     return jinja2.Environment(
         loader=(InliningLoader if inline else jinja2.FileSystemLoader)(search),
+        bytecode_cache=_bytecode_cache() if inline else None,
         undefined=jinja2.StrictUndefined,
         autoescape=True,
         trim_blocks=True,
@@ -66,6 +67,19 @@ def environment(user_dir: str | None = None, inline: bool = True) -> jinja2.Envi
         keep_trailing_newline=True,
         auto_reload=False,  # no mtime check per get_template/include: 11k renders per run
     )
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates kept between runs (~25 ms of every render/plan/apply call), in
+    the user's cache directory; keyed by the (inlined) source's checksum, so an edited
+    template or partial is compiled again. No cache where that directory cannot be made."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    directory = os.path.join(base, "virtmix", "jinja")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return jinja2.FileSystemBytecodeCache(directory)
 
 
 def _syntax_error(env: jinja2.Environment, name: str,

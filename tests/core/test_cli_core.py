@@ -246,3 +246,21 @@ def test_explain_names_the_source_of_list_items_and_host_settings(tmp_path):
     assert source["cpu.vcpupin.0"] == source["interfaces.0.ipv4"] == "entry"
     assert source["disks.0"] == "entry" and source["virt_type"] == "host hv1"
     assert source["state"] == "default"
+
+
+def test_compiled_templates_are_cached_but_never_stale(tmp_path, monkeypatch):
+    """Bytecode is kept between runs (XDG_CACHE_HOME/virtmix/jinja); an edited partial is
+    compiled again because the cache is keyed by the inlined source."""
+    from virtmix.render import environment
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shutil.copytree(REPO / "domain_templates", tmp_path / "tpl")
+    inv = _site_with_templates(tmp_path)
+    environment.cache_clear()
+    assert "<clock offset='utc'/>" in invoke("render", str(inv)).stdout
+    assert list((tmp_path / "cache" / "virtmix" / "jinja").iterdir())
+    meta = tmp_path / "tpl" / "_metadata.xml.j2"
+    meta.write_text(meta.read_text() + "  <!-- edited -->\n")
+    environment.cache_clear()  # a new process, as far as jinja is concerned
+    assert "<!-- edited -->" in invoke("render", str(inv)).stdout
+    environment.cache_clear()
