@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,8 +230,14 @@ def run_plan(ctx: Context, plan: Plan) -> ApplyResult:
     pool = ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="virtmix-host")
     futures = {pool.submit(run_host, ctx, items): h for h, items in hosts.items()}
     try:
-        for fut in as_completed(futures):
-            result.outcomes += fut.result()
+        # Timed waits, not one blocking wait: the kernel may deliver SIGINT to any thread
+        # (a worker, libvirt's), and then only a main thread that wakes up runs Python's
+        # handler. A CI run applied all 50 entries of a one-host site before Ctrl-C landed.
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+            for fut in done:
+                result.outcomes += fut.result()
     except KeyboardInterrupt:
         ctx.stop.set()
         result.interrupted = True
