@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import libvirt
@@ -307,8 +308,8 @@ class Connection:
             doms = self._conn.listAllDomains(0)
             persistent = self._uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
             active = self._uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-            out = []
-            for dom in doms:
+
+            def read(dom):
                 uuid = dom.UUIDString()
                 is_persistent, is_active = uuid in persistent, uuid in active
                 try:
@@ -318,11 +319,20 @@ class Connection:
                     live = dom.XMLDesc(secure) if is_active else None
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                        continue  # undefined meanwhile
+                        return None  # undefined meanwhile
                     raise
-                out.append((DomainRecord(uri=self.uri, name=dom.name(), uuid=uuid, state=state,
-                                         persistent=is_persistent, xml=xml, id=dom.ID()), live))
-            return out
+                return (DomainRecord(uri=self.uri, name=dom.name(), uuid=uuid, state=state,
+                                     persistent=is_persistent, xml=xml, id=dom.ID()), live)
+
+            # A few calls in flight on the one connection: libvirt's RPC client multiplexes
+            # them and the daemon answers from its worker pool (one round trip each,
+            # ~0.15 ms, otherwise strictly one after the other).
+            if len(doms) < 32:
+                found = [read(d) for d in doms]
+            else:
+                with ThreadPoolExecutor(max_workers=4) as pool:
+                    found = list(pool.map(read, doms))
+            return [r for r in found if r is not None]
 
     def pin_vcpus(self, name: str, vcpus: int, cpuset: frozenset[int], *, live: bool,
                   config: bool) -> None:

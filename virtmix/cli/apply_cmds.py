@@ -15,7 +15,6 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..admin.targets import LOCAL_URIS
 from ..apply import Context, close_all, connect_and_observe, observe_and_plan, run_plan
 from ..desired import desired_documents, network_uri
 from ..destroy import Target, destroy_target, domain_target, site_targets
@@ -204,6 +203,8 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
         wanted = [(site.find(n).name, site.find(n).address, [site.find(n).uri])
                   for n in targets]
     else:  # like the other verbs: -c, $LIBVIRT_DEFAULT_URI, or both local drivers
+        from ..admin.targets import LOCAL_URIS
+
         uris = [OPTIONS.connect or os.environ.get("LIBVIRT_DEFAULT_URI") or ""]
         wanted = [(n, n, uris if uris[0] else list(LOCAL_URIS)) for n in targets]
     conns, _obs = connect_and_observe(sorted({u for *_x, us in wanted for u in us}))
