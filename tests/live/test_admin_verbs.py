@@ -59,7 +59,8 @@ def test_ls_shows_virsh_defined_containers_as_foreign():
     rows = {r["name"]: r for r in json.loads(vm("ls", "-o", "json").stdout)}
     assert rows[CT]["kind"] == "lxc" and rows[CT]["state"] == "running"
     assert rows[CT]["managed"] == "foreign" and rows[CT]["uri"] == LXC
-    assert rows[CT]["memory_kib"] == 65536 and rows[CT]["host"] == "localhost"
+    assert rows[CT]["memory_kib"] == 65536 and rows[CT]["memory"] == "64MiB"
+    assert rows[CT]["host"] == "localhost"
     assert rows[OFF]["state"] == "shutoff"
     table = vm("ls").stdout
     assert re.search(rf"^{CT}\s+lxc\s+running\s+localhost\s.*64MiB\s+foreign$", table, re.M)

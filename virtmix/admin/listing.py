@@ -39,6 +39,7 @@ def ls_row(place: Place, record) -> dict[str, Any]:
         "parent": place.parent or meta.get("parent"),
         "cpuset": s.vcpu_cpuset,
         "shares": shares,
+        "memory": format_kib(s.memory_kib) if s.memory_kib else None,  # as the table shows
         "memory_kib": s.memory_kib,
         "managed": "managed" if record.managed else "foreign",
         "uri": place.uri,
@@ -73,9 +74,7 @@ def _mark_nested_frozen(rows: list[dict[str, Any]], records) -> None:
 
 def ls_cells(row: dict[str, Any]) -> list[str]:
     """A row as the table prints it ('-' for settings the definition leaves unset)."""
-    memory = format_kib(row["memory_kib"]) if row["memory_kib"] else None
-    values = {**row, "memory": memory}
-    return ["-" if values[c] is None else str(values[c]) for c in LS_COLUMNS]
+    return ["-" if row[c] is None else str(row[c]) for c in LS_COLUMNS]
 
 
 def _live(target: Target) -> dict[str, Any]:
