@@ -120,7 +120,11 @@ def explain_entry(site, entry) -> tuple[list[Row], list[str]]:
         if iface.ipv4 is not None:
             add(("interfaces", str(i), "ipv4"), iface.ipv4,
                 "<interface><ip> (libvirt configures it inside the container)" if is_ct else
-                "<dhcp><host> in the network (the guest gets this address by DHCP)")
+                "<dhcp><host> in the network; the guest's own config sets it statically")
+            if rows[-1].source == "default":  # virtmix.addresses picked it
+                rows[-1].source = "picked by virtmix"
+                rows[-1].note = ("derived from the guest's name, below the network's DHCP "
+                                 "range; set ipv4 to choose another")
     if is_ct:
         _explain_container(site, entry, spec, add, warnings)
     else:

@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from . import paths
+from .addresses import allocate_guest_addresses
 from .errors import InventoryError
 from .gcpause import gc_paused
 from .model import Container, Guest, Inventory
@@ -270,6 +271,7 @@ def load_site(path: str | Path) -> Site:
         loader = _Loader(Path(path))
         loader.read()
         inventory = loader.validate(loader.expand())
+        allocate_guest_addresses(inventory, loader.fail)  # before the URIs that use them
         site = Site(path=loader.path.resolve(), inventory=inventory, profiles=loader.library,
                     own_settings={".".join(k): v for k, v in loader.entry_own.items()})
         site.entries = _entries(inventory, loader)
@@ -328,9 +330,10 @@ def _check_site(site: Site, loader: _Loader) -> None:
         _check_interfaces(site, e, kp, loader)
         if e.kind == "guest" and e.spec.containers and not e.spec.lxc_uri and not any(
                 i.ipv4 for i in e.spec.interfaces):
-            loader.fail("a guest that hosts containers needs a static 'ipv4' on one of its "
-                        "interfaces (or 'lxc_uri') so virtmix can reach its libvirt",
-                        (*kp, "interfaces"))
+            loader.fail("a guest that hosts containers needs a known address so virtmix can "
+                        "reach its libvirt: an interface on an inventory network with an "
+                        "ipv4 (virtmix then picks the guest's address), a static 'ipv4', or "
+                        "'lxc_uri'", (*kp, "interfaces"))
     for nname, net in inv.networks.items():
         if net.host not in inv.hosts and not any(
                 e.kind == "guest" and e.name == net.host for e in site.entries):
