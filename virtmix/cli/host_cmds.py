@@ -20,7 +20,7 @@ MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 @app.command("import")
 def import_domains(
-    sources: list[str] = typer.Argument(None, metavar="[URI | LXC_PATH]...", help="A libvirt "
+    sources: list[str] = typer.Argument(None, metavar="SOURCE", help="A libvirt "
                                         "URI, and/or classic LXC containers: "
                                         "/var/lib/lxc/NAME/config, /var/lib/lxc/NAME or "
                                         "/var/lib/lxc. Only paths: only those containers."),
@@ -34,8 +34,10 @@ def import_domains(
                                 help="The libvirt URI to import from (as the global -c)."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Write inventory entries for the domains of -c URI (default: lxc:///system and
-    qemu:///system) and for classic LXC containers (--lxc-path), in the inventory format.
+    """Write inventory entries for the domains of a libvirt URI (an argument or -c; default
+    lxc:///system and qemu:///system) and for classic LXC containers (path arguments or
+    --lxc-path: a config file, a container's directory or an lxcpath), in the inventory
+    format. Given only paths, it imports only those containers.
 
     The result loads with `virtmix validate`; `virtmix apply --adopt` on it takes the
     domains over without changing them. What cannot be carried over is listed as comments
