@@ -79,8 +79,31 @@ def read_yaml(path: Path, *, what: str = "inventory") -> tuple[Any, str]:
         raise InventoryError(f"YAML syntax error: {problem}", file=str(path), line=line) from None
     except yaml.YAMLError as exc:
         raise InventoryError(f"YAML error: {exc}", file=str(path)) from None
+    except ValueError:
+        # PyYAML's YAML 1.1 resolver takes `0b_` or `0x_` for an integer and then fails to
+        # convert it (int('', 2)): say which value, instead of an unexpected error.
+        raise _unconvertible_number(text, path) from None
     check_duplicate_keys(text, path)
     return data, text
+
+
+def _unconvertible_number(text: str, path: Path) -> InventoryError:
+    constructor = yaml.constructor.SafeConstructor()
+    stack = [yaml.compose(text, Loader=_Loader)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(v for pair in node.value for v in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node, deep=True)
+            except ValueError:
+                return InventoryError(f"{node.value!r} looks like a number but is not one; "
+                                      "quote it if it is a string", file=str(path),
+                                      line=node.start_mark.line + 1)
+    return InventoryError("a value could not be converted", file=str(path))
 
 
 def check_duplicate_keys(text: str, path: Path) -> None:

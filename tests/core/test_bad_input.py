@@ -240,3 +240,10 @@ def test_unknown_parent_profile_names_the_extends_line(tmp_path):
     err = run_bad(tmp_path, "profiles_dir: profiles\n" + GOOD_HOST + "        profile: p\n",
                   profiles={"p": "kind: container\ndescription: x\nextends: nope\n"})
     assert "p.yaml:3: extends: unknown profile 'nope'" in err
+
+
+@pytest.mark.parametrize("value", ["0b_", "0x_"])
+def test_a_value_yaml_takes_for_a_number_it_cannot_convert(tmp_path, value):
+    """PyYAML resolves these as YAML 1.1 integers and then fails inside int()."""
+    err = run_bad(tmp_path, GOOD_HOST + f"        description: {value}\n")
+    assert f"site.yaml:7: '{value}' looks like a number but is not one" in err

@@ -59,7 +59,7 @@ def test_any_plain_scalar_document_agrees(tmp_path_factory, mapping):
     text = "".join(f"{k}: {v}\n" for k, v in mapping.items())
     try:
         expected = reference(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: PyYAML's own int('', 2) on `0b_`
         with pytest.raises(InventoryError):
             loaded(tmp_path_factory.mktemp("y"), text)
         return
