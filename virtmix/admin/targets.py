@@ -104,6 +104,11 @@ class Session:
             self._conns[place.uri] = open_connection(place.uri)
         return self._conns[place.uri]
 
+    @property
+    def connections(self) -> dict[str, object]:
+        """The connections opened so far, by URI (whoever takes them closes them)."""
+        return dict(self._conns)
+
     def close(self) -> None:
         for c in self._conns.values():
             c.close()
@@ -143,7 +148,7 @@ class Session:
             # Then inside the inventory's guests (slower: ssh to each guest's libvirt).
             hits = self._find_in(name, nested=True)
         if not hits:
-            where = ", ".join(p.uri for p in self.places())
+            where = " or ".join(p.uri for p in self.places())
             raise NotFoundError(f"no domain named {name!r} on {where}",
                                 hint="see `virtmix ls`; nested containers are GUEST/NAME "
                                      "with -i INVENTORY")

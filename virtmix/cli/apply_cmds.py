@@ -7,7 +7,6 @@ entries failed (the others were applied), 9 the inventory is locked by another a
 
 from __future__ import annotations
 
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -18,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..apply import Context, close_all, connect_and_observe, observe_and_plan, run_plan
 from ..desired import desired_documents, network_uri
 from ..destroy import Target, destroy_target, domain_target, site_targets
-from ..errors import ApplyFailedError, BackendError, ConflictError, NotFoundError, UsageError
+from ..errors import ApplyFailedError, BackendError, ConflictError, UsageError
 from ..inventory import load_site
 from ..locking import locked
 from ..plan import Item, Options, Plan
@@ -198,30 +197,23 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
         conns, _obs = connect_and_observe(sorted({e.uri for e in entries} | set(nets.values())))
         site.entries = entries
         return site, site_targets(site, conns, nets), conns
-    site = load_site(OPTIONS.inventory) if OPTIONS.inventory else None
-    if site:
-        wanted = [(site.find(n).name, site.find(n).address, [site.find(n).uri])
-                  for n in targets]
-    else:  # like the other verbs: -c, $LIBVIRT_DEFAULT_URI, or both local drivers
-        from ..admin.targets import LOCAL_URIS
+    # Named domains are found as every admin verb finds them (admin.targets.Session: -c,
+    # $LIBVIRT_DEFAULT_URI, both local drivers, the inventory's hosts and GUEST/NAME); its
+    # connections are the ones destroy then uses.
+    from ..admin.targets import Session
 
-        uris = [OPTIONS.connect or os.environ.get("LIBVIRT_DEFAULT_URI") or ""]
-        wanted = [(n, n, uris if uris[0] else list(LOCAL_URIS)) for n in targets]
-    conns, _obs = connect_and_observe(sorted({u for *_x, us in wanted for u in us}))
-    found = []
-    for name, address, uris in wanted:
-        reachable = {u: c for u, c in conns.items() if u in uris and hasattr(c, "get")}
-        if len(uris) == 1 and not reachable:
-            raise BackendError(f"cannot reach {uris[0]} to destroy {address}")
-        hits = [t for t in (domain_target(c, name, address, site.name if site else None)
-                            for c in reachable.values()) if t.exists]
-        if not hits:
-            raise NotFoundError(f"no domain named {name!r} on {' or '.join(uris)}")
-        if len(hits) > 1:
-            raise UsageError(f"{name!r} is defined on {' and '.join(t.uri for t in hits)}",
-                             hint=f"say which: virtmix -c URI destroy {name}")
-        found.append(hits[0])
-    return site, found, conns
+    session = Session(connect=OPTIONS.connect, inventory=OPTIONS.inventory)
+    try:
+        located = [session.find(n) for n in targets]
+    except BaseException:
+        session.close()
+        raise
+    for warning in session.warnings:
+        err.print(f"virtmix: warning: {warning}", markup=False)
+    site = session.site
+    found = [domain_target(t.conn, t.name, t.address, site.name if site else None)
+             for t in located]
+    return site, found, session.connections
 
 
 def _destroy_all(targets: list[Target], conns: dict, **flags: bool) -> None:
