@@ -132,13 +132,19 @@ def test_locked_inventory_refuses_with_no_wait_and_waits_otherwise(held, tmp_pat
         holder.wait()
 
 
-def test_unreachable_host_is_named_and_the_others_go_on(held, tmp_path, tree):
+def _with_unreachable_host(tmp_path, tree) -> tuple[Path, str]:
+    """PFX+good on the held test driver, PFX+lost on a host whose URI cannot connect."""
     bad = f"test://{tmp_path}/no-such-node.xml"
     doc = yaml.safe_load(inventory(tmp_path, tree, [PFX + "good"]).read_text())
     doc["hosts"]["h2"] = {"uri": bad, "lxc_uri": bad, "containers": {
         PFX + "lost": {"rootfs": {"path": str(tree)}, "memory": "64MiB"}}}
     inv = tmp_path / "two.yaml"
     inv.write_text(yaml.safe_dump(doc))
+    return inv, bad
+
+
+def test_unreachable_host_is_named_and_the_others_go_on(held, tmp_path, tree):
+    inv, bad = _with_unreachable_host(tmp_path, tree)
     res = run("plan", str(inv))
     assert res.exit_code == 5 and f"could not read {bad}: cannot connect to libvirt" in \
         res.output
@@ -148,12 +154,7 @@ def test_unreachable_host_is_named_and_the_others_go_on(held, tmp_path, tree):
 
 
 def test_destroy_with_an_unreachable_host_says_so(held, tmp_path, tree):
-    bad = f"test://{tmp_path}/no-such-node.xml"
-    doc = yaml.safe_load(inventory(tmp_path, tree, [PFX + "good"]).read_text())
-    doc["hosts"]["h2"] = {"uri": bad, "lxc_uri": bad, "containers": {
-        PFX + "lost": {"rootfs": {"path": str(tree)}, "memory": "64MiB"}}}
-    inv = tmp_path / "two.yaml"
-    inv.write_text(yaml.safe_dump(doc))
+    inv, bad = _with_unreachable_host(tmp_path, tree)
     run("--quiet", "apply", str(inv), "--yes")
     res = run("destroy", str(inv), "--yes")
     assert res.exit_code == 11 and f"{PFX}lost: failed: cannot connect" in res.output
