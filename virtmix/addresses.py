@@ -16,14 +16,13 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 
 from .model import Guest, Inventory
-
-STATIC_SPAN = 98  # .2 .. .99 of a /24: below the default DHCP range (views.network_view)
+from .views import STATIC_HOSTS
 
 
 def _candidates(net) -> list[IPv4Address]:
     subnet = net.ipv4.network
     base = int(subnet.network_address)
-    span = min(STATIC_SPAN, subnet.num_addresses - 3)
+    span = min(STATIC_HOSTS, subnet.num_addresses - 3)
     own = net.ipv4.ip
     out = [IPv4Address(base + 2 + i) for i in range(max(span, 0))]
     if net.dhcp and net.dhcp is not True:  # an explicit range: stay out of it

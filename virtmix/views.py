@@ -16,6 +16,9 @@ from .model import Container, Guest, Network, RootfsPath
 from .site import Entry, Site
 
 IDMAP = (0, 100000, 65536)  # uid/gid 0 in the container -> 100000 on the host, 65536 ids
+# .2-.99 of a network's /24 (or larger): static addresses (written, or picked by
+# virtmix.addresses); a default DHCP range starts above them.
+STATIC_HOSTS = 98
 
 
 @dataclass
@@ -228,7 +231,8 @@ def network_view(site: Site, name: str, net: Network) -> NetworkView:
         subnet = net.ipv4.network
         if net.dhcp is True:
             # Leave the low addresses of a /24 or larger for static assignments.
-            first = int(subnet.network_address) + (100 if subnet.num_addresses >= 256 else 2)
+            first = int(subnet.network_address) + 2 + (
+                STATIC_HOSTS if subnet.num_addresses >= 256 else 0)
             start, end = IPv4Address(first), subnet.broadcast_address - 1
         else:
             start, end = net.dhcp.start, net.dhcp.end
