@@ -84,18 +84,11 @@ def _populate(tree: Path, setup: Any) -> None:
     write_file(etc / "securetty", "console\n")
 
 
-def _shift(tree: Path, offset: int) -> None:
-    # Every file here is owned by root: owner 0 becomes the container's mapped root.
-    for dirpath, dirnames, filenames in os.walk(tree):
-        for n in (*dirnames, *filenames):
-            os.lchown(os.path.join(dirpath, n), offset, offset)
-    os.lchown(tree, offset, offset)
-
-
 def make_tree(storage: Any, name: str, setup: Any, privileged: bool) -> dict:
     """Make STORAGE/containers/NAME/rootfs from busybox; returns the state it records."""
     from .rootfs import IDMAP, PASSWORD_FILE, remove_container_tree
     from .rootfs.customise import set_credentials, set_identity
+    from .rootfs.idmap import shift_tree
     from .rootfs.storage import CONTAINER_MARKER
 
     storage.ensure()
@@ -110,7 +103,7 @@ def make_tree(storage: Any, name: str, setup: Any, privileged: bool) -> dict:
         set_identity(tree, setup)
         password = set_credentials(tree, setup, cdir / PASSWORD_FILE)
         if not privileged:
-            _shift(tree, IDMAP[1])
+            shift_tree(tree, IDMAP[1])  # everything here is root-owned: 0 -> the mapped root
         state = {"virtmix": 1, "name": name, "method": "copy", "cache_entry": CACHE_ENTRY,
                  "template": "busybox", "idmap": None if privileged else list(IDMAP),
                  "privileged": privileged, "hostname": setup.fqdn, "sshd": False,
