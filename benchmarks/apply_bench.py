@@ -26,12 +26,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from virtmix.apply import close_all, observe_and_plan  # noqa: E402
 from virtmix.backend import open_connection  # noqa: E402
-from virtmix.desired import desired_documents  # noqa: E402
-from virtmix.inventory import load_site  # noqa: E402
-from virtmix.plan import Options  # noqa: E402
-from virtmix.render import render_domain  # noqa: E402
+from virtmix.converge.apply import close_all, observe_and_plan  # noqa: E402
+from virtmix.converge.desired import desired_documents  # noqa: E402
+from virtmix.converge.plan import Options  # noqa: E402
+from virtmix.inventory.load import load_site  # noqa: E402
+from virtmix.render.templates import render_domain  # noqa: E402
 
 LXC = "lxc:///system"
 PLAN_N, APPLY_N = 500, 50

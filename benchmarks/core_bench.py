@@ -22,9 +22,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from virtmix.inventory import load_site  # noqa: E402
-from virtmix.render import environment, render_all  # noqa: E402
-from virtmix.schema_check import relaxng  # noqa: E402
+from virtmix.inventory.load import load_site  # noqa: E402
+from virtmix.render.schema_check import relaxng  # noqa: E402
+from virtmix.render.templates import environment, render_all  # noqa: E402
 
 
 def make_inventory(containers: int, guests: int, hosts: int) -> dict:

@@ -29,9 +29,9 @@ from virtmix.backend import open_connection  # noqa: E402
 from virtmix.images import ensure_image, prepare_guest, remove_guest_files  # noqa: E402
 from virtmix.images.recipe import BUSYBOX_TREE  # noqa: E402
 from virtmix.images.spec import spec_from_model  # noqa: E402
-from virtmix.inventory import load_site  # noqa: E402
-from virtmix.nesting import wait_for_guest_libvirt  # noqa: E402
-from virtmix.render import render_domain, render_network  # noqa: E402
+from virtmix.inventory.load import load_site  # noqa: E402
+from virtmix.nesting.guests import wait_for_guest_libvirt  # noqa: E402
+from virtmix.render.templates import render_domain, render_network  # noqa: E402
 from virtmix.rootfs.storage import Storage  # noqa: E402
 
 NAME = "vmixt-nest-bench"

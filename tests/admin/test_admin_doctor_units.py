@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from virtmix.admin import cgroupfs, doctor
+from virtmix.admin import doctor
+from virtmix.hosts import cgroupfs
 
 
 def test_cgroup_dirs_of_this_process_exist():

@@ -10,7 +10,7 @@ import pytest
 from virtmix.admin.importer import Imported, dump, inventory_document
 from virtmix.admin.lxc_config import classic_containers, config_to_entry, read_config
 from virtmix.errors import NotFoundError
-from virtmix.inventory import load_site
+from virtmix.inventory.load import load_site
 
 LXC3 = """\
 # made by lxc-create

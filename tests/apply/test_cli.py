@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from virtmix.backend import open_connection
 from virtmix.cli import app
-from virtmix.locking import lock_name
+from virtmix.util.locking import lock_name
 
 PFX = "vmixt-apply-cli-"
 URI = "test:///default"

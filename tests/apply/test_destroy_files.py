@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from virtmix import layout
-from virtmix.destroy import delete_files
+from virtmix.converge.destroy import delete_files
+from virtmix.util import layout
 
 
 def _guest_xml(disk: str) -> str:

@@ -7,8 +7,8 @@ import signal
 import threading
 import time
 
-from virtmix import apply
-from virtmix.plan import Item, Plan
+from virtmix.converge import apply
+from virtmix.converge.plan import Item, Plan
 
 
 def test_sigint_delivered_to_a_worker_thread_stops_the_apply(monkeypatch):

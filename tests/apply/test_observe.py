@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from virtmix.live_ops import write_cpuset_cgroup
-from virtmix.observe import is_local_uri, network_fields, owned_fields
-from virtmix.plan_xml import adapt_domain_xml, xml_diff
+from virtmix.converge.live import write_cpuset_cgroup
+from virtmix.converge.observe import is_local_uri, network_fields, owned_fields
+from virtmix.converge.plan_xml import adapt_domain_xml, xml_diff
 
 LXC = """<domain type='lxc'><name>x</name>
   <memory unit='{unit}'>{mem}</memory>

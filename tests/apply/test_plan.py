@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from virtmix.apply import Context, run_plan
-from virtmix.desired import desired_documents
-from virtmix.identity import mac_address
-from virtmix.inventory import load_site
-from virtmix.observe import observe_connection
-from virtmix.plan import FIELD_MODES, LIVE, RECREATE, RESTART, Options, build_plan
+from virtmix.converge.apply import Context, run_plan
+from virtmix.converge.desired import desired_documents
+from virtmix.converge.observe import observe_connection
+from virtmix.converge.plan import FIELD_MODES, LIVE, RECREATE, RESTART, Options, build_plan
+from virtmix.inventory.load import load_site
+from virtmix.util.identity import mac_address
 
 PFX = "vmixt-apply-"
 
@@ -255,8 +255,8 @@ def test_restart_flag_restarts_and_converges(write_inventory, conn):
 
 
 def test_built_tree_on_a_remote_host_is_refused_clearly(tmp_path):
+    from virtmix.converge.prepare import prepare
     from virtmix.errors import RootfsError
-    from virtmix.prepare import prepare
 
     inv = tmp_path / "remote.yaml"
     inv.write_text(

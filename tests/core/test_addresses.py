@@ -1,4 +1,4 @@
-"""LXC-host guests without ipv4/lxc_uri get a known address (virtmix.addresses)."""
+"""LXC-host guests without ipv4/lxc_uri get a known address (virtmix.inventory.addresses)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from virtmix.errors import InventoryError
-from virtmix.inventory import load_site
+from virtmix.inventory.load import load_site
 
 SITE = """\
 networks:

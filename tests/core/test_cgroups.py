@@ -2,8 +2,8 @@
 
 import pytest
 
-from virtmix import cgroups
-from virtmix.cgroups import (
+from virtmix.inventory import cgroups
+from virtmix.inventory.cgroups import (
     CgroupKeyError,
     io_weight_to_blkio,
     shares_to_weight,

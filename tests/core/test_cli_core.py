@@ -251,7 +251,7 @@ def test_explain_names_the_source_of_list_items_and_host_settings(tmp_path):
 def test_compiled_templates_are_cached_but_never_stale(tmp_path, monkeypatch):
     """Bytecode is kept between runs (XDG_CACHE_HOME/virtmix/jinja); an edited partial is
     compiled again because the cache is keyed by the inlined source."""
-    from virtmix.render import environment
+    from virtmix.render.templates import environment
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     shutil.copytree(REPO / "domain_templates", tmp_path / "tpl")

@@ -15,11 +15,11 @@ import libvirt
 import pytest
 from lxml import etree
 
-from virtmix import paths
-from virtmix.identity import VIRTMIX_NS
-from virtmix.inventory import load_site
-from virtmix.render import Rendered, render_all
-from virtmix.schema_check import check_xml
+from virtmix.inventory.load import load_site
+from virtmix.render.schema_check import check_xml
+from virtmix.render.templates import Rendered, render_all
+from virtmix.util import paths
+from virtmix.util.identity import VIRTMIX_NS
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 EXPECTED = GOLDEN / "expected"

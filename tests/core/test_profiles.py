@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from virtmix.errors import InventoryError
-from virtmix.profiles import ProfileLibrary, deep_merge
+from virtmix.inventory.profiles import ProfileLibrary, deep_merge
 
 leaf = st.one_of(st.integers(), st.text(max_size=5), st.none(), st.lists(st.integers(), max_size=3))
 trees = st.recursive(st.dictionaries(st.text("abc", min_size=1, max_size=2), leaf, max_size=4),
@@ -105,7 +105,7 @@ def test_profile_cgroup_block_is_folded(tmp_path):
 
 
 def test_shipped_profiles_all_load():
-    from virtmix import paths
+    from virtmix.util import paths
 
     lib = ProfileLibrary([paths.profiles_dir()])
     assert {"debian", "apache", "mysql-small", "kvm-small", "lxc-host"} <= set(lib.names())

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtmix.units import format_cpuset, format_kib, parse_cpuset, parse_size, parse_size_kib
+from virtmix.util.units import format_cpuset, format_kib, parse_cpuset, parse_size, parse_size_kib
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -9,8 +9,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from virtmix import yamlio
 from virtmix.errors import InventoryError
+from virtmix.inventory import yamlio
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,13 +10,13 @@ from lxml import etree
 from typer.testing import CliRunner
 
 from virtmix.cli import app
-from virtmix.create import CreateRequest, build_site, mark_created
+from virtmix.create.workflow import CreateRequest, build_site, mark_created
 from virtmix.errors import UsageError
-from virtmix.identity import VIRTMIX_NS
-from virtmix.render import render_domain
+from virtmix.render.schema_check import check_xml
+from virtmix.render.templates import render_domain
 from virtmix.rootfs import Storage
 from virtmix.rootfs.storage import CONTAINER_MARKER
-from virtmix.schema_check import check_xml
+from virtmix.util.identity import VIRTMIX_NS
 
 PFX = "vmixt-create-"
 runner = CliRunner()

@@ -23,7 +23,7 @@ from admin_helpers import (
 )
 from support import busybox_lxc_xml, container_init_pid, lxc_run, wait_for
 
-from virtmix.inventory import load_site
+from virtmix.inventory.load import load_site
 
 IMP = PFX + "imp-"
 

@@ -11,7 +11,7 @@ import yaml
 from admin_helpers import LXC, PFX, assert_clean_error, virsh, vm
 from support import busybox_lxc_xml
 
-from virtmix.admin.cgroupfs import cgroup_version
+from virtmix.hosts.cgroupfs import cgroup_version
 
 NEST_URI = "lxc+unix:///system"
 NAME = PFX + "nested"
@@ -35,7 +35,7 @@ def test_inventory_reaches_containers_through_their_guest(lxc_conn, busybox_tree
 
     data = json.loads(vm("-i", str(inv), "info", f"g9/{NAME}", "-o", "json").stdout)
     assert (data["name"], data["uri"], data["parent"]) == (f"g9/{NAME}", NEST_URI, "g9")
-    # Inside a virtmix guest cgroups are v2 (virtmix.views.cgroup_version): shares are
+    # Inside a virtmix guest cgroups are v2 (virtmix.render.views.cgroup_version): shares are
     # written as the equivalent cpu.weight, as the core renders them.
     vm("-i", str(inv), "cgroup", f"g9/{NAME}", "cpu.shares", "600")
     assert "<shares>59</shares>" in virsh(LXC, "dumpxml", "--inactive", NAME)

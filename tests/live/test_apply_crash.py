@@ -23,7 +23,7 @@ from apply_helpers import (
 )
 from support import wait_for
 
-from virtmix.identity import domain_uuid
+from virtmix.util.identity import domain_uuid
 
 pytestmark = pytest.mark.live
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

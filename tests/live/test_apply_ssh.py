@@ -30,7 +30,7 @@ from apply_helpers import (
 )
 from support import wait_for
 
-from virtmix.identity import domain_uuid
+from virtmix.util.identity import domain_uuid
 
 pytestmark = pytest.mark.live
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from virtmix.cgroups import shares_to_weight
 from virtmix.images import guest_dir, remove_guest_files, run_ssh
 from virtmix.images.recipe import BUSYBOX_TREE
-from virtmix.inventory import load_site
+from virtmix.inventory.cgroups import shares_to_weight
+from virtmix.inventory.load import load_site
 from virtmix.rootfs.storage import Storage
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from virtmix.inventory import load_site
+from virtmix.inventory.load import load_site
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from virtmix.ansible_export import LXC_PLUGIN, QEMU_PLUGIN, ansible_inventory
 from virtmix.cli import app
+from virtmix.handoff.ansible import LXC_PLUGIN, QEMU_PLUGIN, ansible_inventory
 
 HERE = Path(__file__).resolve().parent
 

@@ -36,7 +36,7 @@ def test_bad_specs(kwargs, match):
 
 def test_network_file_matches_the_mac_libvirt_gets(nested_site):
     g1 = nested_site.find("g1")
-    from virtmix.views import domain_view
+    from virtmix.render.views import domain_view
 
     mac = domain_view(nested_site, g1).interfaces[0].mac
     assert _network_files(g1) == {"10-virtmix-eth0.network": (

@@ -11,8 +11,8 @@ import pytest
 from virtmix.backend import open_connection, register_transport
 from virtmix.errors import BackendError
 from virtmix.images import keys
-from virtmix.nesting import guest_wait_seconds, wait_for_guest_libvirt
-from virtmix.nesting_ops import _init_pid_sh
+from virtmix.nesting.guests import guest_wait_seconds, wait_for_guest_libvirt
+from virtmix.nesting.ops import _init_pid_sh
 from virtmix.rootfs.storage import Storage
 
 
@@ -111,7 +111,7 @@ def test_guest_wait_setting(monkeypatch):
     ("something else entirely", "something else entirely"),
 ])
 def test_wait_message_keeps_what_ssh_said(raw, essence):
-    from virtmix.nesting import _essence
+    from virtmix.nesting.guests import _essence
 
     assert _essence(raw) == essence
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from virtmix.nesting import render_tree, site_tree, tree_from_rows
+from virtmix.nesting.guests import render_tree, site_tree, tree_from_rows
 
 HERE_SITE = Path(__file__).resolve().parent / "site_nested.yaml"
 
@@ -53,7 +53,7 @@ def test_site_tree_from_inventory(nested_site):
 def test_plan_tree_marks_containers_of_an_unreachable_guest_pending(nested_site):
     from types import SimpleNamespace
 
-    from virtmix.nesting import plan_tree
+    from virtmix.nesting.guests import plan_tree
 
     nested = "lxc+ssh://root@10.213.99.10/system"
     items = [SimpleNamespace(target="domain", uri="qemu:///system", name="g1", parent=None,
@@ -72,7 +72,7 @@ def test_nested_cpuset_is_checked_against_the_guest_vcpus(tmp_path):
     import pytest
 
     from virtmix.errors import InventoryError
-    from virtmix.inventory import load_site
+    from virtmix.inventory.load import load_site
 
     text = (HERE_SITE.read_text().replace('cpu: {cpuset: "1", shares: 512}',
                                           'cpu: {cpuset: "2", shares: 512}'))

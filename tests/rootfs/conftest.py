@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lxchelp  # noqa: E402
 
 from virtmix.errors import VirtmixError  # noqa: E402
-from virtmix.rootfs import (  # noqa: E402
+from virtmix.rootfs import (
     ContainerSetup,
     ProvisionResult,
     RootfsSpec,

@@ -85,7 +85,7 @@ def test_network_files():
 def test_resolver_defaults_to_the_networks_dnsmasq_and_dns_wins(tmp_path: Path):
     """The first interface's inventory network (with ipv4) answers DNS; `dns:` overrides;
     a bridge or no interface: no resolver (and resolv.conf says so)."""
-    from virtmix.inventory import load_site
+    from virtmix.inventory.load import load_site
     from virtmix.rootfs.customise import set_network
     from virtmix.rootfs.from_model import setup_from_model
 

@@ -1,6 +1,6 @@
 """`virtmix cgroup NAME KEY [VALUE]`: read or set one cgroup setting, live and persistent.
 
-Keys are the inventory's (virtmix.cgroups: cpu.shares, cpuset.cpus, memory.limit_in_bytes,
+Keys are the inventory's (virtmix.inventory.cgroups: cpu.shares, cpuset.cpus, memory.limit_in_bytes,
 cpu.weight, memory.max, ...). Values go through libvirt (schedinfo, memtune, blkiotune), so
 virsh and the persistent definition agree; the exception is a running container's cpuset,
 which libvirt cannot change live: virtmix writes the container's cpuset cgroup and puts the
@@ -13,20 +13,21 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .. import cgroups, nesting_ops
-from ..backend.admin_ops import (
+from virtmix.admin.domxml import parse_domain
+from virtmix.admin.targets import Target
+from virtmix.backend.admin_ops import (
     MEMORY_UNLIMITED_KIB,
     blkio_parameters,
     pin_all_vcpus,
     vcpu_pinning,
 )
-from ..backend.lxc_host import is_local
-from ..errors import UsageError
-from ..nesting_ops import is_ssh_uri
-from ..units import format_cpuset, parse_cpuset
-from . import cgroupfs
-from .domxml import parse_domain
-from .targets import Target
+from virtmix.errors import UsageError
+from virtmix.hosts import cgroupfs
+from virtmix.hosts.local import is_local
+from virtmix.inventory import cgroups
+from virtmix.nesting import ops as nesting_ops
+from virtmix.nesting.ops import is_ssh_uri
+from virtmix.util.units import format_cpuset, parse_cpuset
 
 SCHED = {"shares": "cpu_shares", "quota": "vcpu_quota", "period": "vcpu_period"}
 UNSET = "default"

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import VirtmixError
+from virtmix.errors import VirtmixError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio")
@@ -40,7 +40,7 @@ def _read(path: str) -> str | None:
 
 def check_connection(uri: str) -> list[Check]:
     """libvirtd answers on uri; the driver is there; for QEMU, which guest types it offers."""
-    from ..backend import open_connection
+    from virtmix.backend import open_connection
 
     try:
         conn = open_connection(uri)

@@ -22,10 +22,10 @@ from pathlib import Path
 from lxml import etree
 from lxml.builder import E
 
-from ..backend.admin_ops import create_transient
-from ..backend.lxc_host import init_pid
-from ..errors import NotFoundError, StateError, UsageError
-from .namespaces import run_inside
+from virtmix.admin.namespaces import run_inside
+from virtmix.backend.admin_ops import create_transient
+from virtmix.errors import NotFoundError, StateError, UsageError
+from virtmix.hosts.local import init_pid
 
 HELPER_DIR = "/dev/.virtmix-exec"
 STATIC_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")

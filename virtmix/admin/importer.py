@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from ..cgroups import weight_to_shares
-from ..units import format_kib, normalize_cpuset
-from .domxml import DomainSettings, parse_domain
-from .lxc_config import IDMAP
+from virtmix.admin.domxml import DomainSettings, parse_domain
+from virtmix.admin.lxc_config import IDMAP
+from virtmix.inventory.cgroups import weight_to_shares
+from virtmix.util.units import format_kib, normalize_cpuset
 
 
 @dataclass
@@ -200,11 +200,11 @@ def dump(doc: dict[str, Any], items: list[Imported], source: str) -> str:
 def check_roundtrip(text: str, items: list[Imported]) -> None:
     """Load the written inventory, render each imported domain and add a note for every
     owned field plan would still change (metadata aside). Raises on an invalid inventory."""
-    from ..inventory import load_site
-    from ..observe import owned_fields
-    from ..plan import diff_fields
-    from ..plan_xml import adapt_domain_xml
-    from ..render import render_domain
+    from virtmix.converge.observe import owned_fields
+    from virtmix.converge.plan import diff_fields
+    from virtmix.converge.plan_xml import adapt_domain_xml
+    from virtmix.inventory.load import load_site
+    from virtmix.render.templates import render_domain
 
     with tempfile.TemporaryDirectory(prefix="virtmix-import-") as tmp:
         path = Path(tmp) / "imported.yaml"
@@ -229,8 +229,8 @@ def check_roundtrip(text: str, items: list[Imported]) -> None:
 
 
 def _check_networks(site, items: list[Imported]) -> None:
-    from ..observe import network_fields
-    from ..render import render_network
+    from virtmix.converge.observe import network_fields
+    from virtmix.render.templates import render_network
 
     for item in items:
         if item.kind != "network" or item.xml is None:
@@ -263,7 +263,7 @@ def collect(session, names: set[str] | None, lxc_paths: list[Path],
             v2: bool, *, libvirt_domains: bool = True) -> tuple[str, str, str, list[Imported]]:
     """Import from the session's connections (unless libvirt_domains is False) and from
     classic LXC configs: (host name, uri, lxc_uri, entries)."""
-    from ..backend.admin_ops import autostart
+    from virtmix.backend.admin_ops import autostart
 
     items: list[Imported] = []
     uris = [p.uri for p in session.places()]
@@ -279,7 +279,7 @@ def collect(session, names: set[str] | None, lxc_paths: list[Path],
         items.append(imp)
     if libvirt_domains:
         items += _networks_of(session, items, host)
-    from .lxc_config import classic_containers
+    from virtmix.admin.lxc_config import classic_containers
 
     for lxc_path in lxc_paths:
         taken = {(i.kind, i.name) for i in items}
@@ -292,7 +292,7 @@ def collect(session, names: set[str] | None, lxc_paths: list[Path],
     if names:
         missing = names - {i.name for i in items}
         if missing:
-            from ..errors import NotFoundError
+            from virtmix.errors import NotFoundError
 
             where = (uris if libvirt_domains else []) + [str(p) for p in lxc_paths]
             raise NotFoundError(f"import: nothing named {', '.join(sorted(missing))} in "

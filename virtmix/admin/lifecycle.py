@@ -16,10 +16,10 @@ import os
 import time
 from dataclasses import dataclass
 
-from ..backend.admin_ops import SIGNALS, request_shutdown, send_signal
-from ..backend.lxc_host import init_pid, is_local
-from ..errors import NotFoundError, StateError, UsageError
-from .targets import Target
+from virtmix.admin.targets import Target
+from virtmix.backend.admin_ops import SIGNALS, request_shutdown, send_signal
+from virtmix.errors import NotFoundError, StateError, UsageError
+from virtmix.hosts.local import init_pid, is_local
 
 RUNNING = ("running", "blocked")
 
@@ -37,7 +37,7 @@ def start(target: Target) -> None:
 def _cgroup_freezer(target: Target) -> bool:
     """Containers in virtmix's guests (pure cgroup v2) freeze through cgroup.freeze over
     ssh: libvirt 9.0's LXC driver has no v2 freezer ("Suspend operation failed")."""
-    from ..nesting_ops import is_ssh_uri
+    from virtmix.nesting.ops import is_ssh_uri
 
     return bool(target.place.parent and is_ssh_uri(target.place.uri)
                 and target.record.kind == "lxc" and target.record.id)
@@ -48,7 +48,7 @@ def freeze(target: Target) -> None:
     if target.record.state == "paused":
         raise StateError(f"freeze: {target.address} is already frozen (paused)")
     if _cgroup_freezer(target):
-        from ..nesting_ops import set_frozen
+        from virtmix.nesting.ops import set_frozen
 
         set_frozen(target.place.uri, target.record.id, True, target.address)
         return
@@ -58,7 +58,7 @@ def freeze(target: Target) -> None:
 
 def unfreeze(target: Target) -> None:
     if _cgroup_freezer(target) and target.record.state != "paused":
-        from ..nesting_ops import set_frozen
+        from virtmix.nesting.ops import set_frozen
 
         set_frozen(target.place.uri, target.record.id, False, target.address)
         return

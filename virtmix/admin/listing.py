@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..backend.admin_ops import autostart, runtime_info
-from ..backend.lxc_host import init_pid, is_local
-from ..cgroups import weight_to_shares
-from ..errors import StateError
-from ..units import format_kib
-from . import cgroupfs
-from .domxml import parse_domain
-from .targets import Place, Session, Target
-from .trees import tree_info
+from virtmix.admin.domxml import parse_domain
+from virtmix.admin.targets import Place, Session, Target
+from virtmix.admin.trees import tree_info
+from virtmix.backend.admin_ops import autostart, runtime_info
+from virtmix.errors import StateError
+from virtmix.hosts import cgroupfs
+from virtmix.hosts.local import init_pid, is_local
+from virtmix.inventory.cgroups import weight_to_shares
+from virtmix.util.units import format_kib
 
 LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "memory",
               "managed")
@@ -55,9 +55,9 @@ def ls_rows(session: Session) -> list[dict[str, Any]]:
 
 def _mark_nested_frozen(rows: list[dict[str, Any]], records) -> None:
     """Containers in guests are frozen through cgroup.freeze (libvirt 9.0 has no v2
-    freezer) and libvirt calls them running: ask each guest once (virtmix.nesting_ops)."""
-    from ..errors import VirtmixError
-    from ..nesting_ops import frozen_ids, is_ssh_uri
+    freezer) and libvirt calls them running: ask each guest once (virtmix.nesting.ops)."""
+    from virtmix.errors import VirtmixError
+    from virtmix.nesting.ops import frozen_ids, is_ssh_uri
 
     by_uri: dict[str, dict[int, dict[str, Any]]] = {}
     for row, (place, _conn, rec) in zip(rows, records, strict=True):

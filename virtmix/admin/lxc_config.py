@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import cgroups
-from ..units import format_kib, parse_size_kib
+from virtmix.inventory import cgroups
+from virtmix.util.units import format_kib, parse_size_kib
 
-IDMAP = (0, 100000, 65536)  # the one mapping virtmix renders (virtmix.views.IDMAP)
+IDMAP = (0, 100000, 65536)  # the one mapping virtmix renders (virtmix.render.views.IDMAP)
 # Keys that only concern LXC's own runtime (console ttys, apparmor, hooks, signals...).
 _IGNORED = re.compile(r"^lxc\.(tty|pty|console|apparmor|seccomp|cap|hook|signal|autodev|"
                       r"arch|start\.(delay|order)|group|log|mount\.auto|environment)")
@@ -191,7 +191,7 @@ def classic_containers(lxc_path: Path, names: set[str] | None = None) -> list[Cl
     """Classic containers as inventory entries, from what an admin would point at: a config
     file (/var/lib/lxc/NAME/config), a container's directory (/var/lib/lxc/NAME), or an
     lxcpath holding many (/var/lib/lxc: each NAME/config, or only the named ones)."""
-    from ..errors import NotFoundError
+    from virtmix.errors import NotFoundError
 
     if lxc_path.is_file():
         name = lxc_path.parent.name if lxc_path.name == "config" else lxc_path.stem

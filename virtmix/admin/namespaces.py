@@ -17,11 +17,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backend.lxc_host import init_pid, is_local, require_local
-from ..errors import StateError, UsageError
-from ..nesting_ops import is_ssh_uri
-from . import cgroupfs
-from .targets import Session, Target
+from virtmix.admin.targets import Session, Target
+from virtmix.errors import StateError, UsageError
+from virtmix.hosts import cgroupfs
+from virtmix.hosts.local import init_pid, is_local, require_local
+from virtmix.nesting.ops import is_ssh_uri
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -61,7 +61,7 @@ def attach(target: Target, argv: list[str], *, keep_env: bool = False) -> int:
         raise StateError(f"attach: {target.address} is frozen; a command there would hang",
                          hint=f"virtmix unfreeze {target.address}")
     if not is_local(target.place.uri) and is_ssh_uri(target.place.uri):
-        from ..nesting_ops import attach as attach_over_ssh  # e.g. nested in a guest
+        from virtmix.nesting.ops import attach as attach_over_ssh  # e.g. nested in a guest
 
         return attach_over_ssh(target.place.uri, target.name, argv, target.record.id)
     require_local(target.place.uri, "attach", target.address)
@@ -160,7 +160,7 @@ def ps(session: Session, names: list[str], *, all_processes: bool) -> list[Proc]
 
 def _remote_ps(targets: list[Target]) -> list[Proc]:
     """Processes of containers behind ssh URIs (e.g. nested in guests), listed there."""
-    from ..nesting_ops import ps as ps_over_ssh
+    from virtmix.nesting.ops import ps as ps_over_ssh
 
     by_uri: dict[str, dict[str, tuple[str, int | None]]] = {}
     for t in targets:

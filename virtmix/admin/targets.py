@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..backend import DomainRecord, open_connection
-from ..errors import BackendError, NotFoundError, StateError, UsageError
+from virtmix.backend import DomainRecord, open_connection
+from virtmix.errors import BackendError, NotFoundError, StateError, UsageError
 
 LOCAL_URIS = ("lxc:///system", "qemu:///system")
 
@@ -78,7 +78,7 @@ class Session:
     @property
     def site(self):
         if self._site is None and self.inventory:
-            from ..inventory import load_site
+            from virtmix.inventory.load import load_site
 
             self._site = load_site(Path(self.inventory))
         return self._site

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFoundError, RootfsError
-from ..layout import CONTAINERS_DIR, TREE_DIR
+from virtmix.errors import NotFoundError, RootfsError
+from virtmix.util.layout import CONTAINERS_DIR, TREE_DIR
 
 
 def built_tree(rootfs: str | None) -> tuple[Any, str] | None:
@@ -21,8 +21,8 @@ def built_tree(rootfs: str | None) -> tuple[Any, str] | None:
     path = Path(rootfs)
     if path.name != TREE_DIR or path.parent.parent.name != CONTAINERS_DIR:
         return None
-    from ..rootfs import Storage
-    from ..rootfs.storage import CONTAINER_MARKER
+    from virtmix.rootfs import Storage
+    from virtmix.rootfs.storage import CONTAINER_MARKER
 
     if not (path.parent / CONTAINER_MARKER).is_file():
         return None
@@ -34,7 +34,7 @@ def tree_info(rootfs: str | None) -> dict[str, Any]:
     found = built_tree(rootfs)
     if found is None:
         return {}
-    from ..rootfs import container_state
+    from virtmix.rootfs import container_state
 
     storage, name = found
     try:
@@ -57,7 +57,7 @@ def remount(rootfs: str | None) -> bool:
     found = built_tree(rootfs)
     if found is None:
         return False
-    from ..rootfs import ensure_mounted
+    from virtmix.rootfs import ensure_mounted
 
     storage, name = found
     if storage.read_state(name) is None:

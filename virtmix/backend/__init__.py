@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .records import DomainRecord, NetworkRecord, domain_state_name
+from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_name
 
 __all__ = ["DomainRecord", "NetworkRecord", "domain_state_name", "open_connection",
            "register_transport", "resolve_uri"]
 
 # URI -> how to really reach it. virtmix reaches the libvirt inside its guests through its
 # own ssh setup (pinned host keys, its key); the inventory keeps the plain URI
-# (lxc+ssh://root@ADDR/system). Filled by virtmix.nesting when an inventory is loaded.
+# (lxc+ssh://root@ADDR/system). Filled by virtmix.nesting.guests when an inventory is loaded.
 _TRANSPORTS: dict[str, Callable[[], str]] = {}
 
 
@@ -32,7 +32,7 @@ def resolve_uri(uri: str) -> str:
 
 def open_connection(uri: str | None = None, *, readonly: bool = False):
     """Open a libvirt connection (lazy import keeps `virtmix validate` free of libvirt)."""
-    from .libvirt_conn import Connection
+    from virtmix.backend.libvirt_conn import Connection
 
     resolve = _TRANSPORTS.get(uri or "")
     if resolve is None:

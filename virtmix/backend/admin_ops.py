@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import libvirt
 
-from .libvirt_conn import Connection, _translate
-from .records import DomainRecord
+from virtmix.backend.libvirt_conn import Connection, _translate
+from virtmix.backend.records import DomainRecord
 
 # virDomainSetMemoryParameters' "no limit" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED, in KiB);
 # libvirt-python does not export the constant.

@@ -15,9 +15,9 @@ import tty
 
 import libvirt
 
-from ..errors import BackendError
-from . import resolve_uri
-from .libvirt_conn import _translate
+from virtmix.backend import resolve_uri
+from virtmix.backend.libvirt_conn import _translate
+from virtmix.errors import BackendError
 
 ESCAPE = b"\x1d"  # Ctrl-]
 ESCAPE_NAME = "^] (Ctrl + ])"

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 import libvirt
 
-from ..errors import BackendError, NotFoundError, StateError
-from .records import DomainRecord, NetworkRecord, domain_state_name
+from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_name
+from virtmix.errors import BackendError, NotFoundError, StateError
 
 # libvirt prints every error to stderr by default; we raise exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -285,7 +285,7 @@ class Connection:
         """The libvirt connection, for other modules of this package only."""
         return self._conn
 
-    # -- bulk read and placement for plan/apply (virtmix.observe, virtmix.apply) ---------
+    # -- bulk read and placement for plan/apply (converge.observe, converge.apply) --
     def _uuids(self, flags: int) -> set[str]:
         return {d.UUIDString() for d in self._conn.listAllDomains(flags)}
 
@@ -365,7 +365,7 @@ class Connection:
 
     def define_prevalidated(self, xml: str) -> None:
         """Define a document the caller has already validated against libvirt's RelaxNG
-        schemas (virtmix.schema_check, compiled once per process).
+        schemas (virtmix.render.schema_check, compiled once per process).
 
         VIR_DOMAIN_DEFINE_VALIDATE makes libvirtd parse domain.rng again on every call
         (~17 ms, more under load): apply validates locally and skips that here.

@@ -7,7 +7,7 @@ from functools import cached_property
 
 from lxml import etree
 
-from ..identity import VIRTMIX_NS
+from virtmix.util.identity import VIRTMIX_NS
 
 # virDomainState numbers -> the words virsh prints.
 _STATES = {

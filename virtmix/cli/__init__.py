@@ -45,7 +45,7 @@ _FLAGS = {"-q", "--quiet", "--debug"}
 
 def load(names: tuple[str, ...] | list[str] = MODULES):
     """Import command modules (registering their commands); the typer app."""
-    from . import base
+    from virtmix.cli import base
 
     for name in names:
         module = importlib.import_module(f"{__name__}.{name}")

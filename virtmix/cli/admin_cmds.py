@@ -12,12 +12,12 @@ from contextlib import contextmanager
 
 import typer
 
-from ..admin import cgroup_verbs, lifecycle, listing
-from ..admin.domxml import parse_domain
-from ..admin.targets import Session
-from ..admin.trees import remount
-from ..backend.lxc_host import is_local
-from .base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.admin import cgroup_verbs, lifecycle, listing
+from virtmix.admin.domxml import parse_domain
+from virtmix.admin.targets import Session
+from virtmix.admin.trees import remount
+from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.hosts.local import is_local
 
 NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
 
@@ -61,7 +61,7 @@ def ls_domains(output: Output = OUTPUT_OPTION, tree: bool = typer.Option(
         print_json(rows)
         return
     if tree:
-        from ..nesting import render_tree, tree_from_rows
+        from virtmix.nesting.guests import render_tree, tree_from_rows
 
         out.print(render_tree(tree_from_rows(rows)), markup=False)
         return
@@ -144,7 +144,7 @@ def unfreeze_domain(name: str = NAME_ARG, quiet: bool = QUIET_OPTION) -> None:
 
 
 def _console(target) -> None:
-    from ..backend.console import ESCAPE_NAME, run_console  # libvirt events: only here
+    from virtmix.backend.console import ESCAPE_NAME, run_console  # libvirt events: only here
 
     target.need_running("console")
     err.print(f"Connected to {target.address} ({target.place.uri}).", markup=False)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import typer
 
-from ..admin import execute as execute_mod
-from ..admin import namespaces
-from ..backend import open_connection
-from ..errors import UsageError
-from ..units import parse_size_kib
-from .admin_cmds import NAME_ARG, admin_session, print_columns
-from .base import OPTIONS, OUTPUT_OPTION, Output, app, print_json
+from virtmix.admin import execute as execute_mod
+from virtmix.admin import namespaces
+from virtmix.backend import open_connection
+from virtmix.cli.admin_cmds import NAME_ARG, admin_session, print_columns
+from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, Output, app, print_json
+from virtmix.errors import UsageError
+from virtmix.util.units import parse_size_kib
 
 CMD_ARG = typer.Argument(None, metavar="-- CMD [ARG...]", help="The command (after --).")
 

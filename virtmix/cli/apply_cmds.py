@@ -14,16 +14,28 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..apply import Context, close_all, connect_and_observe, observe_and_plan, run_plan
-from ..desired import desired_documents, network_uri
-from ..destroy import Target, destroy_target, domain_target, site_targets
-from ..errors import ApplyFailedError, BackendError, ConflictError, UsageError
-from ..inventory import load_site
-from ..locking import locked
-from ..plan import Item, Options, Plan
-from ..site import Site
-from .apply_output import outcome_line, plan_to_dict, print_item, print_plan, print_result
-from .base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.cli.apply_output import (
+    outcome_line,
+    plan_to_dict,
+    print_item,
+    print_plan,
+    print_result,
+)
+from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.converge.apply import (
+    Context,
+    close_all,
+    connect_and_observe,
+    observe_and_plan,
+    run_plan,
+)
+from virtmix.converge.desired import desired_documents, network_uri
+from virtmix.converge.destroy import Target, destroy_target, domain_target, site_targets
+from virtmix.converge.plan import Item, Options, Plan
+from virtmix.errors import ApplyFailedError, BackendError, ConflictError, UsageError
+from virtmix.inventory.load import load_site
+from virtmix.inventory.site import Site
+from virtmix.util.locking import locked
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
 PRUNE = typer.Option(False, "--prune", help="Also remove virtmix domains and networks of this "
@@ -63,7 +75,7 @@ def warn_privileged(plan: Plan) -> None:
     """Say which containers this plan defines without a user namespace (issue: privileged
     only on request, with a warning): a given tree runs privileged unless the entry says
     `privileged: false`, and `privileged: true` is the explicit request."""
-    from ..views import is_privileged
+    from virtmix.render.views import is_privileged
 
     names = [i.address for i in plan.items if i.kind == "container" and i.entry is not None
              and i.status in ("create", "update") and is_privileged(i.entry)]
@@ -96,7 +108,7 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
         print_plan(out, plan, show_diff=diff)
         warn_privileged(plan)
         if tree:
-            from ..nesting import plan_tree
+            from virtmix.nesting.guests import plan_tree
 
             out.print(plan_tree(_site, plan.items), markup=False)
     down = _unreachable(plan)
@@ -200,7 +212,7 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
     # Named domains are found as every admin verb finds them (admin.targets.Session: -c,
     # $LIBVIRT_DEFAULT_URI, both local drivers, the inventory's hosts and GUEST/NAME); its
     # connections are the ones destroy then uses.
-    from ..admin.targets import Session
+    from virtmix.admin.targets import Session
 
     session = Session(connect=OPTIONS.connect, inventory=OPTIONS.inventory)
     try:

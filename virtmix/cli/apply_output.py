@@ -7,9 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from ..apply import ApplyResult, Outcome
-from ..plan import Item, Plan
-from ..units import format_kib
+from virtmix.converge.apply import ApplyResult, Outcome
+from virtmix.converge.plan import Item, Plan
+from virtmix.util.units import format_kib
 
 _SIGN = {"create": "+", "update": "~", "remove": "-", "refuse": "!", "unreachable": "!",
          "waiting": "+", "orphan": "?", "ok": "="}

@@ -16,7 +16,7 @@ import typer
 import typer.core
 from rich.console import Console
 
-from ..errors import VirtmixError
+from virtmix.errors import VirtmixError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -17,9 +17,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from ..create import CreateRequest, CreateResult, Report, create
-from ..errors import UsageError
-from .base import OPTIONS, QUIET_OPTION, app, default_uri, err, out
+from virtmix.cli.base import OPTIONS, QUIET_OPTION, app, default_uri, err, out
+from virtmix.create.workflow import CreateRequest, CreateResult, Report, create
+from virtmix.errors import UsageError
 
 # How far into the root filesystem step a builder message is (mmdebstrap's and the rootfs
 # code's own stages, in order), so the bar moves during the one long step.

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from ..admin import doctor as doctor_mod
-from ..admin import importer
-from ..admin.cgroupfs import cgroup_version
-from ..backend.lxc_host import is_local
-from ..errors import EXIT_DOCTOR_FAILED, UsageError
-from .admin_cmds import admin_session
-from .base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.admin import doctor as doctor_mod
+from virtmix.admin import importer
+from virtmix.cli.admin_cmds import admin_session
+from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.errors import EXIT_DOCTOR_FAILED, UsageError
+from virtmix.hosts.cgroupfs import cgroup_version
+from virtmix.hosts.local import is_local
 
 DOCTOR_FAILED = EXIT_DOCTOR_FAILED  # exit code of `doctor` when a check fails
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -90,7 +90,7 @@ def doctor(
     if storage_dir is None:
         storage_dir = "/var/lib/virtmix"
         if OPTIONS.inventory:
-            from ..inventory import load_site
+            from virtmix.inventory.load import load_site
 
             storage_dir = load_site(Path(OPTIONS.inventory)).inventory.settings.storage_dir
     checks = doctor_mod.run_checks(uris, storage_dir, all(is_local(u) for u in uris))

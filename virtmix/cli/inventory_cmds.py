@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..errors import NotFoundError, UsageError
-from ..explain import explain_entry, rows_as_dicts
-from ..inventory import load_site
-from ..model import inventory_json_schema
-from ..render import render_all, write_rendered
-from .base import OUTPUT_OPTION, Output, app, err, out, print_json
+from virtmix.cli.base import OUTPUT_OPTION, Output, app, err, out, print_json
+from virtmix.errors import NotFoundError, UsageError
+from virtmix.inventory.load import load_site
+from virtmix.inventory.model import inventory_json_schema
+from virtmix.render.explain import explain_entry, rows_as_dicts
+from virtmix.render.templates import render_all, write_rendered
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
 

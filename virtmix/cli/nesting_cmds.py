@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from ..errors import NotFoundError, UsageError
-from .base import OPTIONS, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.cli.base import OPTIONS, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.errors import NotFoundError, UsageError
 
 image_app = typer.Typer(help="Build, list and remove the cached guest images (LXC hosts).",
                         no_args_is_help=True, rich_markup_mode=None)
@@ -28,12 +28,12 @@ def _progress(line: str) -> None:
 
 
 def _storage(storage: str | None, site=None):
-    from ..rootfs.storage import Storage
+    from virtmix.rootfs.storage import Storage
 
     if storage:
         return Storage(storage)
     if site is None and OPTIONS.inventory:  # -i INVENTORY: its storage_dir
-        from ..inventory import load_site
+        from virtmix.inventory.load import load_site
 
         site = load_site(OPTIONS.inventory)
     return Storage(site.inventory.settings.storage_dir) if site is not None else Storage()
@@ -49,12 +49,12 @@ def build_image(
     quiet: bool = QUIET_OPTION,
 ) -> None:
     """Build (or find in the cache) guest images, like apply does before a guest starts."""
-    from ..images import ImageSpec, ensure_image, spec_from_model
+    from virtmix.images import ImageSpec, ensure_image, spec_from_model
 
     specs: list[tuple[str, ImageSpec]] = []
     site = None
     if inventory is not None:
-        from ..inventory import load_site
+        from virtmix.inventory.load import load_site
 
         site = load_site(inventory)
         for e in site.entries:
@@ -82,8 +82,8 @@ def build_image(
 def list_images_cmd(storage: str = STORAGE, output: Output = typer.Option(
         Output.table, "--output", "-o", help="table or json.")) -> None:
     """The cached guest images, the guests whose overlay uses each, and their sizes."""
-    from ..images import list_images
-    from ..images.guest import guests_using
+    from virtmix.images import list_images
+    from virtmix.images.guest import guests_using
 
     st = _storage(storage)
     rows = []
@@ -108,7 +108,7 @@ def list_images_cmd(storage: str = STORAGE, output: Output = typer.Option(
 @image_app.command("rm")
 def remove_image_cmd(key: str, storage: str = STORAGE) -> None:
     """Delete a cached image (refused while a guest's overlay is based on it)."""
-    from ..images import remove_image
+    from virtmix.images import remove_image
 
     remove_image(_storage(storage), key)
     out.print(f"removed {key}", markup=False)
@@ -117,7 +117,7 @@ def remove_image_cmd(key: str, storage: str = STORAGE) -> None:
 @image_app.command("prune")
 def prune_images_cmd(storage: str = STORAGE) -> None:
     """Delete what interrupted builds left behind (never a complete image)."""
-    from ..images.build import prune_leftovers
+    from virtmix.images.build import prune_leftovers
 
     removed = prune_leftovers(_storage(storage))
     out.print(f"removed {len(removed)} leftover build(s)" +
@@ -133,8 +133,8 @@ def ansible_inventory_cmd(
 ) -> None:
     """An Ansible inventory of the site: hosts, guests and containers, with the
     community.libvirt connection plugins (libvirt_lxc, libvirt_qemu) and virtmix_* vars."""
-    from ..ansible_export import render
-    from ..inventory import load_site
+    from virtmix.handoff.ansible import render
+    from virtmix.inventory.load import load_site
 
     if fmt not in ("yaml", "json"):
         raise UsageError(f"--output {fmt!r}: expected yaml or json")

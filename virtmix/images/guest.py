@@ -22,14 +22,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from virtmix.errors import RootfsError, VirtmixError
-from virtmix.identity import mac_address
 from virtmix.images import keys
 from virtmix.images.build import CachedImage, Progress, ensure_image
 from virtmix.images.spec import spec_from_model
-from virtmix.layout import GUESTS_DIR
-from virtmix.model import Guest
+from virtmix.inventory.model import Guest
+from virtmix.inventory.site import Entry, Site
 from virtmix.rootfs.storage import Storage, remove_tree
-from virtmix.site import Entry, Site
+from virtmix.util.identity import mac_address
+from virtmix.util.layout import GUESTS_DIR
 
 MARKER = ".virtmix-guest"
 STATE = "guest.json"

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from virtmix.errors import RootfsError
-from virtmix.treefiles import replace_symlink, write_file
+from virtmix.util.files import replace_symlink, write_file
 
 ROOT_LABEL = "vmixroot"
 # A busybox root tree shipped in the image, for simple containers (tests, one-shot tools).

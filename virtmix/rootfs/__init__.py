@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, VirtmixError
-from virtmix.layout import TREE_DIR
 from virtmix.rootfs.build import BaseTree, Progress, ensure_lower
 from virtmix.rootfs.cache import list_cache, prune_cache
 from virtmix.rootfs.clone import make_clone, mount_overlay, overlay_mounted_here, unmount_overlay
@@ -33,6 +32,7 @@ from virtmix.rootfs.storage import (
     Storage,
     remove_container_dir,
 )
+from virtmix.util.layout import TREE_DIR
 
 __all__ = [
     "ContainerSetup", "InterfaceSetup", "ProvisionResult", "RootfsSpec", "Storage",

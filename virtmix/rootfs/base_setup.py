@@ -9,7 +9,7 @@ from pathlib import Path
 
 from virtmix.errors import RootfsError
 from virtmix.rootfs.spec import RootfsSpec
-from virtmix.treefiles import replace_symlink, write_file
+from virtmix.util.files import replace_symlink, write_file
 
 # Units that make no sense in a libvirt LXC container: no devices to trigger (udev), no
 # hardware clock, no kernel modules or sysctl/binfmt of our own, no virtual terminals, no

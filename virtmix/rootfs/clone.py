@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 from virtmix.errors import RootfsError
-from virtmix.layout import TREE_DIR
 from virtmix.rootfs.storage import is_mount_point, mount_points
+from virtmix.util.layout import TREE_DIR
 
 METHODS = ("overlay", "reflink", "copy")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from virtmix.errors import RootfsError
 from virtmix.rootfs.base_setup import run_in_tree
 from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup
-from virtmix.treefiles import write_file
+from virtmix.util.files import write_file
 
 _HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 

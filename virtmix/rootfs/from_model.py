@@ -1,4 +1,4 @@
-"""Translate the inventory's container entries (virtmix.model) into rootfs specs and setups."""
+"""Translate the inventory's container entries (inventory.model) into rootfs specs and setups."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError
-from virtmix.layout import CONTAINERS_DIR, TREE_DIR
+from virtmix.util.layout import CONTAINERS_DIR, TREE_DIR
 
 DEFAULT_ROOT = "/var/lib/virtmix"
 CONTAINER_MARKER = ".virtmix-container"

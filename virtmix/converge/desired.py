@@ -1,0 +1,49 @@
+"""What the inventory asks for, as documents per connection: rendered domains and networks."""
+
+from __future__ import annotations
+
+from virtmix.converge.plan import DesiredDomain, DesiredNetwork
+from virtmix.inventory.site import Site
+from virtmix.render.templates import environment, render_domain, render_network, user_templates
+
+
+def network_uri(site: Site, name: str) -> str:
+    """The connection a network is defined on.
+
+    A network belongs to a host's daemon; virtmix defines it through the host's `uri`,
+    except on a host with containers only, where it uses `lxc_uri` (its daemon may have no
+    QEMU driver). A network whose host is a guest is defined inside that guest.
+    """
+    net = site.networks[name]
+    host = site.inventory.hosts.get(net.host)
+    if host is None:
+        for e in site.entries:
+            if e.parent == net.host:
+                return e.uri
+        return f"unknown host {net.host}"
+    if not host.guests and host.containers:
+        return host.lxc_uri
+    return host.uri
+
+
+def network_host(site: Site, name: str) -> str:
+    """The inventory host a network is on (a nested network: its guest's host)."""
+    net = site.networks[name]
+    if net.host in site.inventory.hosts:
+        return net.host
+    for e in site.entries:
+        if e.name == net.host and e.kind == "guest":
+            return e.host
+    return net.host
+
+
+def desired_documents(site: Site, names: set[str] | None = None
+                      ) -> tuple[list[DesiredDomain], list[DesiredNetwork]]:
+    """Render every entry (or the named ones) and every network of the site."""
+    env = environment(user_templates(site))
+    domains = [DesiredDomain(e, render_domain(site, e, env)) for e in site.entries
+               if names is None or e.name in names or e.address in names]
+    networks = [DesiredNetwork(n, net.host, network_uri(site, n), render_network(site, n, env),
+                               network_host(site, n), net.host not in site.inventory.hosts)
+                for n, net in site.networks.items() if names is None]
+    return domains, networks

@@ -1,0 +1,100 @@
+"""Changes to a running domain without a restart: scheduler, memory, block I/O, CPU placement.
+
+The persistent side is written by the redefine that precedes these calls, so every call here
+affects the running domain only (the LXC driver refuses LIVE|CONFIG in one call anyway).
+The LXC driver has no live cpuset API (no vcpupin/emulatorpin): virtmix writes the
+container's cpuset cgroup itself, found through its libvirt_lxc process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from virtmix.converge.observe import cgroup_file, is_local_uri
+from virtmix.converge.plan import Item
+from virtmix.errors import BackendError, StateError
+from virtmix.util.units import format_cpuset, parse_cpuset
+
+SCHED_PARAMS = {"cputune.shares": "cpu_shares", "cputune.period": "vcpu_period",
+                "cputune.quota": "vcpu_quota"}
+MEMORY_PARAMS = {"memtune.hard_limit": "hard_limit", "memtune.soft_limit": "soft_limit",
+                 "memtune.swap_hard_limit": "swap_hard_limit"}
+
+
+def _write(path: Path, value: str) -> None:
+    try:
+        path.write_text(value + "\n")
+    except OSError as exc:
+        raise BackendError(f"writing {value!r} to {path}: {exc.strerror}") from None
+
+
+def write_cpuset_cgroup(cpus_file: Path, cpuset: str) -> None:
+    """Set a cpuset cgroup and its descendants to cpuset.
+
+    cgroup v1 refuses a parent set that leaves out a child's CPUs, and a child set that is
+    not inside its parent's: widen the parent to old|new, set the children top-down, then
+    narrow the parent.
+    """
+    group = cpus_file.parent
+    try:
+        old = parse_cpuset(cpus_file.read_text().strip() or "0")
+    except OSError as exc:
+        raise BackendError(f"reading {cpus_file}: {exc.strerror}") from None
+    new = parse_cpuset(cpuset)
+    children = sorted((Path(d) for d, _s, files in os.walk(group)
+                       if Path(d) != group and cpus_file.name in files),
+                      key=lambda p: len(p.parts))
+    if children:
+        _write(cpus_file, format_cpuset(old | new))
+        for child in children:
+            _write(child / cpus_file.name, format_cpuset(new))
+    _write(cpus_file, format_cpuset(new))
+
+
+def _lxc_cpuset(conn: Any, item: Item, cpuset: str) -> None:
+    if not is_local_uri(conn.uri):
+        raise StateError(f"{item.address}: the cpuset of a running container on {conn.uri} can "
+                         "only change with a restart (libvirt has no live API for it)",
+                         hint="apply --restart, or restart the container")
+    pid = conn.domain_pid(item.name)
+    path = cgroup_file(pid, "cpuset", "cpuset.cpus") if pid else None
+    if path is None or not path.is_file():
+        raise BackendError(f"{item.address}: no cpuset cgroup found for its process {pid}")
+    write_cpuset_cgroup(path, cpuset)
+
+
+def apply_live(conn: Any, item: Item) -> None:
+    """Set every field in item.live on the running domain."""
+    live = item.live
+    name = item.name
+    if not conn.get(name).active:
+        # libvirt 9.0's LXC driver dereferences the NULL cgroup of an inactive domain when
+        # asked for scheduler parameters (virCgroupSupportsCpuBW) and libvirtd segfaults;
+        # libvirt-python asks for them inside every setSchedulerParameters call.
+        raise StateError(f"{item.address} stopped while being applied; apply again")
+    sched = {SCHED_PARAMS[k]: v for k, v in live.items() if k in SCHED_PARAMS}
+    if sched:
+        conn.set_scheduler(name, sched)
+    mem = {MEMORY_PARAMS[k]: v for k, v in live.items() if k in MEMORY_PARAMS}
+    if mem:
+        conn.set_memory_parameters(name, mem, live=True, config=False)
+    if "blkio.weight" in live:
+        conn.set_blkio_parameters(name, {"weight": live["blkio.weight"]}, live=True,
+                                  config=False)
+    container = item.kind == "container"
+    if "vcpu_cpuset" in live:
+        if container:
+            _lxc_cpuset(conn, item, live["vcpu_cpuset"])
+        else:
+            vcpus = item.entry.spec.vcpus if item.entry else 1
+            conn.pin_vcpus(name, vcpus, parse_cpuset(live["vcpu_cpuset"]), live=True,
+                           config=False)
+    if container:
+        return  # the LXC driver has no vcpupin/emulatorpin
+    for vcpu, cpuset in live.get("cputune.vcpupin", ()):
+        conn.pin_vcpu(name, vcpu, parse_cpuset(cpuset), live=True, config=False)
+    if live.get("cputune.emulatorpin"):
+        conn.pin_emulator(name, parse_cpuset(live["cputune.emulatorpin"]), live=True,
+                          config=False)

@@ -1,0 +1,354 @@
+"""Desired (the rendered inventory) vs observed (virtmix.converge.observe) -> ordered actions. Pure.
+
+Each domain or network of the inventory becomes one Item with the field changes found and
+the operations apply will run for it, in dependency order (networks, then guests and host
+containers, then containers nested in guests). Every change is marked `live` (applied to
+the running domain, no restart), `restart` (takes effect at the next start) or `recreate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from virtmix.converge.observe import (
+    Fields,
+    ObservedConnection,
+    ObservedDomain,
+    ObservedNetwork,
+    network_fields,
+    owned_fields,
+)
+from virtmix.converge.plan_xml import adapt_domain_xml, adapt_network_xml, xml_diff
+from virtmix.inventory.site import Entry
+from virtmix.util.identity import network_uuid
+
+LIVE, RESTART, RECREATE = "live", "restart", "recreate"
+# How a change of each owned field reaches a running domain.
+FIELD_MODES = {
+    "type": RESTART, "description": LIVE, "metadata": LIVE,
+    "memory_kib": RESTART, "vcpus": RESTART, "vcpu_cpuset": LIVE,
+    "cputune.shares": LIVE, "cputune.period": LIVE, "cputune.quota": LIVE,
+    "cputune.vcpupin": LIVE, "cputune.emulatorpin": LIVE,
+    "memtune.hard_limit": LIVE, "memtune.soft_limit": LIVE, "memtune.swap_hard_limit": LIVE,
+    "memtune.min_guarantee": RESTART, "blkio.weight": LIVE,
+    "interfaces": RESTART, "os.init": RESTART, "os.initargs": RESTART, "privnet": RESTART,
+    "filesystems": RESTART, "idmap": RECREATE, "os.arch": RESTART, "os.machine": RESTART,
+    "os.kernel": RESTART, "os.initrd": RESTART, "os.cmdline": RESTART, "disks": RESTART,
+    "serial_log": RESTART,
+}
+# Fields that only live in the definition: nothing to do to the running domain.
+CONFIG_ONLY = frozenset({"description", "metadata"})
+LIVE_TUNABLE = frozenset(f for f, m in FIELD_MODES.items() if m == LIVE) - CONFIG_ONLY
+# What a removed limit goes back to on a running domain (libvirt's "unlimited"/defaults).
+UNLIMITED_KIB = 9007199254740991
+LIVE_DEFAULTS = {
+    "cputune.shares": 1024, "cputune.period": 100000, "cputune.quota": -1,
+    "memtune.hard_limit": UNLIMITED_KIB, "memtune.soft_limit": UNLIMITED_KIB,
+    "memtune.swap_hard_limit": UNLIMITED_KIB,
+}
+
+
+@dataclass
+class Change:
+    field: str
+    before: Any
+    after: Any
+    mode: str
+
+
+@dataclass
+class Item:
+    """What apply does to one domain or network."""
+
+    target: str            # "domain" | "network"
+    kind: str              # container | guest | network
+    name: str
+    address: str           # NAME, or GUEST/NAME for nested containers
+    uri: str
+    host: str
+    phase: int             # 0 networks, 1 guests and host containers, 2 nested containers
+    status: str            # create | update | ok | remove | orphan | refuse | unreachable | waiting
+    ops: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    live: dict[str, Any] = field(default_factory=dict)   # field -> value to set live
+    pending_restart: list[str] = field(default_factory=list)
+    reason: str = ""
+    xml: str | None = None        # the definition apply will (re)define
+    diff: str = ""                # owned-part XML diff, observed -> desired
+    entry: Entry | None = None
+    parent: str | None = None
+    state: str | None = None      # the domain's state as observed
+    autostart: bool = False
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.ops) or self.status in ("refuse", "waiting", "unreachable")
+
+
+@dataclass
+class Plan:
+    site: str
+    items: list[Item]
+    prune: bool = False
+
+    @property
+    def pending(self) -> list[Item]:
+        return [i for i in self.items if i.pending]
+
+    def by_host(self) -> dict[str, list[Item]]:
+        out: dict[str, list[Item]] = {}
+        for item in self.items:
+            out.setdefault(item.host, []).append(item)
+        return out
+
+
+@dataclass(frozen=True)
+class DesiredDomain:
+    entry: Entry
+    xml: str
+
+
+@dataclass(frozen=True)
+class DesiredNetwork:
+    name: str
+    host: str          # the network's `host:` (an inventory host, or a guest for nested)
+    uri: str
+    xml: str
+    inv_host: str = ""  # the inventory host it runs on (apply groups work by it)
+    nested: bool = False
+
+
+@dataclass(frozen=True)
+class Options:
+    prune: bool = False
+    adopt: bool = False
+    restart: bool = False
+
+
+def _same(name: str, want: Any, have: Any) -> bool:
+    if name in ("os.machine", "os.arch") and want is None:
+        return True  # libvirt picks the default; virtmix does not own it then
+    if name == "os.machine" and isinstance(have, str) and isinstance(want, str):
+        # 'pc' is stored as 'pc-i440fx-7.2', 'q35' as 'pc-q35-7.2'.
+        return have == want or have.startswith((f"{want}-", f"pc-{want}-"))
+    return want == have
+
+
+def diff_fields(want: Fields, have: Fields, names: Any = None) -> list[Change]:
+    out = []
+    for name in names or FIELD_MODES:
+        if name in want or name in have:
+            w, h = want.get(name), have.get(name)
+            if not _same(name, w, h):
+                mode = FIELD_MODES.get(name, RESTART)
+                if name == "type" and "lxc" in (w, h):
+                    mode = RECREATE  # a container cannot become a guest in place
+                out.append(Change(name, h, w, mode))
+    return out
+
+
+def _foreign_reason(obs: ObservedDomain, site: str, uri: str) -> str | None:
+    if obs.metadata is None:
+        return (f"domain {obs.name} on {uri} exists and was not defined by virtmix (no virtmix "
+                "metadata); rename the entry, remove that domain, or apply --adopt to take it "
+                "over")
+    owner = obs.metadata.get("site")
+    if owner is None and obs.metadata.get("created-by"):
+        return (f"domain {obs.name} on {uri} was made by `virtmix {obs.metadata['created-by']}`"
+                f", outside any inventory; apply --adopt takes it into site {site!r}")
+    if owner != site:
+        return (f"domain {obs.name} on {uri} belongs to virtmix site {owner!r} (inventory "
+                f"{obs.metadata.get('inventory')}), not {site!r}; apply --adopt takes it over")
+    return None
+
+
+def _running_cpuset(live: Fields, cgroup_cpuset: str | None, lxc: bool) -> str | None:
+    """The CPUs a running domain really uses.
+
+    Containers: their cpuset cgroup (written directly, the running XML never shows it).
+    Guests: a live vCPU pinning that gives every vCPU the same set is what apply does for
+    <vcpu cpuset>, and the running XML keeps the old cpuset attribute.
+    """
+    if lxc:
+        return cgroup_cpuset if cgroup_cpuset is not None else live.get("vcpu_cpuset")
+    pins = {cpus for _vcpu, cpus in live.get("cputune.vcpupin", ())}
+    if len(pins) == 1 and len(live.get("cputune.vcpupin", ())) == live.get("vcpus"):
+        return pins.pop()
+    return live.get("vcpu_cpuset")
+
+
+def _live_targets(want: Fields, obs: ObservedDomain) -> dict[str, Any]:
+    """Live-tunable fields whose running value differs from the wanted one."""
+    out: dict[str, Any] = {}
+    live = obs.live or {}
+    lxc = want.get("type") == "lxc"
+    for name in sorted(LIVE_TUNABLE):
+        if lxc and name in ("cputune.vcpupin", "cputune.emulatorpin"):
+            continue  # the LXC driver has neither
+        target = want.get(name)
+        current = live.get(name)
+        if name == "vcpu_cpuset":
+            current = _running_cpuset(live, obs.live_cpuset, lxc)
+        if target is None or target == ():
+            if name in LIVE_DEFAULTS and current not in (None, LIVE_DEFAULTS[name]) and \
+                    obs.config.get(name) is not None:
+                out[name] = LIVE_DEFAULTS[name]  # a limit was removed from the inventory
+            continue
+        if target != current:
+            out[name] = target
+    return out
+
+
+def plan_domain(d: DesiredDomain, obs: ObservedDomain | None, site: str,
+                opts: Options) -> Item:
+    e = d.entry
+    spec = e.spec
+    item = Item("domain", e.kind, e.name, e.address, e.uri, e.host, 2 if e.parent else 1,
+                "ok", entry=e, parent=e.parent, autostart=spec.autostart)
+    running = spec.state == "running"
+    if obs is None:
+        item.status, item.xml = "create", d.xml
+        item.ops = ["prepare", "define"] + (["start"] if running else [])
+        item.ops += ["autostart"] if spec.autostart else []
+        return item
+    item.state = obs.state
+    reason = _foreign_reason(obs, site, e.uri)
+    if reason and not opts.adopt:
+        item.status, item.reason = "refuse", reason
+        return item
+    explicit = {i for i, iface in enumerate(spec.interfaces) if iface.mac}
+    item.xml = adapt_domain_xml(d.xml, obs.uuid, obs.config.get("interfaces", ()), explicit)
+    want = owned_fields(item.xml)
+    item.changes = diff_fields(want, obs.config)
+    item.diff = xml_diff(obs.xml, item.xml, e.address) if item.changes else ""
+    modes = {c.mode for c in item.changes}
+    if item.changes:
+        item.ops.append("redefine")
+    if reason:
+        item.reason = f"adopting: {reason.split(';')[0]}"
+    if obs.active:
+        _plan_running(item, want, obs, running, opts, RECREATE in modes)
+    elif running:
+        item.ops += ["prepare", "start"]
+    if obs.autostart != spec.autostart:
+        item.ops.append("autostart")
+        item.changes.append(Change("autostart", obs.autostart, spec.autostart, LIVE))
+    item.status = "update" if item.ops else "ok"
+    return item
+
+
+def _plan_running(item: Item, want: Fields, obs: ObservedDomain, running: bool,
+                  opts: Options, recreate: bool) -> None:
+    if not running:
+        item.ops.append("stop")
+        return
+    if recreate:
+        item.ops = ["recreate"]
+        return
+    restart = [c.field for c in diff_fields(want, obs.live or obs.config)
+               if c.mode == RESTART and c.field not in CONFIG_ONLY]
+    if restart and opts.restart:
+        item.ops.append("restart")
+        return
+    item.pending_restart = restart
+    item.live = _live_targets(want, obs)
+    if item.live:
+        item.ops.append("live")
+
+
+def plan_network(d: DesiredNetwork, obs: ObservedNetwork | None, opts: Options) -> Item:
+    item = Item("network", "network", d.name, d.name, d.uri, d.inv_host or d.host,
+                2 if d.nested else 0, "ok", parent=d.host if d.nested else None)
+    if obs is None:
+        item.status, item.xml, item.ops = "create", d.xml, ["network-define", "network-start"]
+        return item
+    ours = network_uuid(d.host, d.name)
+    if obs.uuid != ours and not opts.adopt:
+        item.status = "refuse"
+        item.reason = (f"network {d.name} on {d.uri} exists and was not defined by virtmix "
+                       "(its UUID is not virtmix's); rename it in the inventory or apply "
+                       "--adopt to take it over")
+        return item
+    item.xml = adapt_network_xml(d.xml, obs.uuid)
+    want, have = network_fields(item.xml), obs.fields
+    for name in ("mode", "bridge", "ipv4", "dhcp", "dhcp_hosts"):
+        if want[name] != have[name] and not (name == "bridge" and want[name] is None):
+            item.changes.append(Change(name, have[name], want[name], RESTART))
+    if item.changes:
+        item.ops.append("network-redefine")
+        item.diff = xml_diff(obs.xml, item.xml, f"network {d.name}")
+    if not obs.active:
+        item.ops.append("network-start")
+    item.status = "update" if item.ops else "ok"
+    return item
+
+
+def _orphans(site: str, desired: set[tuple[str, str]], conn: ObservedConnection,
+             opts: Options, hosts: set[str]) -> list[Item]:
+    # Two URIs may reach one daemon (lxc:///system and lxc+ssh://root@127.0.0.1/system):
+    # a name the inventory wants on any connection is never an orphan.
+    wanted = {name for _uri, name in desired}
+    out = []
+    for obs in conn.domains.values():
+        meta = obs.metadata
+        if meta is None or meta.get("site") != site or obs.name in wanted:
+            continue
+        kind = meta.get("kind", "container")
+        item = Item("domain", kind, obs.name, obs.name, conn.uri, meta.get("host", "?"),
+                    3, "orphan", state=obs.state)
+        if opts.prune:
+            item.status, item.ops = "remove", ["remove"]
+        out.append(item)
+    for net in conn.networks.values():
+        if "network:" + net.name in wanted:
+            continue
+        if any(net.uuid == network_uuid(h, net.name) for h in hosts):
+            item = Item("network", "network", net.name, net.name, conn.uri, "?", 4, "orphan")
+            if opts.prune:
+                item.status, item.ops = "remove", ["network-remove"]
+            out.append(item)
+    return out
+
+
+def build_plan(site: str, domains: list[DesiredDomain], networks: list[DesiredNetwork],
+               observed: dict[str, ObservedConnection], opts: Options,
+               hosts: set[str] = frozenset()) -> Plan:
+    """The whole plan: desired documents against what each connection reported."""
+    items: list[Item] = []
+    for n in networks:
+        conn = observed.get(n.uri)
+        if conn is None or conn.error:
+            item = Item("network", "network", n.name, n.name, n.uri, n.inv_host or n.host,
+                        2 if n.nested else 0, "unreachable", parent=n.host if n.nested else None)
+            items.append(_unreachable(item, conn))
+            continue
+        items.append(plan_network(n, conn.networks.get(n.name), opts))
+    for d in domains:
+        e = d.entry
+        conn = observed.get(e.uri)
+        if conn is None or conn.error:
+            item = Item("domain", e.kind, e.name, e.address, e.uri, e.host,
+                        2 if e.parent else 1, "unreachable", entry=e, parent=e.parent)
+            items.append(_unreachable(item, conn))
+            continue
+        items.append(plan_domain(d, conn.domains.get(e.name), site, opts))
+    desired = {(d.entry.uri, d.entry.name) for d in domains}
+    desired |= {(n.uri, "network:" + n.name) for n in networks}
+    for conn in observed.values():
+        if not conn.error:
+            items += _orphans(site, desired, conn, opts, set(hosts))
+    items.sort(key=lambda i: i.phase)  # stable: inventory order inside a phase
+    return Plan(site, items, opts.prune)
+
+
+def _unreachable(item: Item, conn: ObservedConnection | None) -> Item:
+    if item.parent:
+        # A nested container's libvirt runs inside its guest: planned once the guest is up.
+        item.status = "waiting"
+        item.reason = f"guest {item.parent} is not reachable yet ({item.uri})"
+        item.ops = (["network-define", "network-start"] if item.target == "network"
+                    else ["prepare", "define", "start"])
+    else:
+        item.reason = conn.error if conn and conn.error else f"{item.uri} was not read"
+    return item

@@ -1,0 +1,179 @@
+"""What must exist on disk before a domain is defined or started: trees, disk images, dirs.
+
+Runs on the machine virtmix runs on; for a remote host only what needs no local files is
+possible (existing trees and images are assumed to be there; nothing is created remotely).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from virtmix.converge.observe import is_local_uri
+from virtmix.errors import RootfsError
+from virtmix.inventory.model import Container, Guest, RootfsBuild
+from virtmix.inventory.site import Entry, Site
+from virtmix.render.views import IDMAP, domain_view, is_privileged, storage_dir
+from virtmix.util import layout
+
+MAPPED_ROOT_UID = IDMAP[1]
+Progress = Callable[[str], None]  # one line per step of a long build
+
+
+def _searchable(st: os.stat_result, uid: int) -> bool:
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == uid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def ensure_traversable(tree: Path, storage: Path, uid: int = MAPPED_ROOT_UID) -> list[Path]:
+    """Make every parent of tree searchable by the container's mapped root, or say which not.
+
+    libvirt_lxc creates <tree>/.oldroot after entering the user namespace; a parent the
+    mapped uid cannot search fails the start with "Timed out while reading log output"
+    (docs/working-xml.md). Directories under virtmix's storage directory get o+x; others
+    are the admin's, so virtmix names them instead of changing them.
+    """
+    fixed = []
+    for parent in reversed(tree.parents):
+        st = parent.stat()
+        if _searchable(st, uid):
+            continue
+        if parent == storage or storage in parent.parents:
+            os.chmod(parent, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+            fixed.append(parent)
+            continue
+        raise RootfsError(
+            f"{parent} is not searchable by uid {uid}, the unprivileged container's root, so "
+            f"it cannot start from {tree}",
+            hint=f"chmod o+x {parent} (or move the tree), then apply again")
+    return fixed
+
+
+def _check_tree(entry: Entry, tree: Path) -> None:
+    spec = entry.spec
+    assert isinstance(spec, Container)
+    if not tree.is_dir():
+        raise RootfsError(f"{entry.keypath}.rootfs.path: {tree} is not a directory")
+    init = tree / spec.init[0].lstrip("/")
+    if not (init.exists() or init.is_symlink()):
+        raise RootfsError(f"{entry.keypath}.init: {spec.init[0]} does not exist in {tree}")
+
+
+def _provision(site: Site, entry: Entry, progress: Progress | None = None) -> Path:
+    """A built tree (`rootfs: {distro...}`) through the rootfs subsystem."""
+    try:
+        from virtmix.rootfs import Storage, provision_container
+        from virtmix.rootfs.from_model import setup_from_model, spec_from_model
+    except ImportError as exc:  # the rootfs subsystem is optional in a partial install
+        raise RootfsError(f"{entry.keypath}.rootfs: building trees is not available ({exc})",
+                          hint="give rootfs: {path: ...} with an existing tree") from None
+    storage = Storage(storage_dir(site))
+    spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
+                           mirror=site.inventory.settings.mirror)
+    privileged = is_privileged(entry)
+    setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
+    result = provision_container(entry.name, spec, setup,
+                                 storage, privileged=privileged, progress=progress)
+    if result.privileged != privileged:
+        raise RootfsError(
+            f"{entry.keypath}: its tree {result.path} was built "
+            f"{'privileged' if result.privileged else 'unprivileged'}, the inventory now asks "
+            f"for {'privileged' if privileged else 'unprivileged'}",
+            hint=f"virtmix destroy {entry.name} --delete-rootfs, then apply again")
+    return result.path
+
+
+def prepare_container(site: Site, entry: Entry, progress: Progress | None = None) -> None:
+    spec = entry.spec
+    assert isinstance(spec, Container)
+    view = domain_view(site, entry)
+    local = is_local_uri(entry.uri)
+    if isinstance(spec.rootfs, RootfsBuild):
+        if not local and entry.parent:
+            from virtmix.nesting.ops import push_tree
+
+            push_tree(site, entry)  # built here, copied into the guest over ssh
+            return
+        if not local:
+            raise RootfsError(f"{entry.keypath}.rootfs: virtmix builds trees on the machine it "
+                              f"runs on, not on {entry.uri}",
+                              hint="build the tree there and give rootfs: {path: ...}")
+        tree = _provision(site, entry, progress)
+    else:
+        tree = Path(view.rootfs)
+        if not local:
+            return
+        _check_tree(entry, tree)
+    if view.idmap is not None:
+        ensure_traversable(tree, Path(storage_dir(site)))
+
+
+def _qemu_img_create(path: Path, fmt: str, size_kib: int, *backing: str) -> None:
+    """A new image, made under a temporary name and renamed: an interrupted apply never
+    leaves a half-made image that a later apply would take as complete."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    args = ["create", "-q", "-f", fmt, *backing, str(tmp), str(size_kib * 1024)]
+    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise RootfsError(f"qemu-img {' '.join(args)} failed: {proc.stderr.strip()}")
+    os.replace(tmp, path)
+
+
+def prepare_guest(site: Site, entry: Entry) -> None:
+    spec = entry.spec
+    assert isinstance(spec, Guest)
+    view = domain_view(site, entry)
+    if not is_local_uri(entry.uri):
+        return  # images on a remote host are the admin's (nothing created remotely)
+    if spec.boot is None and (spec.image is not None or spec.containers) and \
+            (spec.image is None or not spec.image.path):
+        from virtmix.images import prepare_guest as prepare_built_guest
+
+        # A Debian image virtmix builds: cached base, overlay, kernel, initrd, host key.
+        prepare_built_guest(site, entry)
+        return
+    gdir = Path(layout.guest_path(storage_dir(site), entry.name))
+    gdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (gdir / layout.GUEST_FILES_MARKER).touch()
+    for path in (view.kernel, view.initrd):
+        if path and not Path(path).is_file() and not Path(path).is_relative_to(gdir):
+            raise RootfsError(f"{entry.keypath}.boot: {path} does not exist")
+    image = spec.image
+    by_path = {d.path: d for d in view.disks}
+    root = gdir / "root.qcow2"
+    if str(root) in by_path and not root.exists():
+        if image is None or not image.path:
+            raise RootfsError(f"{entry.keypath}.image: guest images built by virtmix are not "
+                              "available in apply yet",
+                              hint="give image: {path: BASE.qcow2}, or boot: {kernel, ...}")
+        base = Path(image.path)
+        if not base.is_file():
+            raise RootfsError(f"{entry.keypath}.image.path: {base} does not exist")
+        fmt = "qcow2" if base.suffix == ".qcow2" else "raw"
+        _qemu_img_create(root, "qcow2", image.size, "-b", str(base), "-F", fmt)
+    for disk, dview in zip(spec.disks, view.disks[-len(spec.disks):] if spec.disks else [],
+                           strict=True):
+        path = Path(dview.path)
+        if disk.size is not None and not path.exists():
+            _qemu_img_create(path, disk.format, disk.size)
+        elif disk.path is not None and not path.exists():
+            raise RootfsError(f"{entry.keypath}.disks: {path} does not exist")
+
+
+def prepare(site: Site, entry: Entry, progress: Progress | None = None) -> None:
+    """Everything the entry's definition refers to, created or checked.
+
+    progress, when given, receives one line per step of a long build (`virtmix create`
+    shows them); apply runs many entries at once and passes none.
+    """
+    if entry.kind == "container":
+        prepare_container(site, entry, progress)
+    else:
+        prepare_guest(site, entry)

@@ -1,0 +1,1 @@
+"""`virtmix create`: the lxc-create workflow (one container from options, no inventory file)."""

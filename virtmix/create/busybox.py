@@ -1,0 +1,120 @@
+"""`virtmix create --template busybox`: a busybox tree made in place (lxc-busybox's job).
+
+Made in well under a second from the host's static busybox (Debian: busybox-static), so it
+is not cached. It lives where the rootfs code keeps container trees
+(STORAGE/containers/NAME/rootfs, its marker, a state file), so info, start and destroy
+treat it like any tree virtmix made. busybox init runs rcS (loopback, eth0) and a getty on
+the libvirt console; root's credentials are set by the rootfs code's own function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from virtmix.errors import RootfsError, VirtmixError
+from virtmix.util.files import write_file
+
+CACHE_ENTRY = "busybox-static"  # recorded as the tree's base: there is no cache entry
+_DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "root", "tmp", "var/log", "run",
+         "proc", "sys", "dev", "home", "mnt")
+_INITTAB = """\
+::sysinit:/etc/init.d/rcS
+console::respawn:/sbin/getty -L 115200 console vt100
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/umount -a -r
+"""
+
+
+def _rcs(setup: Any) -> str:
+    lines = ["#!/bin/sh", "# written by virtmix create --template busybox",
+             "mount -t tmpfs -o mode=755 tmpfs /run", "mount -t tmpfs -o mode=1777 tmpfs /tmp",
+             "hostname -F /etc/hostname", "ip link set lo up"]
+    for iface in setup.interfaces:
+        lines.append(f"ip link set {iface.name} up")
+        if iface.ipv4:
+            lines.append(f"ip addr add {iface.ipv4} dev {iface.name}")
+        elif iface.dhcp:
+            lines.append(f"udhcpc -b -q -s /etc/udhcpc.script -i {iface.name} >/dev/null 2>&1")
+        if iface.gateway:
+            lines.append(f"ip route add default via {iface.gateway}")
+    return "\n".join(lines) + "\n"
+
+
+# udhcpc only reports a lease; this applies it (busybox ships no default script).
+_UDHCPC = """\
+#!/bin/sh
+case "$1" in
+  bound|renew) ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" ;;
+esac
+"""
+
+
+def _static_busybox() -> str:
+    from virtmix.admin.execute import find_static_busybox
+
+    return find_static_busybox()
+
+
+def _populate(tree: Path, setup: Any) -> None:
+    for d in _DIRS:
+        (tree / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(tree / "tmp", 0o1777)
+    os.chmod(tree / "root", 0o700)
+    shutil.copy2(_static_busybox(), tree / "bin/busybox")
+    # One symlink per applet where busybox itself puts it (bin/sh, sbin/init, sbin/getty...).
+    res = subprocess.run(["chroot", str(tree), "/bin/busybox", "--install", "-s"],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RootfsError(f"busybox --install in {tree} failed: {res.stderr.strip()}")
+    etc = tree / "etc"
+    write_file(etc / "passwd", "root:x:0:0:root:/root:/bin/sh\n"
+               "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    write_file(etc / "group", "root:x:0:\nnogroup:x:65534:\n")
+    write_file(etc / "shadow", "root:!*:19000:0:99999:7:::\nnobody:!*:19000:0:99999:7:::\n", 0o640)
+    write_file(etc / "inittab", _INITTAB)
+    write_file(etc / "init.d/rcS", _rcs(setup), 0o755)
+    write_file(etc / "udhcpc.script", _UDHCPC, 0o755)
+    write_file(etc / "securetty", "console\n")
+
+
+def make_tree(storage: Any, name: str, setup: Any, privileged: bool) -> dict:
+    """Make STORAGE/containers/NAME/rootfs from busybox; returns the state it records."""
+    from virtmix.rootfs import IDMAP, PASSWORD_FILE, remove_container_tree
+    from virtmix.rootfs.customise import set_credentials, set_identity
+    from virtmix.rootfs.idmap import shift_tree
+    from virtmix.rootfs.storage import CONTAINER_MARKER
+
+    storage.ensure()
+    cdir = storage.container_dir(name)
+    cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, as rootfs does
+    (cdir / CONTAINER_MARKER).write_text(name + "\n")
+    t0 = time.monotonic()
+    try:
+        tree = cdir / "rootfs"
+        tree.mkdir(mode=0o755)
+        _populate(tree, setup)
+        set_identity(tree, setup)
+        password = set_credentials(tree, setup, cdir / PASSWORD_FILE)
+        if not privileged:
+            shift_tree(tree, IDMAP[1])  # everything here is root-owned: 0 -> the mapped root
+        state = {"virtmix": 1, "name": name, "method": "copy", "cache_entry": CACHE_ENTRY,
+                 "template": "busybox", "idmap": None if privileged else list(IDMAP),
+                 "privileged": privileged, "hostname": setup.fqdn, "sshd": False,
+                 "root_login": ("password" if password else
+                                "ssh-key" if setup.ssh_keys else "locked"),
+                 "password_file": str(cdir / PASSWORD_FILE) if password else None,
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                 "clone_seconds": round(time.monotonic() - t0, 3)}
+        storage.write_state(name, state)  # last: a state file means the tree is complete
+        return state
+    except BaseException:
+        with contextlib.suppress(VirtmixError, OSError):
+            remove_container_tree(storage, name)
+        raise

@@ -1,0 +1,4 @@
+"""Facts about a host where containers run: is a URI local, the cgroup filesystem, a container's
+
+init pid.
+"""

@@ -1,0 +1,122 @@
+"""The host's cgroup files of a process: where they are, the cpuset write libvirt lacks, joining.
+
+libvirt has no live cpuset API for LXC domains, so `virtmix cgroup CT cpuset.cpus` writes the
+container's cpuset cgroup itself. The libvirt_lxc controller (the domain's ID) sits in the
+container's cgroups, and stays there even when a systemd inside moves its own processes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from virtmix.errors import BackendError
+from virtmix.util.units import format_cpuset, parse_cpuset
+
+
+def _mounts() -> dict[str, str]:
+    """controller (or "" for the unified v2 hierarchy) -> mount point, from mountinfo."""
+    out: dict[str, str] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        pre, _, post = line.partition(" - ")
+        fstype, _src, opts = (post.split() + ["", "", ""])[:3]
+        mount_point = pre.split()[4]
+        if fstype == "cgroup2":
+            out.setdefault("", mount_point)
+        elif fstype == "cgroup":
+            for opt in opts.split(","):
+                if opt not in ("rw", "ro") and "=" not in opt or opt.startswith("name="):
+                    out.setdefault(opt, mount_point)
+    return out
+
+
+def cgroup_dirs(pid: int) -> dict[str, Path]:
+    """controller -> the directory of pid's cgroup in that hierarchy ("" = cgroup v2).
+
+    A v1 hierarchy mounted with several controllers (cpu,cpuacct) is listed under each.
+    """
+    mounts = _mounts()
+    dirs: dict[str, Path] = {}
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError as exc:
+        raise BackendError(f"cannot read the cgroups of process {pid}: {exc}") from None
+    for line in lines:
+        _hid, controllers, path = line.split(":", 2)
+        for ctl in controllers.split(",") if controllers else [""]:
+            if ctl in mounts:
+                dirs[ctl] = Path(mounts[ctl] + path)
+    return dirs
+
+
+def cgroup_version() -> str:
+    """'v2' when /sys/fs/cgroup is the unified hierarchy, else 'v1'."""
+    return "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1"
+
+
+def shares_are_weights(uri: str, parent: str | None) -> bool:
+    """Whether libvirt's <shares>/cpu_shares are cgroup v2 weights where the domain runs:
+    libvirt writes them verbatim to cpu.weight there, so virtmix converts both ways."""
+    from virtmix.hosts.local import is_local
+
+    if parent:
+        return True  # guests built by virtmix are pure cgroup v2
+    return is_local(uri) and cgroup_version() == "v2"
+
+
+def read_cpuset(pid: int) -> str:
+    path = cgroup_dirs(pid).get("cpuset") or cgroup_dirs(pid).get("")
+    if path is None:
+        raise BackendError(f"process {pid} has no cpuset cgroup")
+    return (path / "cpuset.cpus").read_text().strip() or ""
+
+
+def _subtree(top: Path) -> list[Path]:
+    """top and its child cgroups, parents first."""
+    out = [top]
+    for dirpath, dirnames, _files in os.walk(top):
+        out.extend(Path(dirpath) / d for d in sorted(dirnames))
+    return out
+
+
+def write_cpuset(pid: int, cpus: frozenset[int]) -> list[Path]:
+    """Set cpuset.cpus of pid's cpuset cgroup and of every cgroup below it.
+
+    v1 refuses a parent set that excludes CPUs a child still uses, and a child set that is
+    not inside its parent's: so widen top-down to old|new first, then narrow bottom-up.
+    Returns the files written.
+    """
+    top = cgroup_dirs(pid).get("cpuset")
+    if top is None and (top := cgroup_dirs(pid).get("")) is not None:
+        top = top if (top / "cpuset.cpus").exists() else None
+    if top is None:
+        raise BackendError(f"process {pid} has no cpuset cgroup to write")
+    groups = [g for g in _subtree(top) if (g / "cpuset.cpus").exists()]
+    new = format_cpuset(cpus)
+    try:
+        old = parse_cpuset((top / "cpuset.cpus").read_text().strip() or new)
+        wide = format_cpuset(old | cpus)
+        for g in groups:
+            if (g / "cpuset.cpus").read_text().strip():
+                (g / "cpuset.cpus").write_text(wide)
+        for g in reversed(groups):
+            (g / "cpuset.cpus").write_text(new)
+    except OSError as exc:
+        raise BackendError(f"writing cpuset.cpus={new} under {top}: {exc}") from None
+    return [g / "cpuset.cpus" for g in groups]
+
+
+def join_cgroups(dirs: dict[str, Path]) -> None:
+    """Move the calling process into the given cgroups (run in a child before exec)."""
+    done: set[Path] = set()
+    for path in dirs.values():
+        if path in done:
+            continue
+        done.add(path)
+        procs = path / "cgroup.procs"
+        try:
+            procs.write_text(str(os.getpid()))
+        except OSError:
+            # e.g. the name=systemd hierarchy's root, or a v2 group with controllers on
+            # inner nodes; joining the rest still puts the process under the limits.
+            continue

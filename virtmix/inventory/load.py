@@ -1,0 +1,417 @@
+"""Read an inventory file, merge profiles, validate -> Site. The only module that knows YAML.
+
+Steps: read YAML -> per entry, fold `cgroup:` and merge its profile chain -> validate the
+whole tree with pydantic in one call -> cross-entry checks (names per connection, cpusets
+against the host, networks) -> Site of Entries. Errors name the file, key path and line.
+"""
+
+from __future__ import annotations
+
+import difflib
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from virtmix.errors import InventoryError
+from virtmix.inventory.addresses import allocate_guest_addresses
+from virtmix.inventory.model import Container, Guest, Inventory
+from virtmix.inventory.profiles import ProfileLibrary, deep_merge, fold_cgroup
+from virtmix.inventory.site import Entry, Site
+from virtmix.inventory.yamlio import line_of, read_yaml
+from virtmix.util import paths
+from virtmix.util.gcpause import gc_paused
+from virtmix.util.units import format_kib, parse_cpuset
+
+ENTRY_KINDS = {"containers": "container", "guests": "guest"}
+
+
+class _Loader:
+    """One load of one inventory file; keeps the raw text for error lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = str(path)
+        self.text = ""
+        self.raw: dict[str, Any] = {}
+        # keypath -> (profile file, profile text) for values that came from a profile
+        self.entry_profiles: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.library: ProfileLibrary | None = None
+        # keypath -> the entry's own settings (cgroup folded), for `explain`
+        self.entry_own: dict[tuple[str, ...], dict[str, Any]] = {}
+
+    def fail(self, message: str, keypath: tuple[Any, ...], hint: str | None = None):
+        key = ".".join(str(k) for k in keypath) or None
+        raise InventoryError(message, file=self.file, key=key,
+                             line=line_of(self.text, keypath), hint=hint)
+
+    # -- reading and merging -------------------------------------------------------------
+    def read(self) -> None:
+        data, self.text = read_yaml(self.path)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.fail("an inventory must be a mapping with 'hosts:' (and optionally "
+                      "'networks:', 'profiles_dir:', 'settings:')", ())
+        self.raw = data
+        dirs = [paths.profiles_dir()]
+        extra = data.get("profiles_dir")
+        if isinstance(extra, str):
+            # A missing directory only adds no profiles (the issue's own example names one
+            # a fresh checkout may not have); `validate` warns, an unknown profile says so.
+            dirs.append((self.path.parent / extra).resolve())
+        self.library = ProfileLibrary(dirs)
+
+    def expand(self) -> dict[str, Any]:
+        """The raw tree with every entry's profiles merged in and cgroup keys folded."""
+        tree = dict(self.raw)
+        hosts = tree.get("hosts")
+        if not isinstance(hosts, dict):
+            return tree
+        new_hosts: dict[str, Any] = {}
+        for hname, host in hosts.items():
+            if isinstance(host, dict):
+                host = dict(host)
+                for section, kind in ENTRY_KINDS.items():
+                    if isinstance(host.get(section), dict):
+                        host[section] = self._expand_entries(
+                            host[section], kind, ("hosts", hname, section))
+            new_hosts[hname] = host
+        tree["hosts"] = new_hosts
+        return tree
+
+    def _expand_entries(self, entries: dict, kind: str, where: tuple[str, ...]) -> dict:
+        out = {}
+        for name, entry in entries.items():
+            keypath = (*where, name)
+            out[name] = self._expand_one(entry, kind, keypath)
+        return out
+
+    def _expand_one(self, entry: Any, kind: str, keypath: tuple[str, ...]) -> Any:
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, dict):
+            return entry  # pydantic reports the type
+        if kind == "container":
+            for bad in ("containers", "guests"):
+                if bad in entry:
+                    what = "a container" if bad == "containers" else "a KVM guest"
+                    self.fail(f"{what} cannot live inside a container; containers can live "
+                              "on a host or inside a KVM guest", (*keypath, bad))
+        elif "guests" in entry:
+            self.fail("a KVM guest cannot contain KVM guests (nested KVM is not supported); "
+                      "declare it under the host's guests:", (*keypath, "guests"))
+        keystr = ".".join(keypath)
+        own = fold_cgroup(entry, file=self.file, keypath=keystr, text=self.text, at=keypath)
+        if kind == "guest" and isinstance(own.get("containers"), dict):
+            own = dict(own)
+            own["containers"] = self._expand_entries(
+                own["containers"], "container", (*keypath, "containers"))
+        self.entry_own[keypath] = own
+        profile = own.get("profile")
+        if profile is None:
+            return own
+        if not isinstance(profile, str):
+            return own
+        assert self.library is not None
+        try:
+            base, chain = self.library.resolve(profile, kind,
+                                               used_at=(self.file, f"{keystr}.profile"))
+        except InventoryError as exc:
+            if exc.file == self.file and exc.line is None:
+                self.fail(exc.detail, (*keypath, "profile"))
+            raise
+        self.entry_profiles[keypath] = chain
+        return deep_merge(base, own)
+
+    # -- validation ------------------------------------------------------------------------
+    def validate(self, tree: dict[str, Any]) -> Inventory:
+        try:
+            return Inventory.model_validate(tree)
+        except ValidationError as exc:
+            raise self._translate(exc, tree) from None
+
+    def _translate(self, exc: ValidationError, tree: dict[str, Any]) -> InventoryError:
+        problems = []
+        for err in exc.errors(include_url=False)[:10]:
+            keypath = self._real_keypath(tree, err["loc"])
+            problems.append(self._describe(err, keypath))
+        first = problems[0]
+        if len(problems) > 1:
+            more = "\n".join(f"  {p}" for p in problems[1:])
+            first = InventoryError(f"{first.detail}\nfurther problems:\n{more}",
+                                   file=first.file, key=first.key, line=first.line)
+        return first
+
+    @staticmethod
+    def _real_keypath(tree: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Drop pydantic's union tags from an error location, keeping real keys only."""
+        out: list[Any] = []
+        node = tree
+        for part in loc:
+            if part == "[key]":  # pydantic's mark for an error in a mapping's key itself
+                continue
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+                out.append(part)
+            elif isinstance(node, dict) and str(part) in node:
+                node = node[str(part)]
+                out.append(str(part))
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+                out.append(part)
+            elif isinstance(node, dict | list):
+                # A key the model wanted but the data lacks, or a union branch tag.
+                if not (isinstance(part, str) and part in ("path", "build", "function-after")):
+                    out.append(part)
+                    node = None
+            else:
+                continue
+        return tuple(out)
+
+    def _describe(self, err: dict[str, Any], keypath: tuple[Any, ...]) -> InventoryError:
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = keypath[-1] if keypath else "?"
+            msg = f"unknown key {key!r}"
+            allowed = self._allowed_keys(keypath[:-1])
+            close = difflib.get_close_matches(str(key), allowed, n=1) if allowed else []
+            if close:
+                msg += f"; did you mean {close[0]!r}?"
+            elif allowed:
+                msg += f" (expected one of: {', '.join(sorted(allowed))})"
+        elif kind == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict | list):
+                msg += f" (got {err['input']!r})"
+        return self._locate(msg, keypath)
+
+    def _locate(self, msg: str, keypath: tuple[Any, ...]) -> InventoryError:
+        """Point at the entry's own line, or at the profile file the value came from."""
+        line = line_of(self.text, keypath)
+        in_entry = self._present(self.raw, keypath)
+        if not in_entry:
+            for n in range(len(keypath), 0, -1):
+                chain = self.entry_profiles.get(tuple(keypath[:n]))
+                if chain is None:
+                    continue
+                rest = tuple(keypath[n:])
+                assert self.library is not None
+                for pname in chain:
+                    prof = self.library.get(pname, used_at=(self.file, ""))
+                    if self._present(prof.settings, rest):
+                        key = ".".join(str(k) for k in rest)
+                        return InventoryError(
+                            f"{msg} (from profile {pname!r}, used by "
+                            f"{'.'.join(str(k) for k in keypath[:n])})",
+                            file=str(prof.path), key=key, line=line_of(prof.text, rest))
+                break
+        key = ".".join(str(k) for k in keypath) or None
+        return InventoryError(msg, file=self.file, key=key, line=line)
+
+    @staticmethod
+    def _present(tree: Any, keypath: tuple[Any, ...]) -> bool:
+        node = tree
+        for part in keypath:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                return False
+        return True
+
+    @staticmethod
+    def _allowed_keys(keypath: tuple[Any, ...]) -> list[str]:
+        """Field names of the model(s) at `keypath`, for did-you-mean suggestions."""
+        nodes: list[Any] = [Inventory]
+        for part in keypath:
+            nxt: list[Any] = []
+            for node in nodes:
+                if _is_model(node):
+                    f = node.model_fields.get(str(part))
+                    if f is not None:
+                        nxt += _expand_annotation(f.annotation)
+                else:  # a dict or list annotation: `part` is a key or an index
+                    args = get_args(node)
+                    if args:
+                        nxt += _expand_annotation(args[-1])
+            nodes = nxt
+        keys: set[str] = set()
+        for node in nodes:
+            if _is_model(node):
+                keys |= set(node.model_fields)
+        return sorted(keys)
+
+
+def _is_model(node: Any) -> bool:
+    return isinstance(node, type) and issubclass(node, BaseModel)
+
+
+def _expand_annotation(annotation: Any) -> list[Any]:
+    """Models and dict/list annotations inside Optional/Union/Annotated wrappers."""
+    out: list[Any] = []
+    stack = [annotation]
+    while stack:
+        a = stack.pop()
+        origin = get_origin(a)
+        if _is_model(a) or origin in (dict, list):
+            out.append(a)
+        elif origin is not None:
+            stack.extend(x for x in get_args(a) if not isinstance(x, str | int | float))
+    return out
+
+
+def load_site(path: str | Path) -> Site:
+    """Load and validate an inventory file into a Site, or raise InventoryError."""
+    with gc_paused():
+        loader = _Loader(Path(path))
+        loader.read()
+        inventory = loader.validate(loader.expand())
+        allocate_guest_addresses(inventory, loader.fail)  # before the URIs that use them
+        site = Site(path=loader.path.resolve(), inventory=inventory, profiles=loader.library,
+                    own_settings={".".join(k): v for k, v in loader.entry_own.items()})
+        site.entries = _entries(inventory, loader)
+        _check_site(site, loader)
+    from virtmix.nesting.guests import (
+        register_transports,  # the ssh setup that reaches guests' libvirt
+    )
+
+    register_transports(site)
+    return site
+
+
+def _entries(inv: Inventory, loader: _Loader) -> list[Entry]:
+    entries: list[Entry] = []
+    for hname, host in inv.hosts.items():
+        for gname, guest in host.guests.items():
+            kp = ("hosts", hname, "guests", gname)
+            entries.append(Entry(gname, "guest", hname, host.uri, guest,
+                                 profiles=loader.entry_profiles.get(kp, ()),
+                                 keypath=".".join(kp)))
+            if guest.containers:
+                uri = guest_lxc_uri(gname, guest)
+                for cname, c in guest.containers.items():
+                    ckp = (*kp, "containers", cname)
+                    entries.append(Entry(cname, "container", hname, uri, c, parent=gname,
+                                         profiles=loader.entry_profiles.get(ckp, ()),
+                                         keypath=".".join(ckp)))
+        for cname, c in host.containers.items():
+            kp = ("hosts", hname, "containers", cname)
+            entries.append(Entry(cname, "container", hname, host.lxc_uri, c,
+                                 profiles=loader.entry_profiles.get(kp, ()),
+                                 keypath=".".join(kp)))
+    return entries
+
+
+def guest_lxc_uri(name: str, guest: Guest) -> str:
+    """How virtmix reaches the libvirt inside a guest: lxc_uri, or ssh to its static address."""
+    if guest.lxc_uri:
+        return guest.lxc_uri
+    for iface in guest.interfaces:
+        if iface.ipv4 is not None:
+            return f"lxc+ssh://root@{iface.ipv4.ip}/system"
+    return f"lxc+ssh://root@{name}/system"
+
+
+def _check_site(site: Site, loader: _Loader) -> None:
+    inv = site.inventory
+    seen: dict[tuple[str, str], Entry] = {}
+    for e in site.entries:
+        kp = tuple(e.keypath.split("."))
+        other = seen.get((e.uri, e.name))
+        if other is not None:
+            loader.fail(f"domain name {e.name!r} is used twice on connection {e.uri} "
+                        f"(also at {other.keypath})", kp)
+        seen[(e.uri, e.name)] = e
+        _check_cpu(site, e, kp, loader)
+        _check_memory(site, e, kp, loader)
+        _check_interfaces(site, e, kp, loader)
+        if e.kind == "guest" and e.spec.containers and not e.spec.lxc_uri and not any(
+                i.ipv4 for i in e.spec.interfaces):
+            loader.fail("a guest that hosts containers needs a known address so virtmix can "
+                        "reach its libvirt: an interface on an inventory network with an "
+                        "ipv4 (virtmix then picks the guest's address), a static 'ipv4', or "
+                        "'lxc_uri'", (*kp, "interfaces"))
+    for nname, net in inv.networks.items():
+        if net.host not in inv.hosts and not any(
+                e.kind == "guest" and e.name == net.host for e in site.entries):
+            loader.fail(f"network host {net.host!r} is not a host (or guest) of this inventory",
+                        ("networks", nname, "host"))
+
+
+def _check_cpu(site: Site, e: Entry, kp: tuple[str, ...], loader: _Loader) -> None:
+    cpu = e.spec.cpu
+    if e.kind == "container":
+        if cpu.vcpupin:
+            loader.fail("vcpupin is not available for containers: libvirt's LXC driver has no "
+                        "vCPU threads to pin; use cpu.cpuset (or cgroup cpuset.cpus)",
+                        (*kp, "cpu", "vcpupin"))
+        if cpu.emulatorpin:
+            loader.fail("emulatorpin is not available for containers (libvirt's LXC driver "
+                        "has no emulator thread); use cpu.cpuset", (*kp, "cpu", "emulatorpin"))
+    if e.parent:
+        guest = site.inventory.hosts[e.host].guests[e.parent]
+        allowed, what = frozenset(range(guest.vcpus)), f"guest {e.parent!r} ({guest.vcpus} vcpus)"
+    else:
+        host = site.inventory.hosts[e.host]
+        if host.cpus is None:
+            return
+        allowed, what = parse_cpuset(host.cpus), f"host {e.host!r} (cpus: {host.cpus})"
+    checks = [(("cpu", "cpuset"), cpu.cpuset), (("cpu", "emulatorpin"), cpu.emulatorpin)]
+    checks += [(("cpu", "vcpupin", v), s) for v, s in cpu.vcpupin.items()]
+    for key, cpuset in checks:
+        if cpuset is None:
+            continue
+        extra = parse_cpuset(cpuset) - allowed
+        if extra:
+            loader.fail(f"cpuset {cpuset!r} names CPU {min(extra)}, which {what} does not have",
+                        (*kp, *key))
+    for v in cpu.vcpupin:
+        if v >= e.spec.vcpus:
+            loader.fail(f"vcpupin names vCPU {v}, but the guest has {e.spec.vcpus} vcpus",
+                        (*kp, "cpu", "vcpupin", v))
+
+
+def _check_memory(site: Site, e: Entry, kp: tuple[str, ...], loader: _Loader) -> None:
+    """Like cpus: a declared host (or guest) memory bounds one domain's memory. Containers
+    share the kernel and overcommit by design, so only a guest that could never boot there
+    (or a container capped above its guest) is refused; sums are the admin's call."""
+    if e.parent:
+        outer, what = site.inventory.hosts[e.host].guests[e.parent].memory, f"guest {e.parent!r}"
+    else:
+        outer, what = site.inventory.hosts[e.host].memory, f"host {e.host!r}"
+    if outer is not None and e.spec.memory is not None and e.spec.memory > outer:
+        loader.fail(f"memory {format_kib(e.spec.memory)} is more than {what} has "
+                    f"({format_kib(outer)})", (*kp, "memory"))
+
+
+def _check_interfaces(site: Site, e: Entry, kp: tuple[str, ...], loader: _Loader) -> None:
+    nets = site.inventory.networks
+    expected_host = e.parent or e.host
+    for i, iface in enumerate(e.spec.interfaces):
+        if iface.network is None:
+            continue
+        net = nets.get(iface.network)
+        if net is None:
+            if e.parent:
+                continue  # a network of the guest's own libvirt
+            close = difflib.get_close_matches(iface.network, list(nets), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            loader.fail(f"network {iface.network!r} is not declared under networks:{hint} "
+                        "(for an existing host bridge use 'bridge:')",
+                        (*kp, "interfaces", i, "network"))
+        if net.host != expected_host:
+            loader.fail(f"network {iface.network!r} lives on {net.host!r}, not on "
+                        f"{expected_host!r}", (*kp, "interfaces", i, "network"))
+        if iface.ipv4 is not None and net.ipv4 is not None:
+            subnet: IPv4Network = net.ipv4.network
+            if iface.ipv4.ip not in subnet:
+                loader.fail(f"address {iface.ipv4} is outside network {iface.network!r} "
+                            f"({subnet})", (*kp, "interfaces", i, "ipv4"))
+
+
+__all__ = ["load_site", "guest_lxc_uri", "Container", "Guest"]

@@ -1,0 +1,78 @@
+"""The resolved site: every domain of the inventory as an Entry, addressed by name or GUEST/NAME."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from virtmix.errors import NotFoundError, UsageError
+from virtmix.inventory.model import Container, Guest, Inventory, Network
+
+DEFAULT_MEMORY_KIB = {"container": 512 * 1024, "guest": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One domain the inventory asks for, with where it lives."""
+
+    name: str
+    kind: Literal["container", "guest"]
+    host: str                 # the inventory host it belongs to (for nested: the guest's host)
+    uri: str                  # the libvirt connection it is defined on
+    spec: Container | Guest
+    parent: str | None = None  # the guest that hosts a nested container
+    profiles: tuple[str, ...] = ()  # profile chain, nearest first
+    keypath: str = ""         # where it sits in the inventory, e.g. hosts.hv1.containers.vm0
+
+    @property
+    def address(self) -> str:
+        """How an admin names it on the command line: NAME, or GUEST/NAME when nested."""
+        return f"{self.parent}/{self.name}" if self.parent else self.name
+
+    @property
+    def memory_kib(self) -> int:
+        return self.spec.memory or DEFAULT_MEMORY_KIB[self.kind]
+
+
+@dataclass
+class Site:
+    """A loaded, validated inventory."""
+
+    path: Path
+    inventory: Inventory
+    entries: list[Entry] = field(default_factory=list)
+    profiles: Any = None  # the ProfileLibrary the entries were merged with
+    own_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # keypath -> own keys
+
+    @property
+    def name(self) -> str:
+        return self.inventory.name or self.path.stem
+
+    @property
+    def networks(self) -> dict[str, Network]:
+        return self.inventory.networks
+
+    def by_uri(self) -> dict[str, list[Entry]]:
+        out: dict[str, list[Entry]] = defaultdict(list)
+        for e in self.entries:
+            out[e.uri].append(e)
+        return dict(out)
+
+    def find(self, name: str) -> Entry:
+        """Find an entry by NAME or GUEST/NAME; an ambiguous bare name is a usage error."""
+        if "/" in name:
+            parent, _, leaf = name.partition("/")
+            hits = [e for e in self.entries if e.name == leaf and e.parent == parent]
+        else:
+            hits = [e for e in self.entries if e.name == name]
+        if not hits:
+            raise NotFoundError(f"no entry named {name!r} in {self.path}")
+        if len(hits) > 1:
+            where = ", ".join(e.address if e.parent else f"{e.name} on {e.host}" for e in hits)
+            raise UsageError(f"{name!r} is ambiguous in {self.path}: {where}; use GUEST/NAME")
+        return hits[0]
+
+    def children(self, guest: str) -> list[Entry]:
+        return [e for e in self.entries if e.parent == guest]

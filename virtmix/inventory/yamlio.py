@@ -1,0 +1,157 @@
+"""YAML reading for inventories and profiles: safe loading, and lines for key paths.
+
+Two safe loaders. PyYAML (with libyaml) is the reference: YAML 1.1 scalars, merge keys, and
+error messages with lines. pyyaml-rs (Rust) loads a large inventory ~20x faster; it speaks
+YAML 1.2, so it is used only for documents that have nothing whose meaning differs between
+the two (merge keys, yes/no/on/off, dates, octal or underscored numbers), and any error it
+raises sends the document to PyYAML, which reports it precisely. It also refuses duplicate
+keys, which PyYAML would silently collapse; PyYAML's path checks those separately.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from virtmix.errors import InventoryError
+
+try:
+    import pyyaml_rs as _fast
+except ImportError:  # optional accelerator
+    _fast = None
+
+try:
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # PyYAML built without libyaml
+    _Loader = yaml.SafeLoader
+
+# What YAML 1.1 (PyYAML) and YAML 1.2 (pyyaml-rs) read differently: merge keys, the 1.1 booleans,
+# and numeric-looking plain scalars with underscores, colons (sexagesimal), exponents, leading
+# zeros (octal), 0o/0b prefixes, or dates.
+_MERGE_OR_BOOL = re.compile(r"<<|(?:^|[\s\[{,:-])(?i:yes|no|on|off|y|n)\s*(?:$|[,\]}#])",
+                            re.MULTILINE)
+# A plain scalar ends at ", ]}#", whitespace, or a colon followed by whitespace (a key).
+_NUMERIC_TOKEN = re.compile(r"(?:^|(?<=[\s\[{,:]))[-+]?\.?\d(?:[^\s,\]}#:]|:(?=\S))*",
+                            re.MULTILINE)
+_NUMERIC_DIFFERS = re.compile(r"[-+]?0\d+|0[ob]\w*|[-+]?[\d.]+[eE][-+]?\d+|\d{4}-\d\d?-\d.*")
+
+
+def _version_sensitive(text: str) -> bool:
+    if _MERGE_OR_BOOL.search(text):
+        return True
+    for m in _NUMERIC_TOKEN.finditer(text):
+        token = m.group()
+        if "_" in token or ":" in token or _NUMERIC_DIFFERS.fullmatch(token):
+            return True
+    return False
+
+
+def _fast_load(text: str) -> tuple[bool, Any]:
+    """(True, data) when pyyaml-rs can load `text` with PyYAML's meaning, else (False, None)."""
+    if _fast is None or _version_sensitive(text):
+        return False, None
+    try:
+        return True, _fast.safe_load(text)
+    except Exception:  # noqa: BLE001 - PyYAML re-reads it and reports the error precisely
+        return False, None
+
+
+def read_yaml(path: Path, *, what: str = "inventory") -> tuple[Any, str]:
+    """Load one YAML document safely; return (data, text). Errors name file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryError(f"{what} file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"cannot read {what} file: {exc}", file=str(path)) from None
+    ok, data = _fast_load(text)
+    if ok:
+        return data, text
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - CSafeLoader/SafeLoader only
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise InventoryError(f"YAML syntax error: {problem}", file=str(path), line=line) from None
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"YAML error: {exc}", file=str(path)) from None
+    except ValueError:
+        # PyYAML's YAML 1.1 resolver takes `0b_` or `0x_` for an integer and then fails to
+        # convert it (int('', 2)): say which value, instead of an unexpected error.
+        raise _unconvertible_number(text, path) from None
+    check_duplicate_keys(text, path)
+    return data, text
+
+
+def _unconvertible_number(text: str, path: Path) -> InventoryError:
+    constructor = yaml.constructor.SafeConstructor()
+    stack = [yaml.compose(text, Loader=_Loader)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            stack.extend(v for pair in node.value for v in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node, deep=True)
+            except ValueError:
+                return InventoryError(f"{node.value!r} looks like a number but is not one; "
+                                      "quote it if it is a string", file=str(path),
+                                      line=node.start_mark.line + 1)
+    return InventoryError("a value could not be converted", file=str(path))
+
+
+def check_duplicate_keys(text: str, path: Path) -> None:
+    """Refuse a mapping that repeats a key: YAML loaders silently keep the last one."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return
+    stack = [(root, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                keypath = f"{where}.{key}" if where else key
+                if key in seen:
+                    raise InventoryError(
+                        "key appears twice in the same mapping (the first would be ignored)",
+                        file=str(path), key=keypath, line=key_node.start_mark.line + 1,
+                    )
+                seen.add(key)
+                stack.append((value_node, keypath))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node.value))
+
+
+def line_of(text: str, keypath: tuple[Any, ...]) -> int | None:
+    """Return the 1-based line of the deepest node of `keypath` found in the YAML text."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in keypath:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if str(key_node.value) == str(part):
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line

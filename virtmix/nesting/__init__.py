@@ -1,0 +1,4 @@
+"""Containers inside guests: reaching a guest's libvirt, waiting for it, verbs that run in the
+
+guest over ssh.
+"""

@@ -1,0 +1,1 @@
+"""Helpers with no virtmix imports: units, identities, storage layout, shipped paths, files, locks."""
