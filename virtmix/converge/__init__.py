@@ -1,4 +1,1 @@
-"""Desired vs observed: what the site should be, what libvirt has, the plan between them, and
-
-applying it.
-"""
+"""Desired vs observed: what the site should be, what libvirt has, the plan between, applying it."""

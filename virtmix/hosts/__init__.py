@@ -1,4 +1,1 @@
-"""Facts about a host where containers run: is a URI local, the cgroup filesystem, a container's
-
-init pid.
-"""
+"""Facts about a host that runs containers: local or not, cgroup filesystem, a container's init."""

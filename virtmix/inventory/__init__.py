@@ -1,4 +1,1 @@
-"""The inventory: YAML files and profiles -> one validated Site (pure: no I/O beyond reading
-
-files).
-"""
+"""The inventory: YAML files and profiles -> one validated Site (no I/O beyond reading files)."""

@@ -1,4 +1,1 @@
-"""Containers inside guests: reaching a guest's libvirt, waiting for it, verbs that run in the
-
-guest over ssh.
-"""
+"""Containers inside guests: a guest's libvirt, waiting for it, verbs run in the guest over ssh."""

@@ -1,4 +1,1 @@
-"""The render step: the Site's entries -> views -> domain and network XML (jinja2), checked and
-
-explained.
-"""
+"""The render step: a Site's entries -> views -> domain and network XML, checked and explained."""

@@ -1,1 +1,1 @@
-"""Helpers with no virtmix imports: units, identities, storage layout, shipped paths, files, locks."""
+"""Helpers that import nothing of virtmix: units, identities, storage layout, files, locks."""
