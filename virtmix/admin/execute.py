@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 from lxml import etree
@@ -74,15 +73,8 @@ def execute_xml(name: str, rootfs: str | None, helper_dir: str, memory_kib: int)
 
 
 def _wait_init(conn, name: str, timeout: float = 10.0) -> tuple[int, int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rec = conn.get(name)
-        try:
-            return rec.id, init_pid(name, rec.id)
-        except StateError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    rec = conn.get(name)
+    return rec.id, init_pid(name, rec.id, wait=timeout)
 
 
 def execute(conn, argv: list[str], *, rootfs: str | None, name: str | None,

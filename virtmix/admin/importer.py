@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 
 from virtmix.admin.domxml import DomainSettings, parse_domain
-from virtmix.admin.lxc_config import IDMAP
 from virtmix.inventory.cgroups import weight_to_shares
+from virtmix.util.identity import IDMAP
 from virtmix.util.units import format_kib, normalize_cpuset
 
 

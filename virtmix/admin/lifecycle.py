@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from virtmix.admin.targets import Target
 from virtmix.backend.admin_ops import SIGNALS, request_shutdown, send_signal
 from virtmix.errors import NotFoundError, StateError, UsageError
-from virtmix.hosts.local import init_pid, is_local
+from virtmix.hosts import is_local
+from virtmix.hosts.local import init_pid
+from virtmix.util.polling import wait_until
 
 RUNNING = ("running", "blocked")
 
@@ -37,7 +39,7 @@ def start(target: Target) -> None:
 def _cgroup_freezer(target: Target) -> bool:
     """Containers in virtmix's guests (pure cgroup v2) freeze through cgroup.freeze over
     ssh: libvirt 9.0's LXC driver has no v2 freezer ("Suspend operation failed")."""
-    from virtmix.nesting.ops import is_ssh_uri
+    from virtmix.hosts import is_ssh_uri
 
     return bool(target.place.parent and is_ssh_uri(target.place.uri)
                 and target.record.kind == "lxc" and target.record.id)
@@ -98,12 +100,8 @@ def _ask(target: Target, signal: str | None) -> str:
 
 
 def _wait_stopped(target: Target, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if target.refresh().record.state in ("shutoff", "crashed"):
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_until(lambda: target.refresh().record.state in ("shutoff", "crashed"),
+                      timeout=timeout, interval=0.1)
 
 
 def stop(target: Target, *, timeout: float, force: bool, kill: bool,

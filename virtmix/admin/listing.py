@@ -9,8 +9,8 @@ from virtmix.admin.targets import Place, Session, Target
 from virtmix.admin.trees import tree_info
 from virtmix.backend.admin_ops import autostart, runtime_info
 from virtmix.errors import StateError
-from virtmix.hosts import cgroupfs
-from virtmix.hosts.local import init_pid, is_local
+from virtmix.hosts import host_for, is_local, shares_are_weights
+from virtmix.hosts.local import init_pid
 from virtmix.inventory.cgroups import weight_to_shares
 from virtmix.util.units import format_kib
 
@@ -21,7 +21,7 @@ LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "me
 def shown_cputune(place: Place, cputune: dict[str, int]) -> dict[str, int]:
     """<cputune> as the inventory and `cgroup` say it: where libvirt's <shares> is a cgroup
     v2 weight (nested in a guest, v2 hosts), shares in v1 units beside the weight itself."""
-    if "shares" not in cputune or not cgroupfs.shares_are_weights(place.uri, place.parent):
+    if "shares" not in cputune or not shares_are_weights(place.uri, place.parent):
         return cputune
     weight = cputune["shares"]
     return {**cputune, "shares": weight_to_shares(weight), "cpu_weight": weight}
@@ -57,7 +57,8 @@ def _mark_nested_frozen(rows: list[dict[str, Any]], records) -> None:
     """Containers in guests are frozen through cgroup.freeze (libvirt 9.0 has no v2
     freezer) and libvirt calls them running: ask each guest once (virtmix.nesting.ops)."""
     from virtmix.errors import VirtmixError
-    from virtmix.nesting.ops import frozen_ids, is_ssh_uri
+    from virtmix.hosts import is_ssh_uri
+    from virtmix.nesting.ops import frozen_ids
 
     by_uri: dict[str, dict[int, dict[str, Any]]] = {}
     for row, (place, _conn, rec) in zip(rows, records, strict=True):
@@ -85,7 +86,7 @@ def _live(target: Target) -> dict[str, Any]:
     if rec.kind == "lxc" and is_local(target.place.uri):
         try:
             out["init_pid"] = init_pid(rec.name, rec.id)
-            out["cpuset_live"] = cgroupfs.read_cpuset(rec.id)
+            out["cpuset_live"] = host_for(target.place.uri).read_cpuset(rec.id) or ""
         except (StateError, OSError):
             pass
     return out

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_name
 
 __all__ = ["DomainRecord", "NetworkRecord", "domain_state_name", "open_connection",
-           "register_transport", "resolve_uri"]
+           "register_transport", "resolve_uri", "transport_registered"]
 
 # URI -> how to really reach it. virtmix reaches the libvirt inside its guests through its
 # own ssh setup (pinned host keys, its key); the inventory keeps the plain URI
@@ -28,6 +28,11 @@ def resolve_uri(uri: str) -> str:
     """The URI to really open for `uri` (itself unless a transport was registered)."""
     resolve = _TRANSPORTS.get(uri)
     return resolve() if resolve else uri
+
+
+def transport_registered(uri: str) -> bool:
+    """Whether virtmix reaches `uri` through its own ssh setup (see register_transport)."""
+    return uri in _TRANSPORTS
 
 
 def open_connection(uri: str | None = None, *, readonly: bool = False):

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtmix.converge.live import apply_live
-from virtmix.converge.observe import ObservedConnection, is_local_uri, observe_connection
+from virtmix.converge.observe import ObservedConnection, observe_connection
 from virtmix.converge.plan import DesiredDomain, Item, Options, Plan, build_plan, plan_domain
 from virtmix.converge.prepare import prepare
 from virtmix.errors import BackendError, StateError, VirtmixError
+from virtmix.hosts.uri import is_local
 from virtmix.inventory.site import Site
 from virtmix.render.schema_check import check_xml
 from virtmix.render.templates import render_domain
+from virtmix.util.polling import wait_until
 
 STOP_TIMEOUT = 30.0        # seconds a guest gets to shut down before it is destroyed
 NESTED_WAIT = 180.0        # seconds to wait for a guest's own libvirt to answer
@@ -72,19 +74,16 @@ def _stop(conn: Any, item: Item) -> None:
         conn.shutdown(item.name)
     except StateError:
         return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if conn.get(item.name).state in ("shutoff", "crashed"):
-            return
-        time.sleep(0.2)
-    conn.destroy(item.name)
+    if not wait_until(lambda: conn.get(item.name).state in ("shutoff", "crashed"),
+                      timeout=STOP_TIMEOUT, interval=0.2):
+        conn.destroy(item.name)
 
 
 def _define(conn: Any, item: Item) -> None:
     """Define item.xml; validated here against the local copy of libvirt's schemas when the
     daemon is local (the daemon's own validation costs ~17 ms a document), by the daemon
     otherwise (its libvirt version may differ)."""
-    if is_local_uri(conn.uri):
+    if is_local(conn.uri):
         check_xml(item.xml, "domain", f"{item.kind} {item.address}")
         conn.define_prevalidated(item.xml)
     else:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virtmix.converge.observe import is_local_uri, parse_xml
+from virtmix.converge.observe import parse_xml
 from virtmix.errors import NotFoundError, VirtmixError
+from virtmix.hosts.uri import is_local
 from virtmix.inventory.site import Site
 from virtmix.util import layout
 from virtmix.util.identity import network_uuid
@@ -150,7 +151,7 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
         conn.undefine(t.name)
         t.result = "removed"
         if delete_rootfs or t.owns_tree:
-            if is_local_uri(t.uri):
+            if is_local(t.uri):
                 gone = delete_files(t.name, t.xml)
             else:  # never this machine's paths: a tree in a guest is deleted there
                 from virtmix.nesting.ops import delete_remote_files

@@ -188,11 +188,11 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
         setup_from_model(req.name, container)
     except RootfsError as exc:
         raise UsageError(_rootfs_option(exc.message), hint=exc.hint) from None
-    from virtmix.hosts.cgroupfs import cgroup_version
+    from virtmix.hosts import cgroup_version_where
 
     inventory = Inventory(
         name=None, settings=Settings(storage_dir=storage_root(req), mirror=req.mirror),
-        hosts={HOST: Host(lxc_uri=req.uri, cgroups=cgroup_version(),
+        hosts={HOST: Host(lxc_uri=req.uri, cgroups=cgroup_version_where(req.uri, None),
                           containers={req.name: container})})
     # The site's path only anchors relative hook paths (the hook is made absolute).
     site = Site(path=Path.cwd() / f"{req.name}.create", inventory=inventory)

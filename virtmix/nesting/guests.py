@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from virtmix.errors import BackendError
 from virtmix.inventory.site import Entry, Site
 from virtmix.util import layout
+from virtmix.util.polling import poll
 
 DEFAULT_WAIT = 300.0  # seconds; a TCG guest answers in ~35 s here, a KVM one in a few
 
@@ -81,16 +81,19 @@ def wait_for_guest_libvirt(site: Site, guest: str, uri: str, *, timeout: float |
     from virtmix.backend import open_connection
 
     timeout = guest_wait_seconds() if timeout is None else timeout
-    deadline = time.monotonic() + timeout
     last = "no attempt"
-    while True:
+
+    def attempt() -> Any:
+        nonlocal last
         try:
             return open_connection(uri)
         except BackendError as exc:
             last = _essence(exc.message)
-        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
-            break
-        time.sleep(interval)
+            return None
+
+    conn = poll(attempt, timeout=timeout, interval=interval, stop=stop)
+    if conn is not None:
+        return conn
     waiting = [e.address for e in site.children(guest)]
     entry = _guest_entry(site, guest)
     hint = None
