@@ -24,36 +24,9 @@ from lxml.builder import E
 from virtmix.admin.namespaces import run_inside
 from virtmix.backend.admin_ops import create_transient
 from virtmix.errors import NotFoundError, StateError, UsageError
-from virtmix.hosts.local import init_pid
+from virtmix.hosts.local import find_static_busybox, init_pid
 
 HELPER_DIR = "/dev/.virtmix-exec"
-STATIC_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
-
-
-def is_static_elf(path: str) -> bool:
-    """True for an ELF executable without a program interpreter (statically linked)."""
-    import struct
-
-    with open(path, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
-            return False
-        phoff, = struct.unpack_from("<Q", head, 32)
-        phentsize, phnum = struct.unpack_from("<HH", head, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3  # PT_INTERP
-               for i in range(phnum))
-
-
-def find_static_busybox() -> str:
-    for path in STATIC_BUSYBOX:
-        if os.path.isfile(path) and is_static_elf(path):
-            return path
-    raise UsageError("execute needs a statically linked busybox (Debian: busybox-static) "
-                     "for the temporary container's init")
-
-
 def execute_xml(name: str, rootfs: str | None, helper_dir: str, memory_kib: int) -> str:
     os_el = E.os(E.type("exe"), E.init(f"{HELPER_DIR}/busybox"),
                  E.initarg("sleep"), E.initarg("2147483647"))

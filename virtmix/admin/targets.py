@@ -78,7 +78,7 @@ class Session:
     @property
     def site(self):
         if self._site is None and self.inventory:
-            from virtmix.inventory.load import load_site
+            from virtmix.nesting.guests import open_site as load_site
 
             self._site = load_site(Path(self.inventory))
         return self._site

@@ -33,8 +33,8 @@ from virtmix.converge.desired import desired_documents, network_uri
 from virtmix.converge.destroy import Target, destroy_target, domain_target, site_targets
 from virtmix.converge.plan import Item, Options, Plan
 from virtmix.errors import ApplyFailedError, BackendError, ConflictError, UsageError
-from virtmix.inventory.load import load_site
 from virtmix.inventory.site import Site
+from virtmix.nesting.guests import open_site as load_site
 from virtmix.util.locking import locked
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")

@@ -15,9 +15,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtmix.converge.documents import DesiredDomain
 from virtmix.converge.live import apply_live
 from virtmix.converge.observe import ObservedConnection, observe_connection
-from virtmix.converge.plan import DesiredDomain, Item, Options, Plan, build_plan, plan_domain
+from virtmix.converge.plan import Item, Options, Plan, build_plan, plan_domain
 from virtmix.converge.prepare import prepare
 from virtmix.errors import BackendError, StateError, VirtmixError
 from virtmix.hosts.uri import is_local

@@ -6,12 +6,14 @@ here, so the cgroup files and namespaces of a container are read and written dir
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
-from virtmix.errors import BackendError, StateError
+from virtmix.errors import BackendError, StateError, UsageError
 from virtmix.hosts import cgroupfs
 from virtmix.util.polling import poll
 
@@ -57,6 +59,32 @@ def init_pid(name: str, controller_pid: int | None, *, wait: float = INIT_WAIT) 
         raise StateError(f"cannot find the init process of container {name!r}: is it "
                          "running on this machine?")
     return pid
+
+
+STATIC_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
+
+
+def is_static_elf(path: str) -> bool:
+    """True for an ELF executable without a program interpreter (statically linked)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
+            return False
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3  # PT_INTERP
+               for i in range(phnum))
+
+
+def find_static_busybox() -> str:
+    """This machine's static busybox (the init of execute's and create's containers)."""
+    for path in STATIC_BUSYBOX:
+        if os.path.isfile(path) and is_static_elf(path):
+            return path
+    raise UsageError("execute needs a statically linked busybox (Debian: busybox-static) "
+                     "for the temporary container's init")
 
 
 class LocalHost:

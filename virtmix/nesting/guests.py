@@ -12,6 +12,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from virtmix.errors import BackendError
@@ -60,6 +61,16 @@ def register_transports(site: Site) -> None:
             return transport_uri(storage, uri)
 
         register_transport(uri, resolve)
+
+
+def open_site(path: str | Path) -> Site:
+    """Load an inventory to act on it: load_site, then register_transports so that the
+    libvirt inside its guests is reached through virtmix's ssh setup."""
+    from virtmix.inventory.load import load_site
+
+    site = load_site(path)
+    register_transports(site)
+    return site
 
 
 def _guest_entry(site: Site, guest: str) -> Entry | None:

@@ -156,12 +156,12 @@ def delete_pushed_tree(uri: str, dest: str) -> bool:
 
 def delete_remote_files(uri: str, name: str, xml: str) -> list[str]:
     """destroy --delete-rootfs of a container behind an ssh URI: its pushed tree, there."""
-    from virtmix.converge.observe import parse_xml
+    from lxml import etree  # a small read; converge (which imports nesting) has the readers
 
     if not is_ssh_uri(uri):
         return []
     gone = []
-    for fs in parse_xml(xml).findall("devices/filesystem"):
+    for fs in etree.fromstring(xml.encode()).findall("devices/filesystem"):
         src, tgt = fs.find("source"), fs.find("target")
         if src is None or tgt is None or tgt.get("dir") != "/":
             continue

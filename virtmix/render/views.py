@@ -10,15 +10,12 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from virtmix.hosts import cgroup_version_where
+from virtmix.inventory.addresses import STATIC_HOSTS
 from virtmix.inventory.cgroups import shares_to_weight
 from virtmix.inventory.model import Container, Guest, Network, RootfsPath
 from virtmix.inventory.site import Entry, Site
 from virtmix.util import layout
 from virtmix.util.identity import IDMAP, VIRTMIX_NS, domain_uuid, mac_address, network_uuid
-
-# .2-.99 of a network's /24 (or larger): static addresses (written, or picked by
-# virtmix.inventory.addresses); a default DHCP range starts above them.
-STATIC_HOSTS = 98
 
 
 @dataclass
