@@ -15,12 +15,7 @@ from lxml import etree
 
 from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Target
-from virtmix.backend.admin_ops import (
-    MEMORY_UNLIMITED_KIB,
-    blkio_parameters,
-    pin_all_vcpus,
-    vcpu_pinning,
-)
+from virtmix.backend.admin_ops import MEMORY_UNLIMITED_KIB
 from virtmix.errors import UsageError
 from virtmix.hosts import host_for, is_local, is_ssh_uri, shares_are_weights
 from virtmix.inventory import cgroups
@@ -61,7 +56,7 @@ def _cpuset(target: Target, live: bool) -> str:
     if live and rec.kind == "lxc" and (is_local(uri) or is_ssh_uri(uri)) and rec.id:
         return host_for(uri).read_cpuset(rec.id) or ""  # ssh: e.g. nested in a guest
     if live and rec.kind == "kvm":
-        pins = vcpu_pinning(target.conn, rec.name)
+        pins = target.conn.vcpu_pinning(rec.name)
         return format_cpuset(frozenset().union(*pins)) if pins else UNSET
     xml = target.conn.live_xml(rec.name) if live else rec.xml
     return parse_domain(xml).vcpu_cpuset or UNSET
@@ -79,7 +74,7 @@ def _fields(target: Target, spec: cgroups.CgroupKey, live: bool) -> dict[str, in
         return {f: sched.get(p, 0) for f, p in SCHED.items()}
     if spec.section == "memtune":
         return dict(conn.memory_parameters(name, live=live))
-    return {"weight": blkio_parameters(conn, name, live=live).get("weight", 0)}
+    return {"weight": conn.blkio_parameters(name, live=live).get("weight", 0)}
 
 
 def _bytes(kib: int | None) -> str:
@@ -188,7 +183,7 @@ def _set_cpuset(target: Target, value: str) -> None:
     rec = target.record
     if rec.active:
         if rec.kind == "kvm":
-            pin_all_vcpus(target.conn, rec.name, cpus)
+            target.conn.pin_all_vcpus(rec.name, cpus)
         elif (is_local(target.place.uri) or is_ssh_uri(target.place.uri)) and rec.id:
             host_for(target.place.uri).write_cpuset(rec.id, cpus)
         else:

@@ -52,7 +52,7 @@ def check_connection(uri: str) -> list[Check]:
         driver = conn.driver
         out = [Check(f"libvirt {uri}", OK, f"{driver} driver answers")]
         if driver == "qemu":
-            caps = conn.raw.getCapabilities()
+            caps = conn.capabilities()
             has_kvm = "type='kvm'" in caps or 'type="kvm"' in caps
             out.append(Check("qemu guest types", OK if has_kvm else WARN,
                              "kvm and qemu (TCG)" if has_kvm else "qemu (TCG) only",

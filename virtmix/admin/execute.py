@@ -22,7 +22,7 @@ from lxml import etree
 from lxml.builder import E
 
 from virtmix.admin.namespaces import run_inside
-from virtmix.backend.admin_ops import create_transient
+from virtmix.backend.protocol import Backend
 from virtmix.errors import NotFoundError, StateError, UsageError
 from virtmix.hosts.local import find_static_busybox, init_pid
 
@@ -45,12 +45,12 @@ def execute_xml(name: str, rootfs: str | None, helper_dir: str, memory_kib: int)
     return etree.tostring(dom, encoding="unicode")
 
 
-def _wait_init(conn, name: str, timeout: float = 10.0) -> tuple[int, int]:
+def _wait_init(conn: Backend, name: str, timeout: float = 10.0) -> tuple[int, int]:
     rec = conn.get(name)
     return rec.id, init_pid(name, rec.id, wait=timeout)
 
 
-def execute(conn, argv: list[str], *, rootfs: str | None, name: str | None,
+def execute(conn: Backend, argv: list[str], *, rootfs: str | None, name: str | None,
             memory_kib: int, keep_env: bool = False) -> int:
     """Run argv in a new transient container on conn; returns the command's exit code."""
     if not argv:
@@ -68,7 +68,7 @@ def execute(conn, argv: list[str], *, rootfs: str | None, name: str | None,
     shutil.copy2(find_static_busybox(), os.path.join(helper, "busybox"))
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the command
     try:
-        create_transient(conn, execute_xml(name, rootfs, helper, memory_kib), autodestroy=True)
+        conn.create_transient(execute_xml(name, rootfs, helper, memory_kib), autodestroy=True)
         controller, _init = _wait_init(conn, name)
         return run_inside(name, controller, argv, keep_env=keep_env)
     finally:

@@ -263,7 +263,6 @@ def collect(session, names: set[str] | None, lxc_paths: list[Path],
             v2: bool, *, libvirt_domains: bool = True) -> tuple[str, str, str, list[Imported]]:
     """Import from the session's connections (unless libvirt_domains is False) and from
     classic LXC configs: (host name, uri, lxc_uri, entries)."""
-    from virtmix.backend.admin_ops import autostart
 
     items: list[Imported] = []
     uris = [p.uri for p in session.places()]
@@ -273,7 +272,7 @@ def collect(session, names: set[str] | None, lxc_paths: list[Path],
             continue
         if not rec.persistent:
             continue  # transient domains vanish when they stop: nothing to keep
-        imp = from_domain(rec.xml, state=rec.state, autostart=autostart(conn, rec.name), v2=v2)
+        imp = from_domain(rec.xml, state=rec.state, autostart=conn.autostart(rec.name), v2=v2)
         if rec.managed:
             imp.notes.append(f"already managed by virtmix (site {rec.metadata.get('site')})")
         items.append(imp)

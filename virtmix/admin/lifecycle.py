@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 
 from virtmix.admin.targets import Target
-from virtmix.backend.admin_ops import SIGNALS, request_shutdown, send_signal
+from virtmix.backend.admin_ops import SIGNALS
 from virtmix.errors import NotFoundError, StateError, UsageError
 from virtmix.hosts import is_local
 from virtmix.hosts.local import init_pid
@@ -93,9 +93,9 @@ def _ask(target: Target, signal: str | None) -> str:
         sig = sig if sig.startswith("SIG") else "SIG" + sig
         if sig not in SIGNALS:
             raise UsageError(f"--signal {signal}: expected one of {', '.join(SIGNALS)}")
-        send_signal(target.conn, target.name, sig)
+        target.conn.send_signal(target.name, sig)
         return sig
-    request_shutdown(target.conn, target.name)
+    target.conn.request_shutdown(target.name)
     return "shutdown request"
 
 

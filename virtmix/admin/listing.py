@@ -7,7 +7,6 @@ from typing import Any
 from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Place, Session, Target
 from virtmix.admin.trees import tree_info
-from virtmix.backend.admin_ops import autostart, runtime_info
 from virtmix.errors import StateError
 from virtmix.hosts import host_for, is_local, shares_are_weights
 from virtmix.hosts.local import init_pid
@@ -80,7 +79,7 @@ def ls_cells(row: dict[str, Any]) -> list[str]:
 
 def _live(target: Target) -> dict[str, Any]:
     rec = target.record
-    info = runtime_info(target.conn, rec.name)
+    info = target.conn.runtime_info(rec.name)
     out: dict[str, Any] = {"id": rec.id, "cpu_time_s": round(info.cpu_time_ns / 1e9, 2),
                            "memory_used_kib": info.memory_kib}
     if rec.kind == "lxc" and is_local(target.place.uri):
@@ -99,7 +98,7 @@ def info(target: Target) -> dict[str, Any]:
         "name": target.address, "kind": rec.kind, "state": rec.state, "uri": target.place.uri,
         "host": target.place.host, "parent": target.place.parent, "uuid": rec.uuid,
         "managed": rec.managed, "metadata": rec.metadata, "persistent": rec.persistent,
-        "autostart": autostart(target.conn, rec.name) if rec.persistent else False,
+        "autostart": target.conn.autostart(rec.name) if rec.persistent else False,
         "vcpus": s.vcpus, "cpuset": s.vcpu_cpuset,
         "cputune": shown_cputune(target.place, s.cputune),
         "memory_kib": s.memory_kib, "memtune_kib": s.memtune, "blkio_weight": s.blkio_weight,

@@ -1,16 +1,18 @@
 """The backend: the only code that imports libvirt.
 
-`open_connection(uri)` returns a Connection; the test driver (`test:///...`) and a real
-daemon (`lxc:///system`, `qemu:///system`, `lxc+ssh://...`) are interchangeable behind it.
+`open_connection(uri)` returns a `Backend` (backend.protocol); the test driver
+(`test:///...`) and a real daemon (`lxc:///system`, `qemu:///system`, `lxc+ssh://...`) are
+interchangeable behind it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from virtmix.backend.protocol import Backend
 from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_name
 
-__all__ = ["DomainRecord", "NetworkRecord", "domain_state_name", "open_connection",
+__all__ = ["Backend", "DomainRecord", "NetworkRecord", "domain_state_name", "open_connection",
            "register_transport", "resolve_uri", "transport_registered"]
 
 # URI -> how to really reach it. virtmix reaches the libvirt inside its guests through its
@@ -35,7 +37,7 @@ def transport_registered(uri: str) -> bool:
     return uri in _TRANSPORTS
 
 
-def open_connection(uri: str | None = None, *, readonly: bool = False):
+def open_connection(uri: str | None = None, *, readonly: bool = False) -> Backend:
     """Open a libvirt connection (lazy import keeps `virtmix validate` free of libvirt)."""
     from virtmix.backend.libvirt_conn import Connection
 
@@ -43,5 +45,5 @@ def open_connection(uri: str | None = None, *, readonly: bool = False):
     if resolve is None:
         return Connection.open(uri, readonly=readonly)
     conn = Connection.open(resolve(), readonly=readonly)
-    conn.uri = uri  # callers key connections (and show them) by the inventory's URI
+    conn.uri = uri or conn.uri  # callers key connections (and show them) by the inventory's URI
     return conn

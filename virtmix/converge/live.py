@@ -8,8 +8,7 @@ container's cpuset cgroup itself, found through its libvirt_lxc process.
 
 from __future__ import annotations
 
-from typing import Any
-
+from virtmix.backend.protocol import Backend
 from virtmix.converge.plan import Item
 from virtmix.errors import BackendError, StateError
 from virtmix.hosts.local import LocalHost
@@ -22,7 +21,7 @@ MEMORY_PARAMS = {"memtune.hard_limit": "hard_limit", "memtune.soft_limit": "soft
                  "memtune.swap_hard_limit": "swap_hard_limit"}
 
 
-def _lxc_cpuset(conn: Any, item: Item, cpuset: str) -> None:
+def _lxc_cpuset(conn: Backend, item: Item, cpuset: str) -> None:
     if not is_local(conn.uri):
         raise StateError(f"{item.address}: the cpuset of a running container on {conn.uri} can "
                          "only change with a restart (libvirt has no live API for it)",
@@ -33,7 +32,7 @@ def _lxc_cpuset(conn: Any, item: Item, cpuset: str) -> None:
     LocalHost(conn.uri).write_cpuset(pid, parse_cpuset(cpuset))
 
 
-def apply_live(conn: Any, item: Item) -> None:
+def apply_live(conn: Backend, item: Item) -> None:
     """Set every field in item.live on the running domain."""
     live = item.live
     name = item.name

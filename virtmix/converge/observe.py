@@ -13,6 +13,7 @@ from typing import Any
 
 from lxml import etree
 
+from virtmix.backend.protocol import Backend
 from virtmix.hosts import cgroupfs
 from virtmix.hosts.uri import is_local
 from virtmix.util.identity import VIRTMIX_NS
@@ -214,7 +215,7 @@ class ObservedConnection:
     error: str | None = None
 
 
-def observe_connection(conn: Any, *, read_cgroups: bool | None = None) -> ObservedConnection:
+def observe_connection(conn: Backend, *, read_cgroups: bool | None = None) -> ObservedConnection:
     """One bulk read of a connection: every domain (config + running XML) and network."""
     obs = ObservedConnection(conn.uri)
     if read_cgroups is None:  # only the real LXC driver's ids are pids of this machine

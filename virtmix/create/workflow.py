@@ -19,6 +19,7 @@ from typing import Any
 from lxml import etree
 from pydantic import ValidationError
 
+from virtmix.backend.protocol import Backend
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError, VirtmixError
 from virtmix.inventory.model import Container, Host, Inventory, Settings, check_name
 from virtmix.inventory.site import Entry, Site
@@ -214,7 +215,7 @@ def mark_created(xml: str, req: CreateRequest) -> str:
 
 
 # -- checks before anything is made ---------------------------------------------------------
-def check_free(conn: Any, req: CreateRequest, storage: Any) -> None:
+def check_free(conn: Backend, req: CreateRequest, storage: Any) -> None:
     """Refuse (exit 9) an existing domain or tree of that name, an unknown network (6)."""
     try:
         conn.get(req.name)
@@ -290,7 +291,7 @@ def _read_password(state: dict) -> str | None:
     return Path(path).read_text().strip() or None
 
 
-def _tree_and_definition(conn: Any, req: CreateRequest, site: Site, entry: Entry, xml: str,
+def _tree_and_definition(conn: Backend, req: CreateRequest, site: Site, entry: Entry, xml: str,
                          storage: Any, steps: _Steps) -> dict:
     from virtmix.converge.prepare import prepare
     from virtmix.rootfs import container_state
@@ -313,7 +314,7 @@ def _tree_and_definition(conn: Any, req: CreateRequest, site: Site, entry: Entry
     return state
 
 
-def _make(conn: Any, req: CreateRequest, site: Site, entry: Entry, xml: str, storage: Any,
+def _make(conn: Backend, req: CreateRequest, site: Site, entry: Entry, xml: str, storage: Any,
           steps: _Steps) -> CreateResult:
     from virtmix.rootfs import remove_container_tree
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from virtmix.backend.protocol import Backend
 from virtmix.errors import BackendError
 from virtmix.inventory.site import Entry, Site
 from virtmix.util import layout
@@ -86,7 +87,7 @@ def _essence(message: str) -> str:
 
 
 def wait_for_guest_libvirt(site: Site, guest: str, uri: str, *, timeout: float | None = None,
-                           stop: threading.Event | None = None, interval: float = 2.0) -> Any:
+                           stop: threading.Event | None = None, interval: float = 2.0) -> Backend:
     """Open `uri` (the guest's libvirt) as soon as it answers; BackendError after timeout,
     naming the guest, what it tried and the containers that could not be applied."""
     from virtmix.backend import open_connection
@@ -94,7 +95,7 @@ def wait_for_guest_libvirt(site: Site, guest: str, uri: str, *, timeout: float |
     timeout = guest_wait_seconds() if timeout is None else timeout
     last = "no attempt"
 
-    def attempt() -> Any:
+    def attempt() -> Backend | None:
         nonlocal last
         try:
             return open_connection(uri)
