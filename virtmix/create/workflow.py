@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from virtmix.backend.protocol import Backend
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError, VirtmixError
-from virtmix.inventory.model import Container, Host, Inventory, Settings, check_name
+from virtmix.inventory.model import Container, Host, Inventory, Settings
+from virtmix.inventory.rules import check_name
 from virtmix.inventory.site import Entry, Site
 from virtmix.util.identity import VIRTMIX_NS
 from virtmix.util.units import parse_cpuset
@@ -150,15 +151,6 @@ def _validation_error(exc: ValidationError) -> UsageError:
     return UsageError(f"{option}: {msg}")
 
 
-def _rootfs_option(message: str) -> str:
-    for word, option in (("ssh_keys", "--ssh-key"), ("hostname", "--hostname"),
-                         ("package", "--package"), ("suite", "--suite"),
-                         ("variant", "--variant"), ("hook", "--hook")):
-        if word in message:
-            return f"{option}: {message}"
-    return message
-
-
 def build_site(req: CreateRequest) -> tuple[Site, Entry]:
     """A one-entry Site for the request, validated like an inventory entry (nothing made)."""
     try:
@@ -183,12 +175,12 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
         raise _validation_error(exc) from None
     from virtmix.rootfs.from_model import setup_from_model, spec_from_model
 
-    try:  # what only the rootfs code checks (key format, hostname...), also before anything
+    try:  # the model checked every value; this reads the hook, before anything is made
         if req.template != "busybox":
             spec_from_model(container.rootfs, mirror=req.mirror)
         setup_from_model(req.name, container)
     except RootfsError as exc:
-        raise UsageError(_rootfs_option(exc.message), hint=exc.hint) from None
+        raise UsageError(exc.message, hint=exc.hint) from None
     from virtmix.hosts import cgroup_version_where
 
     inventory = Inventory(
