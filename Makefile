@@ -11,7 +11,7 @@ host:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,fast-yaml]'
 	touch $@
 
 venv: host $(VENV)/.installed
