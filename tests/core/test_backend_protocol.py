@@ -10,7 +10,6 @@ from virtmix.backend.libvirt_conn import Connection
 from virtmix.converge.apply import connect_and_observe, connection_failures
 from virtmix.converge.destroy import Outcome, Target, destroy_target
 
-
 NODE = """<node>
   <domain type='test'><name>test</name><memory>65536</memory><vcpu>1</vcpu>
     <os><type>hvm</type></os></domain>

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import libvirt
 
@@ -47,7 +49,7 @@ class Connection(AdminOps):
     @property
     def driver(self) -> str:
         """'lxc', 'qemu' or 'test', from the connection's type."""
-        return self._conn.getType().lower()
+        return str(self._conn.getType()).lower()
 
     def is_alive(self) -> bool:
         try:
@@ -98,7 +100,7 @@ class Connection(AdminOps):
     def live_xml(self, name: str) -> str:
         """The running definition (with live cgroup values), for inspection."""
         with translate(f"reading domain {name}", self.uri):
-            return self._lookup(name).XMLDesc(0)
+            return str(self._lookup(name).XMLDesc(0))
 
     # -- domains: changing ---------------------------------------------------------------
     def define(self, xml: str) -> DomainRecord:
@@ -152,7 +154,8 @@ class Connection(AdminOps):
             self._lookup(name).setAutostart(1 if on else 0)
 
     # -- live tuning ---------------------------------------------------------------------
-    def _affect(self, name: str, what: str, call, *, live: bool, config: bool) -> None:
+    def _affect(self, name: str, what: str, call: Callable[[Any, int], object], *, live: bool,
+                config: bool) -> None:
         """Apply a tuning call live and/or to the persistent definition.
 
         The LXC driver refuses AFFECT_LIVE | AFFECT_CONFIG together ("mutually exclusive"),
@@ -178,7 +181,8 @@ class Connection(AdminOps):
     def scheduler(self, name: str) -> dict[str, int]:
         """The live scheduler parameters of a running domain (see the crash note above)."""
         with translate(f"reading scheduler parameters of {name}", self.uri):
-            return self._lookup(name).schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            return dict(self._lookup(name).schedulerParametersFlags(
+                libvirt.VIR_DOMAIN_AFFECT_LIVE))
 
     def set_memory_parameters(self, name: str, params: dict[str, int], *, live: bool,
                               config: bool) -> None:
@@ -189,7 +193,7 @@ class Connection(AdminOps):
     def memory_parameters(self, name: str, *, live: bool = True) -> dict[str, int]:
         flag = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
         with translate(f"reading memory parameters of {name}", self.uri):
-            return self._lookup(name).memoryParameters(flag)
+            return dict(self._lookup(name).memoryParameters(flag))
 
     def set_blkio_parameters(self, name: str, params: dict[str, int], *, live: bool,
                              config: bool) -> None:
@@ -276,7 +280,7 @@ class Connection(AdminOps):
             persistent = self._uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
             active = self._uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
 
-            def read(dom):
+            def read(dom: Any) -> tuple[DomainRecord, str | None] | None:
                 uuid = dom.UUIDString()
                 is_persistent, is_active = uuid in persistent, uuid in active
                 try:
