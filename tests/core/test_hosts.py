@@ -118,3 +118,18 @@ def test_polling_returns_the_first_result_and_gives_up():
     stop = threading.Event()
     stop.set()
     assert poll(lambda: None, timeout=10, stop=stop) is None
+
+
+def test_ssh_cgroup_dir_stops_when_the_process_is_gone():
+    """Nothing runs on /sys/fs/cgroup itself (the guest's root cgroup) for a pid that
+    vanished: the script stops at the lookup."""
+    from virtmix.hosts.ssh import cgroup_dir_sh
+
+    gone = subprocess.run(["sh", "-c", cgroup_dir_sh(2**22 + 12345, quiet=True) + "echo $d"],
+                          capture_output=True, text=True)
+    assert gone.returncode != 0 and gone.stdout == ""
+    mine = subprocess.run(["sh", "-c", "id=$$; " + cgroup_dir_sh("$id") + "echo $d"],
+                          capture_output=True, text=True)
+    assert mine.returncode == 0 and mine.stdout.startswith("/sys/fs/cgroup")
+    with pytest.raises(ValueError):
+        cgroup_dir_sh("1; rm -rf /")

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import libvirt
 
 from virtmix.errors import BackendError, NotFoundError, StateError
+from virtmix.util.uris import is_ssh_uri
 
 # libvirt prints every error to stderr by default; we raise exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
@@ -18,7 +19,7 @@ _NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK}
 def start_hint(uri: str) -> str:
     if uri.startswith("test:"):
         return ""
-    if "+ssh" in uri:
+    if is_ssh_uri(uri):
         return " (check ssh access to that host and that libvirtd runs there)"
     return " (start it with: sudo bash scripts/setup-host.sh, or your init system's libvirtd)"
 

@@ -21,11 +21,11 @@ from virtmix.converge.observe import ObservedConnection, observe_connection
 from virtmix.converge.plan import Item, Options, Plan, build_plan, plan_domain
 from virtmix.converge.prepare import prepare
 from virtmix.errors import BackendError, StateError, VirtmixError
-from virtmix.hosts.uri import is_local
 from virtmix.inventory.site import Site
 from virtmix.render.schema_check import check_xml
 from virtmix.render.templates import render_domain
 from virtmix.util.polling import wait_until
+from virtmix.util.uris import is_local
 
 STOP_TIMEOUT = 30.0        # seconds a guest gets to shut down before it is destroyed
 NESTED_WAIT = 180.0        # seconds to wait for a guest's own libvirt to answer

@@ -15,10 +15,10 @@ from pathlib import Path
 from virtmix.backend.protocol import Backend
 from virtmix.converge.observe import parse_xml
 from virtmix.errors import NotFoundError, VirtmixError
-from virtmix.hosts.uri import is_local
 from virtmix.inventory.site import Site
 from virtmix.util import layout
 from virtmix.util.identity import network_uuid
+from virtmix.util.uris import is_local
 
 GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img")
 

@@ -12,8 +12,8 @@ from virtmix.backend.protocol import Backend
 from virtmix.converge.plan import Item
 from virtmix.errors import BackendError, StateError
 from virtmix.hosts.local import LocalHost
-from virtmix.hosts.uri import is_local
 from virtmix.util.units import parse_cpuset
+from virtmix.util.uris import is_local
 
 SCHED_PARAMS = {"cputune.shares": "cpu_shares", "cputune.period": "vcpu_period",
                 "cputune.quota": "vcpu_quota"}

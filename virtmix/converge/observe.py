@@ -15,9 +15,9 @@ from lxml import etree
 
 from virtmix.backend.protocol import Backend
 from virtmix.hosts import cgroupfs
-from virtmix.hosts.uri import is_local
 from virtmix.util.identity import VIRTMIX_NS
 from virtmix.util.units import normalize_cpuset
+from virtmix.util.uris import is_local
 
 # libvirt's memory units (docs: formatdomain.html#memory-allocation) -> bytes.
 _UNIT_BYTES = {

@@ -13,11 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from virtmix.errors import RootfsError
-from virtmix.hosts.uri import is_local
 from virtmix.inventory.model import Container, Guest, RootfsBuild
 from virtmix.inventory.site import Entry, Site
 from virtmix.render.views import IDMAP, domain_view, is_privileged, storage_dir
 from virtmix.util import layout
+from virtmix.util.uris import is_local
 
 MAPPED_ROOT_UID = IDMAP[1]
 Progress = Callable[[str], None]  # one line per step of a long build

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from virtmix.errors import UsageError
-from virtmix.hosts.uri import is_local, is_ssh_uri, require_local
+from virtmix.util.uris import is_local, is_ssh_uri
 
 __all__ = ["Host", "cgroup_version_where", "host_for", "is_local", "is_ssh_uri",
            "require_local", "shares_are_weights"]
@@ -55,6 +55,13 @@ class Host(Protocol):
     def push_tree(self, src: Path, dest: str, marker: str) -> None:
         """Copy a tree of this machine to dest there (atomically), then touch marker."""
         ...
+
+
+def require_local(uri: str, verb: str, name: str) -> None:
+    if not is_local(uri):
+        raise UsageError(
+            f"{verb} {name}: the container runs behind {uri}, not on this machine",
+            hint="run virtmix on that host (or inside the guest) for this verb")
 
 
 def host_for(uri: str) -> Host:

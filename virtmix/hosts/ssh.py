@@ -10,6 +10,7 @@ Guests virtmix builds are pure cgroup v2 (their cgroup files are at /sys/fs/cgro
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -17,9 +18,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from virtmix.backend import resolve_uri, transport_registered
 from virtmix.errors import BackendError, StateError, UsageError
-from virtmix.hosts.uri import is_ssh_uri
 from virtmix.util.polling import poll
 from virtmix.util.units import format_cpuset, normalize_cpuset
+from virtmix.util.uris import is_ssh_uri
 
 # libvirt 9.0 keeps a running container's status (with <init pid='N'/>) here.
 LXC_STATE_DIR = "/run/libvirt/lxc"
@@ -89,9 +90,15 @@ def init_pid_sh(name: str, controller_pid: int | None = None,
             f"{{ echo 'container {name} is not running there' >&2; exit {NOT_RUNNING}; }}; ")
 
 
-def cgroup_dir_sh(pid: int) -> str:
-    """Shell that sets $d to pid's cgroup v2 directory (guests virtmix builds are pure v2)."""
-    return f"d=/sys/fs/cgroup$(cut -d: -f3 /proc/{int(pid)}/cgroup); "
+def cgroup_dir_sh(pid: int | str, *, quiet: bool = False) -> str:
+    """Shell that sets $d to pid's cgroup v2 directory (guests virtmix builds are pure v2),
+    then `&&`: when the process is gone nothing after it runs (never on the root cgroup).
+    pid is a number or a shell variable ("$id")."""
+    if isinstance(pid, str) and not re.fullmatch(r"\$[a-z_]+", pid):
+        raise ValueError(f"not a pid or a shell variable: {pid!r}")
+    ref = pid if isinstance(pid, str) else str(int(pid))
+    err = " 2>/dev/null" if quiet else ""
+    return f"d=/sys/fs/cgroup$(cut -d: -f3 /proc/{ref}/cgroup{err}) && "
 
 
 class SshHost:

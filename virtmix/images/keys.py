@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 from virtmix.errors import RootfsError
 from virtmix.hosts.ssh import run_argv
 from virtmix.rootfs.storage import Storage
+from virtmix.util.uris import is_ssh_uri
 
 KEY_NAME = "id_ed25519"
 EXTRA_KEYS = "authorized_keys.extra"  # an admin's own public keys, installed in every guest
@@ -140,7 +141,7 @@ def transport_uri(storage: Storage, uri: str) -> str:
     `command=` points it at a wrapper that runs ssh with virtmix's own config instead.
     """
     parts = urlsplit(uri)
-    if "+ssh" not in parts.scheme:
+    if not is_ssh_uri(uri):
         return uri
     query = dict(parse_qsl(parts.query))
     if "command" in query or "keyfile" in query:

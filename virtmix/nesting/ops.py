@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 
 from virtmix.errors import BackendError, StateError
 from virtmix.hosts.ssh import SshHost, cgroup_dir_sh, init_pid_sh, run_remote, ssh_argv
-from virtmix.hosts.uri import is_ssh_uri
 from virtmix.util.polling import wait_until
+from virtmix.util.uris import is_ssh_uri
 
 
 def attach(uri: str, name: str, argv: list[str], controller_pid: int | None = None) -> int:
@@ -79,7 +79,7 @@ def frozen_ids(uri: str, ids: list[int]) -> set[int]:
     if not ids:
         return set()
     script = (f"for id in {' '.join(str(int(i)) for i in ids)}; do "
-              "d=/sys/fs/cgroup$(cut -d: -f3 /proc/$id/cgroup 2>/dev/null) && "
+              + cgroup_dir_sh("$id", quiet=True) +
               "grep -qx 'frozen 1' $d/cgroup.events 2>/dev/null && echo $id; done; true")
     return {int(x) for x in run_remote(uri, script).split()}
 
