@@ -133,3 +133,11 @@ def test_ssh_cgroup_dir_stops_when_the_process_is_gone():
     assert mine.returncode == 0 and mine.stdout.startswith("/sys/fs/cgroup")
     with pytest.raises(ValueError):
         cgroup_dir_sh("1; rm -rf /")
+
+
+def test_local_init_pid_of_a_container_that_does_not_run_fails_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(local_host, "LXC_STATE_DIR", tmp_path)  # no status file: not running
+    began = time.monotonic()
+    with pytest.raises(StateError, match="is it running"):
+        local_host.init_pid("ct", None)  # default wait: only for a container that starts
+    assert time.monotonic() - began < 1

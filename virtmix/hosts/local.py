@@ -1,6 +1,6 @@
 """This machine as a container host: its cgroup filesystem, containers' init, commands.
 
-Used when a URI is local (hosts.uri.is_local): the domain IDs libvirt reports are pids
+Used when a URI is local (util.uris.is_local): the domain IDs libvirt reports are pids
 here, so the cgroup files and namespaces of a container are read and written directly.
 """
 
@@ -49,12 +49,16 @@ def init_pid(name: str, controller_pid: int | None, *, wait: float = INIT_WAIT) 
 
     libvirt records it in its status file; older daemons do not, and right after a start
     it says 0: then the init is the only child of the libvirt_lxc controller (the domain's
-    ID). If neither is known yet, ask again for up to `wait` seconds.
+    ID). If neither is known yet while the container runs (a controller, or a status file),
+    ask again for up to `wait` seconds; a container that does not run fails at once.
     """
     def find() -> int | None:
         return _status_pid(name) or _only_child(controller_pid)
 
-    pid = find() or (poll(find, timeout=wait, interval=0.05) if wait > 0 else None)
+    pid = find()
+    starting = bool(controller_pid) or (LXC_STATE_DIR / f"{name}.xml").exists()
+    if pid is None and starting and wait > 0:
+        pid = poll(find, timeout=wait, interval=0.05)
     if pid is None:
         raise StateError(f"cannot find the init process of container {name!r}: is it "
                          "running on this machine?")
