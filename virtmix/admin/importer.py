@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from virtmix.admin.domxml import DomainSettings, parse_domain
+from virtmix.admin.targets import Session
 from virtmix.inventory.cgroups import weight_to_shares
 from virtmix.util.identity import IDMAP
 from virtmix.util.units import format_kib, normalize_cpuset
@@ -259,7 +260,7 @@ def _uri_pair(uri: str) -> tuple[str, str]:
     return "qemu" + tail, "lxc" + tail
 
 
-def collect(session, names: set[str] | None, lxc_paths: list[Path],
+def collect(session: Session, names: set[str] | None, lxc_paths: list[Path],
             v2: bool, *, libvirt_domains: bool = True) -> tuple[str, str, str, list[Imported]]:
     """Import from the session's connections (unless libvirt_domains is False) and from
     classic LXC configs: (host name, uri, lxc_uri, entries)."""
@@ -302,7 +303,7 @@ def collect(session, names: set[str] | None, lxc_paths: list[Path],
     return host, uri, lxc_uri or derived_lxc, items
 
 
-def _networks_of(session, items: list[Imported], host: str) -> list[Imported]:
+def _networks_of(session: Session, items: list[Imported], host: str) -> list[Imported]:
     """The libvirt networks the imported interfaces use (the inventory must declare them)."""
     wanted = {i.get("network") for item in items for i in item.entry.get("interfaces", [])}
     wanted.discard(None)
