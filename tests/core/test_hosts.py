@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -141,3 +142,13 @@ def test_local_init_pid_of_a_container_that_does_not_run_fails_at_once(tmp_path,
     with pytest.raises(StateError, match="is it running"):
         local_host.init_pid("ct", None)  # default wait: only for a container that starts
     assert time.monotonic() - began < 1
+
+
+def test_local_cgroup_root_holds_every_hierarchy_of_this_process():
+    from virtmix.hosts.cgroupfs import cgroup_dirs
+
+    root = LocalHost().cgroup_root()
+    dirs = cgroup_dirs(os.getpid())
+    assert dirs and all(str(d).startswith(root.rstrip("/") + "/") or str(d) == root
+                        for d in dirs.values()), (root, dirs)
+    assert SshHost("lxc+ssh://root@10.0.0.5/system").cgroup_root() == "/sys/fs/cgroup"

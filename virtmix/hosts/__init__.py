@@ -28,6 +28,10 @@ class Host(Protocol):
 
     uri: str
 
+    def cgroup_root(self) -> str:
+        """Where the cgroup filesystem is mounted there (the hierarchies' common parent)."""
+        ...
+
     def cgroup_version(self) -> str:
         """'v1' or 'v2': which hierarchy libvirt puts the domains' controllers in."""
         ...

@@ -49,6 +49,17 @@ def cgroup_dirs(pid: int) -> dict[str, Path]:
     return dirs
 
 
+def cgroup_root() -> str:
+    """The directory the cgroup hierarchies are mounted under (their common parent: the
+    unified mount itself on pure v2, the tmpfs holding cpu/, memory/... on v1)."""
+    found = [Path(p) for p in mounts().values()]
+    if not found:
+        raise BackendError("no cgroup file system is mounted")
+    if len(found) == 1:
+        return str(found[0])
+    return os.path.commonpath([str(p) for p in found])
+
+
 def cgroup_version() -> str:
     """'v2' when this machine's controllers are on the unified hierarchy, else 'v1'.
 

@@ -97,11 +97,14 @@ class LocalHost:
     def __init__(self, uri: str = "lxc:///system") -> None:
         self.uri = uri
 
+    def cgroup_root(self) -> str:
+        return cgroupfs.cgroup_root()
+
     def cgroup_version(self) -> str:
         return cgroupfs.cgroup_version()
 
     def shares_are_weights(self) -> bool:
-        return cgroupfs.cgroup_version() == "v2"
+        return self.cgroup_version() == "v2"
 
     def run(self, argv: list[str], *, timeout: float = 60) -> str:
         try:

@@ -18,12 +18,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 from virtmix.backend import resolve_uri, transport_registered
 from virtmix.errors import BackendError, StateError, UsageError
+from virtmix.hosts import NESTED_CGROUPS
 from virtmix.util.polling import poll
 from virtmix.util.units import format_cpuset, normalize_cpuset
 from virtmix.util.uris import is_ssh_uri
 
 # libvirt 9.0 keeps a running container's status (with <init pid='N'/>) here.
 LXC_STATE_DIR = "/run/libvirt/lxc"
+CGROUP_ROOT = "/sys/fs/cgroup"  # the unified hierarchy of a guest virtmix built
 NOT_RUNNING = 125  # exit code of the init-pid script when the container has no init there
 INIT_WAIT = 5.0  # seconds to keep asking while libvirt does not know the init yet
 
@@ -98,7 +100,7 @@ def cgroup_dir_sh(pid: int | str, *, quiet: bool = False) -> str:
         raise ValueError(f"not a pid or a shell variable: {pid!r}")
     ref = pid if isinstance(pid, str) else str(int(pid))
     err = " 2>/dev/null" if quiet else ""
-    return f"d=/sys/fs/cgroup$(cut -d: -f3 /proc/{ref}/cgroup{err}) && "
+    return f"d={CGROUP_ROOT}$(cut -d: -f3 /proc/{ref}/cgroup{err}) && "
 
 
 class SshHost:
@@ -109,11 +111,14 @@ class SshHost:
             raise UsageError(f"{uri}: not an ssh URI; this verb runs where the container is")
         self.uri = uri
 
+    def cgroup_root(self) -> str:
+        return CGROUP_ROOT
+
     def cgroup_version(self) -> str:
-        return "v2"
+        return NESTED_CGROUPS
 
     def shares_are_weights(self) -> bool:
-        return True  # libvirt writes <shares> verbatim to cpu.weight on v2
+        return self.cgroup_version() == "v2"  # libvirt writes <shares> to cpu.weight there
 
     def run(self, argv: list[str], *, timeout: float = 60) -> str:
         return run_remote(self.uri, " ".join(shlex.quote(a) for a in argv), timeout=timeout)
