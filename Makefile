@@ -11,7 +11,7 @@ host:
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,fast-yaml]'
 	touch $@
 
 venv: host $(VENV)/.installed
@@ -34,6 +34,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check virtmix tests benchmarks
+	$(VENV)/bin/mypy --strict virtmix/backend virtmix/hosts virtmix/util
 
 bench: venv
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

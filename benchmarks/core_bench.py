@@ -6,6 +6,10 @@ cgroup keys, interfaces) and times each step. Targets on a 2-core machine: the w
 under 3 s; rendering alone above 20,000 domains/s.
 
     .venv/bin/python benchmarks/core_bench.py [--containers N] [--guests N] [--hosts N]
+        [--no-fast-yaml]
+
+--no-fast-yaml loads with PyYAML alone, as without the optional `fast-yaml` extra
+(pyyaml-rs), to measure what that extra gains.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if "--no-fast-yaml" in sys.argv:
+    sys.modules["pyyaml_rs"] = None  # type: ignore[assignment]  # import now fails
 
+from virtmix.inventory import yamlio  # noqa: E402
 from virtmix.inventory.load import load_site  # noqa: E402
 from virtmix.render.schema_check import relaxng  # noqa: E402
 from virtmix.render.templates import environment, render_all  # noqa: E402
+from virtmix.util.gcpause import gc_paused  # noqa: E402
 
 
 def make_inventory(containers: int, guests: int, hosts: int) -> dict:
@@ -67,6 +75,8 @@ def main() -> None:
     ap.add_argument("--guests", type=int, default=1000)
     ap.add_argument("--hosts", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-fast-yaml", action="store_true",
+                    help="PyYAML only (as without the fast-yaml extra)")
     ap.add_argument("--workers", type=int, default=None,
                     help="render/check worker processes (default: virtmix's own choice)")
     args = ap.parse_args()
@@ -77,6 +87,11 @@ def main() -> None:
                                        sort_keys=False))
         size_mb = path.stat().st_size / 1e6
         runs = []
+        text = path.read_text()
+        with gc_paused():  # as load_site reads it
+            parse = statistics.median(timed(lambda: yamlio.read_yaml(path))[1]
+                                      for _ in range(args.repeat))
+        fast = yamlio.fast_loader_available() and not yamlio._version_sensitive(text)
         for _ in range(args.repeat):
             # What `virtmix validate` does: load + validate, render, RelaxNG-check everything
             # (schema compilation included, as in a fresh process).
@@ -94,6 +109,8 @@ def main() -> None:
     print(f"inventory: {args.containers} containers + {args.guests} guests on {args.hosts} hosts "
           f"({n} domains + {len(site.networks)} networks, {size_mb:.1f} MB YAML), "
           f"median of {args.repeat} runs, load average {os.getloadavg()[0]:.2f}")
+    print(f"  YAML parse alone         : {parse:6.3f} s  "
+          f"({'pyyaml-rs' if fast else 'PyYAML (libyaml)'})")
     print(f"  load + validate          : {load:6.3f} s")
     print(f"  render alone             : {rend:6.3f} s  ({n / rend:,.0f} domains/s; "
           "target > 20,000)")

@@ -9,11 +9,12 @@ import pytest
 from lxml import etree
 from typer.testing import CliRunner
 
-from virtmix.admin.execute import execute_xml, is_static_elf
+from virtmix.admin.execute import execute_xml
 from virtmix.admin.targets import LOCAL_URIS, Session
 from virtmix.cli import app
 from virtmix.cli.admin_run_cmds import command_words
-from virtmix.hosts.local import is_local
+from virtmix.hosts import is_local
+from virtmix.hosts.local import is_static_elf
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "site.yaml"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from virtmix.converge.live import write_cpuset_cgroup
-from virtmix.converge.observe import is_local_uri, network_fields, owned_fields
+from virtmix.converge.observe import network_fields, owned_fields
 from virtmix.converge.plan_xml import adapt_domain_xml, xml_diff
+from virtmix.hosts import is_local as is_local_uri
+from virtmix.hosts.cgroupfs import write_cpuset_cgroup
 
 LXC = """<domain type='lxc'><name>x</name>
   <memory unit='{unit}'>{mem}</memory>
@@ -61,7 +62,9 @@ def test_network_fields():
 
 @pytest.mark.parametrize(("uri", "local"), [
     ("lxc:///system", True), ("qemu:///system", True), ("test:///default", True),
-    ("lxc+ssh://root@127.0.0.1/system", True), ("lxc+ssh://root@127.0.0.1:2222/system?x=1", True),
+    # ssh is never local, even to loopback: a forwarded port can lead into a guest (issue 12)
+    ("lxc+ssh://root@127.0.0.1/system", False),
+    ("lxc+ssh://root@127.0.0.1:2222/system?x=1", False),
     ("qemu+ssh://root@hv2.example/system", False), ("lxc+ssh://10.0.0.5/system", False),
     ("qemu+unix:///system", True)])
 def test_is_local_uri(uri, local):

@@ -21,7 +21,7 @@ import pytest
 from virtmix.images import guest_dir, remove_guest_files, run_ssh
 from virtmix.images.recipe import BUSYBOX_TREE
 from virtmix.inventory.cgroups import shares_to_weight
-from virtmix.inventory.load import load_site
+from virtmix.nesting.guests import open_site as load_site
 from virtmix.rootfs.storage import Storage
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from virtmix.inventory.load import load_site
+from virtmix.nesting.guests import open_site as load_site
 
 HERE = Path(__file__).resolve().parent
 

@@ -10,9 +10,9 @@ import pytest
 
 from virtmix.backend import open_connection, register_transport
 from virtmix.errors import BackendError
+from virtmix.hosts.ssh import init_pid_sh as _init_pid_sh
 from virtmix.images import keys
 from virtmix.nesting.guests import guest_wait_seconds, wait_for_guest_libvirt
-from virtmix.nesting.ops import _init_pid_sh
 from virtmix.rootfs.storage import Storage
 
 

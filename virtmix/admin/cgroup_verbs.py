@@ -15,18 +15,10 @@ from lxml import etree
 
 from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Target
-from virtmix.backend.admin_ops import (
-    MEMORY_UNLIMITED_KIB,
-    blkio_parameters,
-    pin_all_vcpus,
-    vcpu_pinning,
-)
+from virtmix.backend.admin_ops import MEMORY_UNLIMITED_KIB
 from virtmix.errors import UsageError
-from virtmix.hosts import cgroupfs
-from virtmix.hosts.local import is_local
+from virtmix.hosts import host_for, is_local, is_ssh_uri, shares_are_weights
 from virtmix.inventory import cgroups
-from virtmix.nesting import ops as nesting_ops
-from virtmix.nesting.ops import is_ssh_uri
 from virtmix.util.units import format_cpuset, parse_cpuset
 
 SCHED = {"shares": "cpu_shares", "quota": "vcpu_quota", "period": "vcpu_period"}
@@ -42,7 +34,7 @@ def key_spec(key: str) -> cgroups.CgroupKey:
 
 
 def _v2(target: Target) -> bool:
-    return cgroupfs.shares_are_weights(target.place.uri, target.place.parent)
+    return shares_are_weights(target.place.uri, target.place.parent)
 
 
 @dataclass
@@ -60,12 +52,11 @@ class CgroupValue:
 # -- reading --------------------------------------------------------------------------------
 def _cpuset(target: Target, live: bool) -> str:
     rec = target.record
-    if live and rec.kind == "lxc" and is_local(target.place.uri) and rec.id:
-        return cgroupfs.read_cpuset(rec.id)
-    if live and rec.kind == "lxc" and is_ssh_uri(target.place.uri) and rec.id:
-        return nesting_ops.read_cpuset(target.place.uri, rec.id)  # e.g. nested in a guest
+    uri = target.place.uri
+    if live and rec.kind == "lxc" and (is_local(uri) or is_ssh_uri(uri)) and rec.id:
+        return host_for(uri).read_cpuset(rec.id) or ""  # ssh: e.g. nested in a guest
     if live and rec.kind == "kvm":
-        pins = vcpu_pinning(target.conn, rec.name)
+        pins = target.conn.vcpu_pinning(rec.name)
         return format_cpuset(frozenset().union(*pins)) if pins else UNSET
     xml = target.conn.live_xml(rec.name) if live else rec.xml
     return parse_domain(xml).vcpu_cpuset or UNSET
@@ -83,7 +74,7 @@ def _fields(target: Target, spec: cgroups.CgroupKey, live: bool) -> dict[str, in
         return {f: sched.get(p, 0) for f, p in SCHED.items()}
     if spec.section == "memtune":
         return dict(conn.memory_parameters(name, live=live))
-    return {"weight": blkio_parameters(conn, name, live=live).get("weight", 0)}
+    return {"weight": conn.blkio_parameters(name, live=live).get("weight", 0)}
 
 
 def _bytes(kib: int | None) -> str:
@@ -192,11 +183,9 @@ def _set_cpuset(target: Target, value: str) -> None:
     rec = target.record
     if rec.active:
         if rec.kind == "kvm":
-            pin_all_vcpus(target.conn, rec.name, cpus)
-        elif is_local(target.place.uri) and rec.id:
-            cgroupfs.write_cpuset(rec.id, cpus)
-        elif is_ssh_uri(target.place.uri) and rec.id:
-            nesting_ops.write_cpuset(target.place.uri, rec.id, format_cpuset(cpus))
+            target.conn.pin_all_vcpus(rec.name, cpus)
+        elif (is_local(target.place.uri) or is_ssh_uri(target.place.uri)) and rec.id:
+            host_for(target.place.uri).write_cpuset(rec.id, cpus)
         else:
             raise UsageError(f"{target.address}: a running container's cpuset can only be "
                              "changed live on its own host (libvirt has no API for it)",

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from virtmix.errors import VirtmixError
+from virtmix.hosts import cgroupfs
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio")
@@ -51,7 +52,7 @@ def check_connection(uri: str) -> list[Check]:
         driver = conn.driver
         out = [Check(f"libvirt {uri}", OK, f"{driver} driver answers")]
         if driver == "qemu":
-            caps = conn.raw.getCapabilities()
+            caps = conn.capabilities()
             has_kvm = "type='kvm'" in caps or 'type="kvm"' in caps
             out.append(Check("qemu guest types", OK if has_kvm else WARN,
                              "kvm and qemu (TCG)" if has_kvm else "qemu (TCG) only",
@@ -73,27 +74,16 @@ def check_kvm() -> Check:
 
 
 def _cgroup_mounts() -> tuple[dict[str, str], str | None]:
-    v1: dict[str, str] = {}
-    v2 = None
-    for line in (_read("/proc/self/mountinfo") or "").splitlines():
-        pre, _, post = line.partition(" - ")
-        fields = post.split()
-        if not fields:
-            continue
-        mount_point = pre.split()[4]
-        if fields[0] == "cgroup2":
-            v2 = mount_point
-        elif fields[0] == "cgroup":
-            for opt in fields[2].split(","):
-                v1.setdefault(opt, mount_point)
-    return v1, v2
+    """v1 controller -> mount point, and the cgroup2 mount point (hosts.cgroupfs reads them)."""
+    found = cgroupfs.mounts()
+    return {k: v for k, v in found.items() if k}, found.get("")
 
 
 def check_cgroups() -> list[Check]:
     v1, v2 = _cgroup_mounts()
-    if v2 == "/sys/fs/cgroup":
+    if v2 and not [c for c in v1 if not c.startswith("name=")]:
         layout = Check("cgroup layout", OK, "v2 (unified): shares are written as cpu.weight")
-        ctrls = set((_read("/sys/fs/cgroup/cgroup.controllers") or "").split())
+        ctrls = set((_read(f"{v2}/cgroup.controllers") or "").split())
         missing = [c for c in ("cpu", "cpuset", "memory", "io") if c not in ctrls]
     elif v1 and v2:
         return [Check("cgroup layout", FAIL, f"hybrid: v1 controllers plus cgroup2 at {v2}",

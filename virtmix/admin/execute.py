@@ -16,45 +16,17 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 from pathlib import Path
 
 from lxml import etree
 from lxml.builder import E
 
 from virtmix.admin.namespaces import run_inside
-from virtmix.backend.admin_ops import create_transient
+from virtmix.backend.protocol import Backend
 from virtmix.errors import NotFoundError, StateError, UsageError
-from virtmix.hosts.local import init_pid
+from virtmix.hosts.local import find_static_busybox, init_pid
 
 HELPER_DIR = "/dev/.virtmix-exec"
-STATIC_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
-
-
-def is_static_elf(path: str) -> bool:
-    """True for an ELF executable without a program interpreter (statically linked)."""
-    import struct
-
-    with open(path, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
-            return False
-        phoff, = struct.unpack_from("<Q", head, 32)
-        phentsize, phnum = struct.unpack_from("<HH", head, 54)
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3  # PT_INTERP
-               for i in range(phnum))
-
-
-def find_static_busybox() -> str:
-    for path in STATIC_BUSYBOX:
-        if os.path.isfile(path) and is_static_elf(path):
-            return path
-    raise UsageError("execute needs a statically linked busybox (Debian: busybox-static) "
-                     "for the temporary container's init")
-
-
 def execute_xml(name: str, rootfs: str | None, helper_dir: str, memory_kib: int) -> str:
     os_el = E.os(E.type("exe"), E.init(f"{HELPER_DIR}/busybox"),
                  E.initarg("sleep"), E.initarg("2147483647"))
@@ -73,19 +45,12 @@ def execute_xml(name: str, rootfs: str | None, helper_dir: str, memory_kib: int)
     return etree.tostring(dom, encoding="unicode")
 
 
-def _wait_init(conn, name: str, timeout: float = 10.0) -> tuple[int, int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rec = conn.get(name)
-        try:
-            return rec.id, init_pid(name, rec.id)
-        except StateError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+def _wait_init(conn: Backend, name: str, timeout: float = 10.0) -> tuple[int, int]:
+    rec = conn.get(name)
+    return rec.id, init_pid(name, rec.id, wait=timeout)
 
 
-def execute(conn, argv: list[str], *, rootfs: str | None, name: str | None,
+def execute(conn: Backend, argv: list[str], *, rootfs: str | None, name: str | None,
             memory_kib: int, keep_env: bool = False) -> int:
     """Run argv in a new transient container on conn; returns the command's exit code."""
     if not argv:
@@ -103,7 +68,7 @@ def execute(conn, argv: list[str], *, rootfs: str | None, name: str | None,
     shutil.copy2(find_static_busybox(), os.path.join(helper, "busybox"))
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the command
     try:
-        create_transient(conn, execute_xml(name, rootfs, helper, memory_kib), autodestroy=True)
+        conn.create_transient(execute_xml(name, rootfs, helper, memory_kib), autodestroy=True)
         controller, _init = _wait_init(conn, name)
         return run_inside(name, controller, argv, keep_env=keep_env)
     finally:

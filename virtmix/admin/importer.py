@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from virtmix.admin.domxml import DomainSettings, parse_domain
-from virtmix.admin.lxc_config import IDMAP
+from virtmix.admin.targets import Session
 from virtmix.inventory.cgroups import weight_to_shares
+from virtmix.util.identity import IDMAP
 from virtmix.util.units import format_kib, normalize_cpuset
 
 
@@ -259,11 +260,10 @@ def _uri_pair(uri: str) -> tuple[str, str]:
     return "qemu" + tail, "lxc" + tail
 
 
-def collect(session, names: set[str] | None, lxc_paths: list[Path],
+def collect(session: Session, names: set[str] | None, lxc_paths: list[Path],
             v2: bool, *, libvirt_domains: bool = True) -> tuple[str, str, str, list[Imported]]:
     """Import from the session's connections (unless libvirt_domains is False) and from
     classic LXC configs: (host name, uri, lxc_uri, entries)."""
-    from virtmix.backend.admin_ops import autostart
 
     items: list[Imported] = []
     uris = [p.uri for p in session.places()]
@@ -273,7 +273,7 @@ def collect(session, names: set[str] | None, lxc_paths: list[Path],
             continue
         if not rec.persistent:
             continue  # transient domains vanish when they stop: nothing to keep
-        imp = from_domain(rec.xml, state=rec.state, autostart=autostart(conn, rec.name), v2=v2)
+        imp = from_domain(rec.xml, state=rec.state, autostart=conn.autostart(rec.name), v2=v2)
         if rec.managed:
             imp.notes.append(f"already managed by virtmix (site {rec.metadata.get('site')})")
         items.append(imp)
@@ -303,7 +303,7 @@ def collect(session, names: set[str] | None, lxc_paths: list[Path],
     return host, uri, lxc_uri or derived_lxc, items
 
 
-def _networks_of(session, items: list[Imported], host: str) -> list[Imported]:
+def _networks_of(session: Session, items: list[Imported], host: str) -> list[Imported]:
     """The libvirt networks the imported interfaces use (the inventory must declare them)."""
     wanted = {i.get("network") for item in items for i in item.entry.get("interfaces", [])}
     wanted.discard(None)

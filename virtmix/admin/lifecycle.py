@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass
 
 from virtmix.admin.targets import Target
-from virtmix.backend.admin_ops import SIGNALS, request_shutdown, send_signal
+from virtmix.backend.admin_ops import SIGNALS
 from virtmix.errors import NotFoundError, StateError, UsageError
-from virtmix.hosts.local import init_pid, is_local
+from virtmix.hosts import is_local
+from virtmix.hosts.local import init_pid
+from virtmix.util.polling import wait_until
 
 RUNNING = ("running", "blocked")
 
@@ -37,7 +39,7 @@ def start(target: Target) -> None:
 def _cgroup_freezer(target: Target) -> bool:
     """Containers in virtmix's guests (pure cgroup v2) freeze through cgroup.freeze over
     ssh: libvirt 9.0's LXC driver has no v2 freezer ("Suspend operation failed")."""
-    from virtmix.nesting.ops import is_ssh_uri
+    from virtmix.hosts import is_ssh_uri
 
     return bool(target.place.parent and is_ssh_uri(target.place.uri)
                 and target.record.kind == "lxc" and target.record.id)
@@ -91,19 +93,15 @@ def _ask(target: Target, signal: str | None) -> str:
         sig = sig if sig.startswith("SIG") else "SIG" + sig
         if sig not in SIGNALS:
             raise UsageError(f"--signal {signal}: expected one of {', '.join(SIGNALS)}")
-        send_signal(target.conn, target.name, sig)
+        target.conn.send_signal(target.name, sig)
         return sig
-    request_shutdown(target.conn, target.name)
+    target.conn.request_shutdown(target.name)
     return "shutdown request"
 
 
 def _wait_stopped(target: Target, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if target.refresh().record.state in ("shutoff", "crashed"):
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_until(lambda: target.refresh().record.state in ("shutoff", "crashed"),
+                      timeout=timeout, interval=0.1)
 
 
 def stop(target: Target, *, timeout: float, force: bool, kill: bool,

@@ -7,10 +7,9 @@ from typing import Any
 from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Place, Session, Target
 from virtmix.admin.trees import tree_info
-from virtmix.backend.admin_ops import autostart, runtime_info
 from virtmix.errors import StateError
-from virtmix.hosts import cgroupfs
-from virtmix.hosts.local import init_pid, is_local
+from virtmix.hosts import host_for, is_local, shares_are_weights
+from virtmix.hosts.local import init_pid
 from virtmix.inventory.cgroups import weight_to_shares
 from virtmix.util.units import format_kib
 
@@ -21,7 +20,7 @@ LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "me
 def shown_cputune(place: Place, cputune: dict[str, int]) -> dict[str, int]:
     """<cputune> as the inventory and `cgroup` say it: where libvirt's <shares> is a cgroup
     v2 weight (nested in a guest, v2 hosts), shares in v1 units beside the weight itself."""
-    if "shares" not in cputune or not cgroupfs.shares_are_weights(place.uri, place.parent):
+    if "shares" not in cputune or not shares_are_weights(place.uri, place.parent):
         return cputune
     weight = cputune["shares"]
     return {**cputune, "shares": weight_to_shares(weight), "cpu_weight": weight}
@@ -57,7 +56,8 @@ def _mark_nested_frozen(rows: list[dict[str, Any]], records) -> None:
     """Containers in guests are frozen through cgroup.freeze (libvirt 9.0 has no v2
     freezer) and libvirt calls them running: ask each guest once (virtmix.nesting.ops)."""
     from virtmix.errors import VirtmixError
-    from virtmix.nesting.ops import frozen_ids, is_ssh_uri
+    from virtmix.hosts import is_ssh_uri
+    from virtmix.nesting.ops import frozen_ids
 
     by_uri: dict[str, dict[int, dict[str, Any]]] = {}
     for row, (place, _conn, rec) in zip(rows, records, strict=True):
@@ -79,13 +79,13 @@ def ls_cells(row: dict[str, Any]) -> list[str]:
 
 def _live(target: Target) -> dict[str, Any]:
     rec = target.record
-    info = runtime_info(target.conn, rec.name)
+    info = target.conn.runtime_info(rec.name)
     out: dict[str, Any] = {"id": rec.id, "cpu_time_s": round(info.cpu_time_ns / 1e9, 2),
                            "memory_used_kib": info.memory_kib}
     if rec.kind == "lxc" and is_local(target.place.uri):
         try:
             out["init_pid"] = init_pid(rec.name, rec.id)
-            out["cpuset_live"] = cgroupfs.read_cpuset(rec.id)
+            out["cpuset_live"] = host_for(target.place.uri).read_cpuset(rec.id) or ""
         except (StateError, OSError):
             pass
     return out
@@ -98,7 +98,7 @@ def info(target: Target) -> dict[str, Any]:
         "name": target.address, "kind": rec.kind, "state": rec.state, "uri": target.place.uri,
         "host": target.place.host, "parent": target.place.parent, "uuid": rec.uuid,
         "managed": rec.managed, "metadata": rec.metadata, "persistent": rec.persistent,
-        "autostart": autostart(target.conn, rec.name) if rec.persistent else False,
+        "autostart": target.conn.autostart(rec.name) if rec.persistent else False,
         "vcpus": s.vcpus, "cpuset": s.vcpu_cpuset,
         "cputune": shown_cputune(target.place, s.cputune),
         "memory_kib": s.memory_kib, "memtune_kib": s.memtune, "blkio_weight": s.blkio_weight,

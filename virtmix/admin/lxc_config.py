@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from virtmix.inventory import cgroups
+from virtmix.util.identity import IDMAP
 from virtmix.util.units import format_kib, parse_size_kib
 
-IDMAP = (0, 100000, 65536)  # the one mapping virtmix renders (virtmix.render.views.IDMAP)
 # Keys that only concern LXC's own runtime (console ttys, apparmor, hooks, signals...).
 _IGNORED = re.compile(r"^lxc\.(tty|pty|console|apparmor|seccomp|cap|hook|signal|autodev|"
                       r"arch|start\.(delay|order)|group|log|mount\.auto|environment)")

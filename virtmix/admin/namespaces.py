@@ -19,9 +19,8 @@ from pathlib import Path
 
 from virtmix.admin.targets import Session, Target
 from virtmix.errors import StateError, UsageError
-from virtmix.hosts import cgroupfs
-from virtmix.hosts.local import init_pid, is_local, require_local
-from virtmix.nesting.ops import is_ssh_uri
+from virtmix.hosts import cgroupfs, is_local, is_ssh_uri, require_local
+from virtmix.hosts.local import init_pid
 
 CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

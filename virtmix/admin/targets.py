@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from virtmix.backend import DomainRecord, open_connection
+from virtmix.backend.protocol import Backend
 from virtmix.errors import BackendError, NotFoundError, StateError, UsageError
 
 LOCAL_URIS = ("lxc:///system", "qemu:///system")
@@ -33,7 +34,7 @@ class Target:
     """A domain found by name: where it is and what libvirt reports about it."""
 
     place: Place
-    conn: object  # virtmix.backend Connection
+    conn: Backend
     record: DomainRecord
 
     @property
@@ -71,14 +72,14 @@ class Session:
     connect: str | None = None
     inventory: str | None = None
     warnings: list[str] = field(default_factory=list)
-    _conns: dict[str, object] = field(default_factory=dict)
+    _conns: dict[str, Backend] = field(default_factory=dict)
     _site: object = None
 
     # -- where to look -------------------------------------------------------------------
     @property
     def site(self):
         if self._site is None and self.inventory:
-            from virtmix.inventory.load import load_site
+            from virtmix.nesting.guests import open_site as load_site
 
             self._site = load_site(Path(self.inventory))
         return self._site
@@ -99,13 +100,13 @@ class Session:
         env = os.environ.get("LIBVIRT_DEFAULT_URI")
         return [Place(u, host_of(u)) for u in ([env] if env else LOCAL_URIS)]
 
-    def conn(self, place: Place):
+    def conn(self, place: Place) -> Backend:
         if place.uri not in self._conns:
             self._conns[place.uri] = open_connection(place.uri)
         return self._conns[place.uri]
 
     @property
-    def connections(self) -> dict[str, object]:
+    def connections(self) -> dict[str, Backend]:
         """The connections opened so far, by URI (whoever takes them closes them)."""
         return dict(self._conns)
 

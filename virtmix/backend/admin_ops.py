@@ -1,13 +1,17 @@
-"""libvirt calls only the admin verbs need (signals, transient domains, runtime figures)."""
+"""libvirt calls only the admin verbs need (signals, transient domains, runtime figures).
+
+A mixin of backend.libvirt_conn.Connection, kept apart so that module stays small; the
+methods are part of backend.protocol.Backend like the others.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import libvirt
 
-from virtmix.backend.libvirt_conn import Connection, _translate
-from virtmix.backend.records import DomainRecord
+from virtmix.backend.records import DomainRecord, RuntimeInfo
+from virtmix.backend.translate import translate
 
 # virDomainSetMemoryParameters' "no limit" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED, in KiB);
 # libvirt-python does not export the constant.
@@ -27,71 +31,65 @@ SIGNALS = {
 }
 
 
-@dataclass(frozen=True)
-class RuntimeInfo:
-    """virDomainGetInfo: memory in use and CPU time, for `info`."""
+class AdminOps:
+    """The admin verbs' calls; mixed into Connection, which provides what is declared here."""
 
-    max_memory_kib: int
-    memory_kib: int
-    vcpus: int
-    cpu_time_ns: int
+    uri: str
+    _conn: Any  # libvirt.virConnect (libvirt-python has no type information)
 
+    if TYPE_CHECKING:
+        def _lookup(self, name: str) -> Any: ...
+        def get(self, name: str) -> DomainRecord: ...
 
-def _dom(conn: Connection, name: str) -> libvirt.virDomain:
-    return conn._lookup(name)  # noqa: SLF001 - same package; raises NotFoundError
+    def runtime_info(self, name: str) -> RuntimeInfo:
+        with translate(f"reading runtime figures of {name}", self.uri):
+            _state, maxmem, mem, vcpus, cputime = self._lookup(name).info()
+        return RuntimeInfo(int(maxmem), int(mem), int(vcpus), int(cputime))
 
+    def autostart(self, name: str) -> bool:
+        with translate(f"reading autostart of {name}", self.uri):
+            return bool(self._lookup(name).autostart())
 
-def runtime_info(conn: Connection, name: str) -> RuntimeInfo:
-    with _translate(f"reading runtime figures of {name}", conn.uri):
-        _state, maxmem, mem, vcpus, cputime = _dom(conn, name).info()
-    return RuntimeInfo(maxmem, mem, vcpus, cputime)
+    def blkio_parameters(self, name: str, *, live: bool) -> dict[str, int]:
+        flag = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        with translate(f"reading block I/O parameters of {name}", self.uri):
+            return dict(self._lookup(name).blkioParameters(flag))
 
+    def send_signal(self, name: str, signal: str, pid: int = 1) -> None:
+        """Send a signal to a process of a container (pid as seen inside it; 1 = its init)."""
+        with translate(f"sending {signal} to {name}", self.uri):
+            self._lookup(name).sendProcessSignal(pid, SIGNALS[signal], 0)
 
-def autostart(conn: Connection, name: str) -> bool:
-    with _translate(f"reading autostart of {name}", conn.uri):
-        return bool(_dom(conn, name).autostart())
+    def request_shutdown(self, name: str) -> None:
+        """libvirt's default shutdown: ACPI for guests; initctl, then SIGTERM for containers."""
+        with translate(f"shutting down {name}", self.uri):
+            self._lookup(name).shutdown()
 
+    def create_transient(self, xml: str, *, autodestroy: bool) -> DomainRecord:
+        """Start a transient domain; with autodestroy libvirt removes it when this connection
+        closes, so a killed virtmix leaves nothing behind."""
+        flags = libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
+        with translate("starting a transient domain", self.uri):
+            dom = self._conn.createXML(xml, flags)
+        return self.get(str(dom.name()))
 
-def blkio_parameters(conn: Connection, name: str, *, live: bool) -> dict[str, int]:
-    flag = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
-    with _translate(f"reading block I/O parameters of {name}", conn.uri):
-        return _dom(conn, name).blkioParameters(flag)
+    def pin_all_vcpus(self, name: str, cpus: frozenset[int]) -> None:
+        """Live: pin every vCPU and the emulator threads of a running QEMU guest to cpus."""
+        with translate(f"pinning the vCPUs of {name}", self.uri):
+            host_cpus = self._conn.getInfo()[2]
+            cpumap = tuple(i in cpus for i in range(host_cpus))
+            dom = self._lookup(name)
+            for vcpu in range(dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)):
+                dom.pinVcpuFlags(vcpu, cpumap, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            dom.pinEmulator(cpumap, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
+    def vcpu_pinning(self, name: str) -> list[frozenset[int]]:
+        """Live CPU sets of each vCPU of a running guest."""
+        with translate(f"reading the vCPU pinning of {name}", self.uri):
+            maps = self._lookup(name).vcpuPinInfo(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        return [frozenset(i for i, on in enumerate(m) if on) for m in maps]
 
-def send_signal(conn: Connection, name: str, signal: str, pid: int = 1) -> None:
-    """Send a signal to a process of a container (pid as seen inside it; 1 = its init)."""
-    with _translate(f"sending {signal} to {name}", conn.uri):
-        _dom(conn, name).sendProcessSignal(pid, SIGNALS[signal], 0)
-
-
-def request_shutdown(conn: Connection, name: str) -> None:
-    """libvirt's default shutdown: ACPI for guests; initctl, then SIGTERM for containers."""
-    with _translate(f"shutting down {name}", conn.uri):
-        _dom(conn, name).shutdown()
-
-
-def create_transient(conn: Connection, xml: str, *, autodestroy: bool) -> DomainRecord:
-    """Start a transient domain; with autodestroy libvirt removes it when this connection
-    closes, so a killed virtmix leaves nothing behind."""
-    flags = libvirt.VIR_DOMAIN_START_AUTODESTROY if autodestroy else 0
-    with _translate("starting a transient domain", conn.uri):
-        dom = conn.raw.createXML(xml, flags)
-    return conn.get(dom.name())
-
-
-def pin_all_vcpus(conn: Connection, name: str, cpus: frozenset[int]) -> None:
-    """Live: pin every vCPU and the emulator threads of a running QEMU guest to cpus."""
-    with _translate(f"pinning the vCPUs of {name}", conn.uri):
-        host_cpus = conn.raw.getInfo()[2]
-        cpumap = tuple(i in cpus for i in range(host_cpus))
-        dom = _dom(conn, name)
-        for vcpu in range(dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)):
-            dom.pinVcpuFlags(vcpu, cpumap, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        dom.pinEmulator(cpumap, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-
-
-def vcpu_pinning(conn: Connection, name: str) -> list[frozenset[int]]:
-    """Live CPU sets of each vCPU of a running guest."""
-    with _translate(f"reading the vCPU pinning of {name}", conn.uri):
-        maps = _dom(conn, name).vcpuPinInfo(libvirt.VIR_DOMAIN_AFFECT_LIVE)
-    return [frozenset(i for i, on in enumerate(m) if on) for m in maps]
+    def capabilities(self) -> str:
+        """The host's capabilities XML (virConnectGetCapabilities), for `doctor`."""
+        with translate("reading capabilities", self.uri):
+            return str(self._conn.getCapabilities())

@@ -16,7 +16,7 @@ import tty
 import libvirt
 
 from virtmix.backend import resolve_uri
-from virtmix.backend.libvirt_conn import _translate
+from virtmix.backend.translate import translate as _translate
 from virtmix.errors import BackendError
 
 ESCAPE = b"\x1d"  # Ctrl-]

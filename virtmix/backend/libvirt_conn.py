@@ -3,46 +3,21 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from typing import Any
 
 import libvirt
 
+from virtmix.backend.admin_ops import AdminOps
 from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_name
-from virtmix.errors import BackendError, NotFoundError, StateError
-
-# libvirt prints every error to stderr by default; we raise exceptions instead.
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-
-_NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK}
+from virtmix.backend.translate import start_hint, translate
+from virtmix.errors import BackendError, NotFoundError
 
 
-def _start_hint(uri: str) -> str:
-    if uri.startswith("test:"):
-        return ""
-    if "+ssh" in uri:
-        return " (check ssh access to that host and that libvirtd runs there)"
-    return " (start it with: sudo bash scripts/setup-host.sh, or your init system's libvirtd)"
-
-
-@contextmanager
-def _translate(what: str, uri: str) -> Iterator[None]:
-    """Turn libvirtError into virtmix errors that say what was attempted where."""
-    try:
-        yield
-    except libvirt.libvirtError as exc:
-        code = exc.get_error_code()
-        msg = f"{what} on {uri}: {exc.get_error_message()}"
-        if code in _NOT_FOUND:
-            raise NotFoundError(msg) from None
-        if code == libvirt.VIR_ERR_OPERATION_INVALID:
-            raise StateError(msg) from None
-        raise BackendError(msg) from None
-
-
-class Connection:
-    """One open libvirt connection."""
+class Connection(AdminOps):
+    """One open libvirt connection: the libvirt implementation of backend.protocol.Backend
+    (the test driver and a real daemon alike)."""
 
     def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
         self._conn = conn
@@ -56,7 +31,7 @@ class Connection:
         except libvirt.libvirtError as exc:
             raise BackendError(
                 f"cannot connect to libvirt at {uri}: {exc.get_error_message()}"
-                f"{_start_hint(uri)}") from None
+                f"{start_hint(uri)}") from None
         return cls(conn, uri)
 
     def close(self) -> None:
@@ -74,7 +49,7 @@ class Connection:
     @property
     def driver(self) -> str:
         """'lxc', 'qemu' or 'test', from the connection's type."""
-        return self._conn.getType().lower()
+        return str(self._conn.getType()).lower()
 
     def is_alive(self) -> bool:
         try:
@@ -98,7 +73,7 @@ class Connection:
 
         A domain that another client undefines while we read is skipped, not an error.
         """
-        with _translate("listing domains", self.uri):
+        with translate("listing domains", self.uri):
             out = []
             for dom in self._conn.listAllDomains(0):
                 try:
@@ -119,13 +94,13 @@ class Connection:
 
     def get(self, name: str) -> DomainRecord:
         dom = self._lookup(name)
-        with _translate(f"reading domain {name}", self.uri):
+        with translate(f"reading domain {name}", self.uri):
             return self._record(dom)
 
     def live_xml(self, name: str) -> str:
         """The running definition (with live cgroup values), for inspection."""
-        with _translate(f"reading domain {name}", self.uri):
-            return self._lookup(name).XMLDesc(0)
+        with translate(f"reading domain {name}", self.uri):
+            return str(self._lookup(name).XMLDesc(0))
 
     # -- domains: changing ---------------------------------------------------------------
     def define(self, xml: str) -> DomainRecord:
@@ -133,7 +108,7 @@ class Connection:
 
         Plain defineXML silently accepts unknown elements, hence VALIDATE.
         """
-        with _translate("defining domain", self.uri):
+        with translate("defining domain", self.uri):
             dom = self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
             return self._record(dom)
 
@@ -145,7 +120,7 @@ class Connection:
         flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        with _translate(f"undefining {name}", self.uri):
+        with translate(f"undefining {name}", self.uri):
             try:
                 dom.undefineFlags(flags)
             except libvirt.libvirtError as exc:
@@ -155,31 +130,32 @@ class Connection:
                 dom.undefine()
 
     def start(self, name: str) -> None:
-        with _translate(f"starting {name}", self.uri):
+        with translate(f"starting {name}", self.uri):
             self._lookup(name).create()
 
     def shutdown(self, name: str) -> None:
-        with _translate(f"shutting down {name}", self.uri):
+        with translate(f"shutting down {name}", self.uri):
             self._lookup(name).shutdown()
 
     def destroy(self, name: str) -> None:
-        with _translate(f"stopping {name}", self.uri):
+        with translate(f"stopping {name}", self.uri):
             self._lookup(name).destroy()
 
     def suspend(self, name: str) -> None:
-        with _translate(f"freezing {name}", self.uri):
+        with translate(f"freezing {name}", self.uri):
             self._lookup(name).suspend()
 
     def resume(self, name: str) -> None:
-        with _translate(f"unfreezing {name}", self.uri):
+        with translate(f"unfreezing {name}", self.uri):
             self._lookup(name).resume()
 
     def set_autostart(self, name: str, on: bool) -> None:
-        with _translate(f"setting autostart of {name}", self.uri):
+        with translate(f"setting autostart of {name}", self.uri):
             self._lookup(name).setAutostart(1 if on else 0)
 
     # -- live tuning ---------------------------------------------------------------------
-    def _affect(self, name: str, what: str, call, *, live: bool, config: bool) -> None:
+    def _affect(self, name: str, what: str, call: Callable[[Any, int], object], *, live: bool,
+                config: bool) -> None:
         """Apply a tuning call live and/or to the persistent definition.
 
         The LXC driver refuses AFFECT_LIVE | AFFECT_CONFIG together ("mutually exclusive"),
@@ -189,7 +165,7 @@ class Connection:
         for flag, wanted in ((libvirt.VIR_DOMAIN_AFFECT_LIVE, live),
                              (libvirt.VIR_DOMAIN_AFFECT_CONFIG, config)):
             if wanted:
-                with _translate(f"setting {what} of {name}", self.uri):
+                with translate(f"setting {what} of {name}", self.uri):
                     call(dom, flag)
 
     # libvirt 9.0 crashes libvirtd (NULL read in virCgroupSupportsCpuBW) when scheduler
@@ -204,8 +180,9 @@ class Connection:
 
     def scheduler(self, name: str) -> dict[str, int]:
         """The live scheduler parameters of a running domain (see the crash note above)."""
-        with _translate(f"reading scheduler parameters of {name}", self.uri):
-            return self._lookup(name).schedulerParametersFlags(libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        with translate(f"reading scheduler parameters of {name}", self.uri):
+            return dict(self._lookup(name).schedulerParametersFlags(
+                libvirt.VIR_DOMAIN_AFFECT_LIVE))
 
     def set_memory_parameters(self, name: str, params: dict[str, int], *, live: bool,
                               config: bool) -> None:
@@ -215,8 +192,8 @@ class Connection:
 
     def memory_parameters(self, name: str, *, live: bool = True) -> dict[str, int]:
         flag = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        with _translate(f"reading memory parameters of {name}", self.uri):
-            return self._lookup(name).memoryParameters(flag)
+        with translate(f"reading memory parameters of {name}", self.uri):
+            return dict(self._lookup(name).memoryParameters(flag))
 
     def set_blkio_parameters(self, name: str, params: dict[str, int], *, live: bool,
                              config: bool) -> None:
@@ -233,7 +210,7 @@ class Connection:
         """Every network with its persistent XML. The test driver rejects the INACTIVE flag
         of virNetworkGetXMLDesc ("unsupported flags (0x1)"): fall back to flags 0. A network
         removed meanwhile is simply not there."""
-        with _translate("listing networks", self.uri):
+        with translate("listing networks", self.uri):
             out = []
             for n in self._conn.listAllNetworks(0):
                 try:
@@ -257,33 +234,27 @@ class Connection:
             return out
 
     def define_network(self, xml: str) -> None:
-        with _translate("defining network", self.uri):
+        with translate("defining network", self.uri):
             self._conn.networkDefineXMLFlags(xml, libvirt.VIR_NETWORK_DEFINE_VALIDATE)
 
     def _net(self, name: str) -> libvirt.virNetwork:
-        with _translate(f"looking up network {name}", self.uri):
+        with translate(f"looking up network {name}", self.uri):
             return self._conn.networkLookupByName(name)
 
     def start_network(self, name: str) -> None:
-        with _translate(f"starting network {name}", self.uri):
+        with translate(f"starting network {name}", self.uri):
             net = self._net(name)
             if not net.isActive():
                 net.create()
             net.setAutostart(1)
 
     def remove_network(self, name: str) -> None:
-        with _translate(f"removing network {name}", self.uri):
+        with translate(f"removing network {name}", self.uri):
             net = self._net(name)
             if net.isActive():
                 net.destroy()
             if net.isPersistent():
                 net.undefine()
-
-    # -- escape hatch for backend-internal helpers (namespaces, console streams) ---------
-    @property
-    def raw(self) -> libvirt.virConnect:
-        """The libvirt connection, for other modules of this package only."""
-        return self._conn
 
     # -- bulk read and placement for plan/apply (converge.observe, converge.apply) --
     def _uuids(self, flags: int) -> set[str]:
@@ -291,7 +262,7 @@ class Connection:
 
     def autostart_names(self) -> set[str]:
         """Names of the domains that start with the daemon: one listAllDomains call."""
-        with _translate("listing autostart domains", self.uri):
+        with translate("listing autostart domains", self.uri):
             return {d.name() for d in self._conn.listAllDomains(
                 libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
 
@@ -304,12 +275,12 @@ class Connection:
         driver has no virConnectGetAllDomainStats, hence not that.
         """
         secure = libvirt.VIR_DOMAIN_XML_SECURE
-        with _translate("reading domains", self.uri):
+        with translate("reading domains", self.uri):
             doms = self._conn.listAllDomains(0)
             persistent = self._uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
             active = self._uuids(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
 
-            def read(dom):
+            def read(dom: Any) -> tuple[DomainRecord, str | None] | None:
                 uuid = dom.UUIDString()
                 is_persistent, is_active = uuid in persistent, uuid in active
                 try:
@@ -359,7 +330,7 @@ class Connection:
 
     def domain_pid(self, name: str) -> int | None:
         """The domain's ID: for LXC the libvirt_lxc controller's pid (in its cgroups)."""
-        with _translate(f"reading the id of {name}", self.uri):
+        with translate(f"reading the id of {name}", self.uri):
             dom_id = self._lookup(name).ID()
         return dom_id if dom_id > 0 else None
 
@@ -370,5 +341,5 @@ class Connection:
         VIR_DOMAIN_DEFINE_VALIDATE makes libvirtd parse domain.rng again on every call
         (~17 ms, more under load): apply validates locally and skips that here.
         """
-        with _translate("defining domain", self.uri):
+        with translate("defining domain", self.uri):
             self._conn.defineXMLFlags(xml, 0)

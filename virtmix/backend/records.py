@@ -66,3 +66,13 @@ class NetworkRecord:
     autostart: bool
     xml: str
     bridge: str | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """virDomainGetInfo: memory in use and CPU time, for `info`."""
+
+    max_memory_kib: int
+    memory_kib: int
+    vcpus: int
+    cpu_time_ns: int

@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from virtmix.backend.protocol import Backend
 from virtmix.cli.apply_output import (
     outcome_line,
     plan_to_dict,
@@ -26,15 +27,22 @@ from virtmix.converge.apply import (
     Context,
     close_all,
     connect_and_observe,
+    connection_failures,
     observe_and_plan,
     run_plan,
 )
 from virtmix.converge.desired import desired_documents, network_uri
-from virtmix.converge.destroy import Target, destroy_target, domain_target, site_targets
+from virtmix.converge.destroy import (
+    Outcome,
+    Target,
+    destroy_target,
+    domain_target,
+    site_targets,
+)
 from virtmix.converge.plan import Item, Options, Plan
 from virtmix.errors import ApplyFailedError, BackendError, ConflictError, UsageError
-from virtmix.inventory.load import load_site
 from virtmix.inventory.site import Site
+from virtmix.nesting.guests import open_site as load_site
 from virtmix.util.locking import locked
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
@@ -52,7 +60,7 @@ YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
 EXIT_PENDING = 10
 
 
-def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict]:
+def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict[str, Backend]]:
     site = load_site(inventory)
     domains, networks = desired_documents(site)
     if OPTIONS.connect:  # -c with an inventory: only what lives on that connection
@@ -166,7 +174,7 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
             close_all(conns)
 
 
-def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
+def _apply(site: Site, plan: Plan, conns: dict[str, Backend], yes: bool, jobs: int) -> None:
     if not plan.pending:
         print_plan(out, plan, show_diff=False)
         out.print("nothing to do: everything matches the inventory")
@@ -197,7 +205,8 @@ def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
 
 
 # -- destroy ---------------------------------------------------------------------------
-def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dict]:
+def _destroy_targets(targets: list[str]
+                     ) -> tuple[Site | None, list[Target], dict[str, Backend]]:
     first = Path(targets[0])
     if len(targets) == 1 and first.suffix in (".yaml", ".yml") and first.is_file():
         site = load_site(first)
@@ -206,9 +215,9 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
                 if not OPTIONS.connect or network_uri(site, n) == OPTIONS.connect}
         if OPTIONS.connect and not entries and not nets and site.entries:
             raise UsageError(f"-c {OPTIONS.connect}: no host of {site.path} uses it")
-        conns, _obs = connect_and_observe(sorted({e.uri for e in entries} | set(nets.values())))
+        conns, obs = connect_and_observe(sorted({e.uri for e in entries} | set(nets.values())))
         site.entries = entries
-        return site, site_targets(site, conns, nets), conns
+        return site, site_targets(site, conns, nets, connection_failures(obs)), conns
     # Named domains are found as every admin verb finds them (admin.targets.Session: -c,
     # $LIBVIRT_DEFAULT_URI, both local drivers, the inventory's hosts and GUEST/NAME); its
     # connections are the ones destroy then uses.
@@ -228,7 +237,7 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
     return site, found, session.connections
 
 
-def _destroy_all(targets: list[Target], conns: dict, **flags: bool) -> None:
+def _destroy_all(targets: list[Target], conns: dict[str, Backend], **flags: bool) -> None:
     """Destroy in parallel, phase by phase: nested containers, then the rest, then networks.
 
     libvirt's LXC destroy waits up to ~1.8 s for an init that ignores SIGTERM (busybox,
@@ -259,7 +268,7 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
     site, found, conns = _destroy_targets(targets)
     try:
         present = [t for t in found if t.exists]
-        unread = [t for t in found if t.result.startswith("failed")]
+        unread = [t for t in found if t.outcome is Outcome.FAILED]
         for t in unread:
             err.print(f"virtmix: {t.address}: {t.result}", markup=False)
         if not present:
@@ -284,9 +293,10 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                          delete_rootfs=delete_rootfs)
     finally:
         close_all(conns)
-    bad = [t for t in present if not t.result.startswith("removed")] + unread
-    if any(t.result.startswith("refused") for t in bad):
-        raise ConflictError(f"{sum(t.result.startswith('refused') for t in bad)} not removed: "
+    bad = [t for t in present if t.outcome is not Outcome.REMOVED] + unread
+    refused = [t for t in bad if t.outcome is Outcome.REFUSED]
+    if refused:
+        raise ConflictError(f"{len(refused)} not removed: "
                             "not virtmix's (--force-foreign removes them)")
     if bad:
         raise ApplyFailedError(f"{len(bad)} could not be removed: {bad[0].result}")

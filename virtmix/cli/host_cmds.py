@@ -11,8 +11,7 @@ from virtmix.admin import importer
 from virtmix.cli.admin_cmds import admin_session
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 from virtmix.errors import EXIT_DOCTOR_FAILED, UsageError
-from virtmix.hosts.cgroupfs import cgroup_version
-from virtmix.hosts.local import is_local
+from virtmix.hosts import is_local, shares_are_weights
 
 DOCTOR_FAILED = EXIT_DOCTOR_FAILED  # exit code of `doctor` when a check fails
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -55,7 +54,9 @@ def import_domains(
         raise UsageError(f"{output_file} exists; use --force to overwrite it")
     with admin_session() as session:
         places = session.places() if from_libvirt else []
-        v2 = all(is_local(p.uri) for p in places) and cgroup_version() == "v2"
+        # only paths given: the classic containers are on this machine
+        v2 = all(shares_are_weights(p.uri, p.parent) for p in places) if places else \
+            shares_are_weights("lxc:///system", None)
         host, uri, lxc_uri, items = importer.collect(
             session, set(names) if names else None, paths, v2, libvirt_domains=from_libvirt)
     source = ", ".join([p.uri for p in places] + [str(p) for p in paths])

@@ -33,7 +33,7 @@ def _storage(storage: str | None, site=None):
     if storage:
         return Storage(storage)
     if site is None and OPTIONS.inventory:  # -i INVENTORY: its storage_dir
-        from virtmix.inventory.load import load_site
+        from virtmix.nesting.guests import open_site as load_site
 
         site = load_site(OPTIONS.inventory)
     return Storage(site.inventory.settings.storage_dir) if site is not None else Storage()
@@ -54,7 +54,7 @@ def build_image(
     specs: list[tuple[str, ImageSpec]] = []
     site = None
     if inventory is not None:
-        from virtmix.inventory.load import load_site
+        from virtmix.nesting.guests import open_site as load_site
 
         site = load_site(inventory)
         for e in site.entries:
@@ -134,7 +134,7 @@ def ansible_inventory_cmd(
     """An Ansible inventory of the site: hosts, guests and containers, with the
     community.libvirt connection plugins (libvirt_lxc, libvirt_qemu) and virtmix_* vars."""
     from virtmix.handoff.ansible import render
-    from virtmix.inventory.load import load_site
+    from virtmix.nesting.guests import open_site as load_site
 
     if fmt not in ("yaml", "json"):
         raise UsageError(f"--output {fmt!r}: expected yaml or json")

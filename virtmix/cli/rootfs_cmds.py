@@ -69,7 +69,7 @@ def progress_line(quiet: bool) -> Iterator[Callable[[str], None] | None]:
 
 
 def _spec_from_inventory(inventory: Path, name: str) -> tuple[RootfsSpec, bool, str | None]:
-    from virtmix.inventory.load import load_site
+    from virtmix.nesting.guests import open_site as load_site
     from virtmix.rootfs.from_model import setup_from_model, spec_from_model
 
     site = load_site(inventory)

@@ -13,16 +13,19 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
 
+from virtmix.backend.protocol import Backend
+from virtmix.converge.documents import DesiredDomain, DesiredNetwork, Op
 from virtmix.converge.live import apply_live
-from virtmix.converge.observe import ObservedConnection, is_local_uri, observe_connection
-from virtmix.converge.plan import DesiredDomain, Item, Options, Plan, build_plan, plan_domain
+from virtmix.converge.observe import ObservedConnection, observe_connection
+from virtmix.converge.plan import Item, Options, Plan, build_plan, plan_domain
 from virtmix.converge.prepare import prepare
 from virtmix.errors import BackendError, StateError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.render.schema_check import check_xml
 from virtmix.render.templates import render_domain
+from virtmix.util.polling import wait_until
+from virtmix.util.uris import is_local
 
 STOP_TIMEOUT = 30.0        # seconds a guest gets to shut down before it is destroyed
 NESTED_WAIT = 180.0        # seconds to wait for a guest's own libvirt to answer
@@ -56,7 +59,7 @@ Report = Callable[[str, Item, Outcome | None], None]  # ("start"|"end", item, ou
 @dataclass
 class Context:
     site: Site
-    conns: dict[str, Any]
+    conns: dict[str, Backend]
     jobs: int = 4
     report: Report | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -64,7 +67,7 @@ class Context:
 
 
 # -- one item's operations --------------------------------------------------------------
-def _stop(conn: Any, item: Item) -> None:
+def _stop(conn: Backend, item: Item) -> None:
     if item.kind == "container" or item.target != "domain":
         conn.destroy(item.name)  # LXC: no guest agent to ask; init gets SIGKILL via the ns
         return
@@ -72,70 +75,77 @@ def _stop(conn: Any, item: Item) -> None:
         conn.shutdown(item.name)
     except StateError:
         return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if conn.get(item.name).state in ("shutoff", "crashed"):
-            return
-        time.sleep(0.2)
-    conn.destroy(item.name)
+    if not wait_until(lambda: conn.get(item.name).state in ("shutoff", "crashed"),
+                      timeout=STOP_TIMEOUT, interval=0.2):
+        conn.destroy(item.name)
 
 
-def _define(conn: Any, item: Item) -> None:
+def _define(conn: Backend, item: Item) -> None:
     """Define item.xml; validated here against the local copy of libvirt's schemas when the
     daemon is local (the daemon's own validation costs ~17 ms a document), by the daemon
     otherwise (its libvirt version may differ)."""
-    if is_local_uri(conn.uri):
+    if is_local(conn.uri):
         check_xml(item.xml, "domain", f"{item.kind} {item.address}")
         conn.define_prevalidated(item.xml)
     else:
         conn.define(item.xml)
 
 
-def _is_active(conn: Any, name: str) -> bool:
+def _is_active(conn: Backend, name: str) -> bool:
     return conn.get(name).active
 
 
-def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
-    e = item.entry
-    if op == "prepare":
-        prepare(ctx.site, e)
-    elif op in ("define", "redefine"):
-        _define(conn, item)
-    elif op == "start":
-        if not _is_active(conn, item.name):  # an interrupted apply may have started it
-            conn.start(item.name)
-    elif op == "stop":
-        if _is_active(conn, item.name):
-            _stop(conn, item)
-    elif op == "restart":
-        if _is_active(conn, item.name):
-            _stop(conn, item)
-        prepare(ctx.site, e)
+def _start(ctx: Context, item: Item, conn: Backend) -> None:
+    if not _is_active(conn, item.name):  # an interrupted apply may have started it
         conn.start(item.name)
-    elif op == "recreate":
-        if _is_active(conn, item.name):
-            _stop(conn, item)
-        conn.undefine(item.name)
-        prepare(ctx.site, e)
-        _define(conn, item)
-        if e.spec.state == "running":
-            conn.start(item.name)
-    elif op == "live":
-        apply_live(conn, item)
-    elif op == "autostart":
-        conn.set_autostart(item.name, item.autostart)
-    elif op == "remove":
-        if _is_active(conn, item.name):
-            _stop(conn, item)
-        conn.undefine(item.name)
-    elif op == "network-define" or op == "network-redefine":
-        conn.define_network(item.xml)
-    elif op == "network-start":
-        conn.start_network(item.name)
-    elif op == "network-remove":
-        conn.remove_network(item.name)
-    else:  # pragma: no cover - plan and apply disagree
-        raise VirtmixError(f"{item.address}: unknown operation {op!r}")
+
+
+def _stop_if_running(ctx: Context, item: Item, conn: Backend) -> None:
+    if _is_active(conn, item.name):
+        _stop(conn, item)
+
+
+def _restart(ctx: Context, item: Item, conn: Backend) -> None:
+    _stop_if_running(ctx, item, conn)
+    prepare(ctx.site, item.entry)
+    conn.start(item.name)
+
+
+def _recreate(ctx: Context, item: Item, conn: Backend) -> None:
+    _stop_if_running(ctx, item, conn)
+    conn.undefine(item.name)
+    prepare(ctx.site, item.entry)
+    _define(conn, item)
+    if item.entry is not None and item.entry.spec.state == "running":
+        conn.start(item.name)
+
+
+def _remove(ctx: Context, item: Item, conn: Backend) -> None:
+    _stop_if_running(ctx, item, conn)
+    conn.undefine(item.name)
+
+
+OpRunner = Callable[[Context, Item, Backend], None]
+OPS: dict[Op, OpRunner] = {
+    Op.PREPARE: lambda ctx, item, conn: prepare(ctx.site, item.entry),
+    Op.DEFINE: lambda ctx, item, conn: _define(conn, item),
+    Op.REDEFINE: lambda ctx, item, conn: _define(conn, item),
+    Op.START: _start,
+    Op.STOP: _stop_if_running,
+    Op.RESTART: _restart,
+    Op.RECREATE: _recreate,
+    Op.LIVE: lambda ctx, item, conn: apply_live(conn, item),
+    Op.AUTOSTART: lambda ctx, item, conn: conn.set_autostart(item.name, item.autostart),
+    Op.REMOVE: _remove,
+    Op.NETWORK_DEFINE: lambda ctx, item, conn: conn.define_network(item.xml),
+    Op.NETWORK_REDEFINE: lambda ctx, item, conn: conn.define_network(item.xml),
+    Op.NETWORK_START: lambda ctx, item, conn: conn.start_network(item.name),
+    Op.NETWORK_REMOVE: lambda ctx, item, conn: conn.remove_network(item.name),
+}
+
+
+def _run_op(ctx: Context, item: Item, conn: Backend, op: str) -> None:
+    OPS[Op(op)](ctx, item, conn)  # ValueError on an op plan and apply disagree about
 
 
 def run_item(ctx: Context, item: Item) -> Outcome:
@@ -157,8 +167,8 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
     if item.status in ("refuse", "unreachable"):
         return Outcome(item, "failed", item.reason)
     conn = ctx.conns.get(item.uri)
-    if conn is None or isinstance(conn, VirtmixError):
-        return Outcome(item, "failed", str(conn or f"no connection to {item.uri}"))
+    if conn is None:
+        return Outcome(item, "failed", f"no connection to {item.uri}")
     t0 = time.monotonic()
     try:
         for op in item.ops:
@@ -189,15 +199,16 @@ def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
             out.append(item)
             continue
         conn = ctx.conns.get(item.uri)
-        if not hasattr(conn, "define") and item.uri not in failed:
+        if conn is None and item.uri not in failed and item.parent is not None:
             try:
                 conn = ctx.conns[item.uri] = wait_for_guest_libvirt(
                     ctx.site, item.parent, item.uri, timeout=guest_wait_seconds(NESTED_WAIT),
                     stop=ctx.stop)
             except BackendError as exc:
                 failed[item.uri] = exc.message + (f" ({exc.hint})" if exc.hint else "")
-        if item.uri in failed:
-            item.status, item.reason = "unreachable", failed[item.uri]
+        if conn is None:
+            item.status = "unreachable"
+            item.reason = failed.get(item.uri, f"no connection to {item.uri}")
             out.append(item)
             continue
         obs = observe_connection(conn)
@@ -255,22 +266,30 @@ def run_plan(ctx: Context, plan: Plan) -> ApplyResult:
 
 # -- reading every connection of a site --------------------------------------------------
 def connect_and_observe(uris: list[str], *, skip: dict[str, str] | None = None
-                        ) -> tuple[dict[str, Any], dict[str, ObservedConnection]]:
-    """Open and read every URI in parallel; a failure is recorded, not raised."""
+                        ) -> tuple[dict[str, Backend], dict[str, ObservedConnection]]:
+    """Open and read every URI in parallel; a failure is recorded, not raised.
+
+    Returns the open connections, and what was read of every URI: a URI that could not be
+    opened or read has no connection and its ObservedConnection.error says why
+    (`connection_failures` gives them as a map).
+    """
     from virtmix.backend import open_connection
 
-    conns: dict[str, Any] = {}
+    conns: dict[str, Backend] = {}
     observed: dict[str, ObservedConnection] = {}
     skip = skip or {}
 
-    def one(uri: str) -> tuple[str, Any, ObservedConnection]:
+    def one(uri: str) -> tuple[str, Backend | None, ObservedConnection]:
         if uri in skip:
             return uri, None, ObservedConnection(uri, error=skip[uri])
+        conn: Backend | None = None
         try:
             conn = open_connection(uri)
             return uri, conn, observe_connection(conn)
         except VirtmixError as exc:
-            return uri, exc, ObservedConnection(uri, error=exc.message)
+            if conn is not None:  # opened but not readable: not kept half-used
+                conn.close()
+            return uri, None, ObservedConnection(uri, error=exc.message)
 
     todo = list(dict.fromkeys(uris))
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
@@ -281,8 +300,13 @@ def connect_and_observe(uris: list[str], *, skip: dict[str, str] | None = None
     return conns, observed
 
 
-def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list,
-                     opts: Options) -> tuple[Plan, dict[str, Any]]:
+def connection_failures(observed: dict[str, ObservedConnection]) -> dict[str, str]:
+    """URI -> why it could not be opened or read."""
+    return {uri: obs.error for uri, obs in observed.items() if obs.error is not None}
+
+
+def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list[DesiredNetwork],
+                     opts: Options) -> tuple[Plan, dict[str, Backend]]:
     """Read host connections first, then those inside guests that run, then plan."""
     nested = {d.entry.uri: d.entry.parent for d in domains if d.entry.parent}
     nested |= {n.uri: n.host for n in networks if n.nested}
@@ -304,7 +328,6 @@ def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list,
     return build_plan(site.name, domains, networks, observed, opts, hosts), conns
 
 
-def close_all(conns: dict[str, Any]) -> None:
+def close_all(conns: dict[str, Backend]) -> None:
     for conn in conns.values():
-        if hasattr(conn, "close"):
-            conn.close()
+        conn.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from virtmix.converge.plan import DesiredDomain, DesiredNetwork
+from virtmix.converge.documents import DesiredDomain, DesiredNetwork
 from virtmix.inventory.site import Site
 from virtmix.render.templates import environment, render_domain, render_network, user_templates
 

@@ -9,16 +9,28 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any
 
-from virtmix.converge.observe import is_local_uri, parse_xml
+from virtmix.backend.protocol import Backend
+from virtmix.converge.observe import parse_xml
 from virtmix.errors import NotFoundError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.util import layout
 from virtmix.util.identity import network_uuid
+from virtmix.util.uris import is_local
 
 GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img")
+
+
+class Outcome(Enum):
+    """What destroy did with a target; `Target.result` words it for the admin."""
+
+    PENDING = "pending"
+    REMOVED = "removed"
+    ABSENT = "absent"
+    REFUSED = "refused"  # not virtmix's (or another site's): only --force-foreign removes it
+    FAILED = "failed"
 
 
 @dataclass
@@ -34,7 +46,21 @@ class Target:
     foreign: str = ""        # why virtmix does not own it ('' when it does)
     owns_tree: bool = False  # made by `virtmix create`: its tree goes with it (lxc-destroy)
     xml: str = ""
-    result: str = ""         # what happened: removed | absent | refused | failed: ...
+    outcome: Outcome = Outcome.PENDING
+    detail: str = ""         # why it failed or was refused, or what was deleted with it
+
+    @property
+    def result(self) -> str:
+        """What happened, for the admin: removed[, deleted ...] | absent | refused: ... |
+        failed: ..."""
+        if self.outcome is Outcome.REMOVED:
+            return "removed" + (f", deleted {self.detail}" if self.detail else "")
+        if self.outcome in (Outcome.REFUSED, Outcome.FAILED):
+            return f"{self.outcome.value}: {self.detail}"
+        return self.outcome.value
+
+    def fail(self, why: str) -> None:
+        self.outcome, self.detail = Outcome.FAILED, why
 
 
 def _owner_problem(metadata: dict[str, str] | None, site: str | None) -> str:
@@ -47,7 +73,7 @@ def _owner_problem(metadata: dict[str, str] | None, site: str | None) -> str:
     return ""
 
 
-def domain_target(conn: Any, name: str, address: str, site: str | None) -> Target:
+def domain_target(conn: Backend, name: str, address: str, site: str | None) -> Target:
     try:
         rec = conn.get(name)
     except NotFoundError:
@@ -57,22 +83,27 @@ def domain_target(conn: Any, name: str, address: str, site: str | None) -> Targe
                   owns_tree=(rec.metadata or {}).get("created-by") == "create")
 
 
-def site_targets(site: Site, conns: dict[str, Any], networks: dict[str, str]) -> list[Target]:
-    """Every entry of the site (nested containers first, then hosts', guests), then networks."""
+def site_targets(site: Site, conns: dict[str, Backend], networks: dict[str, str],
+                 failures: dict[str, str] | None = None) -> list[Target]:
+    """Every entry of the site (nested containers first, then hosts', guests), then networks.
+
+    failures: URI -> why it could not be opened or read (its entries are failed targets)."""
+    failures = failures or {}
     out: list[Target] = []
     order = sorted(site.entries, key=lambda e: (0 if e.parent else 1 if e.kind == "container"
                                                  else 2))
     for e in order:
         conn = conns.get(e.uri)
-        if not hasattr(conn, "get"):  # None, or the error met while connecting/reading
-            out.append(Target(e.name, e.address, e.uri, exists=False,
-                              result=f"failed: {conn or f'no connection to {e.uri}'}"))
+        if conn is None:
+            target = Target(e.name, e.address, e.uri, exists=False)
+            target.fail(failures.get(e.uri, f"no connection to {e.uri}"))
+            out.append(target)
             continue
         out.append(domain_target(conn, e.name, e.address, site.name))
     for name, uri in networks.items():
         conn = conns.get(uri)
         target = Target(name, name, uri, network=True, exists=False)
-        if hasattr(conn, "list_networks"):
+        if conn is not None:
             for rec in conn.list_networks():
                 if rec.name == name:
                     target.exists, target.active = True, rec.active
@@ -131,34 +162,35 @@ def delete_files(name: str, xml: str) -> list[str]:
     return removed
 
 
-def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
+def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
                    delete_rootfs: bool) -> None:
     """Remove one target, recording the result on it; errors are recorded, not raised."""
     if not t.exists:
-        t.result = t.result or "absent"
+        if t.outcome is Outcome.PENDING:
+            t.outcome = Outcome.ABSENT
         return
     if t.foreign and not force_foreign:
-        t.result = f"refused: {t.foreign}; --force-foreign removes it anyway"
+        t.outcome = Outcome.REFUSED
+        t.detail = f"{t.foreign}; --force-foreign removes it anyway"
         return
     try:
         if t.network:
             conn.remove_network(t.name)
-            t.result = "removed"
+            t.outcome = Outcome.REMOVED
             return
         if conn.get(t.name).active:
             conn.destroy(t.name)
         conn.undefine(t.name)
-        t.result = "removed"
+        t.outcome = Outcome.REMOVED
         if delete_rootfs or t.owns_tree:
-            if is_local_uri(t.uri):
+            if is_local(t.uri):
                 gone = delete_files(t.name, t.xml)
             else:  # never this machine's paths: a tree in a guest is deleted there
                 from virtmix.nesting.ops import delete_remote_files
 
                 gone = delete_remote_files(t.uri, t.name, t.xml)
-            if gone:
-                t.result += ", deleted " + ", ".join(gone)
+            t.detail = ", ".join(gone)
     except VirtmixError as exc:
-        t.result = f"failed: {exc.message}"
+        t.fail(exc.message)
     except OSError as exc:
-        t.result = f"failed: {exc}"
+        t.fail(str(exc))

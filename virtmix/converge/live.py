@@ -8,14 +8,12 @@ container's cpuset cgroup itself, found through its libvirt_lxc process.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
-from virtmix.converge.observe import cgroup_file, is_local_uri
+from virtmix.backend.protocol import Backend
 from virtmix.converge.plan import Item
 from virtmix.errors import BackendError, StateError
-from virtmix.util.units import format_cpuset, parse_cpuset
+from virtmix.hosts.local import LocalHost
+from virtmix.util.units import parse_cpuset
+from virtmix.util.uris import is_local
 
 SCHED_PARAMS = {"cputune.shares": "cpu_shares", "cputune.period": "vcpu_period",
                 "cputune.quota": "vcpu_quota"}
@@ -23,49 +21,18 @@ MEMORY_PARAMS = {"memtune.hard_limit": "hard_limit", "memtune.soft_limit": "soft
                  "memtune.swap_hard_limit": "swap_hard_limit"}
 
 
-def _write(path: Path, value: str) -> None:
-    try:
-        path.write_text(value + "\n")
-    except OSError as exc:
-        raise BackendError(f"writing {value!r} to {path}: {exc.strerror}") from None
-
-
-def write_cpuset_cgroup(cpus_file: Path, cpuset: str) -> None:
-    """Set a cpuset cgroup and its descendants to cpuset.
-
-    cgroup v1 refuses a parent set that leaves out a child's CPUs, and a child set that is
-    not inside its parent's: widen the parent to old|new, set the children top-down, then
-    narrow the parent.
-    """
-    group = cpus_file.parent
-    try:
-        old = parse_cpuset(cpus_file.read_text().strip() or "0")
-    except OSError as exc:
-        raise BackendError(f"reading {cpus_file}: {exc.strerror}") from None
-    new = parse_cpuset(cpuset)
-    children = sorted((Path(d) for d, _s, files in os.walk(group)
-                       if Path(d) != group and cpus_file.name in files),
-                      key=lambda p: len(p.parts))
-    if children:
-        _write(cpus_file, format_cpuset(old | new))
-        for child in children:
-            _write(child / cpus_file.name, format_cpuset(new))
-    _write(cpus_file, format_cpuset(new))
-
-
-def _lxc_cpuset(conn: Any, item: Item, cpuset: str) -> None:
-    if not is_local_uri(conn.uri):
+def _lxc_cpuset(conn: Backend, item: Item, cpuset: str) -> None:
+    if not is_local(conn.uri):
         raise StateError(f"{item.address}: the cpuset of a running container on {conn.uri} can "
                          "only change with a restart (libvirt has no live API for it)",
                          hint="apply --restart, or restart the container")
     pid = conn.domain_pid(item.name)
-    path = cgroup_file(pid, "cpuset", "cpuset.cpus") if pid else None
-    if path is None or not path.is_file():
+    if not pid:
         raise BackendError(f"{item.address}: no cpuset cgroup found for its process {pid}")
-    write_cpuset_cgroup(path, cpuset)
+    LocalHost(conn.uri).write_cpuset(pid, parse_cpuset(cpuset))
 
 
-def apply_live(conn: Any, item: Item) -> None:
+def apply_live(conn: Backend, item: Item) -> None:
     """Set every field in item.live on the running domain."""
     live = item.live
     name = item.name

@@ -8,15 +8,16 @@ sizes are KiB, cpusets canonical.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
+from virtmix.backend.protocol import Backend
+from virtmix.hosts import cgroupfs
 from virtmix.util.identity import VIRTMIX_NS
 from virtmix.util.units import normalize_cpuset
+from virtmix.util.uris import is_local
 
 # libvirt's memory units (docs: formatdomain.html#memory-allocation) -> bytes.
 _UNIT_BYTES = {
@@ -214,52 +215,11 @@ class ObservedConnection:
     error: str | None = None
 
 
-def is_local_uri(uri: str) -> bool:
-    """A URI whose daemon runs on this machine (so its files and cgroups are ours to read)."""
-    m = re.match(r"^[a-z]+(\+[a-z]+)?://([^/]*)/", uri)
-    if not m:
-        return True
-    transport, host = m.group(1), m.group(2).rsplit("@", 1)[-1].split(":")[0]
-    return host in ("", "localhost", "127.0.0.1", "::1", "[::1]") or transport == "+unix"
-
-
-def cgroup_file(pid: int, controller: str, filename: str) -> Path | None:
-    """A process' cgroup file for a controller (v1 hierarchy or the v2 unified tree)."""
-    try:
-        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    v2 = None
-    for line in lines:
-        _, ctrls, path = line.split(":", 2)
-        if controller in ctrls.split(","):
-            return Path(f"/sys/fs/cgroup/{controller}{path}") / filename
-        if ctrls == "":
-            v2 = path
-    if v2 is not None:
-        return Path(f"/sys/fs/cgroup{v2}") / filename
-    return None
-
-
-def read_lxc_cpuset(pid: int) -> str | None:
-    """The cpuset a running LXC container really has (its libvirt_lxc process' cgroup).
-
-    The LXC driver has no live cpuset API, so virtmix writes the cgroup itself and the
-    running XML never shows it: the cgroup is the truth.
-    """
-    path = cgroup_file(pid, "cpuset", "cpuset.cpus")
-    try:
-        text = path.read_text().strip() if path else ""
-    except OSError:
-        return None
-    return normalize_cpuset(text) if text else None
-
-
-def observe_connection(conn: Any, *, read_cgroups: bool | None = None) -> ObservedConnection:
+def observe_connection(conn: Backend, *, read_cgroups: bool | None = None) -> ObservedConnection:
     """One bulk read of a connection: every domain (config + running XML) and network."""
     obs = ObservedConnection(conn.uri)
     if read_cgroups is None:  # only the real LXC driver's ids are pids of this machine
-        read_cgroups = is_local_uri(conn.uri) and conn.driver == "lxc"
+        read_cgroups = is_local(conn.uri) and conn.driver == "lxc"
     autostart = conn.autostart_names()
     for rec, live_xml in conn.list_domains_with_live():
         root = parse_xml(rec.xml)
@@ -270,7 +230,7 @@ def observe_connection(conn: Any, *, read_cgroups: bool | None = None) -> Observ
         if live_xml is not None:
             dom.live = owned_fields(live_xml)
             if read_cgroups and dom.config["type"] == "lxc" and rec.id not in (None, -1):
-                dom.live_cpuset = read_lxc_cpuset(rec.id)
+                dom.live_cpuset = cgroupfs.read_cpuset(rec.id)
         obs.domains[rec.name] = dom
     for net in conn.list_networks():
         obs.networks[net.name] = ObservedNetwork(

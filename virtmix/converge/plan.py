@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtmix.converge.documents import DesiredDomain, DesiredNetwork
 from virtmix.converge.observe import (
     Fields,
     ObservedConnection,
@@ -101,22 +102,6 @@ class Plan:
         for item in self.items:
             out.setdefault(item.host, []).append(item)
         return out
-
-
-@dataclass(frozen=True)
-class DesiredDomain:
-    entry: Entry
-    xml: str
-
-
-@dataclass(frozen=True)
-class DesiredNetwork:
-    name: str
-    host: str          # the network's `host:` (an inventory host, or a guest for nested)
-    uri: str
-    xml: str
-    inv_host: str = ""  # the inventory host it runs on (apply groups work by it)
-    nested: bool = False
 
 
 @dataclass(frozen=True)

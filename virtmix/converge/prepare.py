@@ -12,12 +12,12 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from virtmix.converge.observe import is_local_uri
 from virtmix.errors import RootfsError
 from virtmix.inventory.model import Container, Guest, RootfsBuild
 from virtmix.inventory.site import Entry, Site
 from virtmix.render.views import IDMAP, domain_view, is_privileged, storage_dir
 from virtmix.util import layout
+from virtmix.util.uris import is_local
 
 MAPPED_ROOT_UID = IDMAP[1]
 Progress = Callable[[str], None]  # one line per step of a long build
@@ -93,7 +93,7 @@ def prepare_container(site: Site, entry: Entry, progress: Progress | None = None
     spec = entry.spec
     assert isinstance(spec, Container)
     view = domain_view(site, entry)
-    local = is_local_uri(entry.uri)
+    local = is_local(entry.uri)
     if isinstance(spec.rootfs, RootfsBuild):
         if not local and entry.parent:
             from virtmix.nesting.ops import push_tree
@@ -130,7 +130,7 @@ def prepare_guest(site: Site, entry: Entry) -> None:
     spec = entry.spec
     assert isinstance(spec, Guest)
     view = domain_view(site, entry)
-    if not is_local_uri(entry.uri):
+    if not is_local(entry.uri):
         return  # images on a remote host are the admin's (nothing created remotely)
     if spec.boot is None and (spec.image is not None or spec.containers) and \
             (spec.image is None or not spec.image.path):

@@ -57,7 +57,7 @@ esac
 
 
 def _static_busybox() -> str:
-    from virtmix.admin.execute import find_static_busybox
+    from virtmix.hosts.local import find_static_busybox
 
     return find_static_busybox()
 

@@ -19,8 +19,10 @@ from typing import Any
 from lxml import etree
 from pydantic import ValidationError
 
+from virtmix.backend.protocol import Backend
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError, VirtmixError
-from virtmix.inventory.model import Container, Host, Inventory, Settings, check_name
+from virtmix.inventory.model import Container, Host, Inventory, Settings
+from virtmix.inventory.rules import check_name
 from virtmix.inventory.site import Entry, Site
 from virtmix.util.identity import VIRTMIX_NS
 from virtmix.util.units import parse_cpuset
@@ -149,15 +151,6 @@ def _validation_error(exc: ValidationError) -> UsageError:
     return UsageError(f"{option}: {msg}")
 
 
-def _rootfs_option(message: str) -> str:
-    for word, option in (("ssh_keys", "--ssh-key"), ("hostname", "--hostname"),
-                         ("package", "--package"), ("suite", "--suite"),
-                         ("variant", "--variant"), ("hook", "--hook")):
-        if word in message:
-            return f"{option}: {message}"
-    return message
-
-
 def build_site(req: CreateRequest) -> tuple[Site, Entry]:
     """A one-entry Site for the request, validated like an inventory entry (nothing made)."""
     try:
@@ -182,17 +175,17 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
         raise _validation_error(exc) from None
     from virtmix.rootfs.from_model import setup_from_model, spec_from_model
 
-    try:  # what only the rootfs code checks (key format, hostname...), also before anything
+    try:  # the model checked every value; this reads the hook, before anything is made
         if req.template != "busybox":
             spec_from_model(container.rootfs, mirror=req.mirror)
         setup_from_model(req.name, container)
     except RootfsError as exc:
-        raise UsageError(_rootfs_option(exc.message), hint=exc.hint) from None
-    from virtmix.hosts.cgroupfs import cgroup_version
+        raise UsageError(exc.message, hint=exc.hint) from None
+    from virtmix.hosts import cgroup_version_where
 
     inventory = Inventory(
         name=None, settings=Settings(storage_dir=storage_root(req), mirror=req.mirror),
-        hosts={HOST: Host(lxc_uri=req.uri, cgroups=cgroup_version(),
+        hosts={HOST: Host(lxc_uri=req.uri, cgroups=cgroup_version_where(req.uri, None),
                           containers={req.name: container})})
     # The site's path only anchors relative hook paths (the hook is made absolute).
     site = Site(path=Path.cwd() / f"{req.name}.create", inventory=inventory)
@@ -214,7 +207,7 @@ def mark_created(xml: str, req: CreateRequest) -> str:
 
 
 # -- checks before anything is made ---------------------------------------------------------
-def check_free(conn: Any, req: CreateRequest, storage: Any) -> None:
+def check_free(conn: Backend, req: CreateRequest, storage: Any) -> None:
     """Refuse (exit 9) an existing domain or tree of that name, an unknown network (6)."""
     try:
         conn.get(req.name)
@@ -290,7 +283,7 @@ def _read_password(state: dict) -> str | None:
     return Path(path).read_text().strip() or None
 
 
-def _tree_and_definition(conn: Any, req: CreateRequest, site: Site, entry: Entry, xml: str,
+def _tree_and_definition(conn: Backend, req: CreateRequest, site: Site, entry: Entry, xml: str,
                          storage: Any, steps: _Steps) -> dict:
     from virtmix.converge.prepare import prepare
     from virtmix.rootfs import container_state
@@ -313,7 +306,7 @@ def _tree_and_definition(conn: Any, req: CreateRequest, site: Site, entry: Entry
     return state
 
 
-def _make(conn: Any, req: CreateRequest, site: Site, entry: Entry, xml: str, storage: Any,
+def _make(conn: Backend, req: CreateRequest, site: Site, entry: Entry, xml: str, storage: Any,
           steps: _Steps) -> CreateResult:
     from virtmix.rootfs import remove_container_tree
 

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 from virtmix.errors import BackendError
-from virtmix.util.units import format_cpuset, parse_cpuset
+from virtmix.util.units import format_cpuset, normalize_cpuset, parse_cpuset
 
 
-def _mounts() -> dict[str, str]:
+def mounts() -> dict[str, str]:
     """controller (or "" for the unified v2 hierarchy) -> mount point, from mountinfo."""
     out: dict[str, str] = {}
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
@@ -35,7 +35,7 @@ def cgroup_dirs(pid: int) -> dict[str, Path]:
 
     A v1 hierarchy mounted with several controllers (cpu,cpuacct) is listed under each.
     """
-    mounts = _mounts()
+    found = mounts()
     dirs: dict[str, Path] = {}
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
@@ -44,31 +44,54 @@ def cgroup_dirs(pid: int) -> dict[str, Path]:
     for line in lines:
         _hid, controllers, path = line.split(":", 2)
         for ctl in controllers.split(",") if controllers else [""]:
-            if ctl in mounts:
-                dirs[ctl] = Path(mounts[ctl] + path)
+            if ctl in found:
+                dirs[ctl] = Path(found[ctl] + path)
     return dirs
 
 
+def cgroup_root() -> str:
+    """The directory the cgroup hierarchies are mounted under (their common parent: the
+    unified mount itself on pure v2, the tmpfs holding cpu/, memory/... on v1)."""
+    found = [Path(p) for p in mounts().values()]
+    if not found:
+        raise BackendError("no cgroup file system is mounted")
+    if len(found) == 1:
+        return str(found[0])
+    return os.path.commonpath([str(p) for p in found])
+
+
 def cgroup_version() -> str:
-    """'v2' when /sys/fs/cgroup is the unified hierarchy, else 'v1'."""
-    return "v2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "v1"
+    """'v2' when this machine's controllers are on the unified hierarchy, else 'v1'.
+
+    Read from the mounts, not from a fixed path: a hybrid layout (v1 controllers plus an
+    empty cgroup2 at /sys/fs/cgroup/unified) is v1 for libvirt, which uses the controllers.
+    """
+    found = mounts()
+    v1 = [c for c in found if c and not c.startswith("name=")]
+    return "v2" if "" in found and not v1 else "v1"
 
 
-def shares_are_weights(uri: str, parent: str | None) -> bool:
-    """Whether libvirt's <shares>/cpu_shares are cgroup v2 weights where the domain runs:
-    libvirt writes them verbatim to cpu.weight there, so virtmix converts both ways."""
-    from virtmix.hosts.local import is_local
+def _cpuset_dir(pid: int) -> Path | None:
+    """pid's cgroup directory that holds cpuset.cpus (v1 cpuset hierarchy, or v2)."""
+    dirs = cgroup_dirs(pid)
+    top = dirs.get("cpuset")
+    if top is None and (top := dirs.get("")) is not None:
+        top = top if (top / "cpuset.cpus").exists() else None
+    return top
 
-    if parent:
-        return True  # guests built by virtmix are pure cgroup v2
-    return is_local(uri) and cgroup_version() == "v2"
 
+def read_cpuset(pid: int) -> str | None:
+    """The cpuset a running process really has (None: no cpuset cgroup, or it is empty).
 
-def read_cpuset(pid: int) -> str:
-    path = cgroup_dirs(pid).get("cpuset") or cgroup_dirs(pid).get("")
-    if path is None:
-        raise BackendError(f"process {pid} has no cpuset cgroup")
-    return (path / "cpuset.cpus").read_text().strip() or ""
+    The LXC driver has no live cpuset API, so virtmix writes the cgroup itself and the
+    running XML never shows it: the cgroup is the truth.
+    """
+    top = _cpuset_dir(pid)
+    try:
+        text = (top / "cpuset.cpus").read_text().strip() if top else ""
+    except OSError:
+        return None
+    return normalize_cpuset(text) if text else None
 
 
 def _subtree(top: Path) -> list[Path]:
@@ -80,17 +103,21 @@ def _subtree(top: Path) -> list[Path]:
 
 
 def write_cpuset(pid: int, cpus: frozenset[int]) -> list[Path]:
-    """Set cpuset.cpus of pid's cpuset cgroup and of every cgroup below it.
+    """Set cpuset.cpus of pid's cpuset cgroup and of every cgroup below it; the files
+    written."""
+    top = _cpuset_dir(pid)
+    if top is None:
+        raise BackendError(f"process {pid} has no cpuset cgroup to write")
+    return write_cpuset_tree(top, cpus)
+
+
+def write_cpuset_tree(top: Path, cpus: frozenset[int]) -> list[Path]:
+    """Set cpuset.cpus of the cgroup `top` and of every cgroup below it.
 
     v1 refuses a parent set that excludes CPUs a child still uses, and a child set that is
     not inside its parent's: so widen top-down to old|new first, then narrow bottom-up.
-    Returns the files written.
+    An empty set (v2: inherit from the parent) is left empty while widening.
     """
-    top = cgroup_dirs(pid).get("cpuset")
-    if top is None and (top := cgroup_dirs(pid).get("")) is not None:
-        top = top if (top / "cpuset.cpus").exists() else None
-    if top is None:
-        raise BackendError(f"process {pid} has no cpuset cgroup to write")
     groups = [g for g in _subtree(top) if (g / "cpuset.cpus").exists()]
     new = format_cpuset(cpus)
     try:
@@ -98,12 +125,17 @@ def write_cpuset(pid: int, cpus: frozenset[int]) -> list[Path]:
         wide = format_cpuset(old | cpus)
         for g in groups:
             if (g / "cpuset.cpus").read_text().strip():
-                (g / "cpuset.cpus").write_text(wide)
+                (g / "cpuset.cpus").write_text(wide + "\n")
         for g in reversed(groups):
-            (g / "cpuset.cpus").write_text(new)
+            (g / "cpuset.cpus").write_text(new + "\n")
     except OSError as exc:
-        raise BackendError(f"writing cpuset.cpus={new} under {top}: {exc}") from None
+        raise BackendError(f"writing cpuset.cpus={new} under {top}: {exc.strerror}") from None
     return [g / "cpuset.cpus" for g in groups]
+
+
+def write_cpuset_cgroup(cpus_file: Path, cpuset: str) -> None:
+    """write_cpuset_tree for a cgroup named by its cpuset.cpus file and a cpuset text."""
+    write_cpuset_tree(cpus_file.parent, parse_cpuset(cpuset))
 
 
 def join_cgroups(dirs: dict[str, Path]) -> None:

@@ -7,13 +7,14 @@ keys    the site ssh key, per-guest host keys pinned in virtmix's known_hosts, s
 
 from __future__ import annotations
 
-from virtmix.images.build import CachedImage, ensure_image, list_images, remove_image
+from virtmix.images.build import CachedImage, ensure_image, list_images
 from virtmix.images.guest import (
     GuestFiles,
     guest_address,
     guest_dir,
     prepare_guest,
     remove_guest_files,
+    remove_image,
     storage_for,
 )
 from virtmix.images.keys import run_ssh, ssh_argv, transport_uri

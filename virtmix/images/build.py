@@ -188,15 +188,13 @@ def prune_leftovers(storage: Storage) -> list[str]:
     return removed
 
 
-def remove_image(storage: Storage, key: str) -> None:
-    """Delete a cache entry; refused while a guest overlay still uses it as backing file."""
-    from virtmix.images.guest import guests_using
-
+def remove_image(storage: Storage, key: str, users: list[str]) -> None:
+    """Delete a cache entry; refused while a guest overlay still uses it as backing file
+    (`users`: images.guest.remove_image finds them, this module knows no guests)."""
     path = images_root(storage) / key
     if "/" in key or key in ("", ".", "..") or not path.is_dir():
         raise NotFoundError(f"no cached image {key!r} in {images_root(storage)}",
                             hint="virtmix image ls")
-    users = guests_using(storage, key)
     if users:
         raise RootfsError(f"image {key} is the base of guest(s) {', '.join(users)}; "
                           "destroy them first")

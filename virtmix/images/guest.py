@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from virtmix.errors import RootfsError, VirtmixError
-from virtmix.images import keys
+from virtmix.images import build, keys
 from virtmix.images.build import CachedImage, Progress, ensure_image
 from virtmix.images.spec import spec_from_model
 from virtmix.inventory.model import Guest
@@ -240,6 +240,11 @@ def remove_guest_dir(storage: Storage, name: str) -> bool:
     if state.get("address"):
         keys.unpin_host_key(storage, state["address"])
     return True
+
+
+def remove_image(storage: Storage, key: str) -> None:
+    """Delete a cached image; refused while a guest overlay still uses it as backing file."""
+    build.remove_image(storage, key, guests_using(storage, key))
 
 
 def guests_using(storage: Storage, key: str) -> list[str]:

@@ -15,8 +15,10 @@ import subprocess
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from virtmix.errors import BackendError, RootfsError
+from virtmix.errors import RootfsError
+from virtmix.hosts.ssh import run_argv
 from virtmix.rootfs.storage import Storage
+from virtmix.util.uris import is_ssh_uri
 
 KEY_NAME = "id_ed25519"
 EXTRA_KEYS = "authorized_keys.extra"  # an admin's own public keys, installed in every guest
@@ -139,7 +141,7 @@ def transport_uri(storage: Storage, uri: str) -> str:
     `command=` points it at a wrapper that runs ssh with virtmix's own config instead.
     """
     parts = urlsplit(uri)
-    if "+ssh" not in parts.scheme:
+    if not is_ssh_uri(uri):
         return uri
     query = dict(parse_qsl(parts.query))
     if "command" in query or "keyfile" in query:
@@ -153,15 +155,5 @@ def transport_uri(storage: Storage, uri: str) -> str:
 def run_ssh(storage: Storage, address: str, command: str, *, timeout: float = 60,
             input: str | bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Run a shell command in a guest over ssh; BackendError names the guest on failure."""
-    argv = [*ssh_argv(storage, address), command]
-    text = not isinstance(input, bytes)
-    try:
-        res = subprocess.run(argv, input=input, capture_output=True, text=text,
-                             timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"ssh root@{address}: {command!r} took over {timeout:g}s") from None
-    if check and res.returncode != 0:
-        err = res.stderr if text else res.stderr.decode(errors="replace")
-        raise BackendError(f"ssh root@{address}: {command!r} exited {res.returncode}: "
-                           f"{err.strip()[-500:]}")
-    return res
+    return run_argv([*ssh_argv(storage, address), command], f"ssh root@{address}",
+                    timeout=timeout, input=input, check=check)

@@ -16,7 +16,11 @@ from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 
 from virtmix.inventory.model import Guest, Inventory
-from virtmix.render.views import STATIC_HOSTS
+
+# .2-.99 of a network's /24 (or larger): static addresses (written, or picked here); a
+# default DHCP range (render.views.network_view) starts above them. Defined here, in the
+# inventory layer, because loading an inventory must not import the render layer.
+STATIC_HOSTS = 98
 
 
 def _candidates(net) -> list[IPv4Address]:

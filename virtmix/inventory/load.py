@@ -266,7 +266,11 @@ def _expand_annotation(annotation: Any) -> list[Any]:
 
 
 def load_site(path: str | Path) -> Site:
-    """Load and validate an inventory file into a Site, or raise InventoryError."""
+    """Load and validate an inventory file into a Site, or raise InventoryError.
+
+    Pure: nothing is registered or opened. Code that connects to the site's domains loads
+    it with virtmix.nesting.guests.open_site, which also routes the guests' libvirt URIs
+    through virtmix's ssh setup."""
     with gc_paused():
         loader = _Loader(Path(path))
         loader.read()
@@ -276,11 +280,6 @@ def load_site(path: str | Path) -> Site:
                     own_settings={".".join(k): v for k, v in loader.entry_own.items()})
         site.entries = _entries(inventory, loader)
         _check_site(site, loader)
-    from virtmix.nesting.guests import (
-        register_transports,  # the ssh setup that reaches guests' libvirt
-    )
-
-    register_transports(site)
     return site
 
 

@@ -6,7 +6,6 @@ and render them without parsing again. Every model forbids unknown keys.
 
 from __future__ import annotations
 
-import re
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Annotated, Any, Literal
 
@@ -24,24 +23,19 @@ from pydantic import (
 )
 
 from virtmix.inventory.cgroups import BLKIO_MAX, BLKIO_MIN, SHARES_MAX, SHARES_MIN
+from virtmix.inventory.rules import (
+    IFNAME_RE,
+    SUITE_RE,
+    Variant,
+    check_hostname,
+    check_ifname,
+    check_locale,
+    check_name,
+    check_ssh_key,
+    check_timezone,
+    check_word,
+)
 from virtmix.util.units import normalize_cpuset, parse_size_kib
-
-# Names become libvirt domain names, file names under the storage directory and hostnames:
-# one conservative rule for all of them.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_name(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"a name must be a string, got {value!r}")
-    if len(value) > 64:
-        raise ValueError(f"name {value!r} is longer than 64 characters")
-    if ".." in value or not NAME_RE.match(value):
-        raise ValueError(
-            f"unsafe name {value!r}: use letters, digits, '.', '_' and '-', starting with a "
-            "letter or digit, no '..', at most 64 characters"
-        )
-    return value
 
 
 def _kib(value: Any) -> int:
@@ -77,18 +71,8 @@ CpuSet = Annotated[
     ),
 ]
 MIN_MEMORY_KIB = 4 * 1024
-IFNAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$")
-
-
-def _ifname(value: str) -> str:
-    if not IFNAME.match(value):
-        raise ValueError("not a Linux interface name (at most 15 letters, "
-                         "digits, '_', '-' or '.'; no '/' or blanks)")
-    return value
-
-
-IfName = Annotated[str, AfterValidator(_ifname),
-                   WithJsonSchema({"type": "string", "pattern": IFNAME.pattern,
+IfName = Annotated[str, AfterValidator(check_ifname),
+                   WithJsonSchema({"type": "string", "pattern": IFNAME_RE.pattern,
                                    "description": "A Linux interface name (15 characters)."})]
 
 
@@ -178,15 +162,18 @@ class RootfsPath(Strict):
         return v
 
 
+Word = Annotated[str, AfterValidator(check_word)]
+
+
 class RootfsBuild(Strict):
     """A Debian tree that virtmix builds (mmdebstrap/debootstrap), caches and clones."""
 
     distro: Literal["debian"] = "debian"
-    suite: str = Field("bookworm", pattern=r"^[a-z][a-z0-9-]*$")
-    variant: Literal["minbase", "buildd", "required", "important", "standard"] = "minbase"
-    components: list[str] = Field(default_factory=lambda: ["main"])
-    packages: list[str] = Field(default_factory=list)
-    architecture: str | None = None
+    suite: str = Field("bookworm", pattern=SUITE_RE.pattern)
+    variant: Variant = "minbase"
+    components: list[Word] = Field(default_factory=lambda: ["main"], min_length=1)
+    packages: list[Word] = Field(default_factory=list)
+    architecture: Word | None = None
     mirror: str | None = Field(None, description="Default: the host's apt sources.")
     hook: str | None = Field(None, description="Site script run inside the tree after build.")
 
@@ -238,16 +225,17 @@ class Common(Strict):
 class Container(Common):
     """An LXC container (libvirt LXC domain)."""
 
-    hostname: str | None = None
+    hostname: Annotated[str, AfterValidator(check_hostname)] | None = None
     rootfs: Rootfs = Field(default_factory=RootfsBuild)
     init: list[str] = Field(default_factory=lambda: ["/sbin/init"], min_length=1)
     mounts: list[Mount] = Field(default_factory=list)
     privileged: bool = Field(False, description="Run without a user namespace (not advised).")
-    ssh_keys: list[str] = Field(default_factory=list, description="Public keys for root.")
+    ssh_keys: list[Annotated[str, AfterValidator(check_ssh_key)]] = Field(
+        default_factory=list, description="Public keys for root.")
     root_password: Literal["locked", "generate"] = "locked"
     sshd: bool = False
-    locale: str = "C.UTF-8"
-    timezone: str = "Etc/UTC"
+    locale: Annotated[str, AfterValidator(check_locale)] = "C.UTF-8"
+    timezone: Annotated[str, AfterValidator(check_timezone)] = "Etc/UTC"
     dns: list[IPv4Address] = Field(
         default_factory=list, description="Nameservers for the built tree's /etc/resolv.conf "
         "(default: the address of the inventory network its first interface is on, where "

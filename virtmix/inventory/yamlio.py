@@ -1,7 +1,8 @@
 """YAML reading for inventories and profiles: safe loading, and lines for key paths.
 
 Two safe loaders. PyYAML (with libyaml) is the reference: YAML 1.1 scalars, merge keys, and
-error messages with lines. pyyaml-rs (Rust) loads a large inventory ~20x faster; it speaks
+error messages with lines. pyyaml-rs (Rust, the optional extra `fast-yaml`: everything works
+without it) loads a large inventory several times faster; it speaks
 YAML 1.2, so it is used only for documents that have nothing whose meaning differs between
 the two (merge keys, yes/no/on/off, dates, octal or underscored numbers), and any error it
 raises sends the document to PyYAML, which reports it precisely. It also refuses duplicate
@@ -36,7 +37,9 @@ _MERGE_OR_BOOL = re.compile(r"<<|(?:^|[\s\[{,:-])(?i:yes|no|on|off|y|n)\s*(?:$|[
 # A plain scalar ends at ", ]}#", whitespace, or a colon followed by whitespace (a key).
 _NUMERIC_TOKEN = re.compile(r"(?:^|(?<=[\s\[{,:]))[-+]?\.?\d(?:[^\s,\]}#:]|:(?=\S))*",
                             re.MULTILINE)
-_NUMERIC_DIFFERS = re.compile(r"[-+]?0\d+|0[ob]\w*|[-+]?[\d.]+[eE][-+]?\d+|\d{4}-\d\d?-\d.*")
+# A signed float without digits before its point (-.5) is a string to PyYAML's resolver.
+_NUMERIC_DIFFERS = re.compile(r"[-+]?0\d+|0[ob]\w*|[-+]?[\d.]+[eE][-+]?\d+|\d{4}-\d\d?-\d.*"
+                              r"|[-+]\.\d.*")
 
 
 def _version_sensitive(text: str) -> bool:
@@ -47,6 +50,11 @@ def _version_sensitive(text: str) -> bool:
         if "_" in token or ":" in token or _NUMERIC_DIFFERS.fullmatch(token):
             return True
     return False
+
+
+def fast_loader_available() -> bool:
+    """Whether the optional pyyaml-rs (extra `fast-yaml`) is installed."""
+    return _fast is not None
 
 
 def _fast_load(text: str) -> tuple[bool, Any]:

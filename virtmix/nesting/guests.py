@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from virtmix.backend.protocol import Backend
 from virtmix.errors import BackendError
 from virtmix.inventory.site import Entry, Site
 from virtmix.util import layout
+from virtmix.util.polling import poll
 
 DEFAULT_WAIT = 300.0  # seconds; a TCG guest answers in ~35 s here, a KVM one in a few
 
@@ -62,6 +64,16 @@ def register_transports(site: Site) -> None:
         register_transport(uri, resolve)
 
 
+def open_site(path: str | Path) -> Site:
+    """Load an inventory to act on it: load_site, then register_transports so that the
+    libvirt inside its guests is reached through virtmix's ssh setup."""
+    from virtmix.inventory.load import load_site
+
+    site = load_site(path)
+    register_transports(site)
+    return site
+
+
 def _guest_entry(site: Site, guest: str) -> Entry | None:
     return next((e for e in site.entries if e.kind == "guest" and e.name == guest), None)
 
@@ -75,22 +87,25 @@ def _essence(message: str) -> str:
 
 
 def wait_for_guest_libvirt(site: Site, guest: str, uri: str, *, timeout: float | None = None,
-                           stop: threading.Event | None = None, interval: float = 2.0) -> Any:
+                           stop: threading.Event | None = None, interval: float = 2.0) -> Backend:
     """Open `uri` (the guest's libvirt) as soon as it answers; BackendError after timeout,
     naming the guest, what it tried and the containers that could not be applied."""
     from virtmix.backend import open_connection
 
     timeout = guest_wait_seconds() if timeout is None else timeout
-    deadline = time.monotonic() + timeout
     last = "no attempt"
-    while True:
+
+    def attempt() -> Backend | None:
+        nonlocal last
         try:
             return open_connection(uri)
         except BackendError as exc:
             last = _essence(exc.message)
-        if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
-            break
-        time.sleep(interval)
+            return None
+
+    conn = poll(attempt, timeout=timeout, interval=interval, stop=stop)
+    if conn is not None:
+        return conn
     waiting = [e.address for e in site.children(guest)]
     entry = _guest_entry(site, guest)
     hint = None

@@ -4,6 +4,8 @@ libvirt has no API to run a command in a container, to list its processes, to se
 running container's cpuset, or (libvirt 9.0 on cgroup v2, as in virtmix's guests) to
 freeze it. Their namespaces and cgroups are on the guest, so these go over ssh, with the
 same ssh setup libvirt's transport uses (virtmix's wrapper, key and pinned host keys).
+What any host offers (init pid, cpuset, running a command, pushing a tree) is in
+hosts.ssh; what is here is specific to the admin verbs and to nesting.
 """
 
 from __future__ import annotations
@@ -11,75 +13,19 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl, urlsplit
 
-from virtmix.errors import BackendError, StateError, UsageError
-
-
-def is_ssh_uri(uri: str) -> bool:
-    return "+ssh" in urlsplit(uri).scheme or "+libssh" in urlsplit(uri).scheme
-
-
-def ssh_argv(uri: str, *, tty: bool = False) -> list[str]:
-    """The ssh command line that reaches the machine behind `uri` as libvirt does."""
-    from virtmix.backend import _TRANSPORTS
-
-    resolve = _TRANSPORTS.get(uri)
-    real = urlsplit(resolve() if resolve else uri)
-    if not is_ssh_uri(uri) or not real.hostname:
-        raise UsageError(f"{uri}: not an ssh URI; this verb runs where the container is")
-    query = dict(parse_qsl(real.query))
-    argv = [query.get("command", "ssh"), "-t" if tty else "-T"]
-    if real.port:
-        argv += ["-p", str(real.port)]
-    if "keyfile" in query:
-        argv += ["-i", query["keyfile"]]
-    if not resolve:
-        argv += ["-o", "BatchMode=yes"]
-    argv.append(f"{real.username}@{real.hostname}" if real.username else real.hostname)
-    return argv
-
-
-def run_remote(uri: str, script: str, *, timeout: float = 60) -> str:
-    """Run a shell script on the guest; its stdout, or BackendError with its stderr."""
-    try:
-        res = subprocess.run([*ssh_argv(uri), script], capture_output=True, text=True,
-                             timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise BackendError(f"{uri}: remote command took over {timeout:g}s") from None
-    if res.returncode != 0:
-        raise BackendError(f"{uri}: remote command failed (exit {res.returncode}): "
-                           f"{res.stderr.strip()[-400:]}")
-    return res.stdout
-
-
-def _init_pid_sh(name: str, controller_pid: int | None = None) -> str:
-    """Shell that sets $pid to the container's init pid.
-
-    libvirt's status file names it once the controller reported it; until then (or if that
-    report got lost: one CI run saw a container whose status never named it) the init is
-    the only child of the libvirt_lxc controller, whose pid is the domain's ID. The local
-    verbs use the same two sources (backend.lxc_host.init_pid).
-    """
-    status = shlex.quote(f"/run/libvirt/lxc/{name}.xml")
-    fallback = ""
-    if controller_pid:
-        kids = f"/proc/{controller_pid}/task/{controller_pid}/children"
-        fallback = (f"[ -n \"$pid\" ] && [ \"$pid\" != 0 ] || "
-                    f"pid=$(cut -d' ' -f1 {kids} 2>/dev/null); ")
-    return (f"pid=$(sed -n \"s/.*<init pid='\\([0-9]*\\)'.*/\\1/p\" {status} 2>/dev/null); "
-            + fallback +
-            f"[ -n \"$pid\" ] && [ \"$pid\" != 0 ] || "
-            f"{{ echo 'container {name} is not running there' >&2; exit 125; }}; ")
+from virtmix.errors import BackendError, StateError
+from virtmix.hosts.ssh import SshHost, cgroup_dir_sh, init_pid_sh, run_remote, ssh_argv
+from virtmix.util.polling import wait_until
+from virtmix.util.uris import is_ssh_uri
 
 
 def attach(uri: str, name: str, argv: list[str], controller_pid: int | None = None) -> int:
     """Run argv in the container's namespaces on the guest; its exit code (ssh passes it)."""
     cmd = " ".join(shlex.quote(a) for a in (argv or ["/bin/sh"]))
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    script = _init_pid_sh(name, controller_pid) + f"exec nsenter -t \"$pid\" -a -- {cmd}"
+    script = init_pid_sh(name, controller_pid) + f"exec nsenter -t \"$pid\" -a -- {cmd}"
     return subprocess.run([*ssh_argv(uri, tty=tty), script], check=False).returncode
 
 
@@ -99,7 +45,7 @@ def ps(uri: str, containers: dict[str, tuple[str, int | None]]) -> list[RemotePr
     if not containers:
         return []
     loop = "".join(
-        f"( {_init_pid_sh(n, i)}echo \"ns $(readlink /proc/$pid/ns/pid) {shlex.quote(a)}\" ); "
+        f"( {init_pid_sh(n, i)}echo \"ns $(readlink /proc/$pid/ns/pid) {shlex.quote(a)}\" ); "
         for n, (a, i) in containers.items())
     script = loop + (
         "for p in /proc/[0-9]*; do ns=$(readlink $p/ns/pid 2>/dev/null) || continue; "
@@ -122,21 +68,8 @@ def ps(uri: str, containers: dict[str, tuple[str, int | None]]) -> list[RemotePr
     return sorted(rows, key=lambda r: (r.container, r.pid))
 
 
-def _cgroup_dir_sh(dom_id: int) -> str:
-    return f"d=/sys/fs/cgroup$(cut -d: -f3 /proc/{int(dom_id)}/cgroup); "
-
-
-def read_cpuset(uri: str, dom_id: int) -> str:
-    return run_remote(uri, _cgroup_dir_sh(dom_id) + "cat $d/cpuset.cpus").strip()
-
-
-def write_cpuset(uri: str, dom_id: int, cpuset: str) -> None:
-    """Set the running container's cpuset in the guest's cgroup v2 (children follow)."""
-    run_remote(uri, _cgroup_dir_sh(dom_id) + f"echo {shlex.quote(cpuset)} > $d/cpuset.cpus")
-
-
 def frozen(uri: str, dom_id: int) -> bool:
-    out = run_remote(uri, _cgroup_dir_sh(dom_id) + "cat $d/cgroup.events")
+    out = run_remote(uri, cgroup_dir_sh(dom_id) + "cat $d/cgroup.events")
     return "frozen 1" in out.splitlines()
 
 
@@ -146,7 +79,7 @@ def frozen_ids(uri: str, ids: list[int]) -> set[int]:
     if not ids:
         return set()
     script = (f"for id in {' '.join(str(int(i)) for i in ids)}; do "
-              "d=/sys/fs/cgroup$(cut -d: -f3 /proc/$id/cgroup 2>/dev/null) && "
+              + cgroup_dir_sh("$id", quiet=True) +
               "grep -qx 'frozen 1' $d/cgroup.events 2>/dev/null && echo $id; done; true")
     return {int(x) for x in run_remote(uri, script).split()}
 
@@ -158,13 +91,10 @@ def set_frozen(uri: str, dom_id: int, on: bool, address: str, timeout: float = 1
     if frozen(uri, dom_id) == on:
         verb = "freeze" if on else "unfreeze"
         raise StateError(f"{verb}: {address} is {'already frozen' if on else 'not frozen'}")
-    run_remote(uri, _cgroup_dir_sh(dom_id) + f"echo {want} > $d/cgroup.freeze")
-    deadline = time.monotonic() + timeout
-    while frozen(uri, dom_id) != on:
-        if time.monotonic() > deadline:
-            raise BackendError(f"{address}: cgroup.freeze={want} did not take effect in "
-                               f"{timeout:g}s")
-        time.sleep(0.2)
+    run_remote(uri, cgroup_dir_sh(dom_id) + f"echo {want} > $d/cgroup.freeze")
+    if not wait_until(lambda: frozen(uri, dom_id) == on, timeout=timeout, interval=0.2):
+        raise BackendError(f"{address}: cgroup.freeze={want} did not take effect in "
+                           f"{timeout:g}s")
 
 
 # -- trees of nested containers: built on the host, pushed into the guest ------------------
@@ -204,18 +134,10 @@ def push_tree(site, entry) -> str:
         remove_container_tree(storage, staged)
     made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry))
     try:
-        receive = (f"set -e; mkdir -p {q(cdir)}; rm -rf {q(dest)}.part; mkdir {q(dest)}.part; "
-                   f"tar -C {q(dest)}.part --numeric-owner -xpf -; rm -rf {q(dest)}; "
-                   f"mv {q(dest)}.part {q(dest)}; touch {q(cdir + '/' + PUSHED)}")
-        tar = subprocess.Popen(["tar", "-C", str(made.path), "--numeric-owner", "-cpf", "-",
-                                "."], stdout=subprocess.PIPE)
-        res = subprocess.run([*ssh_argv(entry.uri), receive], stdin=tar.stdout,
-                             capture_output=True, text=True, check=False)
-        assert tar.stdout is not None
-        tar.stdout.close()
-        if tar.wait() != 0 or res.returncode != 0:
-            raise BackendError(f"{entry.address}: pushing its tree to {dest} in guest "
-                               f"{entry.parent} failed: {res.stderr.strip()[-400:]}")
+        SshHost(entry.uri).push_tree(made.path, dest, cdir + "/" + PUSHED)
+    except BackendError as exc:
+        raise BackendError(f"{entry.address}: pushing its tree to {dest} in guest "
+                           f"{entry.parent} failed: {exc.message}") from None
     finally:
         remove_container_tree(storage, staged)
     return dest
@@ -234,12 +156,12 @@ def delete_pushed_tree(uri: str, dest: str) -> bool:
 
 def delete_remote_files(uri: str, name: str, xml: str) -> list[str]:
     """destroy --delete-rootfs of a container behind an ssh URI: its pushed tree, there."""
-    from virtmix.converge.observe import parse_xml
+    from lxml import etree  # a small read; converge (which imports nesting) has the readers
 
     if not is_ssh_uri(uri):
         return []
     gone = []
-    for fs in parse_xml(xml).findall("devices/filesystem"):
+    for fs in etree.fromstring(xml.encode()).findall("devices/filesystem"):
         src, tgt = fs.find("source"), fs.find("target")
         if src is None or tgt is None or tgt.get("dir") != "/":
             continue

@@ -11,6 +11,7 @@ from typing import Any
 from virtmix.inventory.cgroups import shares_to_weight
 from virtmix.inventory.model import Container, Guest, RootfsPath
 from virtmix.render.views import cgroup_version, container_rootfs, is_privileged, shares_value
+from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET
 from virtmix.util.units import format_kib
 
 
@@ -154,11 +155,11 @@ def _explain_container(site, entry, spec: Container, add, warnings: list[str]) -
     add(("init",), " ".join(spec.init), "<os><init>/<initarg>")
     privileged = is_privileged(entry)
     add(("privileged",), privileged, "<idmap> absent" if privileged else
-        "<idmap> uid/gid 0 -> 100000 (65536 ids)")
+        f"<idmap> uid/gid 0 -> {IDMAP_OFFSET} ({IDMAP_COUNT} ids)")
     if privileged:
         warnings.append("the container runs privileged (root inside is root on the host)"
                         + (": a given rootfs path is used as it is; set privileged: false "
-                           "once the tree is owned by uid 100000" if
+                           f"once the tree is owned by uid {IDMAP_OFFSET}" if
                            isinstance(spec.rootfs, RootfsPath) else ""))
     if not spec.interfaces:
         add(("interfaces",), "none", "<features><privnet/>",

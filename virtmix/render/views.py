@@ -9,16 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from virtmix.hosts import cgroup_version_where
+from virtmix.inventory.addresses import STATIC_HOSTS
 from virtmix.inventory.cgroups import shares_to_weight
 from virtmix.inventory.model import Container, Guest, Network, RootfsPath
 from virtmix.inventory.site import Entry, Site
 from virtmix.util import layout
-from virtmix.util.identity import VIRTMIX_NS, domain_uuid, mac_address, network_uuid
-
-IDMAP = (0, 100000, 65536)  # uid/gid 0 in the container -> 100000 on the host, 65536 ids
-# .2-.99 of a network's /24 (or larger): static addresses (written, or picked by
-# virtmix.inventory.addresses); a default DHCP range starts above them.
-STATIC_HOSTS = 98
+from virtmix.util.identity import IDMAP, VIRTMIX_NS, domain_uuid, mac_address, network_uuid
 
 
 @dataclass
@@ -99,10 +96,10 @@ def is_privileged(entry: Entry) -> bool:
 
 
 def cgroup_version(site: Site, entry: Entry) -> str:
-    """The cgroup version where the domain runs: guests built by virtmix are pure v2."""
-    if entry.parent:
-        return "v2"
-    return site.inventory.hosts[entry.host].cgroups
+    """The cgroup version where the domain runs, as the inventory declares it (guests built
+    by virtmix are pure v2: hosts.cgroup_version_where has the rule)."""
+    return cgroup_version_where(entry.uri, entry.parent,
+                                declared=site.inventory.hosts[entry.host].cgroups)
 
 
 def shares_value(site: Site, entry: Entry) -> int | None:

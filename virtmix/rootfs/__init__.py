@@ -20,8 +20,6 @@ from virtmix.rootfs.cache import list_cache, prune_cache
 from virtmix.rootfs.clone import make_clone, mount_overlay, overlay_mounted_here, unmount_overlay
 from virtmix.rootfs.customise import customise
 from virtmix.rootfs.idmap import (
-    IDMAP_COUNT,
-    IDMAP_OFFSET,
     host_supports_idmap,
     shift_listed,
     shift_tree,
@@ -32,6 +30,7 @@ from virtmix.rootfs.storage import (
     Storage,
     remove_container_dir,
 )
+from virtmix.util.identity import IDMAP, IDMAP_COUNT, IDMAP_OFFSET
 from virtmix.util.layout import TREE_DIR
 
 __all__ = [
@@ -40,7 +39,6 @@ __all__ = [
     "remove_container_tree", "IDMAP",
 ]
 
-IDMAP = (0, IDMAP_OFFSET, IDMAP_COUNT)  # (container id, host id, count) for <idmap>
 PASSWORD_FILE = "root-password"
 
 

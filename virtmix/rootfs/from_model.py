@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from virtmix.errors import InventoryError
+from virtmix.inventory.model import Container, Network, RootfsBuild, RootfsPath
 from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup, RootfsSpec
 
 
-def spec_from_model(rootfs: Any, *, base_dir: Path | None = None,
+def spec_from_model(rootfs: RootfsBuild | RootfsPath, *, base_dir: Path | None = None,
                     mirror: str | None = None) -> RootfsSpec:
     """A RootfsSpec from a model.RootfsBuild; a relative hook is relative to base_dir."""
-    if not hasattr(rootfs, "suite"):
+    if not isinstance(rootfs, RootfsBuild):
         raise InventoryError("rootfs: this entry uses an existing tree (path), nothing to build")
     hook = rootfs.hook
     if hook and base_dir is not None and not Path(hook).is_absolute():
@@ -23,7 +23,8 @@ def spec_from_model(rootfs: Any, *, base_dir: Path | None = None,
         architecture=rootfs.architecture, mirror=rootfs.mirror or mirror, hook=hook)
 
 
-def default_nameservers(container: Any, networks: dict[str, Any]) -> tuple[str, ...]:
+def default_nameservers(container: Container, networks: dict[str, Network]
+                        ) -> tuple[str, ...]:
     """The container's `dns:`, else the address of the inventory network its first interface
     is on: libvirt runs dnsmasq there (DNS, and DHCP when enabled), as lxc-net does on
     lxcbr0. systemd-networkd without resolved writes no resolv.conf, so virtmix does."""
@@ -36,8 +37,8 @@ def default_nameservers(container: Any, networks: dict[str, Any]) -> tuple[str, 
     return ()
 
 
-def setup_from_model(name: str, container: Any,
-                     networks: dict[str, Any] | None = None) -> ContainerSetup:
+def setup_from_model(name: str, container: Container,
+                     networks: dict[str, Network] | None = None) -> ContainerSetup:
     """A ContainerSetup from a model.Container (interfaces named eth0.. when unnamed);
     `networks` (the inventory's) give the default nameserver."""
     ifaces = []

@@ -13,8 +13,8 @@ import os
 import stat
 from pathlib import Path
 
-IDMAP_OFFSET = 100000
-IDMAP_COUNT = 65536
+from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET
+
 _CAP = "security.capability"
 
 

@@ -5,25 +5,30 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
-import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from virtmix.errors import RootfsError
+from virtmix.inventory import rules
 
 # Bumped whenever the build recipe (extra packages, masked units, base customisation)
 # changes, so that trees built by an older virtmix are not reused as if identical.
 RECIPE_VERSION = 2  # 2: virtmix-meminfo.service (procps vs libvirt's FUSE meminfo)
 
 SUPPORTED_DISTROS = ("debian",)
-VARIANTS = ("minbase", "buildd", "important", "standard", "required", "essential")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_IFACE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+
+
+def _rule(check: Callable[[str], str], value: str, what: str) -> None:
+    """Apply one of the inventory's rules (inventory.rules) as a RootfsError."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise RootfsError(f"{what}: {exc}") from None
 
 
 def _check_word(value: str, what: str) -> None:
-    if not _NAME_RE.match(value):
-        raise RootfsError(f"rootfs {what} {value!r}: expected letters, digits and _.+- only")
+    _rule(rules.check_word, value, f"rootfs {what}")
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,8 @@ class RootfsSpec:
             raise RootfsError(
                 f"rootfs distro {self.distro!r}: expected one of {', '.join(SUPPORTED_DISTROS)}"
             )
-        if self.variant not in VARIANTS:
-            raise RootfsError(
-                f"rootfs variant {self.variant!r}: expected one of {', '.join(VARIANTS)}"
-            )
-        _check_word(self.suite, "suite")
+        _rule(rules.check_variant, self.variant, "rootfs")
+        _rule(rules.check_suite, self.suite, "rootfs")
         for c in self.components:
             _check_word(c, "component")
         for p in self.packages:
@@ -115,8 +117,7 @@ class InterfaceSetup:
     gateway: str | None = None
 
     def __post_init__(self) -> None:
-        if not _IFACE_RE.match(self.name):
-            raise RootfsError(f"interface name {self.name!r}: expected e.g. eth0")
+        _rule(rules.check_ifname, self.name, f"interface name {self.name!r}")
         if self.ipv4 is not None:
             try:
                 ipaddress.IPv4Interface(self.ipv4)
@@ -154,11 +155,8 @@ class ContainerSetup:
             except ValueError:
                 raise RootfsError(f"container {self.name} nameserver {ns!r}: not an IP "
                                   "address") from None
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", self.name):
-            raise RootfsError(f"container name {self.name!r}: expected letters, digits, _.-")
-        host = self.hostname or self.name
-        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$", host):
-            raise RootfsError(f"container {self.name} hostname {host!r}: not a valid hostname")
+        _rule(rules.check_name, self.name, "container name")
+        _rule(rules.check_hostname, self.hostname or self.name, f"container {self.name}")
         if self.root_password not in (None, "generate"):
             # A literal password would end up in inventories and plans: refuse it.
             raise RootfsError(
@@ -166,12 +164,9 @@ class ContainerSetup:
                 hint="give ssh_keys, or root_password: generate (shown once, stored 0600)",
             )
         for k in self.ssh_keys:
-            if "\n" in k or not re.match(r"^(ssh-|ecdsa-|sk-)\S+ \S+", k.strip()):
-                raise RootfsError(f"container {self.name} ssh_keys: not an SSH public key: {k!r}")
-        if not re.match(r"^[A-Za-z0-9_.@-]+$", self.locale):
-            raise RootfsError(f"container {self.name} locale {self.locale!r}: e.g. C.UTF-8")
-        if not re.match(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$", self.timezone):
-            raise RootfsError(f"container {self.name} timezone {self.timezone!r}: e.g. Etc/UTC")
+            _rule(rules.check_ssh_key, k, f"container {self.name} ssh_keys")
+        _rule(rules.check_locale, self.locale, f"container {self.name}")
+        _rule(rules.check_timezone, self.timezone, f"container {self.name}")
 
     @property
     def fqdn(self) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError
+from virtmix.inventory.rules import check_name
 from virtmix.util.layout import CONTAINERS_DIR, TREE_DIR
 
 DEFAULT_ROOT = "/var/lib/virtmix"
@@ -23,8 +24,17 @@ STATE_FILE = "state.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")
 
 
+def _check_container(name: str) -> str:
+    """A container's name: the inventory's rule for names (inventory.rules.check_name)."""
+    try:
+        return check_name(name)
+    except ValueError as exc:
+        raise RootfsError(f"container name: {exc}") from None
+
+
 def _check_name(name: str, what: str) -> str:
-    # Names become path components: no separators, no "..", nothing hidden.
+    # Keys virtmix makes itself (cache entries, locks, logs) become path components: no
+    # separators, no "..", nothing hidden. Names an admin gives go by _check_container.
     if not _NAME_RE.match(name) or name in (".", ".."):
         raise RootfsError(f"{what} name {name!r}: expected letters, digits and _.+- only")
     return name
@@ -72,7 +82,7 @@ class Storage:
 
     def container_dir(self, name: str) -> Path:
         """Where a container's files live; its tree is tree_dir(name)."""
-        return self.containers_root / _check_name(name, "container")
+        return self.containers_root / _check_container(name)
 
     def tree_dir(self, name: str) -> Path:
         """A container's tree: the path views.py renders as <filesystem><source dir>."""

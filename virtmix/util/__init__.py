@@ -1,1 +1,2 @@
-"""Helpers that import nothing of virtmix: units, identities, storage layout, files, locks."""
+"""Helpers that import nothing of virtmix but errors: units, identities (and the idmap
+range), storage layout, files, locks, polling."""

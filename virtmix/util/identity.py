@@ -24,3 +24,10 @@ def mac_address(uri: str, name: str, index: int) -> str:
     """A locally administered MAC in QEMU's 52:54:00 prefix, as libvirt itself generates."""
     digest = uuid.uuid5(_UUID_NS, f"mac|{uri}|{name}|{index}").bytes
     return "52:54:00:{:02x}:{:02x}:{:02x}".format(*digest[:3])
+
+
+# The one user-namespace mapping of unprivileged containers (<idmap>, lxc.idmap): uid/gid 0
+# inside -> IDMAP_OFFSET on the host, IDMAP_COUNT ids; their trees are owned by that range.
+IDMAP_OFFSET = 100000
+IDMAP_COUNT = 65536
+IDMAP = (0, IDMAP_OFFSET, IDMAP_COUNT)  # (container id, host id, count)
