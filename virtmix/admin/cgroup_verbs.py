@@ -15,12 +15,9 @@ from lxml import etree
 
 from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Target
-from virtmix.backend.admin_ops import (
-    MEMORY_UNLIMITED_KIB,
-    blkio_parameters,
-    pin_all_vcpus,
-    vcpu_pinning,
-)
+from virtmix.backend.admin_ops import blkio_parameters, pin_all_vcpus, vcpu_pinning
+from virtmix.domain import tunables
+from virtmix.domain.tunables import UNLIMITED_KIB
 from virtmix.errors import UsageError
 from virtmix.hosts import cgroupfs
 from virtmix.hosts.local import is_local
@@ -29,7 +26,8 @@ from virtmix.nesting import ops as nesting_ops
 from virtmix.nesting.ops import is_ssh_uri
 from virtmix.util.units import format_cpuset, parse_cpuset
 
-SCHED = {"shares": "cpu_shares", "quota": "vcpu_quota", "period": "vcpu_period"}
+# inventory key -> the scheduler API's parameter (cpu_shares, vcpu_period, vcpu_quota).
+SCHED = {t.key: t.param for t in tunables.TUNABLES if t.api == tunables.SCHEDULER}
 UNSET = "default"
 
 
@@ -87,7 +85,7 @@ def _fields(target: Target, spec: cgroups.CgroupKey, live: bool) -> dict[str, in
 
 
 def _bytes(kib: int | None) -> str:
-    if not kib or kib >= MEMORY_UNLIMITED_KIB:
+    if not kib or kib >= UNLIMITED_KIB:
         return "max"
     return str(kib * 1024)
 
@@ -98,13 +96,14 @@ def _format(spec: cgroups.CgroupKey, f: dict[str, int], v2: bool) -> str:
         return _bytes(f.get(spec.field))
     if spec.section == "blkio":
         w = f["weight"]
-        return str(round(w * 100 / 500)) if w and name == "io.weight" else str(w or UNSET)
+        return str(tunables.blkio_to_io_weight(w)) if w and name == "io.weight" else \
+            str(w or UNSET)
     if name in ("cpu.shares", "cpu.weight"):
         raw = f["shares"]
         if not raw:
             return UNSET
-        shares = cgroups.weight_to_shares(raw) if v2 else raw
-        return str(cgroups.shares_to_weight(shares) if name == "cpu.weight" else shares)
+        shares = tunables.from_libvirt("cputune.shares", raw, v2)
+        return str(tunables.shares_to_weight(shares) if name == "cpu.weight" else shares)
     if name == "cpu.max":
         quota = f["quota"]
         return f"{quota if quota and quota > 0 else 'max'} {f['period'] or 100000}"
@@ -134,11 +133,11 @@ def _params(spec: cgroups.CgroupKey, value: str, v2: bool) -> tuple[str, dict[st
         raise UsageError(f"{spec.name}: {exc}") from None
     fields = converted if spec.field == "*" else {spec.field: converted}
     if spec.section == "cpu":
-        if "shares" in fields and v2:
-            fields["shares"] = cgroups.shares_to_weight(fields["shares"])
+        if "shares" in fields:
+            fields["shares"] = tunables.to_libvirt("cputune.shares", fields["shares"], v2)
         return "sched", {SCHED[k]: v for k, v in fields.items()}
     if spec.section == "memtune":
-        return "memory", {k: MEMORY_UNLIMITED_KIB if v is None else -(-v // 1024)
+        return "memory", {k: UNLIMITED_KIB if v is None else -(-v // 1024)
                           for k, v in fields.items()}
     return "blkio", {"weight": fields["weight"]}
 

@@ -8,10 +8,10 @@ from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Place, Session, Target
 from virtmix.admin.trees import tree_info
 from virtmix.backend.admin_ops import autostart, runtime_info
+from virtmix.domain.tunables import from_libvirt
 from virtmix.errors import StateError
 from virtmix.hosts import cgroupfs
 from virtmix.hosts.local import init_pid, is_local
-from virtmix.inventory.cgroups import weight_to_shares
 from virtmix.util.units import format_kib
 
 LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "memory",
@@ -24,7 +24,8 @@ def shown_cputune(place: Place, cputune: dict[str, int]) -> dict[str, int]:
     if "shares" not in cputune or not cgroupfs.shares_are_weights(place.uri, place.parent):
         return cputune
     weight = cputune["shares"]
-    return {**cputune, "shares": weight_to_shares(weight), "cpu_weight": weight}
+    return {**cputune, "shares": from_libvirt("cputune.shares", weight, True),
+            "cpu_weight": weight}
 
 
 def ls_row(place: Place, record) -> dict[str, Any]:

@@ -9,10 +9,6 @@ import libvirt
 from virtmix.backend.libvirt_conn import Connection, _translate
 from virtmix.backend.records import DomainRecord
 
-# virDomainSetMemoryParameters' "no limit" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED, in KiB);
-# libvirt-python does not export the constant.
-MEMORY_UNLIMITED_KIB = 9007199254740991
-
 # libvirt's portable signal numbers (virDomainProcessSignal) for the names admins use.
 SIGNALS = {
     "SIGTERM": libvirt.VIR_DOMAIN_PROCESS_SIGNAL_TERM,

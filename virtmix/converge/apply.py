@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from virtmix.converge.desired import desired_domain
 from virtmix.converge.live import apply_live
 from virtmix.converge.observe import ObservedConnection, is_local_uri, observe_connection
 from virtmix.converge.plan import DesiredDomain, Item, Options, Plan, build_plan, plan_domain
@@ -22,7 +23,6 @@ from virtmix.converge.prepare import prepare
 from virtmix.errors import BackendError, StateError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.render.schema_check import check_xml
-from virtmix.render.templates import render_domain
 
 STOP_TIMEOUT = 30.0        # seconds a guest gets to shut down before it is destroyed
 NESTED_WAIT = 180.0        # seconds to wait for a guest's own libvirt to answer
@@ -201,7 +201,7 @@ def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
             out.append(item)
             continue
         obs = observe_connection(conn)
-        desired = DesiredDomain(item.entry, render_domain(ctx.site, item.entry))
+        desired = desired_domain(ctx.site, item.entry)
         out.append(plan_domain(desired, obs.domains.get(item.name), ctx.site.name, ctx.opts))
     return out
 

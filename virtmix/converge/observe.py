@@ -188,6 +188,7 @@ class ObservedDomain:
     metadata: dict[str, str] | None
     live: Fields | None = None   # owned fields of the running definition
     live_cpuset: str | None = None  # an LXC container's cpuset cgroup, read on this machine
+    cgroups: bool = False        # its limits are kernel cgroups (libvirt's LXC driver)
 
     @property
     def managed(self) -> bool:
@@ -261,12 +262,13 @@ def observe_connection(conn: Any, *, read_cgroups: bool | None = None) -> Observ
     if read_cgroups is None:  # only the real LXC driver's ids are pids of this machine
         read_cgroups = is_local_uri(conn.uri) and conn.driver == "lxc"
     autostart = conn.autostart_names()
+    driver = conn.driver
     for rec, live_xml in conn.list_domains_with_live():
         root = parse_xml(rec.xml)
         dom = ObservedDomain(
             name=rec.name, uuid=rec.uuid, state=rec.state, active=rec.active,
             persistent=rec.persistent, autostart=rec.name in autostart, xml=rec.xml,
-            config=owned_fields(root), metadata=metadata_of(root))
+            config=owned_fields(root), metadata=metadata_of(root), cgroups=driver == "lxc")
         if live_xml is not None:
             dom.live = owned_fields(live_xml)
             if read_cgroups and dom.config["type"] == "lxc" and rec.id not in (None, -1):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
-from virtmix.inventory.cgroups import shares_to_weight
+from virtmix.domain.tunables import to_libvirt
 from virtmix.inventory.model import Container, Guest, Network, RootfsPath
 from virtmix.inventory.site import Entry, Site
 from virtmix.util import layout
@@ -110,7 +110,7 @@ def shares_value(site: Site, entry: Entry) -> int | None:
     shares = entry.spec.cpu.shares
     if shares is None:
         return None
-    return shares_to_weight(shares) if cgroup_version(site, entry) == "v2" else shares
+    return to_libvirt("cputune.shares", shares, cgroup_version(site, entry) == "v2")
 
 
 def _interfaces(entry: Entry) -> list[InterfaceView]:
