@@ -8,7 +8,7 @@ from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Place, Session, Target
 from virtmix.admin.trees import tree_info
 from virtmix.backend.admin_ops import autostart, runtime_info
-from virtmix.domain.tunables import from_libvirt
+from virtmix.domain.tunables import UNLIMITED_KIB, from_libvirt
 from virtmix.errors import StateError
 from virtmix.hosts import cgroupfs
 from virtmix.hosts.local import init_pid, is_local
@@ -83,6 +83,12 @@ def _live(target: Target) -> dict[str, Any]:
     info = runtime_info(target.conn, rec.name)
     out: dict[str, Any] = {"id": rec.id, "cpu_time_s": round(info.cpu_time_ns / 1e9, 2),
                            "memory_used_kib": info.memory_kib}
+    if rec.kind == "lxc":
+        # The kernel's memory limit as libvirt reads it back (memory.limit_in_bytes or
+        # memory.max): what `memory:` and memtune.hard_limit together mean for a container.
+        hard = target.conn.memory_parameters(rec.name, live=True).get("hard_limit")
+        if hard:
+            out["memory_limit_live_kib"] = hard if hard < UNLIMITED_KIB else "unlimited"
     if rec.kind == "lxc" and is_local(target.place.uri):
         try:
             out["init_pid"] = init_pid(rec.name, rec.id)
