@@ -9,14 +9,15 @@ same set into the definition's <vcpu cpuset>.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lxml import etree
 
-from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Target
 from virtmix.backend.admin_ops import blkio_parameters, pin_all_vcpus, vcpu_pinning
-from virtmix.domain import tunables
+from virtmix.domain import cputune, tunables
+from virtmix.domain.settings import parse_domain
 from virtmix.domain.tunables import UNLIMITED_KIB
 from virtmix.errors import UsageError
 from virtmix.hosts import cgroupfs
@@ -142,7 +143,7 @@ def _params(spec: cgroups.CgroupKey, value: str, v2: bool) -> tuple[str, dict[st
     return "blkio", {"weight": fields["weight"]}
 
 
-def _redefine(target: Target, edit) -> None:
+def _redefine(target: Target, edit: Callable[[etree._Element], None]) -> None:
     """Edit the persistent definition and define it again (UUID and the rest kept)."""
     tree = etree.fromstring(target.conn.get(target.name).xml.encode())
     edit(tree)
@@ -150,37 +151,13 @@ def _redefine(target: Target, edit) -> None:
 
 
 def _set_persistent_cpuset(target: Target, cpuset: str) -> None:
-    def edit(tree: etree._Element) -> None:
-        vcpu = tree.find("vcpu")
-        if vcpu is None:
-            vcpu = etree.SubElement(tree, "vcpu")
-            vcpu.text = "1"
-        vcpu.set("cpuset", cpuset)
-
-    _redefine(target, edit)
+    _redefine(target, lambda tree: cputune.set_cpuset(tree, cpuset))
 
 
 def _set_persistent_cputune(target: Target, fields: dict[str, int]) -> None:
     """<cputune> values in the definition; the scheduler API's AFFECT_CONFIG is avoided
     (it crashes libvirt 9.0's LXC driver for inactive domains)."""
-    def edit(tree: etree._Element) -> None:
-        tune = tree.find("cputune")
-        if tune is None:
-            tune = etree.Element("cputune")
-            vcpu = tree.find("vcpu")
-            (vcpu.addnext(tune) if vcpu is not None else tree.append(tune))
-        for key in ("shares", "period", "quota"):
-            if key in fields:
-                node = tune.find(key)
-                if node is None:
-                    node = etree.SubElement(tune, key)
-                node.text = str(fields[key])
-        # libvirt's schema wants <cputune> children in order: shares, period, quota, ...
-        order = {"shares": 0, "period": 1, "quota": 2}
-        kids = sorted(tune, key=lambda n: order.get(n.tag, 3))
-        tune[:] = kids
-
-    _redefine(target, edit)
+    _redefine(target, lambda tree: cputune.set_sched(tree, fields))
 
 
 def _set_cpuset(target: Target, value: str) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from virtmix.admin.domxml import DomainSettings, parse_domain
 from virtmix.admin.lxc_config import IDMAP
+from virtmix.domain.settings import DomainSettings, parse_domain
 from virtmix.domain.tunables import from_libvirt
 from virtmix.util.units import format_kib, normalize_cpuset
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Place, Session, Target
 from virtmix.admin.trees import tree_info
 from virtmix.backend.admin_ops import autostart, runtime_info
+from virtmix.domain.settings import parse_domain
 from virtmix.domain.tunables import UNLIMITED_KIB, from_libvirt
 from virtmix.errors import StateError
 from virtmix.hosts import cgroupfs

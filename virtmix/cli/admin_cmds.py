@@ -13,10 +13,10 @@ from contextlib import contextmanager
 import typer
 
 from virtmix.admin import cgroup_verbs, lifecycle, listing
-from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Session
 from virtmix.admin.trees import remount
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.domain.settings import parse_domain
 from virtmix.hosts.local import is_local
 
 NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")

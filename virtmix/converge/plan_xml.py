@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from virtmix.converge.observe import parse_xml
+from virtmix.domain import idmap
+from virtmix.domain.xmlnode import parse as parse_xml
 
 # Top-level elements of a domain virtmix writes; everything else is libvirt's.
 _OWNED_TOP = ("name", "uuid", "description", "metadata", "memory", "memtune", "blkiotune",
@@ -59,6 +60,7 @@ def owned_view(xml: str) -> str:
     root = parse_xml(xml)
     if root.tag == "domain":
         root.attrib.pop("id", None)
+        idmap.canonicalize(root)  # uid/gid order is not a change
         ostype = root.find("os/type")
         if root.get("type") == "lxc" and ostype is not None:
             ostype.attrib.pop("arch", None)  # libvirt adds the host's; virtmix leaves it

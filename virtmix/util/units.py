@@ -45,6 +45,18 @@ def parse_size_kib(value: int | str) -> int:
     return -(-parse_size(value) // 1024)
 
 
+def kib_from(number: int, unit: str | None) -> int:
+    """A size in a libvirt `unit=` (KiB when absent) -> KiB, rounded up to a whole KiB.
+
+    The one rounding rule for sizes: up, as parse_size_kib, so a limit is never lowered.
+    Unknown units are read as KiB (libvirt itself refuses them).
+    """
+    factor = _UNITS.get((unit or "KiB").lower(), 1024)
+    if unit and unit.lower() == "bytes":
+        factor = 1
+    return -(-number * factor // 1024)
+
+
 def format_kib(kib: int) -> str:
     """Format KiB the way an admin writes it: the largest exact IEC unit."""
     for unit, factor in (("TiB", 1024**3), ("GiB", 1024**2), ("MiB", 1024), ("KiB", 1)):

@@ -1,0 +1,30 @@
+"""<memory> and <memtune>: a domain's memory size and limits, in KiB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from virtmix.domain.xmlnode import Element, kib_at
+
+KEYS = ("hard_limit", "soft_limit", "swap_hard_limit", "min_guarantee")
+
+
+def memory_kib(root: Element) -> int | None:
+    return kib_at(root, "memory")
+
+
+def read(root: Element) -> dict[str, int]:
+    """The memtune limits that are set, in KiB."""
+    out = {}
+    for key in KEYS:
+        value = kib_at(root, f"memtune/{key}")
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def fields(root: Element, out: dict[str, Any]) -> None:
+    out["memory_kib"] = memory_kib(root)
+    limits = read(root)
+    for key in KEYS:
+        out[f"memtune.{key}"] = limits.get(key)
