@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from virtmix.domain.tunables import BY_FIELD, shares_to_weight
+from virtmix.domain.tunables import BY_FIELD, TUNABLES, shares_to_weight
 from virtmix.inventory.model import Container, Guest, RootfsPath
 from virtmix.render.views import cgroup_version, container_rootfs, is_privileged, shares_value
 from virtmix.util.units import format_kib
@@ -101,11 +101,11 @@ def explain_entry(site, entry) -> tuple[list[Row], list[str]]:
     if cpu.emulatorpin:
         add(("cpu", "emulatorpin"), cpu.emulatorpin, BY_FIELD["cputune.emulatorpin"].element)
     mt = spec.memtune
-    for key in ("hard_limit", "soft_limit", "swap_hard_limit", "min_guarantee"):
+    for row in (r for r in TUNABLES if r.section == "memtune"):
+        key = row.key
         value = getattr(mt, key)
         if value is None:
             continue
-        row = BY_FIELD[f"memtune.{key}"]
         note = row.cgroup_v1 if row.cgroup_v1 == row.cgroup_v2 else \
             f"{row.cgroup_v1} / {row.cgroup_v2}"
         if key == "hard_limit" and is_ct:

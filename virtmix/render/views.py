@@ -210,6 +210,16 @@ def domain_view(site: Site, entry: Entry) -> DomainView:
 
 
 @dataclass
+class ExecuteView:
+    """The transient container of `virtmix execute` (virtmix.admin.execute)."""
+
+    name: str
+    memory_kib: int
+    init: list[str]
+    mounts: list[tuple[str, str, bool]]  # source, target, read-only
+
+
+@dataclass
 class NetworkView:
     name: str
     uuid: str
