@@ -18,10 +18,18 @@ from typing import Any
 from virtmix.converge.desired import desired_domain
 from virtmix.converge.live import apply_live
 from virtmix.converge.observe import ObservedConnection, is_local_uri, observe_connection
-from virtmix.converge.plan import DesiredDomain, Item, Options, Plan, build_plan, plan_domain
+from virtmix.converge.plan import (
+    DesiredDomain,
+    DesiredNetwork,
+    Item,
+    Options,
+    Plan,
+    build_plan,
+    plan_domain,
+)
 from virtmix.converge.prepare import prepare
 from virtmix.errors import BackendError, StateError, VirtmixError
-from virtmix.inventory.site import Site
+from virtmix.inventory.site import Entry, Site
 from virtmix.render.schema_check import check_xml
 
 STOP_TIMEOUT = 30.0        # seconds a guest gets to shut down before it is destroyed
@@ -84,6 +92,7 @@ def _define(conn: Any, item: Item) -> None:
     """Define item.xml; validated here against the local copy of libvirt's schemas when the
     daemon is local (the daemon's own validation costs ~17 ms a document), by the daemon
     otherwise (its libvirt version may differ)."""
+    assert item.xml is not None, "define/redefine items carry their document"
     if is_local_uri(conn.uri):
         check_xml(item.xml, "domain", f"{item.kind} {item.address}")
         conn.define_prevalidated(item.xml)
@@ -92,13 +101,19 @@ def _define(conn: Any, item: Item) -> None:
 
 
 def _is_active(conn: Any, name: str) -> bool:
-    return conn.get(name).active
+    return bool(conn.get(name).active)
+
+
+def _entry(item: Item) -> Entry:
+    """The inventory entry of a domain item (networks and orphans have none)."""
+    if item.entry is None:  # pragma: no cover - plan gives these ops to entries only
+        raise VirtmixError(f"{item.address}: no inventory entry to prepare")
+    return item.entry
 
 
 def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
-    e = item.entry
     if op == "prepare":
-        prepare(ctx.site, e)
+        prepare(ctx.site, _entry(item))
     elif op in ("define", "redefine"):
         _define(conn, item)
     elif op == "start":
@@ -110,15 +125,15 @@ def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
     elif op == "restart":
         if _is_active(conn, item.name):
             _stop(conn, item)
-        prepare(ctx.site, e)
+        prepare(ctx.site, _entry(item))
         conn.start(item.name)
     elif op == "recreate":
         if _is_active(conn, item.name):
             _stop(conn, item)
         conn.undefine(item.name)
-        prepare(ctx.site, e)
+        prepare(ctx.site, _entry(item))
         _define(conn, item)
-        if e.spec.state == "running":
+        if _entry(item).spec.state == "running":
             conn.start(item.name)
     elif op == "live":
         apply_live(conn, item)
@@ -189,6 +204,7 @@ def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
             out.append(item)
             continue
         conn = ctx.conns.get(item.uri)
+        assert item.parent is not None and item.entry is not None, "waiting = nested"
         if not hasattr(conn, "define") and item.uri not in failed:
             try:
                 conn = ctx.conns[item.uri] = wait_for_guest_libvirt(
@@ -281,7 +297,7 @@ def connect_and_observe(uris: list[str], *, skip: dict[str, str] | None = None
     return conns, observed
 
 
-def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list,
+def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list[DesiredNetwork],
                      opts: Options) -> tuple[Plan, dict[str, Any]]:
     """Read host connections first, then those inside guests that run, then plan."""
     nested = {d.entry.uri: d.entry.parent for d in domains if d.entry.parent}

@@ -72,7 +72,7 @@ def site_targets(site: Site, conns: dict[str, Any], networks: dict[str, str]) ->
     for name, uri in networks.items():
         conn = conns.get(uri)
         target = Target(name, name, uri, network=True, exists=False)
-        if hasattr(conn, "list_networks"):
+        if conn is not None and hasattr(conn, "list_networks"):
             for rec in conn.list_networks():
                 if rec.name == name:
                     target.exists, target.active = True, rec.active

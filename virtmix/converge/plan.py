@@ -8,6 +8,7 @@ the running domain, no restart), `restart` (takes effect at the next start) or `
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,7 +121,7 @@ def _same(name: str, want: Any, have: Any) -> bool:
     if name == "os.machine" and isinstance(have, str) and isinstance(want, str):
         # 'pc' is stored as 'pc-i440fx-7.2', 'q35' as 'pc-q35-7.2'.
         return have == want or have.startswith((f"{want}-", f"pc-{want}-"))
-    return want == have
+    return bool(want == have)
 
 
 def _kind(fields: Fields) -> str:
@@ -169,12 +170,13 @@ def _running_cpuset(live: Fields, cgroup_cpuset: str | None, lxc: bool) -> str |
     Guests: a live vCPU pinning that gives every vCPU the same set is what apply does for
     <vcpu cpuset>, and the running XML keeps the old cpuset attribute.
     """
+    configured: str | None = live.get("vcpu_cpuset")
     if lxc:
-        return cgroup_cpuset if cgroup_cpuset is not None else live.get("vcpu_cpuset")
-    pins = {cpus for _vcpu, cpus in live.get("cputune.vcpupin", ())}
+        return cgroup_cpuset if cgroup_cpuset is not None else configured
+    pins: set[str] = {cpus for _vcpu, cpus in live.get("cputune.vcpupin", ())}
     if len(pins) == 1 and len(live.get("cputune.vcpupin", ())) == live.get("vcpus"):
         return pins.pop()
-    return live.get("vcpu_cpuset")
+    return configured
 
 
 def _memory_limit(fields: Fields) -> int | None:
@@ -334,7 +336,7 @@ def _orphans(site: str, desired: set[tuple[str, str]], conn: ObservedConnection,
 
 def build_plan(site: str, domains: list[DesiredDomain], networks: list[DesiredNetwork],
                observed: dict[str, ObservedConnection], opts: Options,
-               hosts: set[str] = frozenset()) -> Plan:
+               hosts: Iterable[str] = frozenset()) -> Plan:
     """The whole plan: desired documents against what each connection reported."""
     items: list[Item] = []
     for n in networks:

@@ -13,6 +13,7 @@ from lxml import etree
 
 from virtmix.domain import idmap
 from virtmix.domain.xmlnode import parse as parse_xml
+from virtmix.domain.xmlnode import to_string
 
 # Top-level elements of a domain virtmix writes; everything else is libvirt's.
 _OWNED_TOP = ("name", "uuid", "description", "metadata", "memory", "memtune", "blkiotune",
@@ -29,7 +30,7 @@ def _set_uuid(root: etree._Element, uuid: str) -> None:
     node.text = uuid
 
 
-def adapt_domain_xml(xml: str, uuid: str, observed_ifaces: Iterable[tuple],
+def adapt_domain_xml(xml: str, uuid: str, observed_ifaces: Iterable[tuple[str | None, ...]],
                      explicit_macs: set[int]) -> str:
     """The rendered definition with the existing domain's UUID and MAC addresses.
 
@@ -46,13 +47,13 @@ def adapt_domain_xml(xml: str, uuid: str, observed_ifaces: Iterable[tuple],
         if mac is None:
             mac = etree.SubElement(iface, "mac")
         mac.set("address", old[i][2])
-    return etree.tostring(root, encoding="unicode")
+    return to_string(root)
 
 
 def adapt_network_xml(xml: str, uuid: str) -> str:
     root = parse_xml(xml)
     _set_uuid(root, uuid)
-    return etree.tostring(root, encoding="unicode")
+    return to_string(root)
 
 
 def owned_view(xml: str) -> str:
@@ -88,7 +89,7 @@ def owned_view(xml: str) -> str:
             if el.text is not None and not el.text.strip():
                 el.text = None
     etree.indent(root, space="  ")
-    return etree.tostring(root, encoding="unicode") + "\n"
+    return to_string(root) + "\n"
 
 
 def xml_diff(before: str, after: str, label: str) -> str:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias, cast
+
 from lxml import etree
 
 from virtmix.util.units import kib_from
 
-Element = etree._Element
+# lxml.etree._Element: lxml ships no type information, so to mypy it is Any.
+Element: TypeAlias = Any
 
 
 def parse(xml: str | bytes | Element) -> Element:
     """A domain or network document as an element tree (an element is returned as it is)."""
     if isinstance(xml, str):
-        return etree.fromstring(xml.encode())
+        xml = xml.encode()
     if isinstance(xml, bytes):
-        return etree.fromstring(xml)
+        return cast(Element, etree.fromstring(xml))
     return xml
 
 
@@ -25,7 +28,9 @@ def to_string(root: Element) -> str:
 def text(root: Element | None, path: str) -> str | None:
     """The stripped text at path, or None when the node is missing or empty."""
     node = root.find(path) if root is not None else None
-    return node.text.strip() if node is not None and node.text and node.text.strip() else None
+    if node is None or not node.text or not node.text.strip():
+        return None
+    return str(node.text).strip()
 
 
 def int_at(root: Element | None, path: str) -> int | None:
@@ -51,4 +56,4 @@ def child(parent: Element, tag: str, before: tuple[str, ...] = ()) -> Element:
             nxt.addprevious(node)
         else:
             parent.append(node)
-    return node
+    return cast(Element, node)
