@@ -231,7 +231,7 @@ def test_memory_limits_mean_what_they_say(lxc_conn, storage, busybox_tree):
     virtmix("apply", inv, "--yes", check=0)
     assert limit() == 64 * MiB  # memory: 64MiB, not 9223372036854771712
     info = json.loads(virtmix("info", name, "-o", "json", check=0).stdout)
-    assert info["memory_kib"] == info["memory_limit_live_kib"] == 64 * 1024
+    assert info["memory_kib"] == info["mem_limit_kib"] == 64 * 1024
     assert "nothing to do" in virtmix("plan", inv, check=0).stdout
 
     inv = inventory(memory="96MiB")
@@ -243,5 +243,5 @@ def test_memory_limits_mean_what_they_say(lxc_conn, storage, busybox_tree):
     inactive = lxc_conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert "<memory unit='KiB'>98304</memory>" in inactive
     info = json.loads(virtmix("info", name, "-o", "json", check=0).stdout)
-    assert info["memory_kib"] == info["memory_limit_live_kib"] == 96 * 1024
+    assert info["memory_kib"] == info["mem_limit_kib"] == 96 * 1024
     assert "nothing to do" in virtmix("plan", inv, check=0).stdout

@@ -88,7 +88,7 @@ def _live(target: Target) -> dict[str, Any]:
         # memory.max): what `memory:` and memtune.hard_limit together mean for a container.
         hard = target.conn.memory_parameters(rec.name, live=True).get("hard_limit")
         if hard:
-            out["memory_limit_live_kib"] = hard if hard < UNLIMITED_KIB else "unlimited"
+            out["mem_limit_kib"] = hard if hard < UNLIMITED_KIB else "unlimited"
     if rec.kind == "lxc" and is_local(target.place.uri):
         try:
             out["init_pid"] = init_pid(rec.name, rec.id)

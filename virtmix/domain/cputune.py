@@ -25,15 +25,21 @@ class CpuTune:
 
 def read(root: Element) -> CpuTune:
     vcpu = root.find("vcpu")
-    out = CpuTune(int_at(root, "vcpu"), vcpu.get("cpuset") if vcpu is not None else None)
-    for key in SCHED_KEYS:
-        value = int_at(root, f"cputune/{key}")
-        if value is not None:
-            out.sched[key] = value
-    for pin in root.findall("cputune/vcpupin"):
-        out.vcpupin[int(pin.get("vcpu", "0"))] = pin.get("cpuset", "")
-    emu = root.find("cputune/emulatorpin")
-    out.emulatorpin = emu.get("cpuset") if emu is not None else None
+    out = CpuTune()
+    if vcpu is not None:
+        out.vcpus = int(vcpu.text) if vcpu.text and vcpu.text.strip() else None
+        out.cpuset = vcpu.get("cpuset")
+    tune = root.find("cputune")
+    if tune is None:
+        return out
+    for node in tune:  # one pass over the children (plans read thousands of documents)
+        tag = node.tag
+        if tag in SCHED_KEYS and node.text and node.text.strip():
+            out.sched[tag] = int(node.text)
+        elif tag == "vcpupin":
+            out.vcpupin[int(node.get("vcpu", "0"))] = node.get("cpuset", "")
+        elif tag == "emulatorpin":
+            out.emulatorpin = node.get("cpuset")
     return out
 
 

@@ -17,7 +17,7 @@ class Filesystem:
 
 def read(root: Element) -> list[Filesystem]:
     out = []
-    for node in root.findall("devices/filesystem"):
+    for node in root.iterfind("devices/filesystem"):
         src, dst = node.find("source"), node.find("target")
         if src is None or dst is None:
             continue

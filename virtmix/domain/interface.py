@@ -26,25 +26,32 @@ class Iface:
 
 def read(root: Element) -> list[Iface]:
     out = []
-    for node in root.findall("devices/interface"):
+    for node in root.iterfind("devices/interface"):
         kind = node.get("type") or ""
-        src = node.find("source")
-        source = src.get(kind) if src is not None and kind in ("network", "bridge") else None
-        mac, gdev, model = node.find("mac"), node.find("guest"), node.find("model")
-        iface = Iface(kind, source, mac.get("address") if mac is not None else None,
-                      gdev.get("dev") if gdev is not None else None,
-                      model.get("type") if model is not None else None)
-        first = node.find("ip")
-        if first is not None:
-            iface.ip = f"{first.get('address')}/{first.get('prefix')}"
-        v4 = node.find("ip[@family='ipv4']")
-        if v4 is None:
-            v4 = next((i for i in node.findall("ip") if ":" not in (i.get("address") or "")),
-                      None)
-        if v4 is not None and v4.get("address"):
+        iface = Iface(kind, None, None)
+        v4 = None
+        for sub in node:  # one pass over the children (plans read thousands of documents)
+            tag = sub.tag
+            if tag == "source" and kind in ("network", "bridge"):
+                iface.source = sub.get(kind)
+            elif tag == "mac":
+                iface.mac = sub.get("address")
+            elif tag == "guest":
+                iface.guest_dev = sub.get("dev")
+            elif tag == "model":
+                iface.model = sub.get("type")
+            elif tag == "ip":
+                address = sub.get("address")
+                if iface.ip is None:
+                    iface.ip = f"{address}/{sub.get('prefix')}"
+                family = sub.get("family")
+                if v4 is None and address and (family == "ipv4" or (
+                        family is None and ":" not in address)):
+                    v4 = sub
+            elif tag == "route" and iface.gateway is None and sub.get("gateway"):
+                iface.gateway = sub.get("gateway")
+        if v4 is not None:
             iface.ipv4 = f"{v4.get('address')}/{v4.get('prefix') or 24}"
-        route = node.find("route[@gateway]")
-        iface.gateway = route.get("gateway") if route is not None else None
         out.append(iface)
     return out
 

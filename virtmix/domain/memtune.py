@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from virtmix.domain.xmlnode import Element, kib_at
+from virtmix.util.units import kib_from
 
 KEYS = ("hard_limit", "soft_limit", "swap_hard_limit", "min_guarantee")
 
@@ -15,11 +16,13 @@ def memory_kib(root: Element) -> int | None:
 
 def read(root: Element) -> dict[str, int]:
     """The memtune limits that are set, in KiB."""
-    out = {}
-    for key in KEYS:
-        value = kib_at(root, f"memtune/{key}")
-        if value is not None:
-            out[key] = value
+    out: dict[str, int] = {}
+    node = root.find("memtune")
+    if node is None:
+        return out
+    for limit in node:  # one pass over the children (plans read thousands of documents)
+        if limit.tag in KEYS and limit.text and limit.text.strip():
+            out[limit.tag] = kib_from(int(limit.text), limit.get("unit"))
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from virtmix.domain.xmlnode import Element, text
+from virtmix.domain.xmlnode import Element
 
 
 @dataclass
@@ -19,15 +19,24 @@ class OsBoot:
     cmdline: str | None = None
 
 
+_TEXT = ("init", "kernel", "initrd", "cmdline")
+
+
 def read(root: Element) -> OsBoot:
-    ostype = root.find("os/type")
-    return OsBoot(
-        init=text(root, "os/init"),
-        initargs=[a.text or "" for a in root.findall("os/initarg")],
-        arch=ostype.get("arch") if ostype is not None else None,
-        machine=ostype.get("machine") if ostype is not None else None,
-        kernel=text(root, "os/kernel"), initrd=text(root, "os/initrd"),
-        cmdline=text(root, "os/cmdline"))
+    out = OsBoot()
+    os_ = root.find("os")
+    if os_ is None:
+        return out
+    for node in os_:  # one pass over the children (plans read thousands of documents)
+        tag = node.tag
+        if tag == "type":
+            out.arch, out.machine = node.get("arch"), node.get("machine")
+        elif tag == "initarg":
+            out.initargs.append(node.text or "")
+        elif tag in _TEXT:
+            value = node.text.strip() if node.text else None
+            setattr(out, tag, value or None)
+    return out
 
 
 def fields(boot: OsBoot, lxc: bool, out: dict[str, Any]) -> None:

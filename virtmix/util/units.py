@@ -17,6 +17,8 @@ _UNITS = {
     "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
 }
 
+_XML_UNITS = {**_UNITS, "bytes": 1}  # libvirt's `unit=` also accepts "bytes"
+
 
 @lru_cache(maxsize=4096)
 def _parse_size_text(value: str) -> int:
@@ -51,9 +53,9 @@ def kib_from(number: int, unit: str | None) -> int:
     The one rounding rule for sizes: up, as parse_size_kib, so a limit is never lowered.
     Unknown units are read as KiB (libvirt itself refuses them).
     """
-    factor = _UNITS.get((unit or "KiB").lower(), 1024)
-    if unit and unit.lower() == "bytes":
-        factor = 1
+    if not unit or unit == "KiB":
+        return number  # what libvirt itself writes: no conversion
+    factor = _XML_UNITS.get(unit.lower(), 1024)
     return -(-number * factor // 1024)
 
 
