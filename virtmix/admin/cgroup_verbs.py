@@ -92,24 +92,17 @@ def _bytes(kib: int | None) -> str:
 
 
 def _format(spec: cgroups.CgroupKey, f: dict[str, int], v2: bool) -> str:
-    name = spec.name
     if spec.section == "memtune":
         return _bytes(f.get(spec.field))
-    if spec.section == "blkio":
-        w = f["weight"]
-        return str(tunables.blkio_to_io_weight(w)) if w and name == "io.weight" else \
-            str(w or UNSET)
-    if name in ("cpu.shares", "cpu.weight"):
-        raw = f["shares"]
-        if not raw:
-            return UNSET
-        shares = tunables.from_libvirt("cputune.shares", raw, v2)
-        return str(tunables.shares_to_weight(shares) if name == "cpu.weight" else shares)
-    if name == "cpu.max":
+    if spec.field == "*":  # cpu.max: "QUOTA PERIOD"
         quota = f["quota"]
-        return f"{quota if quota and quota > 0 else 'max'} {f['period'] or 100000}"
-    value = f[spec.field]
-    return str(value) if value else UNSET
+        period = f["period"] or tunables.PERIOD_DEFAULT
+        return f"{quota if quota and quota > 0 else 'max'} {period}"
+    raw = f[spec.field]
+    if not raw:
+        return UNSET
+    # libvirt's value -> the inventory's unit (a v2 weight -> shares) -> the key's own unit.
+    return str(spec.show(tunables.from_libvirt(spec.tunable, raw, v2)))
 
 
 def read_value(target: Target, key: str) -> CgroupValue:

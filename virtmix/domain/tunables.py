@@ -141,6 +141,7 @@ class CgroupName:
     convert: Callable[[Any], Any]
     meaning: str
     whole: bool = False
+    show: Callable[[int], int] = int  # the inventory's value in this key's unit
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,8 @@ def _rows() -> tuple[Tunable, ...]:
                 (CgroupName("cpu.shares", ranged(SHARES_MIN, SHARES_MAX),
                             "relative CPU weight (cgroup v1, default 1024)"),
                  CgroupName("cpu.weight", _weight_as_shares,
-                            "relative CPU weight (cgroup v2, default 100), stored as shares")),
+                            "relative CPU weight (cgroup v2, default 100), stored as shares",
+                            show=shares_to_weight)),
                 SCHEDULER, "cpu_shares", SHARES_DEFAULT, WEIGHT_DEFAULT, v2_weight=True),
         Tunable("cputune.period", "cputune/period", live, "cpu", "period",
                 "cpu.cfs_period_us", "second field of cpu.max", "us",
@@ -257,7 +259,7 @@ def _rows() -> tuple[Tunable, ...]:
                             "relative block I/O weight (cgroup v1, 10..1000)"),
                  CgroupName("io.weight", _io_weight_as_blkio,
                             "relative block I/O weight (cgroup v2, 1..10000), stored as "
-                            "blkio weight")),
+                            "blkio weight", show=blkio_to_io_weight)),
                 BLKIO, "weight"),
         Tunable("interfaces", "devices/interface", restart),
         Tunable("os.init", "os/init", restart, kinds=(CONTAINER,)),
@@ -336,6 +338,8 @@ class CgroupKey:
     field: str    # the inventory key in that section, or "*" for a whole-section key
     convert: Callable[[Any], Any]
     meaning: str
+    tunable: str = ""  # the row's field (cputune.shares)
+    show: Callable[[int], int] = int  # an inventory value in this key's unit
 
 
 def cgroup_keys() -> dict[str, CgroupKey]:
@@ -344,5 +348,5 @@ def cgroup_keys() -> dict[str, CgroupKey]:
     for t in TUNABLES:
         for k in t.keys:
             out[k.name] = CgroupKey(k.name, t.section, "*" if k.whole else t.key, k.convert,
-                                    k.meaning)
+                                    k.meaning, t.field, k.show)
     return out
