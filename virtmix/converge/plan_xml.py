@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from virtmix.domain import idmap
+from virtmix.domain import idmap, interface
 from virtmix.domain.xmlnode import parse as parse_xml
 from virtmix.domain.xmlnode import to_string
 
@@ -40,13 +40,8 @@ def adapt_domain_xml(xml: str, uuid: str, observed_ifaces: Iterable[tuple[str | 
     root = parse_xml(xml)
     _set_uuid(root, uuid)
     old = list(observed_ifaces)
-    for i, iface in enumerate(root.findall("devices/interface")):
-        if i in explicit_macs or i >= len(old) or not old[i][2]:
-            continue
-        mac = iface.find("mac")
-        if mac is None:
-            mac = etree.SubElement(iface, "mac")
-        mac.set("address", old[i][2])
+    interface.set_macs(root, {i: str(o[2]) for i, o in enumerate(old)
+                              if i not in explicit_macs and o[2]})
     return to_string(root)
 
 

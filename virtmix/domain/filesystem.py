@@ -30,3 +30,8 @@ def read(root: Element) -> list[Filesystem]:
 def fields(filesystems: list[Filesystem]) -> tuple[tuple[str, str, bool], ...]:
     """The plan's form: the mount-type filesystems (source dir, target, read-only)."""
     return tuple((f.source, f.target, f.readonly) for f in filesystems if f.type == "mount")
+
+
+def root_tree(root: Element) -> str | None:
+    """The directory mounted at / (a container's tree), if any."""
+    return next((f.source for f in read(root) if f.target == "/"), None)

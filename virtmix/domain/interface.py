@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lxml import etree
+
 from virtmix.domain.xmlnode import Element
 
 
@@ -65,3 +67,13 @@ def fields(ifaces: list[Iface], lxc: bool) -> tuple[tuple[str | None, ...], ...]
         item += (i.guest_dev, i.ip, i.gateway) if lxc else (i.model,)
         out.append(item)
     return tuple(out)
+
+
+def set_macs(root: Element, macs: dict[int, str]) -> None:
+    """Give the interfaces at these positions these MAC addresses (plan keeps a domain's)."""
+    for i, node in enumerate(root.iterfind("devices/interface")):
+        if i in macs:
+            mac = node.find("mac")
+            if mac is None:
+                mac = etree.SubElement(node, "mac")
+            mac.set("address", macs[i])
