@@ -118,9 +118,10 @@ def test_guest_memory_is_restart_and_its_removed_hard_limit_unlimited():
     assert field_mode("memory_kib", "guest") == RESTART
     assert field_mode("memory_kib", "container") == LIVE
     assert field_mode("memory_kib", "container", cgroups=False) == RESTART
-    assert tunables.removed_value("memtune.hard_limit", "guest", False, 65536) == \
+    want = {"memory_kib": 65536}
+    assert tunables.removed_value("memtune.hard_limit", "guest", False, want) == \
         tunables.UNLIMITED_KIB
-    assert tunables.removed_value("memtune.hard_limit", "container", True, 65536) == 65536
+    assert tunables.removed_value("memtune.hard_limit", "container", True, want) == 65536
 
 
 @pytest.mark.parametrize("row", tunables.TUNABLES, ids=lambda r: r.field)

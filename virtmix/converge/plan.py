@@ -207,7 +207,7 @@ def _live_targets(want: Fields, obs: ObservedDomain, v2: bool) -> dict[str, Any]
         if name == "vcpu_cpuset":
             current = _running_cpuset(live, obs.live_cpuset, lxc)
         if target is None or target == ():
-            default = tunables.removed_value(name, kind, v2, want.get("memory_kib"))
+            default = tunables.removed_value(name, kind, v2, want)
             if default is not None and current not in (None, default) and \
                     obs.config.get(name) is not None:
                 out[name] = default  # a setting was removed from the inventory

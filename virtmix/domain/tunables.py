@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from virtmix.util.units import normalize_cpuset, parse_size
@@ -165,6 +166,8 @@ class Tunable:
     kinds: tuple[str, ...] = (CONTAINER, GUEST)  # where the setting exists at all
     note: str = ""
     cgroup_live: bool = False       # live only where a kernel cgroup backs it (real LXC)
+    fallback: Mapping[str, str] = dc_field(default_factory=dict)  # kind -> the field a removed
+    #                                 setting returns to (a container's hard limit: memory)
 
     def mode(self, kind: str, cgroups: bool = True) -> str:
         """How a change reaches a running domain of this kind. cgroups: its limits are
@@ -235,7 +238,8 @@ def _rows() -> tuple[Tunable, ...]:
                 "memory.limit_in_bytes", "memory.max", "KiB",
                 (CgroupName("memory.limit_in_bytes", _limit_bytes, limit),
                  CgroupName("memory.max", _limit_bytes, limit + " (cgroup v2)")),
-                MEMORY, "hard_limit", UNLIMITED_KIB, UNLIMITED_KIB),
+                MEMORY, "hard_limit", UNLIMITED_KIB, UNLIMITED_KIB,
+                fallback={CONTAINER: "memory_kib"}),
         Tunable("memtune.soft_limit", "memtune/soft_limit", live, "memtune", "soft_limit",
                 "memory.soft_limit_in_bytes", "memory.high", "KiB",
                 (CgroupName("memory.soft_limit_in_bytes", _limit_bytes,
@@ -303,18 +307,23 @@ def api_params(api: str) -> dict[str, str]:
     return {t.field: t.param for t in TUNABLES if t.api == api}
 
 
-def removed_value(name: str, kind: str, v2: bool, memory_kib: int | None = None) -> int | None:
+def removed_value(name: str, kind: str, v2: bool,
+                  want: Mapping[str, Any] | None = None) -> int | None:
     """What a running domain's setting returns to when the inventory drops it.
 
     cpu shares go back to the kernel's default: 1024 on cgroup v1, but weight 100 on v2,
     where libvirt writes <shares> verbatim to cpu.weight (1024 there would be ten times the
     default). A container's hard memory limit goes back to its `memory:`, which is the same
-    cgroup file; a guest's to unlimited (its `memory:` is RAM, not a limit).
+    cgroup file; a guest's to unlimited (its `memory:` is RAM, not a limit). `want` holds
+    the domain's other wanted fields (the fallback's value).
     """
-    if name == "memtune.hard_limit" and kind == CONTAINER and memory_kib:
-        return memory_kib
     row = BY_FIELD.get(name)
-    return row.removed(v2) if row else None
+    if row is None:
+        return None
+    other = row.fallback.get(kind)
+    if other and want and want.get(other) is not None:
+        return int(want[other])
+    return row.removed(v2)
 
 
 def to_libvirt(name: str, value: int, v2: bool) -> int:
