@@ -35,6 +35,7 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check virtmix tests benchmarks
 	$(VENV)/bin/mypy --strict virtmix/backend virtmix/hosts virtmix/util
+	$(VENV)/bin/mypy --strict virtmix/domain virtmix/converge
 
 bench: venv
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

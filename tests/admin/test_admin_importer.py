@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from virtmix.admin.domxml import parse_domain
 from virtmix.admin.importer import (
     _uri_pair,
     check_roundtrip,
@@ -10,6 +9,7 @@ from virtmix.admin.importer import (
     from_domain,
     inventory_document,
 )
+from virtmix.domain.settings import parse_domain
 
 LXC_XML = """<domain type='lxc'>
   <name>web</name>

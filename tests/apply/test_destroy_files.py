@@ -29,3 +29,15 @@ def test_a_guests_dir_apply_made_is_emptied_of_its_files(tmp_path):
     (gdir / "serial.log").write_text("x")
     assert delete_files("db", _guest_xml(str(gdir / "disk0.qcow2"))) == [str(gdir)]
     assert not gdir.exists()
+
+
+def test_a_built_trees_dir_is_found_from_the_root_filesystem():
+    from virtmix.converge.destroy import _rootfs_dirs
+
+    xml = """<domain type='lxc'><name>c</name><devices>
+      <filesystem type='mount'><source dir='/srv/x/containers/c/rootfs'/><target dir='/'/>
+      </filesystem><filesystem type='mount'><source dir='/data'/><target dir='/data'/>
+      </filesystem></devices></domain>"""
+    assert [str(p) for p in _rootfs_dirs(xml)] == ["/srv/x/containers/c"]
+    given = xml.replace("/srv/x/containers/c/rootfs", "/srv/trees/c")
+    assert _rootfs_dirs(given) == []  # a given tree is the admin's

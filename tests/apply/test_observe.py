@@ -80,3 +80,16 @@ def test_cpuset_cgroup_with_children_is_rewritten_in_a_valid_order(tmp_path):
     write_cpuset_cgroup(group / "cpuset.cpus", "1")
     assert (group / "cpuset.cpus").read_text() == "1\n"
     assert (child / "cpuset.cpus").read_text() == "1\n"
+
+
+def test_idmap_element_order_is_not_a_change():
+    """libvirt may store <gid> before <uid>: the plan's diff compares canonical forms."""
+    base = LXC.format(unit="KiB", mem=65536, cpuset="0").replace("<devices>", "{idmap}<devices>")
+    uid = "<uid start='0' target='100000' count='65536'/>"
+    gid = "<gid start='0' target='100000' count='65536'/>"
+    a = base.format(idmap=f"<idmap>{uid}{gid}</idmap>")
+    b = base.format(idmap=f"<idmap>{gid}{uid}</idmap>")
+    assert xml_diff(a, b, "x") == ""
+    assert owned_fields(a)["idmap"] == owned_fields(b)["idmap"] == (0, 100000, 65536)
+    c = base.format(idmap=f"<idmap>{gid}{uid.replace('100000', '200000')}</idmap>")
+    assert "200000" in xml_diff(a, c, "x")

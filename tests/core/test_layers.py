@@ -4,7 +4,7 @@ Every import statement of every module counts, those inside functions too (a laz
 still a dependency). Layers, lowest first; a package may import its own modules and the
 packages of lower layers only:
 
-    errors <- util <- inventory, backend <- hosts, rootfs <- domain <- render <- images
+    errors <- util <- domain <- inventory, backend <- hosts, rootfs <- render <- images
       <- nesting <- converge <- create, handoff <- admin <- cli <- __main__
 
 backend is the only package that imports libvirt.
@@ -23,9 +23,9 @@ PKG = Path(__file__).resolve().parents[2] / "virtmix"
 LAYERS: list[set[str]] = [
     {"errors"},
     {"util"},
+    {"domain"},  # pure: one row per setting and the XML element readers (inventory uses them)
     {"inventory", "backend"},
     {"hosts", "rootfs"},  # rootfs applies the inventory's rules (inventory.rules)
-    {"domain"},
     {"render"},
     {"images"},
     {"nesting"},

@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from virtmix.util.units import format_cpuset, format_kib, parse_cpuset, parse_size, parse_size_kib
+from virtmix.util.units import (
+    format_cpuset,
+    format_kib,
+    kib_from,
+    parse_cpuset,
+    parse_size,
+    parse_size_kib,
+)
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -61,3 +68,13 @@ def test_cpuset_parses_any_range_list(ranges):
     for lo, n in ranges:
         expected.update(range(lo, lo + n + 1))
     assert parse_cpuset(text) == expected
+
+
+@pytest.mark.parametrize(("number", "unit", "kib"), [
+    (65536, None, 65536), (65536, "KiB", 65536), (64, "M", 65536), (64, "MiB", 65536),
+    (67108864, "b", 65536), (67108864, "bytes", 65536), (1, "G", 1048576),
+    (1000, "KB", 977), (1, "b", 1), (1025, "bytes", 2),
+])
+def test_libvirt_sizes_fold_to_kib_rounding_up(number, unit, kib):
+    """One rule for every reader of domain XML: round up, so a limit is never lowered."""
+    assert kib_from(number, unit) == kib

@@ -202,3 +202,46 @@ def test_isolated_network_and_container_on_it(lxc_conn, storage, busybox_tree):
 
     virtmix("destroy", inv, "--yes", check=0)
     assert net not in [n.name() for n in lxc_conn.listAllNetworks(0)]
+
+
+def test_memory_limits_mean_what_they_say(lxc_conn, storage, busybox_tree):
+    """A removed hard limit falls back to `memory:` (not unlimited), `info` says the same,
+    and a container's `memory:` changes live and persistently (issue 14)."""
+    name = PFX + "mem"
+    MiB = 1024 * 1024
+
+    def inventory(**spec) -> str:
+        return str(write_inventory(storage, {"h1": lxc_host({
+            name: busybox(busybox_tree, **spec)})}))
+
+    def limit() -> int:
+        dom_id = lxc_conn.lookupByName(name).ID()
+        return int((cgroup_dir("memory", dom_id) / "memory.limit_in_bytes").read_text())
+
+    inv = inventory(memtune={"hard_limit": "48MiB"})
+    virtmix("apply", inv, "--yes", check=0)
+    wait_init(name)
+    pid = container_init_pid(name)
+    assert limit() == 48 * MiB
+
+    inv = inventory()
+    shown = virtmix("plan", inv, check=10).stdout
+    assert "memtune.hard_limit: 48MiB -> (unset)  [live]" in shown, shown
+    assert "live now: memtune.hard_limit=64MiB" in shown, shown
+    virtmix("apply", inv, "--yes", check=0)
+    assert limit() == 64 * MiB  # memory: 64MiB, not 9223372036854771712
+    info = json.loads(virtmix("info", name, "-o", "json", check=0).stdout)
+    assert info["memory_kib"] == info["mem_limit_kib"] == 64 * 1024
+    assert "nothing to do" in virtmix("plan", inv, check=0).stdout
+
+    inv = inventory(memory="96MiB")
+    shown = virtmix("plan", inv, check=10).stdout
+    assert "memory_kib: 64MiB -> 96MiB  [live]" in shown, shown
+    virtmix("apply", inv, "--yes", check=0)
+    assert container_init_pid(name) == pid, "a memory change must not restart a container"
+    assert limit() == 96 * MiB
+    inactive = lxc_conn.lookupByName(name).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    assert "<memory unit='KiB'>98304</memory>" in inactive
+    info = json.loads(virtmix("info", name, "-o", "json", check=0).stdout)
+    assert info["memory_kib"] == info["mem_limit_kib"] == 96 * 1024
+    assert "nothing to do" in virtmix("plan", inv, check=0).stdout

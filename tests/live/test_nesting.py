@@ -138,6 +138,20 @@ def test_guest_with_two_containers_end_to_end(nest_site):
     again = virtmix("apply", str(site_path), "--yes")
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
 
+    # Dropping c2's shares returns it to the v2 default weight 100 (not 1024: libvirt writes
+    # <shares> verbatim to cpu.weight here), and c1's `memory:` changes live (issues 12, 14).
+    c1_id = guest_sh(address, f"virsh -q -c lxc:///system domid {c1}").strip()
+    site_path.write_text(site_path.read_text()
+                         .replace('{cpuset: "1", shares: 2048}', '{cpuset: "1"}')
+                         .replace("memory: 64MiB", "memory: 96MiB", 1))
+    res = virtmix("apply", str(site_path), "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert nested_cgroup(address, c2, "cpu.weight") == "100"
+    assert nested_cgroup(address, c1, "memory.max") == str(96 * 2**20)
+    assert guest_sh(address, f"virsh -q -c lxc:///system domid {c1}").strip() == c1_id
+    again = virtmix("apply", str(site_path), "--yes")
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout
+
     # The host's admin verbs see them, by NAME or GUEST/NAME.
     tree = virtmix("-i", str(site_path), "ls", "--tree")
     assert tree.returncode == 0, tree.stderr

@@ -9,19 +9,22 @@ same set into the definition's <vcpu cpuset>.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from lxml import etree
 
-from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Target
-from virtmix.backend.admin_ops import MEMORY_UNLIMITED_KIB
+from virtmix.domain import cputune, tunables
+from virtmix.domain.settings import parse_domain
+from virtmix.domain.tunables import UNLIMITED_KIB
 from virtmix.errors import UsageError
 from virtmix.hosts import host_for, is_local, is_ssh_uri, shares_are_weights
 from virtmix.inventory import cgroups
 from virtmix.util.units import format_cpuset, parse_cpuset
 
-SCHED = {"shares": "cpu_shares", "quota": "vcpu_quota", "period": "vcpu_period"}
+# inventory key -> the scheduler API's parameter (cpu_shares, vcpu_period, vcpu_quota).
+SCHED = {t.key: t.param for t in tunables.TUNABLES if t.api == tunables.SCHEDULER}
 UNSET = "default"
 
 
@@ -78,29 +81,23 @@ def _fields(target: Target, spec: cgroups.CgroupKey, live: bool) -> dict[str, in
 
 
 def _bytes(kib: int | None) -> str:
-    if not kib or kib >= MEMORY_UNLIMITED_KIB:
+    if not kib or kib >= UNLIMITED_KIB:
         return "max"
     return str(kib * 1024)
 
 
 def _format(spec: cgroups.CgroupKey, f: dict[str, int], v2: bool) -> str:
-    name = spec.name
     if spec.section == "memtune":
         return _bytes(f.get(spec.field))
-    if spec.section == "blkio":
-        w = f["weight"]
-        return str(round(w * 100 / 500)) if w and name == "io.weight" else str(w or UNSET)
-    if name in ("cpu.shares", "cpu.weight"):
-        raw = f["shares"]
-        if not raw:
-            return UNSET
-        shares = cgroups.weight_to_shares(raw) if v2 else raw
-        return str(cgroups.shares_to_weight(shares) if name == "cpu.weight" else shares)
-    if name == "cpu.max":
+    if spec.field == "*":  # cpu.max: "QUOTA PERIOD"
         quota = f["quota"]
-        return f"{quota if quota and quota > 0 else 'max'} {f['period'] or 100000}"
-    value = f[spec.field]
-    return str(value) if value else UNSET
+        period = f["period"] or tunables.PERIOD_DEFAULT
+        return f"{quota if quota and quota > 0 else 'max'} {period}"
+    raw = f[spec.field]
+    if not raw:
+        return UNSET
+    # libvirt's value -> the inventory's unit (a v2 weight -> shares) -> the key's own unit.
+    return str(spec.show(tunables.from_libvirt(spec.tunable, raw, v2)))
 
 
 def read_value(target: Target, key: str) -> CgroupValue:
@@ -125,16 +122,16 @@ def _params(spec: cgroups.CgroupKey, value: str, v2: bool) -> tuple[str, dict[st
         raise UsageError(f"{spec.name}: {exc}") from None
     fields = converted if spec.field == "*" else {spec.field: converted}
     if spec.section == "cpu":
-        if "shares" in fields and v2:
-            fields["shares"] = cgroups.shares_to_weight(fields["shares"])
+        if "shares" in fields:
+            fields["shares"] = tunables.to_libvirt("cputune.shares", fields["shares"], v2)
         return "sched", {SCHED[k]: v for k, v in fields.items()}
     if spec.section == "memtune":
-        return "memory", {k: MEMORY_UNLIMITED_KIB if v is None else -(-v // 1024)
+        return "memory", {k: UNLIMITED_KIB if v is None else -(-v // 1024)
                           for k, v in fields.items()}
     return "blkio", {"weight": fields["weight"]}
 
 
-def _redefine(target: Target, edit) -> None:
+def _redefine(target: Target, edit: Callable[[etree._Element], None]) -> None:
     """Edit the persistent definition and define it again (UUID and the rest kept)."""
     tree = etree.fromstring(target.conn.get(target.name).xml.encode())
     edit(tree)
@@ -142,37 +139,13 @@ def _redefine(target: Target, edit) -> None:
 
 
 def _set_persistent_cpuset(target: Target, cpuset: str) -> None:
-    def edit(tree: etree._Element) -> None:
-        vcpu = tree.find("vcpu")
-        if vcpu is None:
-            vcpu = etree.SubElement(tree, "vcpu")
-            vcpu.text = "1"
-        vcpu.set("cpuset", cpuset)
-
-    _redefine(target, edit)
+    _redefine(target, lambda tree: cputune.set_cpuset(tree, cpuset))
 
 
 def _set_persistent_cputune(target: Target, fields: dict[str, int]) -> None:
     """<cputune> values in the definition; the scheduler API's AFFECT_CONFIG is avoided
     (it crashes libvirt 9.0's LXC driver for inactive domains)."""
-    def edit(tree: etree._Element) -> None:
-        tune = tree.find("cputune")
-        if tune is None:
-            tune = etree.Element("cputune")
-            vcpu = tree.find("vcpu")
-            (vcpu.addnext(tune) if vcpu is not None else tree.append(tune))
-        for key in ("shares", "period", "quota"):
-            if key in fields:
-                node = tune.find(key)
-                if node is None:
-                    node = etree.SubElement(tune, key)
-                node.text = str(fields[key])
-        # libvirt's schema wants <cputune> children in order: shares, period, quota, ...
-        order = {"shares": 0, "period": 1, "quota": 2}
-        kids = sorted(tune, key=lambda n: order.get(n.tag, 3))
-        tune[:] = kids
-
-    _redefine(target, edit)
+    _redefine(target, lambda tree: cputune.set_sched(tree, fields))
 
 
 def _set_cpuset(target: Target, value: str) -> None:

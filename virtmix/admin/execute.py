@@ -18,31 +18,21 @@ import signal
 import tempfile
 from pathlib import Path
 
-from lxml import etree
-from lxml.builder import E
-
 from virtmix.admin.namespaces import run_inside
 from virtmix.backend.protocol import Backend
 from virtmix.errors import NotFoundError, StateError, UsageError
 from virtmix.hosts.local import find_static_busybox, init_pid
+from virtmix.render.templates import render_execute
+from virtmix.render.views import ExecuteView
 
 HELPER_DIR = "/dev/.virtmix-exec"
 def execute_xml(name: str, rootfs: str | None, helper_dir: str, memory_kib: int) -> str:
-    os_el = E.os(E.type("exe"), E.init(f"{HELPER_DIR}/busybox"),
-                 E.initarg("sleep"), E.initarg("2147483647"))
-    fs = []
-    if rootfs:
-        fs.append(E.filesystem(E.source(dir=rootfs), E.target(dir="/"),
-                               type="mount", accessmode="passthrough"))
-    fs.append(E.filesystem(E.source(dir=helper_dir), E.target(dir=HELPER_DIR), E.readonly(),
-                           type="mount", accessmode="passthrough"))
-    dom = E.domain(
-        E.name(name), E.memory(str(memory_kib), unit="KiB"), E.vcpu("1"), os_el,
-        E.features(E.privnet()),  # own network namespace: loopback only
-        E.devices(*fs, E.console(type="pty")),  # the LXC driver requires a pty console
-        type="lxc",
-    )
-    return etree.tostring(dom, encoding="unicode")
+    """The transient domain, rendered from domain_templates/execute.xml.j2: its init is the
+    helper busybox sleeping; its own network namespace has loopback only."""
+    mounts = [(rootfs, "/", False)] if rootfs else []
+    mounts.append((helper_dir, HELPER_DIR, True))
+    return render_execute(ExecuteView(name, memory_kib, [f"{HELPER_DIR}/busybox", "sleep",
+                                                         "2147483647"], mounts))
 
 
 def _wait_init(conn: Backend, name: str, timeout: float = 10.0) -> tuple[int, int]:

@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from virtmix.admin.domxml import DomainSettings, parse_domain
 from virtmix.admin.targets import Session
-from virtmix.inventory.cgroups import weight_to_shares
+from virtmix.domain.settings import DomainSettings, parse_domain
+from virtmix.domain.tunables import from_libvirt
 from virtmix.util.identity import IDMAP
 from virtmix.util.units import format_kib, normalize_cpuset
 
@@ -44,7 +44,7 @@ def _tuning(s: DomainSettings, entry: dict[str, Any], v2: bool) -> None:
         cpu["cpuset"] = normalize_cpuset(s.vcpu_cpuset)
     if "shares" in s.cputune:
         shares = s.cputune["shares"]
-        cpu["shares"] = weight_to_shares(shares) if v2 else shares
+        cpu["shares"] = from_libvirt("cputune.shares", shares, v2)
     cpu.update({k: s.cputune[k] for k in ("period", "quota") if k in s.cputune})
     if s.vcpupin:
         cpu["vcpupin"] = {v: normalize_cpuset(c) for v, c in sorted(s.vcpupin.items())}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Place, Session, Target
 from virtmix.admin.trees import tree_info
+from virtmix.domain.settings import parse_domain
+from virtmix.domain.tunables import UNLIMITED_KIB, from_libvirt
 from virtmix.errors import StateError
 from virtmix.hosts import host_for, is_local, shares_are_weights
 from virtmix.hosts.local import init_pid
-from virtmix.inventory.cgroups import weight_to_shares
 from virtmix.util.units import format_kib
 
 LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "memory",
@@ -23,7 +23,8 @@ def shown_cputune(place: Place, cputune: dict[str, int]) -> dict[str, int]:
     if "shares" not in cputune or not shares_are_weights(place.uri, place.parent):
         return cputune
     weight = cputune["shares"]
-    return {**cputune, "shares": weight_to_shares(weight), "cpu_weight": weight}
+    return {**cputune, "shares": from_libvirt("cputune.shares", weight, True),
+            "cpu_weight": weight}
 
 
 def ls_row(place: Place, record) -> dict[str, Any]:
@@ -82,6 +83,12 @@ def _live(target: Target) -> dict[str, Any]:
     info = target.conn.runtime_info(rec.name)
     out: dict[str, Any] = {"id": rec.id, "cpu_time_s": round(info.cpu_time_ns / 1e9, 2),
                            "memory_used_kib": info.memory_kib}
+    if rec.kind == "lxc":
+        # The kernel's memory limit as libvirt reads it back (memory.limit_in_bytes or
+        # memory.max): what `memory:` and memtune.hard_limit together mean for a container.
+        hard = target.conn.memory_parameters(rec.name, live=True).get("hard_limit")
+        if hard:
+            out["mem_limit_kib"] = hard if hard < UNLIMITED_KIB else "unlimited"
     if rec.kind == "lxc" and is_local(target.place.uri):
         try:
             out["init_pid"] = init_pid(rec.name, rec.id)

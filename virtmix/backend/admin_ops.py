@@ -13,10 +13,6 @@ import libvirt
 from virtmix.backend.records import DomainRecord, RuntimeInfo
 from virtmix.backend.translate import translate
 
-# virDomainSetMemoryParameters' "no limit" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED, in KiB);
-# libvirt-python does not export the constant.
-MEMORY_UNLIMITED_KIB = 9007199254740991
-
 # libvirt's portable signal numbers (virDomainProcessSignal) for the names admins use.
 SIGNALS = {
     "SIGTERM": libvirt.VIR_DOMAIN_PROCESS_SIGNAL_TERM,

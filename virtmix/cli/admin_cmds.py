@@ -13,10 +13,11 @@ from contextlib import contextmanager
 import typer
 
 from virtmix.admin import cgroup_verbs, lifecycle, listing
-from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Session
 from virtmix.admin.trees import remount
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.domain.settings import parse_domain
+from virtmix.domain.tunables import cgroup_keys
 from virtmix.hosts import is_local
 
 NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
@@ -166,9 +167,7 @@ def console_domain(name: str = NAME_ARG) -> None:
 @app.command("cgroup", context_settings={"ignore_unknown_options": True})
 def cgroup_domain(
     name: str = NAME_ARG,
-    key: str = typer.Argument(..., help="cpuset.cpus, cpu.shares, cpu.weight, "
-                              "cpu.cfs_quota_us, cpu.max, memory.limit_in_bytes, memory.max, "
-                              "memory.soft_limit_in_bytes, memory.high, blkio.weight, ..."),
+    key: str = typer.Argument(..., help=", ".join(cgroup_keys())),
     value: str = typer.Argument(None, help="New value; without it the value is printed."),
     output: Output = OUTPUT_OPTION,
 ) -> None:

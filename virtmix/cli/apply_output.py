@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from virtmix.converge.apply import ApplyResult, Outcome
 from virtmix.converge.plan import Item, Plan
+from virtmix.domain.tunables import UNLIMITED_KIB
 from virtmix.util.units import format_kib
 
 _SIGN = {"create": "+", "update": "~", "remove": "-", "refuse": "!", "unreachable": "!",
@@ -20,7 +21,7 @@ def fmt_value(field: str, value: Any) -> str:
     if value is None or value == ():
         return "(unset)"
     if isinstance(value, int) and not isinstance(value, bool) and field.startswith(_KIB_FIELDS):
-        return "unlimited" if value >= 2**53 - 1 else format_kib(value)
+        return "unlimited" if value >= UNLIMITED_KIB else format_kib(value)
     if field == "metadata":
         return " ".join(f"{k}={v}" for k, v in value)
     if isinstance(value, tuple) and not any(isinstance(v, tuple) for v in value):

@@ -15,15 +15,15 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from virtmix.backend.protocol import Backend
+from virtmix.converge.desired import desired_domain
 from virtmix.converge.documents import DesiredDomain, DesiredNetwork, Op
 from virtmix.converge.live import apply_live
 from virtmix.converge.observe import ObservedConnection, observe_connection
 from virtmix.converge.plan import Item, Options, Plan, build_plan, plan_domain
 from virtmix.converge.prepare import prepare
 from virtmix.errors import BackendError, StateError, VirtmixError
-from virtmix.inventory.site import Site
+from virtmix.inventory.site import Entry, Site
 from virtmix.render.schema_check import check_xml
-from virtmix.render.templates import render_domain
 from virtmix.util.polling import wait_until
 from virtmix.util.uris import is_local
 
@@ -84,11 +84,26 @@ def _define(conn: Backend, item: Item) -> None:
     """Define item.xml; validated here against the local copy of libvirt's schemas when the
     daemon is local (the daemon's own validation costs ~17 ms a document), by the daemon
     otherwise (its libvirt version may differ)."""
+    assert item.xml is not None, "define/redefine items carry their document"
     if is_local(conn.uri):
         check_xml(item.xml, "domain", f"{item.kind} {item.address}")
         conn.define_prevalidated(item.xml)
     else:
         conn.define(item.xml)
+
+
+def _document(item: Item) -> str:
+    """The XML of a define item (plan gives every define and redefine its document)."""
+    if item.xml is None:  # pragma: no cover - plan and apply disagree
+        raise VirtmixError(f"{item.address}: no document to define")
+    return item.xml
+
+
+def _entry(item: Item) -> Entry:
+    """The inventory entry of a domain item (networks and orphans have none)."""
+    if item.entry is None:  # pragma: no cover - plan gives these ops to entries only
+        raise VirtmixError(f"{item.address}: no inventory entry to prepare")
+    return item.entry
 
 
 def _is_active(conn: Backend, name: str) -> bool:
@@ -107,16 +122,16 @@ def _stop_if_running(ctx: Context, item: Item, conn: Backend) -> None:
 
 def _restart(ctx: Context, item: Item, conn: Backend) -> None:
     _stop_if_running(ctx, item, conn)
-    prepare(ctx.site, item.entry)
+    prepare(ctx.site, _entry(item))
     conn.start(item.name)
 
 
 def _recreate(ctx: Context, item: Item, conn: Backend) -> None:
     _stop_if_running(ctx, item, conn)
     conn.undefine(item.name)
-    prepare(ctx.site, item.entry)
+    prepare(ctx.site, _entry(item))
     _define(conn, item)
-    if item.entry is not None and item.entry.spec.state == "running":
+    if _entry(item).spec.state == "running":
         conn.start(item.name)
 
 
@@ -127,7 +142,7 @@ def _remove(ctx: Context, item: Item, conn: Backend) -> None:
 
 OpRunner = Callable[[Context, Item, Backend], None]
 OPS: dict[Op, OpRunner] = {
-    Op.PREPARE: lambda ctx, item, conn: prepare(ctx.site, item.entry),
+    Op.PREPARE: lambda ctx, item, conn: prepare(ctx.site, _entry(item)),
     Op.DEFINE: lambda ctx, item, conn: _define(conn, item),
     Op.REDEFINE: lambda ctx, item, conn: _define(conn, item),
     Op.START: _start,
@@ -137,8 +152,8 @@ OPS: dict[Op, OpRunner] = {
     Op.LIVE: lambda ctx, item, conn: apply_live(conn, item),
     Op.AUTOSTART: lambda ctx, item, conn: conn.set_autostart(item.name, item.autostart),
     Op.REMOVE: _remove,
-    Op.NETWORK_DEFINE: lambda ctx, item, conn: conn.define_network(item.xml),
-    Op.NETWORK_REDEFINE: lambda ctx, item, conn: conn.define_network(item.xml),
+    Op.NETWORK_DEFINE: lambda ctx, item, conn: conn.define_network(_document(item)),
+    Op.NETWORK_REDEFINE: lambda ctx, item, conn: conn.define_network(_document(item)),
     Op.NETWORK_START: lambda ctx, item, conn: conn.start_network(item.name),
     Op.NETWORK_REMOVE: lambda ctx, item, conn: conn.remove_network(item.name),
 }
@@ -212,7 +227,7 @@ def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
             out.append(item)
             continue
         obs = observe_connection(conn)
-        desired = DesiredDomain(item.entry, render_domain(ctx.site, item.entry))
+        desired = desired_domain(ctx.site, _entry(item))
         out.append(plan_domain(desired, obs.domains.get(item.name), ctx.site.name, ctx.opts))
     return out
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from virtmix.converge.documents import DesiredDomain, DesiredNetwork
-from virtmix.inventory.site import Site
+from virtmix.inventory.site import Entry, Site
 from virtmix.render.templates import environment, render_domain, render_network, user_templates
+from virtmix.render.views import cgroup_version
+
+
+def desired_domain(site: Site, entry: Entry, env: Any = None) -> DesiredDomain:
+    """One entry's rendered definition, with the cgroup version it runs under."""
+    xml = render_domain(site, entry, env)
+    return DesiredDomain(entry, xml, cgroup_version(site, entry))
 
 
 def network_uri(site: Site, name: str) -> str:
@@ -41,7 +50,7 @@ def desired_documents(site: Site, names: set[str] | None = None
                       ) -> tuple[list[DesiredDomain], list[DesiredNetwork]]:
     """Render every entry (or the named ones) and every network of the site."""
     env = environment(user_templates(site))
-    domains = [DesiredDomain(e, render_domain(site, e, env)) for e in site.entries
+    domains = [desired_domain(site, e, env) for e in site.entries
                if names is None or e.name in names or e.address in names]
     networks = [DesiredNetwork(n, net.host, network_uri(site, n), render_network(site, n, env),
                                network_host(site, n), net.host not in site.inventory.hosts)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from virtmix.backend.protocol import Backend
 from virtmix.converge.observe import parse_xml
+from virtmix.domain import disk, filesystem
 from virtmix.errors import NotFoundError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.util import layout
@@ -57,7 +58,7 @@ class Target:
             return "removed" + (f", deleted {self.detail}" if self.detail else "")
         if self.outcome in (Outcome.REFUSED, Outcome.FAILED):
             return f"{self.outcome.value}: {self.detail}"
-        return self.outcome.value
+        return str(self.outcome.value)
 
     def fail(self, why: str) -> None:
         self.outcome, self.detail = Outcome.FAILED, why
@@ -117,15 +118,13 @@ def _rootfs_dirs(xml: str) -> list[Path]:
     """Directories virtmix created for a domain: its built tree's or its guest files' dir."""
     root = parse_xml(xml)
     out = []
-    for fs in root.findall("devices/filesystem"):
-        src, tgt = fs.find("source"), fs.find("target")
-        if src is None or tgt is None or tgt.get("dir") != "/":
-            continue
-        tree = Path(src.get("dir", ""))
+    rootfs = filesystem.root_tree(root)
+    if rootfs is not None:
+        tree = Path(rootfs)
         if tree.name == "rootfs" and tree.parent.parent.name == "containers":
             out.append(tree.parent)
-    for disk in root.findall("devices/disk/source"):
-        path = Path(disk.get("file") or "")
+    for d in disk.read(root):
+        path = Path(d.path or "")
         if path.parent.parent.name == "guests":
             out.append(path.parent)
     return list(dict.fromkeys(out))

@@ -17,6 +17,7 @@ from virtmix.inventory.site import Entry
 class DesiredDomain:
     entry: Entry
     xml: str
+    cgroups: str = "v1"  # where it runs: on "v2" libvirt's <shares> are cpu.weight values
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from virtmix.backend.protocol import Backend
 from virtmix.converge.plan import Item
+from virtmix.domain import tunables
 from virtmix.errors import BackendError, StateError
 from virtmix.hosts.local import LocalHost
 from virtmix.util.units import parse_cpuset
 from virtmix.util.uris import is_local
 
-SCHED_PARAMS = {"cputune.shares": "cpu_shares", "cputune.period": "vcpu_period",
-                "cputune.quota": "vcpu_quota"}
-MEMORY_PARAMS = {"memtune.hard_limit": "hard_limit", "memtune.soft_limit": "soft_limit",
-                 "memtune.swap_hard_limit": "swap_hard_limit"}
+# field -> the live API's parameter, from the rows of virtmix.domain.tunables.
+SCHED_PARAMS = tunables.api_params(tunables.SCHEDULER)
+MEMORY_PARAMS = tunables.api_params(tunables.MEMORY)
+BLKIO_PARAMS = tunables.api_params(tunables.BLKIO)
 
 
 def _lxc_cpuset(conn: Backend, item: Item, cpuset: str) -> None:
@@ -47,9 +48,9 @@ def apply_live(conn: Backend, item: Item) -> None:
     mem = {MEMORY_PARAMS[k]: v for k, v in live.items() if k in MEMORY_PARAMS}
     if mem:
         conn.set_memory_parameters(name, mem, live=True, config=False)
-    if "blkio.weight" in live:
-        conn.set_blkio_parameters(name, {"weight": live["blkio.weight"]}, live=True,
-                                  config=False)
+    blkio = {BLKIO_PARAMS[k]: v for k, v in live.items() if k in BLKIO_PARAMS}
+    if blkio:
+        conn.set_blkio_parameters(name, blkio, live=True, config=False)
     container = item.kind == "container"
     if "vcpu_cpuset" in live:
         if container:

@@ -8,6 +8,7 @@ the running domain, no restart), `restart` (takes effect at the next start) or `
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,33 +22,20 @@ from virtmix.converge.observe import (
     owned_fields,
 )
 from virtmix.converge.plan_xml import adapt_domain_xml, adapt_network_xml, xml_diff
+from virtmix.domain import tunables
+from virtmix.domain.tunables import CONFIG_ONLY, CONTAINER, GUEST, LIVE, RECREATE, RESTART
 from virtmix.inventory.site import Entry
 from virtmix.util.identity import network_uuid
 
-LIVE, RESTART, RECREATE = "live", "restart", "recreate"
-# How a change of each owned field reaches a running domain.
-FIELD_MODES = {
-    "type": RESTART, "description": LIVE, "metadata": LIVE,
-    "memory_kib": RESTART, "vcpus": RESTART, "vcpu_cpuset": LIVE,
-    "cputune.shares": LIVE, "cputune.period": LIVE, "cputune.quota": LIVE,
-    "cputune.vcpupin": LIVE, "cputune.emulatorpin": LIVE,
-    "memtune.hard_limit": LIVE, "memtune.soft_limit": LIVE, "memtune.swap_hard_limit": LIVE,
-    "memtune.min_guarantee": RESTART, "blkio.weight": LIVE,
-    "interfaces": RESTART, "os.init": RESTART, "os.initargs": RESTART, "privnet": RESTART,
-    "filesystems": RESTART, "idmap": RECREATE, "os.arch": RESTART, "os.machine": RESTART,
-    "os.kernel": RESTART, "os.initrd": RESTART, "os.cmdline": RESTART, "disks": RESTART,
-    "serial_log": RESTART,
-}
-# Fields that only live in the definition: nothing to do to the running domain.
-CONFIG_ONLY = frozenset({"description", "metadata"})
-LIVE_TUNABLE = frozenset(f for f, m in FIELD_MODES.items() if m == LIVE) - CONFIG_ONLY
-# What a removed limit goes back to on a running domain (libvirt's "unlimited"/defaults).
-UNLIMITED_KIB = 9007199254740991
-LIVE_DEFAULTS = {
-    "cputune.shares": 1024, "cputune.period": 100000, "cputune.quota": -1,
-    "memtune.hard_limit": UNLIMITED_KIB, "memtune.soft_limit": UNLIMITED_KIB,
-    "memtune.swap_hard_limit": UNLIMITED_KIB,
-}
+# How a change of each owned field reaches a running domain (a guest's modes; a container's
+# differ where its row in virtmix.domain.tunables says so): derived, never written here.
+FIELD_MODES = tunables.field_modes(GUEST)
+
+
+def field_mode(name: str, kind: str, cgroups: bool = True) -> str:
+    """The mode of a change of `name` for a container or guest (see Tunable.mode)."""
+    row = tunables.BY_FIELD.get(name)
+    return row.mode(kind, cgroups) if row else RESTART
 
 
 @dataclass
@@ -117,16 +105,27 @@ def _same(name: str, want: Any, have: Any) -> bool:
     if name == "os.machine" and isinstance(have, str) and isinstance(want, str):
         # 'pc' is stored as 'pc-i440fx-7.2', 'q35' as 'pc-q35-7.2'.
         return have == want or have.startswith((f"{want}-", f"pc-{want}-"))
-    return want == have
+    return bool(want == have)
 
 
-def diff_fields(want: Fields, have: Fields, names: Any = None) -> list[Change]:
+def _kind(fields: Fields) -> str:
+    return CONTAINER if fields.get("type") == "lxc" else GUEST
+
+
+def diff_fields(want: Fields, have: Fields, names: Any = None,
+                cgroups: bool = True) -> list[Change]:
+    """The owned fields that differ, each with how its change reaches a running domain.
+
+    cgroups: whether the domain's limits are kernel cgroups (the real LXC driver), so a
+    container's `memory:` can change live.
+    """
     out = []
+    kind = _kind(want)
     for name in names or FIELD_MODES:
         if name in want or name in have:
             w, h = want.get(name), have.get(name)
             if not _same(name, w, h):
-                mode = FIELD_MODES.get(name, RESTART)
+                mode = field_mode(name, kind, cgroups)
                 if name == "type" and "lxc" in (w, h):
                     mode = RECREATE  # a container cannot become a guest in place
                 out.append(Change(name, h, w, mode))
@@ -155,33 +154,56 @@ def _running_cpuset(live: Fields, cgroup_cpuset: str | None, lxc: bool) -> str |
     Guests: a live vCPU pinning that gives every vCPU the same set is what apply does for
     <vcpu cpuset>, and the running XML keeps the old cpuset attribute.
     """
+    configured: str | None = live.get("vcpu_cpuset")
     if lxc:
-        return cgroup_cpuset if cgroup_cpuset is not None else live.get("vcpu_cpuset")
-    pins = {cpus for _vcpu, cpus in live.get("cputune.vcpupin", ())}
+        return cgroup_cpuset if cgroup_cpuset is not None else configured
+    pins: set[str] = {cpus for _vcpu, cpus in live.get("cputune.vcpupin", ())}
     if len(pins) == 1 and len(live.get("cputune.vcpupin", ())) == live.get("vcpus"):
         return pins.pop()
-    return live.get("vcpu_cpuset")
+    return configured
 
 
-def _live_targets(want: Fields, obs: ObservedDomain) -> dict[str, Any]:
+def _memory_limit(fields: Fields) -> int | None:
+    """A container's effective memory cgroup limit: its hard limit, else its `memory:`.
+
+    Both write the same cgroup file (memory.limit_in_bytes / memory.max); libvirt applies
+    <memtune><hard_limit> after <memory>, so the hard limit wins when set.
+    """
+    hard = fields.get("memtune.hard_limit")
+    if hard is not None and hard < tunables.UNLIMITED_KIB:
+        return int(hard)
+    memory = fields.get("memory_kib")
+    return int(memory) if memory is not None else None
+
+
+def _live_targets(want: Fields, obs: ObservedDomain, v2: bool) -> dict[str, Any]:
     """Live-tunable fields whose running value differs from the wanted one."""
     out: dict[str, Any] = {}
     live = obs.live or {}
-    lxc = want.get("type") == "lxc"
-    for name in sorted(LIVE_TUNABLE):
-        if lxc and name in ("cputune.vcpupin", "cputune.emulatorpin"):
-            continue  # the LXC driver has neither
+    kind = _kind(want)
+    lxc = kind == CONTAINER
+    limits = lxc and obs.cgroups  # a container whose memory is a kernel cgroup limit
+    for name in sorted(tunables.live_fields(kind, obs.cgroups)):
+        if name == "memory_kib" or (limits and name == "memtune.hard_limit"):
+            continue  # both are the container's one memory limit: see below
         target = want.get(name)
         current = live.get(name)
         if name == "vcpu_cpuset":
             current = _running_cpuset(live, obs.live_cpuset, lxc)
         if target is None or target == ():
-            if name in LIVE_DEFAULTS and current not in (None, LIVE_DEFAULTS[name]) and \
+            default = tunables.removed_value(name, kind, v2, want)
+            if default is not None and current not in (None, default) and \
                     obs.config.get(name) is not None:
-                out[name] = LIVE_DEFAULTS[name]  # a limit was removed from the inventory
+                out[name] = default  # a setting was removed from the inventory
             continue
         if target != current:
             out[name] = target
+    if limits:
+        # A removed hard limit falls back to `memory:`, and a new `memory:` is applied
+        # through the hard limit (libvirt cannot raise a running container's <memory>).
+        target, current = _memory_limit(want), _memory_limit(live)
+        if target is not None and target != current:
+            out["memtune.hard_limit"] = target
     return out
 
 
@@ -205,7 +227,7 @@ def plan_domain(d: DesiredDomain, obs: ObservedDomain | None, site: str,
     explicit = {i for i, iface in enumerate(spec.interfaces) if iface.mac}
     item.xml = adapt_domain_xml(d.xml, obs.uuid, obs.config.get("interfaces", ()), explicit)
     want = owned_fields(item.xml)
-    item.changes = diff_fields(want, obs.config)
+    item.changes = diff_fields(want, obs.config, cgroups=obs.cgroups)
     item.diff = xml_diff(obs.xml, item.xml, e.address) if item.changes else ""
     modes = {c.mode for c in item.changes}
     if item.changes:
@@ -213,7 +235,7 @@ def plan_domain(d: DesiredDomain, obs: ObservedDomain | None, site: str,
     if reason:
         item.reason = f"adopting: {reason.split(';')[0]}"
     if obs.active:
-        _plan_running(item, want, obs, running, opts, RECREATE in modes)
+        _plan_running(item, want, obs, running, opts, RECREATE in modes, d.cgroups == "v2")
     elif running:
         item.ops += ["prepare", "start"]
     if obs.autostart != spec.autostart:
@@ -224,20 +246,20 @@ def plan_domain(d: DesiredDomain, obs: ObservedDomain | None, site: str,
 
 
 def _plan_running(item: Item, want: Fields, obs: ObservedDomain, running: bool,
-                  opts: Options, recreate: bool) -> None:
+                  opts: Options, recreate: bool, v2: bool) -> None:
     if not running:
         item.ops.append("stop")
         return
     if recreate:
         item.ops = ["recreate"]
         return
-    restart = [c.field for c in diff_fields(want, obs.live or obs.config)
+    restart = [c.field for c in diff_fields(want, obs.live or obs.config, cgroups=obs.cgroups)
                if c.mode == RESTART and c.field not in CONFIG_ONLY]
     if restart and opts.restart:
         item.ops.append("restart")
         return
     item.pending_restart = restart
-    item.live = _live_targets(want, obs)
+    item.live = _live_targets(want, obs, v2)
     if item.live:
         item.ops.append("live")
 
@@ -298,7 +320,7 @@ def _orphans(site: str, desired: set[tuple[str, str]], conn: ObservedConnection,
 
 def build_plan(site: str, domains: list[DesiredDomain], networks: list[DesiredNetwork],
                observed: dict[str, ObservedConnection], opts: Options,
-               hosts: set[str] = frozenset()) -> Plan:
+               hosts: Iterable[str] = frozenset()) -> Plan:
     """The whole plan: desired documents against what each connection reported."""
     items: list[Item] = []
     for n in networks:

@@ -11,7 +11,9 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from virtmix.converge.observe import parse_xml
+from virtmix.domain import idmap, interface
+from virtmix.domain.xmlnode import parse as parse_xml
+from virtmix.domain.xmlnode import to_string
 
 # Top-level elements of a domain virtmix writes; everything else is libvirt's.
 _OWNED_TOP = ("name", "uuid", "description", "metadata", "memory", "memtune", "blkiotune",
@@ -28,7 +30,7 @@ def _set_uuid(root: etree._Element, uuid: str) -> None:
     node.text = uuid
 
 
-def adapt_domain_xml(xml: str, uuid: str, observed_ifaces: Iterable[tuple],
+def adapt_domain_xml(xml: str, uuid: str, observed_ifaces: Iterable[tuple[str | None, ...]],
                      explicit_macs: set[int]) -> str:
     """The rendered definition with the existing domain's UUID and MAC addresses.
 
@@ -38,20 +40,15 @@ def adapt_domain_xml(xml: str, uuid: str, observed_ifaces: Iterable[tuple],
     root = parse_xml(xml)
     _set_uuid(root, uuid)
     old = list(observed_ifaces)
-    for i, iface in enumerate(root.findall("devices/interface")):
-        if i in explicit_macs or i >= len(old) or not old[i][2]:
-            continue
-        mac = iface.find("mac")
-        if mac is None:
-            mac = etree.SubElement(iface, "mac")
-        mac.set("address", old[i][2])
-    return etree.tostring(root, encoding="unicode")
+    interface.set_macs(root, {i: str(o[2]) for i, o in enumerate(old)
+                              if i not in explicit_macs and o[2]})
+    return to_string(root)
 
 
 def adapt_network_xml(xml: str, uuid: str) -> str:
     root = parse_xml(xml)
     _set_uuid(root, uuid)
-    return etree.tostring(root, encoding="unicode")
+    return to_string(root)
 
 
 def owned_view(xml: str) -> str:
@@ -59,6 +56,7 @@ def owned_view(xml: str) -> str:
     root = parse_xml(xml)
     if root.tag == "domain":
         root.attrib.pop("id", None)
+        idmap.canonicalize(root)  # uid/gid order is not a change
         ostype = root.find("os/type")
         if root.get("type") == "lxc" and ostype is not None:
             ostype.attrib.pop("arch", None)  # libvirt adds the host's; virtmix leaves it
@@ -86,7 +84,7 @@ def owned_view(xml: str) -> str:
             if el.text is not None and not el.text.strip():
                 el.text = None
     etree.indent(root, space="  ")
-    return etree.tostring(root, encoding="unicode") + "\n"
+    return to_string(root) + "\n"
 
 
 def xml_diff(before: str, after: str, label: str) -> str:

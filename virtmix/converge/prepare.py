@@ -15,8 +15,9 @@ from pathlib import Path
 from virtmix.errors import RootfsError
 from virtmix.inventory.model import Container, Guest, RootfsBuild
 from virtmix.inventory.site import Entry, Site
-from virtmix.render.views import IDMAP, domain_view, is_privileged, storage_dir
+from virtmix.render.views import domain_view, is_privileged, storage_dir
 from virtmix.util import layout
+from virtmix.util.identity import IDMAP
 from virtmix.util.uris import is_local
 
 MAPPED_ROOT_UID = IDMAP[1]
@@ -74,6 +75,7 @@ def _provision(site: Site, entry: Entry, progress: Progress | None = None) -> Pa
         raise RootfsError(f"{entry.keypath}.rootfs: building trees is not available ({exc})",
                           hint="give rootfs: {path: ...} with an existing tree") from None
     storage = Storage(storage_dir(site))
+    assert isinstance(entry.spec, Container)
     spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
                            mirror=site.inventory.settings.mirror)
     privileged = is_privileged(entry)
@@ -106,6 +108,7 @@ def prepare_container(site: Site, entry: Entry, progress: Progress | None = None
                               hint="build the tree there and give rootfs: {path: ...}")
         tree = _provision(site, entry, progress)
     else:
+        assert view.rootfs is not None, "a container's view always names its tree"
         tree = Path(view.rootfs)
         if not local:
             return
@@ -160,11 +163,11 @@ def prepare_guest(site: Site, entry: Entry) -> None:
         _qemu_img_create(root, "qcow2", image.size, "-b", str(base), "-F", fmt)
     for disk, dview in zip(spec.disks, view.disks[-len(spec.disks):] if spec.disks else [],
                            strict=True):
-        path = Path(dview.path)
-        if disk.size is not None and not path.exists():
-            _qemu_img_create(path, disk.format, disk.size)
-        elif disk.path is not None and not path.exists():
-            raise RootfsError(f"{entry.keypath}.disks: {path} does not exist")
+        disk_path = Path(dview.path)
+        if disk.size is not None and not disk_path.exists():
+            _qemu_img_create(disk_path, disk.format, disk.size)
+        elif disk.path is not None and not disk_path.exists():
+            raise RootfsError(f"{entry.keypath}.disks: {disk_path} does not exist")
 
 
 def prepare(site: Site, entry: Entry, progress: Progress | None = None) -> None:

@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lxml import etree
 from pydantic import ValidationError
 
 from virtmix.backend.protocol import Backend
+from virtmix.domain import metadata, xmlnode
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError, VirtmixError
 from virtmix.inventory.model import Container, Host, Inventory, Settings
 from virtmix.inventory.rules import check_name
 from virtmix.inventory.site import Entry, Site
-from virtmix.util.identity import VIRTMIX_NS
 from virtmix.util.units import parse_cpuset
 
 CREATED_BY = "create"  # metadata value: the domain owns its tree (destroy deletes it)
@@ -196,14 +195,9 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
 
 def mark_created(xml: str, req: CreateRequest) -> str:
     """The rendered definition with create's metadata instead of an inventory's."""
-    root = etree.fromstring(xml.encode())
-    node = root.find(f"metadata/{{{VIRTMIX_NS}}}entry")
-    assert node is not None, "the LXC template always writes virtmix metadata"
-    for key in ("site", "inventory"):
-        node.attrib.pop(key, None)
-    node.set("created-by", CREATED_BY)
-    node.set("template", req.template)
-    return etree.tostring(root, encoding="unicode") + "\n"
+    root = xmlnode.parse(xml)
+    metadata.set_created_by(root, CREATED_BY, req.template)
+    return xmlnode.to_string(root) + "\n"
 
 
 # -- checks before anything is made ---------------------------------------------------------

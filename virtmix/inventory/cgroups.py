@@ -4,132 +4,34 @@ Pure functions, table-tested. Each layer of an inventory entry (a profile, the e
 is folded separately, so that an entry's `cgroup: {cpu.shares: ...}` overrides a profile's
 `cpu: {shares: ...}` just as its own `cpu:` would.
 
-Conversions between cgroup v1 and v2 units use systemd's proportional formulas, which keep the
-defaults aligned (cpu.shares 1024 == cpu.weight 100, blkio.weight 500 == io.weight 100):
-    cpu.weight   = shares * 100 / 1024     (clamped to 1..10000)
-    cpu.shares   = weight * 1024 / 100     (clamped to 2..262144)
-    blkio.weight = io.weight * 500 / 100   (clamped to 10..1000)
+The keys, their conversions and the v1/v2 formulas are rows of virtmix.domain.tunables (a
+pure leaf module, so importing it here does not import upward); this module only parses
+and folds them.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
-from virtmix.util.units import normalize_cpuset, parse_size
+from virtmix.domain.tunables import (  # noqa: F401  (re-exported: model.py, tests)
+    BLKIO_MAX,
+    BLKIO_MIN,
+    SHARES_DEFAULT,
+    SHARES_MAX,
+    SHARES_MIN,
+    WEIGHT_DEFAULT,
+    WEIGHT_MAX,
+    WEIGHT_MIN,
+    CgroupKey,
+    cgroup_keys,
+    io_weight_to_blkio,
+    shares_to_weight,
+    weight_to_shares,
+)
 
-SHARES_MIN, SHARES_MAX, SHARES_DEFAULT = 2, 262144, 1024
-WEIGHT_MIN, WEIGHT_MAX, WEIGHT_DEFAULT = 1, 10000, 100
-BLKIO_MIN, BLKIO_MAX = 10, 1000
-
-
-def _clamp(value: int, lo: int, hi: int) -> int:
-    return max(lo, min(hi, value))
-
-
-def shares_to_weight(shares: int) -> int:
-    """cgroup v1 cpu.shares -> cgroup v2 cpu.weight (systemd's formula)."""
-    return _clamp(round(shares * WEIGHT_DEFAULT / SHARES_DEFAULT), WEIGHT_MIN, WEIGHT_MAX)
-
-
-def weight_to_shares(weight: int) -> int:
-    """cgroup v2 cpu.weight -> cgroup v1 cpu.shares (inverse of shares_to_weight)."""
-    return _clamp(round(weight * SHARES_DEFAULT / WEIGHT_DEFAULT), SHARES_MIN, SHARES_MAX)
-
-
-def io_weight_to_blkio(weight: int) -> int:
-    """cgroup v2 io.weight -> cgroup v1 blkio.weight (systemd's formula)."""
-    return _clamp(round(weight * 500 / 100), BLKIO_MIN, BLKIO_MAX)
-
-
-@dataclass(frozen=True)
-class CgroupKey:
-    """One accepted cgroup key: where it lands in the entry and how its value converts."""
-
-    name: str
-    section: str  # "cpu", "memtune" or "blkio" in the inventory entry
-    field: str
-    convert: Callable[[Any], Any]
-    meaning: str
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ValueError(f"expected an integer, got {value!r}") from None
-
-
-def _ranged(lo: int, hi: int) -> Callable[[Any], int]:
-    def conv(value: Any) -> int:
-        n = _int(value)
-        if not lo <= n <= hi:
-            raise ValueError(f"must be between {lo} and {hi}, got {n}")
-        return n
-
-    return conv
-
-
-def _quota(value: Any) -> int:
-    n = _int(value)
-    if n != -1 and n < 1000:
-        raise ValueError(f"must be -1 (no limit) or at least 1000 microseconds, got {n}")
-    return n
-
-
-def _limit_bytes(value: Any) -> int | None:
-    """A memory limit in bytes or a size string; -1/"max" means no limit (None)."""
-    text = str(value).strip()
-    if text in ("-1", "max"):
-        return None
-    return parse_size(int(text) if text.isdigit() else value)
-
-
-def _cpu_max(value: Any) -> dict[str, int]:
-    """cgroup v2 `cpu.max`: "QUOTA PERIOD", "max PERIOD" or "max"."""
-    parts = str(value).split()
-    if not parts or len(parts) > 2:
-        raise ValueError(f"expected 'QUOTA PERIOD' or 'max [PERIOD]', got {value!r}")
-    out = {"quota": -1 if parts[0] == "max" else _quota(parts[0])}
-    if len(parts) == 2:
-        out["period"] = _ranged(1000, 1000000)(parts[1])
-    return out
-
-
-CGROUP_KEYS: dict[str, CgroupKey] = {
-    k.name: k
-    for k in (
-        CgroupKey("cpuset.cpus", "cpu", "cpuset", normalize_cpuset, "CPUs the domain may run on"),
-        CgroupKey("cpu.shares", "cpu", "shares", _ranged(SHARES_MIN, SHARES_MAX),
-                  "relative CPU weight (cgroup v1, default 1024)"),
-        CgroupKey("cpu.weight", "cpu", "shares",
-                  lambda v: weight_to_shares(_ranged(WEIGHT_MIN, WEIGHT_MAX)(v)),
-                  "relative CPU weight (cgroup v2, default 100), stored as shares"),
-        CgroupKey("cpu.cfs_quota_us", "cpu", "quota", _quota, "CPU time per period, us"),
-        CgroupKey("cpu.cfs_period_us", "cpu", "period", _ranged(1000, 1000000),
-                  "CFS period, us"),
-        CgroupKey("cpu.max", "cpu", "*", _cpu_max, "cgroup v2 quota and period"),
-        CgroupKey("memory.limit_in_bytes", "memtune", "hard_limit", _limit_bytes,
-                  "hard memory limit"),
-        CgroupKey("memory.max", "memtune", "hard_limit", _limit_bytes,
-                  "hard memory limit (cgroup v2)"),
-        CgroupKey("memory.soft_limit_in_bytes", "memtune", "soft_limit", _limit_bytes,
-                  "soft memory limit (reclaimed first under pressure)"),
-        CgroupKey("memory.high", "memtune", "soft_limit", _limit_bytes,
-                  "memory throttling threshold (cgroup v2)"),
-        CgroupKey("memory.memsw.limit_in_bytes", "memtune", "swap_hard_limit", _limit_bytes,
-                  "memory plus swap limit"),
-        CgroupKey("blkio.weight", "blkio", "weight", _ranged(BLKIO_MIN, BLKIO_MAX),
-                  "relative block I/O weight (cgroup v1, 10..1000)"),
-        CgroupKey("io.weight", "blkio", "weight",
-                  lambda v: io_weight_to_blkio(_ranged(WEIGHT_MIN, WEIGHT_MAX)(v)),
-                  "relative block I/O weight (cgroup v2, 1..10000), stored as blkio weight"),
-    )
-}
+CGROUP_KEYS: dict[str, CgroupKey] = cgroup_keys()
 
 
 class CgroupKeyError(ValueError):

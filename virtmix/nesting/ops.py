@@ -156,16 +156,12 @@ def delete_pushed_tree(uri: str, dest: str) -> bool:
 
 def delete_remote_files(uri: str, name: str, xml: str) -> list[str]:
     """destroy --delete-rootfs of a container behind an ssh URI: its pushed tree, there."""
-    from lxml import etree  # a small read; converge (which imports nesting) has the readers
+    from virtmix.domain import filesystem, xmlnode
 
     if not is_ssh_uri(uri):
         return []
     gone = []
-    for fs in etree.fromstring(xml.encode()).findall("devices/filesystem"):
-        src, tgt = fs.find("source"), fs.find("target")
-        if src is None or tgt is None or tgt.get("dir") != "/":
-            continue
-        path = src.get("dir", "")
-        if path.endswith(f"/containers/{name}/rootfs") and delete_pushed_tree(uri, path):
-            gone.append(f"{path.removesuffix('/rootfs')} (in the guest)")
+    path = filesystem.root_tree(xmlnode.parse(xml)) or ""
+    if path.endswith(f"/containers/{name}/rootfs") and delete_pushed_tree(uri, path):
+        gone.append(f"{path.removesuffix('/rootfs')} (in the guest)")
     return gone

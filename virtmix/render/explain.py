@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from virtmix.inventory.cgroups import shares_to_weight
+from virtmix.domain.tunables import BY_FIELD, TUNABLES, shares_to_weight
 from virtmix.inventory.model import Container, Guest, RootfsPath
 from virtmix.render.views import cgroup_version, container_rootfs, is_privileged, shares_value
 from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET
@@ -50,6 +50,11 @@ def _source(site, entry, keypath: tuple[str, ...]) -> str:
     return "default"
 
 
+def _cgroups(row: Any) -> str:
+    """Where the kernel keeps a setting: `cpu.cfs_period_us (v1) / ... (v2)`."""
+    return f"{row.cgroup_v1} (v1) / {row.cgroup_v2} (v2)"
+
+
 def explain_entry(site, entry) -> tuple[list[Row], list[str]]:
     spec = entry.spec
     is_ct = isinstance(spec, Container)
@@ -61,10 +66,11 @@ def explain_entry(site, entry) -> tuple[list[Row], list[str]]:
                         note))
 
     version = cgroup_version(site, entry)
-    add(("memory",), format_kib(entry.memory_kib), "<memory unit='KiB'>",
-        "the container's memory cgroup limit (memory.limit_in_bytes / memory.max) unless "
-        "memtune.hard_limit is set" if is_ct else "guest RAM (also <currentMemory>)")
-    add(("vcpus",), spec.vcpus, "<vcpu>",
+    mem = BY_FIELD["memory_kib"]
+    add(("memory",), format_kib(entry.memory_kib), mem.element[:-1] + " unit='KiB'>",
+        f"the container's memory cgroup limit ({_cgroups(mem)}) unless memtune.hard_limit "
+        "is set; changed live" if is_ct else "guest RAM (also <currentMemory>)")
+    add(("vcpus",), spec.vcpus, BY_FIELD["vcpus"].element,
         "informational for LXC: limit CPU with cpu.cpuset or cpu.quota" if is_ct else
         "virtual CPUs of the guest")
     if is_ct and spec.vcpus > 1:
@@ -72,7 +78,7 @@ def explain_entry(site, entry) -> tuple[list[Row], list[str]]:
                         "limit CPUs by count); use cpu.cpuset or cpu.quota")
     cpu = spec.cpu
     if cpu.cpuset:
-        add(("cpu", "cpuset"), cpu.cpuset, "<vcpu cpuset=...>",
+        add(("cpu", "cpuset"), cpu.cpuset, BY_FIELD["vcpu_cpuset"].element,
             "written to the container's cpuset cgroup (cpuset.cpus)" if is_ct else
             "default host CPUs for all vCPU threads")
     if cpu.shares is not None:
@@ -80,30 +86,32 @@ def explain_entry(site, entry) -> tuple[list[Row], list[str]]:
         note = (f"cgroup v1: cpu.shares={cpu.shares} (default 1024); cgroup v2: "
                 f"cpu.weight={weight} (default 100, weight = shares x 100 / 1024). "
                 f"This host is {version}: virtmix writes {shares_value(site, entry)}")
-        add(("cpu", "shares"), cpu.shares, "<cputune><shares>", note)
+        add(("cpu", "shares"), cpu.shares, BY_FIELD["cputune.shares"].element, note)
     if cpu.period is not None:
-        add(("cpu", "period"), cpu.period, "<cputune><period>",
-            "cpu.cfs_period_us (v1) / second field of cpu.max (v2)")
+        row = BY_FIELD["cputune.period"]
+        add(("cpu", "period"), cpu.period, row.element, _cgroups(row))
     if cpu.quota is not None:
-        add(("cpu", "quota"), cpu.quota, "<cputune><quota>",
-            "cpu.cfs_quota_us (v1) / first field of cpu.max (v2); -1 = no limit")
+        row = BY_FIELD["cputune.quota"]
+        add(("cpu", "quota"), cpu.quota, row.element, f"{_cgroups(row)}; -1 = no limit")
         if cpu.period is None:
             warnings.append("cpu.quota without cpu.period: the kernel's default period "
                             "(100000 us) applies")
     for vcpu, cpus in sorted(cpu.vcpupin.items()):
-        add(("cpu", "vcpupin", str(vcpu)), cpus, f"<cputune><vcpupin vcpu='{vcpu}'>")
+        pin = BY_FIELD["cputune.vcpupin"].element
+        add(("cpu", "vcpupin", str(vcpu)), cpus, pin[:-1] + f" vcpu='{vcpu}'>")
     if cpu.emulatorpin:
-        add(("cpu", "emulatorpin"), cpu.emulatorpin, "<cputune><emulatorpin>")
+        add(("cpu", "emulatorpin"), cpu.emulatorpin, BY_FIELD["cputune.emulatorpin"].element)
     mt = spec.memtune
-    cg = {"hard_limit": "memory.limit_in_bytes / memory.max",
-          "soft_limit": "memory.soft_limit_in_bytes / memory.high",
-          "swap_hard_limit": "memory.memsw.limit_in_bytes (memory + swap) / memory.swap.max",
-          "min_guarantee": "no cgroup equivalent"}
-    for key, cgname in cg.items():
+    for row in (r for r in TUNABLES if r.section == "memtune"):
+        key = row.key
         value = getattr(mt, key)
         if value is None:
             continue
-        add(("memtune", key), format_kib(value), f"<memtune><{key}>", cgname)
+        note = row.cgroup_v1 if row.cgroup_v1 == row.cgroup_v2 else \
+            f"{row.cgroup_v1} / {row.cgroup_v2}"
+        if key == "hard_limit" and is_ct:
+            note += "; removing it returns the limit to memory"
+        add(("memtune", key), format_kib(value), row.element, note)
         if key == "min_guarantee":
             warnings.append("memtune.min_guarantee has no effect with the QEMU and LXC drivers "
                             "(libvirt supports it for VMware ESX and OpenVZ only)")
@@ -111,9 +119,10 @@ def explain_entry(site, entry) -> tuple[list[Row], list[str]]:
             warnings.append(f"memtune.{key} ({format_kib(value)}) is above memory "
                             f"({format_kib(entry.memory_kib)}), so it never applies")
     if spec.blkio.weight is not None:
-        add(("blkio", "weight"), spec.blkio.weight, "<blkiotune><weight>",
-            "blkio.weight (v1) / io.weight (v2); only honoured by a proportional I/O scheduler "
-            "(BFQ) on the device")
+        row = BY_FIELD["blkio.weight"]
+        add(("blkio", "weight"), spec.blkio.weight, row.element,
+            f"{_cgroups(row)}; only honoured by a proportional I/O scheduler (BFQ) on the "
+            "device")
     for i, iface in enumerate(spec.interfaces):
         kind = "network" if iface.network else "bridge"
         add(("interfaces", str(i)), f"{kind} {iface.network or iface.bridge}",

@@ -15,7 +15,7 @@ import jinja2
 
 from virtmix.errors import TemplateError
 from virtmix.inventory.site import Entry, Site
-from virtmix.render.views import domain_view, network_view
+from virtmix.render.views import ExecuteView, domain_view, network_view
 from virtmix.util import paths
 from virtmix.util.gcpause import gc_paused
 
@@ -132,6 +132,11 @@ def render_domain(site: Site, entry: Entry, env: jinja2.Environment | None = Non
     """The domain XML of one inventory entry."""
     env = env or environment(user_templates(site))
     return _render(env, TEMPLATE_FOR_KIND[entry.kind], d=domain_view(site, entry))
+
+
+def render_execute(view: ExecuteView) -> str:
+    """The transient domain of `virtmix execute` (shipped template, no inventory)."""
+    return _render(environment(), "execute.xml.j2", x=view)
 
 
 def render_network(site: Site, name: str, env: jinja2.Environment | None = None) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from virtmix.domain.tunables import to_libvirt
 from virtmix.hosts import cgroup_version_where
 from virtmix.inventory.addresses import STATIC_HOSTS
-from virtmix.inventory.cgroups import shares_to_weight
 from virtmix.inventory.model import Container, Guest, Network, RootfsPath
 from virtmix.inventory.site import Entry, Site
 from virtmix.util import layout
@@ -98,7 +98,9 @@ def is_privileged(entry: Entry) -> bool:
 def cgroup_version(site: Site, entry: Entry) -> str:
     """The cgroup version where the domain runs, as the inventory declares it (guests built
     by virtmix are pure v2: hosts.cgroup_version_where has the rule)."""
-    return cgroup_version_where(entry.uri, entry.parent,
+    if entry.parent:  # the rule needs no host: the guest is virtmix's own
+        return cgroup_version_where("", entry.parent)
+    return cgroup_version_where(entry.uri, None,
                                 declared=site.inventory.hosts[entry.host].cgroups)
 
 
@@ -107,7 +109,7 @@ def shares_value(site: Site, entry: Entry) -> int | None:
     shares = entry.spec.cpu.shares
     if shares is None:
         return None
-    return shares_to_weight(shares) if cgroup_version(site, entry) == "v2" else shares
+    return to_libvirt("cputune.shares", shares, cgroup_version(site, entry) == "v2")
 
 
 def _interfaces(entry: Entry) -> list[InterfaceView]:
@@ -204,6 +206,16 @@ def guest_view(site: Site, entry: Entry) -> DomainView:
 
 def domain_view(site: Site, entry: Entry) -> DomainView:
     return container_view(site, entry) if entry.kind == "container" else guest_view(site, entry)
+
+
+@dataclass
+class ExecuteView:
+    """The transient container of `virtmix execute` (virtmix.admin.execute)."""
+
+    name: str
+    memory_kib: int
+    init: list[str]
+    mounts: list[tuple[str, str, bool]]  # source, target, read-only
 
 
 @dataclass

@@ -17,6 +17,8 @@ _UNITS = {
     "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
 }
 
+_XML_UNITS = {**_UNITS, "bytes": 1}  # libvirt's `unit=` also accepts "bytes"
+
 
 @lru_cache(maxsize=4096)
 def _parse_size_text(value: str) -> int:
@@ -43,6 +45,18 @@ def parse_size(value: int | str) -> int:
 def parse_size_kib(value: int | str) -> int:
     """Return a size in KiB (libvirt's unit), rounding up to a whole KiB."""
     return -(-parse_size(value) // 1024)
+
+
+def kib_from(number: int, unit: str | None) -> int:
+    """A size in a libvirt `unit=` (KiB when absent) -> KiB, rounded up to a whole KiB.
+
+    The one rounding rule for sizes: up, as parse_size_kib, so a limit is never lowered.
+    Unknown units are read as KiB (libvirt itself refuses them).
+    """
+    if not unit or unit == "KiB":
+        return number  # what libvirt itself writes: no conversion
+    factor = _XML_UNITS.get(unit.lower(), 1024)
+    return -(-number * factor // 1024)
 
 
 def format_kib(kib: int) -> str:
