@@ -1,0 +1,1 @@
+"""Snapshots and backups of domains: guests through libvirt, containers through their trees."""

@@ -1,0 +1,247 @@
+"""Container snapshots: copies of a container's tree, taken while it is frozen.
+
+libvirt's LXC driver has no snapshot API, so a container's snapshot is its tree:
+  - a clone virtmix built as an overlay: only the upper layer (the container's own changes;
+    the lower is a cached base that never changes while a clone uses it), so a snapshot of
+    a running Debian container is a few MiB;
+  - any other tree (reflink or copy clones, a `rootfs: {path}` the admin gave): the whole
+    tree, reflinked where the filesystem can.
+
+    STORAGE/snapshots/NAME/SNAP/{snapshot.json, data/, .virtmix-snapshot}
+    STORAGE/snapshots/NAME/.SNAP.part-PID/   a snapshot being taken (never listed)
+
+A snapshot is complete iff its directory exists: it is built under a hidden name, synced,
+then renamed. The domain's definition at that moment is kept in snapshot.json and comes
+back with a restore, as libvirt's snapshot-revert does for guests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError
+from virtmix.rootfs.storage import Storage, remove_tree
+from virtmix.util.layout import CONTAINERS_DIR, TREE_DIR
+
+SNAPSHOTS_DIR = "snapshots"
+MARKER = ".virtmix-snapshot"
+META = "snapshot.json"
+_SNAP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def check_snapshot_name(snap: str) -> str:
+    if not _SNAP_RE.match(snap) or ".." in snap:
+        raise UsageError(f"snapshot name {snap!r}: expected letters, digits and _.+- "
+                         "(at most 64, starting with a letter or digit)")
+    return snap
+
+
+def default_snapshot_name() -> str:
+    return time.strftime("snap-%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class TreeSource:
+    """Where a container's tree is and how much of it a snapshot copies."""
+
+    storage: Storage
+    tree: Path              # the container's root as libvirt sees it
+    copy_from: Path         # the upper dir (overlay clone) or the tree itself
+    method: str             # "upper" or "tree"
+    cache_entry: str | None = None
+    container_dir: Path | None = None  # virtmix-built trees only
+
+
+def root_source(xml_tree: Any) -> str | None:
+    """The host directory mounted at / of a container definition."""
+    for fs in xml_tree.iterfind("devices/filesystem"):
+        target = fs.find("target")
+        source = fs.find("source")
+        if target is not None and target.get("dir") == "/" and source is not None:
+            return source.get("dir")
+    return None
+
+
+def tree_source(xml_tree: Any, default_storage: Storage) -> TreeSource:
+    root = root_source(xml_tree)
+    if not root:
+        raise UsageError("the container has no root <filesystem> (target dir='/') to snapshot")
+    tree = Path(root)
+    cdir = tree.parent
+    from virtmix.rootfs.storage import CONTAINER_MARKER
+
+    if (tree.name == TREE_DIR and cdir.parent.name == CONTAINERS_DIR
+            and (cdir / CONTAINER_MARKER).is_file()):
+        storage = Storage(cdir.parent.parent)
+        state = storage.read_state(cdir.name) or {}
+        if state.get("method") == "overlay":
+            return TreeSource(storage, tree, cdir / "upper", "upper",
+                              state.get("cache_entry"), cdir)
+        return TreeSource(storage, tree, tree, "tree", None, cdir)
+    if not tree.is_dir():
+        raise NotFoundError(f"the container's tree {tree} does not exist")
+    return TreeSource(default_storage, tree, tree, "tree")
+
+
+def snapshot_root(storage: Storage, name: str) -> Path:
+    return storage.root / SNAPSHOTS_DIR / name
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """cp -a keeps owners (shifted ids), modes, xattrs (overlay whiteouts and opaque dirs,
+    file capabilities) and hard links; reflink where the filesystem shares blocks."""
+    res = subprocess.run(["cp", "-a", "--reflink=auto", "--", str(src), str(dst)],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RootfsError(f"copying {src} to {dst} failed: {res.stderr.strip()[-400:]}")
+
+
+def _sync(path: Path) -> None:
+    """Flush the filesystem holding path: a snapshot is renamed into place only once durable."""
+    subprocess.run(["sync", "-f", str(path)], check=False)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def ensure_free(storage: Storage, name: str, snap: str) -> Path:
+    """Where snapshot `snap` of `name` goes; ConflictError when it already exists."""
+    final = snapshot_root(storage, name) / check_snapshot_name(snap)
+    if os.path.lexists(final):
+        raise ConflictError(f"{name} already has a snapshot named {snap!r} ({final})",
+                            hint="choose another --name, or remove it with "
+                                 f"`virtmix snapshot rm {name} {snap}`")
+    return final
+
+
+def take(src: TreeSource, name: str, snap: str, info: dict[str, Any]) -> Path:
+    """Copy the tree (the caller has frozen or stopped the container) into a new snapshot."""
+    final = ensure_free(src.storage, name, snap)
+    parent = final.parent
+    # Snapshots hold whole trees (shadow files, keys): root alone may read them.
+    parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    parent.mkdir(mode=0o700, exist_ok=True)
+    part = parent / f".{snap}.part-{os.getpid()}"
+    if os.path.lexists(part):
+        shutil.rmtree(part)
+    part.mkdir(mode=0o700)
+    try:
+        (part / MARKER).write_text("")
+        _copy(src.copy_from, part / "data")
+        _write_json(part / META, {
+            **info, "name": snap, "domain": name, "method": src.method,
+            "cache_entry": src.cache_entry, "tree": str(src.tree),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        _sync(part)
+        os.rename(part, final)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
+    _sync(parent)
+    return final
+
+
+def prune_partial(storage: Storage, name: str) -> None:
+    """Remove snapshots a killed virtmix left half-taken (hidden .SNAP.part-PID dirs)."""
+    parent = snapshot_root(storage, name)
+    if not parent.is_dir():
+        return
+    for p in parent.iterdir():
+        if p.name.startswith(".") and ".part-" in p.name and not p.is_symlink():
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def list_for(storage: Storage, name: str) -> list[dict[str, Any]]:
+    parent = snapshot_root(storage, name)
+    if not parent.is_dir():
+        return []
+    out = []
+    for p in sorted(parent.iterdir()):
+        if p.name.startswith(".") or p.is_symlink():
+            continue
+        try:
+            meta = json.loads((p / META).read_text())
+        except (OSError, ValueError):
+            continue  # not a complete snapshot
+        out.append(meta | {"path": str(p)})
+    return sorted(out, key=lambda m: (m.get("created", ""), m["name"]))
+
+
+def find(storage: Storage, name: str, snap: str) -> dict[str, Any]:
+    check_snapshot_name(snap)
+    for meta in list_for(storage, name):
+        if meta["name"] == snap:
+            return meta
+    have = ", ".join(m["name"] for m in list_for(storage, name)) or "none"
+    raise NotFoundError(f"{name} has no snapshot named {snap!r} (snapshots: {have})",
+                        hint=f"see `virtmix snapshot ls {name}`")
+
+
+def remove(storage: Storage, name: str, snap: str) -> None:
+    meta = find(storage, name, snap)
+    parent = snapshot_root(storage, name)
+    remove_tree(storage, Path(meta["path"]), parent, MARKER)
+
+
+def put_back(src: TreeSource, meta: dict[str, Any]) -> None:
+    """Replace the container's tree (or upper layer) by the snapshot's copy.
+
+    The container must be shut off. The new copy is made beside the old under a hidden
+    name and swapped in by rename, so a crash leaves either the old or the new, and the
+    old is deleted only after the swap.
+    """
+    from virtmix.rootfs.clone import mount_overlay, overlay_mounted_here, unmount_overlay
+
+    data = Path(meta["path"]) / "data"
+    if meta["method"] != src.method:
+        raise ConflictError(f"snapshot {meta['name']} holds a {meta['method']} copy but the "
+                            f"container's tree is now a {src.method} clone; cannot restore it")
+    if src.method == "upper":
+        assert src.container_dir is not None
+        if meta.get("cache_entry") != src.cache_entry:
+            raise ConflictError(f"snapshot {meta['name']} was taken on base "
+                                f"{meta.get('cache_entry')}, the container now uses "
+                                f"{src.cache_entry}")
+        cdir = src.container_dir
+        if overlay_mounted_here(src.tree, cdir / "upper"):
+            unmount_overlay(src.tree, cdir / "upper")
+        _swap(data, cdir / "upper")
+        work = cdir / "work"
+        if work.is_dir() and not work.is_symlink():
+            shutil.rmtree(work)  # overlayfs's scratch space must be empty for a new upper
+        work.mkdir(mode=0o755, exist_ok=True)
+        lower = src.storage.cache_entry(str(src.cache_entry)) / "tree"
+        mount_overlay(lower, cdir / "upper", work, src.tree)
+    else:
+        _swap(data, src.tree)
+
+
+def _swap(copy_of: Path, dest: Path) -> None:
+    new = dest.with_name(f".{dest.name}.restore-{os.getpid()}")
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    for p in (new, old):
+        if os.path.lexists(p):
+            shutil.rmtree(p)
+    _copy(copy_of, new)
+    _sync(new)
+    os.rename(dest, old)
+    os.rename(new, dest)
+    shutil.rmtree(old)
