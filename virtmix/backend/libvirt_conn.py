@@ -11,11 +11,12 @@ import libvirt
 
 from virtmix.backend.admin_ops import AdminOps
 from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_name
+from virtmix.backend.snapshots import SnapshotOps
 from virtmix.backend.translate import start_hint, translate
 from virtmix.errors import BackendError, NotFoundError
 
 
-class Connection(AdminOps):
+class Connection(AdminOps, SnapshotOps):
     """One open libvirt connection: the libvirt implementation of backend.protocol.Backend
     (the test driver and a real daemon alike)."""
 

@@ -76,3 +76,13 @@ class RuntimeInfo:
     memory_kib: int
     vcpus: int
     cpu_time_ns: int
+
+
+@dataclass(frozen=True)
+class GuestSnapshot:
+    """One libvirt snapshot of a guest."""
+
+    name: str
+    created: int  # seconds since the epoch, as libvirt records it
+    state: str    # the domain's state when it was taken (running, paused, shutoff)
+    description: str

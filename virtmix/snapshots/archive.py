@@ -77,7 +77,7 @@ def _guest_files(tree: Any) -> list[tuple[str, Path]]:
 
 
 def backup(target: Target, to: Path) -> Made:
-    from virtmix.hosts.local import is_local
+    from virtmix.hosts import is_local
     from virtmix.snapshots.ops import frozen
 
     if not is_local(target.place.uri):
@@ -187,7 +187,7 @@ def restore_uri(session: Session, path: Path, host: str | None, connect: str | N
 def restore(session: Session, path: Path, uri: str, *, name: str | None,
             new_identity: bool) -> Restored:
     from virtmix.admin.targets import Place, host_of
-    from virtmix.hosts.local import is_local
+    from virtmix.hosts import is_local
 
     manifest = read_manifest(path)
     name = name or manifest["name"]

@@ -67,7 +67,7 @@ def storage_for(target: Target, default: Storage) -> Storage:
 
 
 def _local_only(target: Target, verb: str) -> None:
-    from virtmix.hosts.local import is_local
+    from virtmix.hosts import is_local
 
     if target.record.kind == "lxc" and not is_local(target.place.uri):
         raise UsageError(f"{verb}: {target.address} is a container on {target.place.uri}; "
@@ -116,9 +116,7 @@ def take(targets: list[Target], snap: str, storage: Storage) -> list[Taken]:
                                    "uri": t.place.uri, "xml": t.record.xml})
                 where = str(path)
             else:
-                from virtmix.backend.snapshots import create_snapshot
-
-                create_snapshot(t.conn, t.name, snap, description=WAS + before)
+                t.conn.create_snapshot(t.name, snap, description=WAS + before)
                 where = f"libvirt snapshot on {t.place.uri}"
             taken.append(Taken(t.address, t.record.kind, snap, time.monotonic() - began, where))
     return taken
@@ -136,9 +134,7 @@ def listing(targets: list[Target], storage: Storage) -> list[dict[str, Any]]:
                              "created": m.get("created", ""), "state": m.get("state", ""),
                              "copy": m.get("method", ""), "path": m["path"]})
         else:
-            from virtmix.backend.snapshots import list_snapshots
-
-            for s in list_snapshots(t.conn, t.name):
+            for s in t.conn.list_snapshots(t.name):
                 state = s.description[len(WAS):] if s.description.startswith(WAS) else s.state
                 rows.append({"domain": t.address, "kind": "kvm", "snapshot": s.name,
                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z",
@@ -148,7 +144,7 @@ def listing(targets: list[Target], storage: Storage) -> list[dict[str, Any]]:
 
 
 def _is_remote_container(t: Target) -> bool:
-    from virtmix.hosts.local import is_local
+    from virtmix.hosts import is_local
 
     return t.record.kind == "lxc" and not is_local(t.place.uri)
 
@@ -163,9 +159,7 @@ def restore(targets: list[Target], snap: str, storage: Storage) -> list[str]:
             src = trees.tree_source(t.record.tree, storage_for(t, storage))
             metas[t.address] = trees.find(src.storage, t.name, snap)
         else:
-            from virtmix.backend.snapshots import list_snapshots
-
-            if snap not in {s.name for s in list_snapshots(t.conn, t.name)}:
+            if snap not in {s.name for s in t.conn.list_snapshots(t.name)}:
                 from virtmix.errors import NotFoundError
 
                 raise NotFoundError(f"{t.address} has no snapshot named {snap!r}",
@@ -200,10 +194,8 @@ def _restore_container(t: Target, meta: dict[str, Any], storage: Storage) -> Non
 
 
 def _restore_guest(t: Target, snap: str) -> None:
-    from virtmix.backend.snapshots import list_snapshots, revert_snapshot
-
-    revert_snapshot(t.conn, t.name, snap)
-    desc = next((s.description for s in list_snapshots(t.conn, t.name) if s.name == snap), "")
+    t.conn.revert_snapshot(t.name, snap)
+    desc = next((s.description for s in t.conn.list_snapshots(t.name) if s.name == snap), "")
     t.refresh()
     if desc.startswith(WAS) and desc[len(WAS):] in ("running", "blocked") \
             and t.record.state == "paused":
@@ -219,8 +211,6 @@ def remove(targets: list[Target], snap: str, storage: Storage) -> list[str]:
             src = trees.tree_source(t.record.tree, storage_for(t, storage))
             trees.remove(src.storage, t.name, snap)
         else:
-            from virtmix.backend.snapshots import delete_snapshot
-
-            delete_snapshot(t.conn, t.name, snap)
+            t.conn.delete_snapshot(t.name, snap)
         done.append(t.address)
     return done
