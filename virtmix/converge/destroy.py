@@ -16,7 +16,7 @@ from virtmix.converge.observe import is_local_uri, parse_xml
 from virtmix.errors import NotFoundError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.util import layout
-from virtmix.util.identity import network_uuid
+from virtmix.util.identity import owns_network
 
 GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img")
 
@@ -76,8 +76,9 @@ def site_targets(site: Site, conns: dict[str, Any], networks: dict[str, str]) ->
             for rec in conn.list_networks():
                 if rec.name == name:
                     target.exists, target.active = True, rec.active
-                    if rec.uuid != network_uuid(site.networks[name].host, name):
-                        target.foreign = "its UUID is not virtmix's (not defined by virtmix)"
+                    if not owns_network(rec.uuid, site.name, site.networks[name].host, name):
+                        target.foreign = (f"its UUID is not site {site.name!r}'s (not defined "
+                                          "by virtmix for this site)")
         out.append(target)
     return out
 

@@ -54,6 +54,9 @@ def parse_xml(xml: str) -> etree._Element:
     return etree.fromstring(xml.encode() if isinstance(xml, str) else xml)
 
 
+INFO_ONLY = frozenset({"inventory"})  # metadata keys never compared by plan
+
+
 def metadata_of(root: etree._Element) -> dict[str, str] | None:
     node = root.find(f"metadata/{{{VIRTMIX_NS}}}entry")
     return dict(node.attrib) if node is not None else None
@@ -140,7 +143,9 @@ def owned_fields(xml: str | etree._Element) -> Fields:
     out: Fields = {
         "type": root.get("type"),
         "description": _text(root, "description"),
-        "metadata": tuple(sorted(meta.items())) if meta is not None else None,
+        # The inventory's path is information only: moving the file changes nothing owned.
+        "metadata": (tuple(sorted((k, v) for k, v in meta.items() if k not in INFO_ONLY))
+                     if meta is not None else None),
         "memory_kib": _kib(root.find("memory")),
         "vcpus": _int(vcpu),
         "vcpu_cpuset": _cpuset(vcpu.get("cpuset")) if vcpu is not None else None,

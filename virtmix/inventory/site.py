@@ -48,7 +48,11 @@ class Site:
 
     @property
     def name(self) -> str:
-        return self.inventory.name or self.path.stem
+        """The site's identity: `site:` (or its older spelling `name:`), else the file's stem.
+
+        Ownership hangs on this name, never on the file's path, so moving the inventory
+        changes nothing it owns; the path is recorded in metadata as information only."""
+        return self.inventory.site or self.inventory.name or self.path.stem
 
     @property
     def networks(self) -> dict[str, Network]:

@@ -1,0 +1,71 @@
+"""Daily use against the real libvirtd: ownership per site, ls columns, messages."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from apply_helpers import busybox, lxc_host, make_storage_dir, remove_storage_dir, virtmix
+
+pytestmark = pytest.mark.live
+
+PFX = "vmixt-daily-"
+
+
+@pytest.fixture
+def storage(lxc_conn, domain_cleanup):
+    domain_cleanup(lxc_conn, PFX)  # domains and networks named vmixt-daily-*
+    path = make_storage_dir()
+    yield path
+    remove_storage_dir(path)
+
+
+def site_file(storage, file: str, site: str, containers: dict, networks: dict):
+    doc = {"site": site, "settings": {"storage_dir": str(storage)}, "networks": networks,
+           "hosts": {"local": lxc_host(containers)}}
+    path = storage / file
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_two_sites_on_host_local_own_only_what_they_made(lxc_conn, storage, busybox_tree):
+    a_net, b_net = PFX + "anet", PFX + "bnet"
+    a = site_file(storage, "a.yaml", PFX + "a", {PFX + "a1": busybox(
+        busybox_tree, interfaces=[{"network": a_net, "ipv4": "10.231.81.10/24"}])},
+        {a_net: {"host": "local", "bridge": "vmixdaya0", "ipv4": "10.231.81.1/24"}})
+    b = site_file(storage, "b.yaml", PFX + "b", {PFX + "b1": busybox(busybox_tree)},
+                  {b_net: {"host": "local", "bridge": "vmixdayb0", "ipv4": "10.231.82.1/24"}})
+    virtmix("apply", str(a), "--yes", check=0)
+    virtmix("apply", str(b), "--yes", check=0)
+    for mine, theirs in ((a, (b_net, PFX + "b1")), (b, (a_net, PFX + "a1"))):
+        res = virtmix("plan", str(mine), "--prune", check=0)
+        for name in theirs:
+            assert name not in res.stdout, res.stdout
+    # apply --prune of b changes nothing of a's.
+    virtmix("apply", str(b), "--yes", "--prune", check=0)
+    assert a_net in [n.name() for n in lxc_conn.listAllNetworks(0)]
+    assert lxc_conn.lookupByName(PFX + "a1").isActive()
+
+    # Moving the inventory file changes nothing it owns.
+    moved = storage / "moved"
+    moved.mkdir()
+    shutil.move(a, moved / "a.yaml")
+    virtmix("plan", str(moved / "a.yaml"), check=0)
+
+    # import keeps the host name and the site; the network stays virtmix's.
+    out = storage / "imported.yaml"
+    proc = virtmix("import", "-c", "lxc:///system", "--name", PFX + "a1", "-o", str(out),
+                   check=0)
+    assert "site None" not in proc.stderr and f"site '{PFX}a'" in proc.stderr, proc.stderr
+    doc = yaml.safe_load(out.read_text())
+    assert doc["site"] == PFX + "a" and list(doc["hosts"]) == ["local"]
+    assert doc["networks"][a_net]["host"] == "local"
+    doc["settings"] = {"storage_dir": str(storage)}
+    out.write_text(yaml.safe_dump(doc, sort_keys=False))
+    res = virtmix("plan", str(out))
+    assert res.returncode in (0, 10), res.stdout + res.stderr
+    assert "not defined by virtmix" not in res.stdout + res.stderr
+    virtmix("destroy", str(moved / "a.yaml"), "--yes", check=0)
+    virtmix("destroy", str(b), "--yes", check=0)
+    assert not [n for n in lxc_conn.listAllNetworks(0) if n.name().startswith(PFX)]
