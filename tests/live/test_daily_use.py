@@ -69,3 +69,44 @@ def test_two_sites_on_host_local_own_only_what_they_made(lxc_conn, storage, busy
     virtmix("destroy", str(moved / "a.yaml"), "--yes", check=0)
     virtmix("destroy", str(b), "--yes", check=0)
     assert not [n for n in lxc_conn.listAllNetworks(0) if n.name().startswith(PFX)]
+
+
+def test_ctrl_c_during_a_rootfs_build_says_so_and_twice_stops_clean(lxc_conn, storage):
+    """Ctrl-C as a terminal sends it (to virtmix's whole process group) while apply builds
+    a Debian tree: the first says what it waits for, the second kills the build, removes
+    the partial tree and exits 130; nothing is defined."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from apply_helpers import virtmix_argv
+
+    name = PFX + "deb"
+    inv = site_file(storage, "deb.yaml", PFX + "deb", {name: {"profile": "debian"}}, {})
+    env = {k: v for k, v in os.environ.items() if k != "LIBVIRT_DEFAULT_URI"}
+    proc = subprocess.Popen(virtmix_argv("apply", str(inv), "--yes", "--quiet"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    cache = storage / "cache"
+    try:
+        deadline = time.monotonic() + 60
+        while not list(cache.glob(".build-*/tree")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        assert list(cache.glob(".build-*/tree")), "the build did not start"
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(1.5)
+        assert proc.poll() is None, "the first Ctrl-C must wait for the build"
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert (f"stopping: waiting for the rootfs build (mmdebstrap bookworm) of {name} to "
+            "finish; Ctrl-C again to stop now") in err, err
+    assert "stopping now: killed rootfs build" in err, err
+    assert not list(cache.glob(".build-*")), "the partial tree was left behind"
+    assert name not in [d.name() for d in lxc_conn.listAllDomains(0)]
+    assert not (storage / "containers" / name).exists()

@@ -180,8 +180,9 @@ def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
     _confirm("Apply these changes?", yes)
     todo = [i for i in plan.items if i.pending]
     progress, report = _progress_reporter(len(todo))
-    ctx = Context(site, conns, jobs=jobs, report=report,
-                  opts=Options(prune=plan.prune))
+    # Ctrl-C notices are printed even with --quiet: the admin asked and waits for an answer.
+    ctx = Context(site, conns, jobs=jobs, report=report, opts=Options(prune=plan.prune),
+                  notice=lambda line: err.print(f"virtmix: {line}", markup=False))
     if progress:
         with progress:
             result = run_plan(ctx, plan)

@@ -8,6 +8,7 @@ is idempotent against what libvirt holds, so an interrupted apply is finished by
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from virtmix.errors import BackendError, StateError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.render.schema_check import check_xml
 from virtmix.render.templates import render_domain
+from virtmix.util import children
 
 STOP_TIMEOUT = 30.0        # seconds a guest gets to shut down before it is destroyed
 NESTED_WAIT = 180.0        # seconds to wait for a guest's own libvirt to answer
@@ -51,6 +53,7 @@ class ApplyResult:
 
 
 Report = Callable[[str, Item, Outcome | None], None]  # ("start"|"end", item, outcome)
+Notice = Callable[[str], None]  # a line for the admin, at once (Ctrl-C: what apply waits for)
 
 
 @dataclass
@@ -61,6 +64,9 @@ class Context:
     report: Report | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     opts: Options = field(default_factory=Options)
+    notice: Notice | None = None
+    hard_stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C twice
+    doing: dict[str, str] = field(default_factory=dict)  # address -> operation under way
 
 
 # -- one item's operations --------------------------------------------------------------
@@ -160,14 +166,71 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
     if conn is None or isinstance(conn, VirtmixError):
         return Outcome(item, "failed", str(conn or f"no connection to {item.uri}"))
     t0 = time.monotonic()
+    done: list[str] = []
     try:
-        for op in item.ops:
-            _run_op(ctx, item, conn, op)
+        with children.working_for(item.address):
+            for op in item.ops:
+                if ctx.hard_stop.is_set():
+                    # Between two whole operations: what is done is whole, the rest is
+                    # left to the next apply.
+                    return Outcome(item, "skipped", "interrupted (Ctrl-C twice) after "
+                                   + (", ".join(done) or "nothing"), time.monotonic() - t0)
+                ctx.doing[item.address] = op
+                _run_op(ctx, item, conn, op)
+                done.append(op)
         out = Outcome(item, "done", ", ".join(item.ops), time.monotonic() - t0)
     except VirtmixError as exc:
+        if ctx.hard_stop.is_set():
+            return Outcome(item, "skipped", f"stopped by Ctrl-C twice during {op}: "
+                           f"{exc.message}; its partial output was removed",
+                           time.monotonic() - t0)
         out = Outcome(item, "failed", exc.message + (f" ({exc.hint})" if exc.hint else ""),
                       time.monotonic() - t0)
+    finally:
+        ctx.doing.pop(item.address, None)
     return out
+
+
+_OP_WORDS = {"prepare": "its rootfs or disks", "define": "its definition",
+             "redefine": "its definition", "start": "its start", "stop": "its stop",
+             "restart": "its restart", "recreate": "its re-creation",
+             "live": "its live changes", "remove": "its removal",
+             "network-define": "its definition", "network-redefine": "its definition",
+             "network-start": "its start", "network-remove": "its removal"}
+
+
+def waiting_for(ctx: Context) -> str:
+    """What an interrupted apply still waits for, in words: builds first, by entry."""
+    procs = {r.label: r.what for r in children.running()}
+    parts = []
+    for address, op in sorted(dict(ctx.doing).items()):
+        if address in procs:
+            parts.append(f"the {procs.pop(address)} of {address}")
+        else:
+            parts.append(f"{_OP_WORDS.get(op, op)} of {address}")
+    parts += [f"the {what}" + (f" of {label}" if label else "") for label, what in procs.items()]
+    return ", ".join(parts)
+
+
+def _on_interrupt(ctx: Context, count: int) -> None:
+    """First Ctrl-C: stop starting entries, say what is awaited. Second: kill builds now."""
+    say = ctx.notice or (lambda _line: None)
+    if count == 1:
+        ctx.stop.set()
+        what = waiting_for(ctx)
+        say("stopping: " + (f"waiting for {what} to finish" if what else "finishing up")
+            + "; Ctrl-C again to stop now")
+    elif count == 2:
+        ctx.hard_stop.set()
+        killed = children.kill_all()
+        names = ", ".join(r.what + (f" of {r.label}" if r.label else "") for r in killed)
+        say("stopping now: " + (f"killed {names}; removing its partial output"
+                                if killed else "no build to kill; finishing the operations "
+                                "under way (each takes seconds)"))
+    else:
+        what = waiting_for(ctx)
+        say("still stopping" + (f": {what}" if what else "") + " (removing partial output; "
+            "nothing is left half-made)")
 
 
 # -- a host's items, phase by phase ------------------------------------------------------
@@ -229,23 +292,23 @@ def run_plan(ctx: Context, plan: Plan) -> ApplyResult:
     hosts = plan.by_host()
     pool = ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="virtmix-host")
     futures = {pool.submit(run_host, ctx, items): h for h, items in hosts.items()}
+    interrupts = 0
     try:
         # Timed waits, not one blocking wait: the kernel may deliver SIGINT to any thread
         # (a worker, libvirt's), and then only a main thread that wakes up runs Python's
         # handler. A CI run applied all 50 entries of a one-host site before Ctrl-C landed.
+        # The loop goes on after a Ctrl-C, so that a second one is seen too.
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            for fut in done:
-                result.outcomes += fut.result()
-    except KeyboardInterrupt:
-        ctx.stop.set()
-        result.interrupted = True
-        for fut in futures:
             try:
-                result.outcomes += fut.result()
+                pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)[1]
             except KeyboardInterrupt:
-                pass
+                interrupts += 1
+                result.interrupted = True
+                _on_interrupt(ctx, interrupts)
+        for fut in futures:
+            with contextlib.suppress(KeyboardInterrupt):
+                result.outcomes += fut.result()
     finally:
         pool.shutdown(wait=True)
     order = {id(i): n for n, i in enumerate(plan.items)}
