@@ -8,6 +8,7 @@ import libvirt
 
 from virtmix.backend.libvirt_conn import Connection, _translate
 from virtmix.backend.records import DomainRecord
+from virtmix.errors import VirtmixError
 
 # virDomainSetMemoryParameters' "no limit" (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED, in KiB);
 # libvirt-python does not export the constant.
@@ -95,3 +96,47 @@ def vcpu_pinning(conn: Connection, name: str) -> list[frozenset[int]]:
     with _translate(f"reading the vCPU pinning of {name}", conn.uri):
         maps = _dom(conn, name).vcpuPinInfo(libvirt.VIR_DOMAIN_AFFECT_LIVE)
     return [frozenset(i for i, on in enumerate(m) if on) for m in maps]
+
+
+# interfaceAddresses sources, the cheapest first: the DHCP leases of libvirt's networks,
+# then the host's ARP table, then the QEMU guest agent (guests only).
+_ADDR_SOURCES = ("VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE",
+                 "VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP",
+                 "VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT")
+
+
+def interface_ipv4(conn: Connection, name: str) -> list[str]:
+    """IPv4 addresses libvirt knows for a running domain (virDomainInterfaceAddresses);
+    [] when the driver has none (libvirt 9.0's LXC driver does not implement it)."""
+    try:
+        dom = _dom(conn, name)
+    except VirtmixError:
+        return []
+    for source in _ADDR_SOURCES:
+        flag = getattr(libvirt, source, None)
+        if flag is None:
+            continue
+        try:
+            ifaces = dom.interfaceAddresses(flag)
+        except libvirt.libvirtError:
+            continue
+        found = [a["addr"] for i in (ifaces or {}).values() for a in (i.get("addrs") or [])
+                 if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and
+                 not a["addr"].startswith("127.")]
+        if found:
+            return list(dict.fromkeys(found))
+    return []
+
+
+def network_leases(conn: Connection, network: str) -> dict[str, list[str]]:
+    """MAC -> IPv4 addresses of a libvirt network's current DHCP leases ({} when none)."""
+    out: dict[str, list[str]] = {}
+    try:
+        net = conn.raw.networkLookupByName(network)
+        leases = net.DHCPLeases()
+    except libvirt.libvirtError:
+        return out
+    for lease in leases or []:
+        if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and lease.get("mac"):
+            out.setdefault(lease["mac"].lower(), []).append(lease["ipaddr"])
+    return out

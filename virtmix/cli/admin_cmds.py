@@ -14,7 +14,7 @@ import typer
 
 from virtmix.admin import cgroup_verbs, lifecycle, listing
 from virtmix.admin.domxml import parse_domain
-from virtmix.admin.targets import Session
+from virtmix.admin.targets import Session, env_limit
 from virtmix.admin.trees import remount
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 from virtmix.hosts.local import is_local
@@ -50,13 +50,22 @@ def say(text: str) -> None:
 def ls_domains(output: Output = OUTPUT_OPTION, tree: bool = typer.Option(
         False, "--tree", help="Draw host -> guests -> containers with state, cpuset, shares."),
                ) -> None:
-    """List containers and guests of every connection in use (lxc-ls --fancy).
+    """List containers and guests of every connection in use (lxc-ls --fancy, incus list).
 
-    Without -c: lxc:///system and qemu:///system (or $LIBVIRT_DEFAULT_URI). With -c URI:
-    that connection only. With -i INVENTORY: its hosts, and nested containers through their
-    guest's libvirt. 'foreign' marks domains virtmix did not define."""
+    Columns: name, kind, state, host, parent, ipv4 (running domains), cpuset, shares,
+    memory (the effective limit: the hard limit when one is set), site (who manages it),
+    managed ('foreign': virtmix did not define it). -o json carries the same keys.
+
+    Without -c: lxc:///system and qemu:///system, also when $LIBVIRT_DEFAULT_URI names one
+    of them; another $LIBVIRT_DEFAULT_URI limits the listing to it (and ls says so). With
+    -c URI: that connection only. With -i INVENTORY: its hosts, and nested containers
+    through their guest's libvirt."""
     with admin_session() as session:
         rows = listing.ls_rows(session)
+        limit = None if session.connect or session.site is not None else env_limit()
+    if limit:
+        err.print(f"virtmix: note: listing only $LIBVIRT_DEFAULT_URI={limit}; unset it or "
+                  "use -c URI for another connection", markup=False)
     if output == Output.json:
         print_json(rows)
         return

@@ -32,7 +32,13 @@ from virtmix.converge.apply import (
 from virtmix.converge.desired import desired_documents, network_uri
 from virtmix.converge.destroy import Target, destroy_target, domain_target, site_targets
 from virtmix.converge.plan import Item, Options, Plan
-from virtmix.errors import ApplyFailedError, BackendError, ConflictError, UsageError
+from virtmix.errors import (
+    ApplyFailedError,
+    BackendError,
+    ConflictError,
+    NotFoundError,
+    UsageError,
+)
 from virtmix.inventory.load import load_site
 from virtmix.inventory.site import Site
 from virtmix.util.locking import locked
@@ -217,7 +223,7 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
 
     session = Session(connect=OPTIONS.connect, inventory=OPTIONS.inventory)
     try:
-        located = [session.find(n) for n in targets]
+        located = [_find_or_say_no_file(session, n) for n in targets]
     except BaseException:
         session.close()
         raise
@@ -227,6 +233,25 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
     found = [domain_target(t.conn, t.name, t.address, site.name if site else None)
              for t in located]
     return site, found, session.connections
+
+
+def _find_or_say_no_file(session, name: str):
+    """session.find, but a name that looks like an inventory file (NAME.yaml, a path) and
+    is none also says that the file does not exist: `destroy nope.yaml` was a typo."""
+    try:
+        return session.find(name)
+    except (NotFoundError, UsageError) as exc:
+        path = Path(name)
+        if path.suffix not in (".yaml", ".yml"):
+            raise
+        if isinstance(exc, UsageError):  # a path read as GUEST/NAME
+            exc = NotFoundError(f"no domain named {name!r}")
+        if not path.exists():
+            raise NotFoundError(f"{name}: no such inventory file, and {exc.message}",
+                                hint="destroy takes one INVENTORY file, or domain "
+                                     "NAMEs") from None
+        raise NotFoundError(f"{name}: an inventory file must be destroy's only argument "
+                            f"(and a file), and {exc.message}") from None
 
 
 def _destroy_all(targets: list[Target], conns: dict, **flags: bool) -> None:

@@ -23,6 +23,7 @@ from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError
 from virtmix.inventory.model import Container, Host, Inventory, Settings, check_name
 from virtmix.inventory.site import Entry, Site
 from virtmix.util.identity import VIRTMIX_NS
+from virtmix.util.suggest import did_you_mean
 from virtmix.util.units import parse_cpuset
 
 CREATED_BY = "create"  # metadata value: the domain owns its tree (destroy deletes it)
@@ -165,7 +166,8 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
     except ValueError as exc:
         raise UsageError(f"NAME: {exc}") from None
     if req.template not in TEMPLATES:
-        raise UsageError(f"--template {req.template!r}: expected one of {', '.join(TEMPLATES)}")
+        raise UsageError(f"--template {req.template!r}: expected one of {', '.join(TEMPLATES)}"
+                         + did_you_mean(req.template, TEMPLATES))
     if req.network and req.bridge:
         raise UsageError("--network and --bridge: give one of them")
     if req.template == "busybox":
