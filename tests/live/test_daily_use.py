@@ -110,3 +110,67 @@ def test_ctrl_c_during_a_rootfs_build_says_so_and_twice_stops_clean(lxc_conn, st
     assert not list(cache.glob(".build-*")), "the partial tree was left behind"
     assert name not in [d.name() for d in lxc_conn.listAllDomains(0)]
     assert not (storage / "containers" / name).exists()
+
+
+def _vm_env(*args: str, env: dict | None = None):
+    import os
+    import subprocess
+
+    from apply_helpers import REPO, virtmix_argv
+
+    full = {k: v for k, v in os.environ.items() if k not in ("LIBVIRT_DEFAULT_URI",
+                                                             "VIRTMIX_INVENTORY")}
+    return subprocess.run(virtmix_argv(*args), capture_output=True, text=True, timeout=120,
+                          env={**full, **(env or {})}, cwd=REPO)
+
+
+def test_ls_addresses_memory_site_cgroup_listing_and_messages(lxc_conn, storage, busybox_tree):
+    import json
+
+    from support import lxc_run, wait_for
+
+    name, net = PFX + "ls1", PFX + "lsnet"
+    inv = site_file(storage, "ls.yaml", PFX + "lssite", {name: busybox(
+        busybox_tree, memory="64MiB", memtune={"hard_limit": "48MiB"},
+        interfaces=[{"network": net, "ipv4": "10.231.84.10/24"}])},
+        {net: {"host": "local", "bridge": "vmixdayl0", "ipv4": "10.231.84.1/24"}})
+    virtmix("apply", str(inv), "--yes", check=0)
+    wait_for(lambda: lxc_run(name, ["cat", "/run/virtmix-init-done"]).stdout.strip() == "up",
+             timeout=15, what=f"busybox init of {name}")
+    # An address added inside the container, in no configuration: ls must read it live.
+    assert lxc_run(name, ["ip", "addr", "add", "10.231.84.77/24", "dev", "eth0"]).returncode == 0
+
+    rows = {r["name"]: r for r in json.loads(virtmix("ls", "-o", "json", check=0).stdout)}
+    row = rows[name]
+    assert set(row["ipv4"]) == {"10.231.84.10", "10.231.84.77"}, row
+    assert row["memory"] == "48MiB" and row["memory_kib"] == 48 * 1024  # the hard limit
+    assert row["site"] == PFX + "lssite"
+    table = virtmix("ls", check=0).stdout
+    header = table.splitlines()[0].split()
+    assert {"IPV4", "MEMORY", "SITE"} <= set(header)
+    line = next(ln for ln in table.splitlines() if ln.startswith(name + " "))
+    assert "10.231.84.10" in line and "48MiB" in line and PFX + "lssite" in line
+
+    # cgroup NAME lists every key; --quiet after the key is not a value.
+    listing = virtmix("cgroup", name, check=0).stdout
+    assert "memory.limit_in_bytes" in listing and str(48 * 1024 * 1024) in listing
+    assert "cpu.shares" in listing and "cpuset.cpus" in listing and "blkio.weight" in listing
+    data = json.loads(virtmix("cgroup", name, "-o", "json", check=0).stdout)
+    assert {d["key"] for d in data} >= {"cpu.shares", "memory.max", "cpuset.cpus"}
+    res = virtmix("cgroup", name, "cpu.shares", "--quiet", check=0)
+    assert res.stdout.split()[0] == "1024", res.stdout  # the value, not "set to --quiet"
+
+    # $LIBVIRT_DEFAULT_URI=qemu:///system hides no container.
+    res = _vm_env("ls", env={"LIBVIRT_DEFAULT_URI": "qemu:///system"})
+    assert res.returncode == 0 and name in res.stdout, res.stdout + res.stderr
+    res = _vm_env("info", name, env={"LIBVIRT_DEFAULT_URI": "qemu:///system"})
+    assert res.returncode == 0 and "state:" in res.stdout, res.stderr
+
+    # Messages.
+    res = virtmix("info", name + "x")
+    assert res.returncode == 6 and f"did you mean '{name}'?" in res.stderr, res.stderr
+    virtmix("stop", name, "--force", check=0)
+    res = virtmix("stop", name)
+    assert res.returncode == 8 and "already stopped" in res.stderr, res.stderr
+    assert "start it first" not in res.stderr
+    virtmix("destroy", str(inv), "--yes", check=0)

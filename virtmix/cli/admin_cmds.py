@@ -175,16 +175,28 @@ def console_domain(name: str = NAME_ARG) -> None:
 @app.command("cgroup", context_settings={"ignore_unknown_options": True})
 def cgroup_domain(
     name: str = NAME_ARG,
-    key: str = typer.Argument(..., help="cpuset.cpus, cpu.shares, cpu.weight, "
+    key: str = typer.Argument(None, help="cpuset.cpus, cpu.shares, cpu.weight, "
                               "cpu.cfs_quota_us, cpu.max, memory.limit_in_bytes, memory.max, "
-                              "memory.soft_limit_in_bytes, memory.high, blkio.weight, ..."),
+                              "memory.soft_limit_in_bytes, memory.high, blkio.weight, ...; "
+                              "without it every key is listed with its value."),
     value: str = typer.Argument(None, help="New value; without it the value is printed."),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Read or set a cgroup setting, live and in the persistent definition (lxc-cgroup).
 
     Same keys as the inventory's `cgroup:`; memory values in bytes or with a unit (256M),
-    'max' for no limit. An unknown key exits 2 with the closest known key."""
+    'max' for no limit. An unknown key exits 2 with the closest known key. `cgroup NAME`
+    lists every key with its live value (and the persistent one where it differs)."""
+    if key is None:
+        with admin_session() as session:
+            values = cgroup_verbs.read_all(session.find(name))
+        if output == Output.json:
+            print_json([v.as_dict() for v in values])
+            return
+        print_columns(["KEY", "LIVE", "PERSISTENT"],
+                      [[v.key, "-" if v.live is None else v.live,
+                        "-" if v.persistent is None else v.persistent] for v in values])
+        return
     cgroup_verbs.key_spec(key)  # an unknown key fails before any connection
     with admin_session() as session:
         target = session.find(name)
