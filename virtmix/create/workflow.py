@@ -159,6 +159,19 @@ def _rootfs_option(message: str) -> str:
     return message
 
 
+def locked_root_note(req: CreateRequest) -> str | None:
+    """What to tell the admin when the new container's root can log in nowhere: root is
+    locked (no --root-password generate) and has no ssh key. None otherwise."""
+    if req.template == "busybox" or req.ssh_keys or req.root_password:
+        return None
+    return (f"root in {req.name} is locked and has no ssh key: nobody can log in (only "
+            f"`virtmix attach {req.name}` and `virtmix console {req.name}` reach it as root). "
+            f"To log in with a key, create it with --ssh-key FILE (or --ssh-key-text KEY; "
+            f"`ssh_keys:` in an inventory entry), or add one now: virtmix attach {req.name} "
+            "-- sh -c 'mkdir -p -m 700 /root/.ssh && echo \"ssh-ed25519 AAAA... you@host\" "
+            ">> /root/.ssh/authorized_keys'")
+
+
 def build_site(req: CreateRequest) -> tuple[Site, Entry]:
     """A one-entry Site for the request, validated like an inventory entry (nothing made)."""
     try:
