@@ -174,3 +174,34 @@ def test_ls_addresses_memory_site_cgroup_listing_and_messages(lxc_conn, storage,
     assert res.returncode == 8 and "already stopped" in res.stderr, res.stderr
     assert "start it first" not in res.stderr
     virtmix("destroy", str(inv), "--yes", check=0)
+
+
+def test_debian_profile_containers_have_ps_and_ip(lxc_conn, domain_cleanup):
+    """A container of the shipped debian profile has procps and iproute2 (shared cache of
+    the create tests: the profile's base is the same as `create --template debian`'s)."""
+    import os
+    from pathlib import Path
+
+    from support import lxc_run, wait_for
+
+    shared = Path(os.environ.get("VIRTMIX_TEST_ROOTFS_DIR", "/var/tmp/virtmix-test-rootfs"))
+    storage = shared / "shared"
+    storage.mkdir(parents=True, exist_ok=True)
+    name = PFX + "debps"
+    domain_cleanup(lxc_conn, name)
+    inv = Path(make_storage_dir()) / "deb.yaml"
+    inv.write_text(yaml.safe_dump({"site": PFX + "debps", "settings": {"storage_dir":
+                                   str(storage)}, "hosts": {"local": lxc_host(
+                                       {name: {"profile": "debian"}})}}))
+    try:
+        virtmix("apply", str(inv), "--yes", timeout=900, check=0)
+        wait_for(lambda: lxc_run(name, ["systemctl", "is-system-running"]).stdout.strip()
+                 in ("running", "degraded"), 90, f"systemd in {name}")
+        ps = lxc_run(name, ["ps", "-e", "-o", "comm="])
+        assert ps.returncode == 0 and "systemd" in ps.stdout, ps.stderr
+        ip = lxc_run(name, ["ip", "-o", "link", "show", "lo"])
+        assert ip.returncode == 0 and "lo" in ip.stdout, ip.stderr
+    finally:
+        virtmix("destroy", str(inv), "--yes", "--delete-rootfs")
+        remove_storage_dir(inv.parent)
+    assert not (storage / "containers" / name).exists()
