@@ -80,3 +80,13 @@ def test_another_default_uri_limits_and_says_so():
     r = invoke("ls", env={"LIBVIRT_DEFAULT_URI": T})
     assert r.exit_code == 0
     assert "$LIBVIRT_DEFAULT_URI" in r.stderr and "test" in r.stdout
+
+
+def test_create_with_a_local_qemu_default_uri_makes_the_container_on_lxc(monkeypatch):
+    from virtmix.cli.base import OPTIONS, default_uri
+
+    monkeypatch.setattr(OPTIONS, "connect", None)
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu:///system")
+    assert default_uri() == "lxc:///system"
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "lxc+ssh://root@h1/system")
+    assert default_uri() == "lxc+ssh://root@h1/system"

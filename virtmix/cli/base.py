@@ -162,8 +162,13 @@ QUIET_OPTION = typer.Option(False, "--quiet", "-q", callback=_quiet_after_verb,
 
 
 def default_uri() -> str:
-    """The connection for verbs without an inventory: -c, then $LIBVIRT_DEFAULT_URI, as virsh."""
-    return OPTIONS.connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "lxc:///system"
+    """The LXC connection for verbs that make a container without an inventory (create):
+    -c, then $LIBVIRT_DEFAULT_URI as virsh, except that a variable naming this machine's
+    QEMU driver (`qemu:///system`, set for virsh) means this machine's LXC driver."""
+    env = os.environ.get("LIBVIRT_DEFAULT_URI")
+    if env in ("qemu:///system", "qemu:///", "qemu://"):
+        env = "lxc:///system"
+    return OPTIONS.connect or env or "lxc:///system"
 
 
 def print_json(data: Any) -> None:

@@ -70,7 +70,9 @@ class Context:
 
 
 # -- one item's operations --------------------------------------------------------------
-def _stop(conn: Any, item: Item) -> None:
+def _stop(conn: Any, item: Item, hard: threading.Event | None = None) -> None:
+    """Stop a domain: containers at once; guests get STOP_TIMEOUT to shut down, cut short
+    by a second Ctrl-C (`hard`), then they are destroyed."""
     if item.kind == "container" or item.target != "domain":
         conn.destroy(item.name)  # LXC: no guest agent to ask; init gets SIGKILL via the ns
         return
@@ -79,7 +81,7 @@ def _stop(conn: Any, item: Item) -> None:
     except StateError:
         return
     deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (hard and hard.is_set()):
         if conn.get(item.name).state in ("shutoff", "crashed"):
             return
         time.sleep(0.2)
@@ -112,15 +114,15 @@ def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
             conn.start(item.name)
     elif op == "stop":
         if _is_active(conn, item.name):
-            _stop(conn, item)
+            _stop(conn, item, ctx.hard_stop)
     elif op == "restart":
         if _is_active(conn, item.name):
-            _stop(conn, item)
+            _stop(conn, item, ctx.hard_stop)
         prepare(ctx.site, e)
         conn.start(item.name)
     elif op == "recreate":
         if _is_active(conn, item.name):
-            _stop(conn, item)
+            _stop(conn, item, ctx.hard_stop)
         conn.undefine(item.name)
         prepare(ctx.site, e)
         _define(conn, item)
@@ -132,7 +134,7 @@ def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
         conn.set_autostart(item.name, item.autostart)
     elif op == "remove":
         if _is_active(conn, item.name):
-            _stop(conn, item)
+            _stop(conn, item, ctx.hard_stop)
         conn.undefine(item.name)
     elif op == "network-define" or op == "network-redefine":
         conn.define_network(item.xml)
