@@ -184,8 +184,7 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
     except VirtmixError as exc:
         if ctx.hard_stop.is_set():
             return Outcome(item, "skipped", f"stopped by Ctrl-C twice during {op}: "
-                           f"{exc.message}; its partial output was removed",
-                           time.monotonic() - t0)
+                           f"{exc.message}", time.monotonic() - t0)
         out = Outcome(item, "failed", exc.message + (f" ({exc.hint})" if exc.hint else ""),
                       time.monotonic() - t0)
     finally:
@@ -193,12 +192,12 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
     return out
 
 
-_OP_WORDS = {"prepare": "its rootfs or disks", "define": "its definition",
-             "redefine": "its definition", "start": "its start", "stop": "its stop",
-             "restart": "its restart", "recreate": "its re-creation",
-             "live": "its live changes", "remove": "its removal",
-             "network-define": "its definition", "network-redefine": "its definition",
-             "network-start": "its start", "network-remove": "its removal"}
+_OP_WORDS = {"prepare": "the rootfs or disks", "define": "the definition",
+             "redefine": "the definition", "start": "the start", "stop": "the stop",
+             "restart": "the restart", "recreate": "the re-creation",
+             "live": "the live changes", "remove": "the removal",
+             "network-define": "the definition", "network-redefine": "the definition",
+             "network-start": "the start", "network-remove": "the removal"}
 
 
 def waiting_for(ctx: Context) -> str:
