@@ -90,3 +90,29 @@ def test_create_with_a_local_qemu_default_uri_makes_the_container_on_lxc(monkeyp
     assert default_uri() == "lxc:///system"
     monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "lxc+ssh://root@h1/system")
     assert default_uri() == "lxc+ssh://root@h1/system"
+
+
+FIB_TRIE = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     +-- 10.231.84.0/24 2 0 2
+        |-- 10.231.84.0
+           /24 link UNICAST
+        |-- 10.231.84.10
+           /32 host LOCAL
+        |-- 10.231.84.77
+           /32 host LOCAL
+     +-- 127.0.0.0/8 2 0 2
+        |-- 127.0.0.1
+           /32 host LOCAL
+Local:
+  +-- 0.0.0.0/0 3 0 5
+        |-- 10.231.84.10
+           /32 host LOCAL
+"""
+
+
+def test_container_addresses_are_the_local_leaves_of_its_fib_trie():
+    from virtmix.hosts.netns import netns_ipv4, parse_fib_trie
+
+    assert parse_fib_trie(FIB_TRIE) == ["10.231.84.10", "10.231.84.77"]
+    assert netns_ipv4(2**22 + 12345) == []  # no such process: nothing, no error

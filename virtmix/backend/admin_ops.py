@@ -105,6 +105,9 @@ _ADDR_SOURCES = ("VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE",
                  "VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT")
 
 
+_NO_ADDR_SOURCE: dict[str, set[str]] = {}  # uri -> sources its driver does not implement
+
+
 def interface_ipv4(conn: Connection, name: str) -> list[str]:
     """IPv4 addresses libvirt knows for a running domain (virDomainInterfaceAddresses);
     [] when the driver has none (libvirt 9.0's LXC driver does not implement it)."""
@@ -112,13 +115,16 @@ def interface_ipv4(conn: Connection, name: str) -> list[str]:
         dom = _dom(conn, name)
     except VirtmixError:
         return []
+    unsupported = _NO_ADDR_SOURCE.setdefault(conn.uri, set())
     for source in _ADDR_SOURCES:
         flag = getattr(libvirt, source, None)
-        if flag is None:
+        if flag is None or source in unsupported:
             continue
         try:
             ifaces = dom.interfaceAddresses(flag)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                unsupported.add(source)  # the driver lacks it: do not ask per domain (ls)
             continue
         found = [a["addr"] for i in (ifaces or {}).values() for a in (i.get("addrs") or [])
                  if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and
