@@ -66,8 +66,12 @@ def test_places_default_and_connect(monkeypatch):
     assert [p.uri for p in Session(connect="lxc+ssh://root@h1/system").places()] == [
         "lxc+ssh://root@h1/system"]
     assert Session(connect="lxc+ssh://root@h1/system").places()[0].host == "h1"
+    # A variable naming one local driver does not hide the other (see env_limit);
+    # another URI limits the verbs to it.
     monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu:///system")
-    assert [p.uri for p in Session().places()] == ["qemu:///system"]
+    assert [p.uri for p in Session().places()] == list(LOCAL_URIS)
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu+ssh://root@h1/system")
+    assert [p.uri for p in Session().places()] == ["qemu+ssh://root@h1/system"]
 
 
 def test_places_from_an_inventory_reach_nested_containers():

@@ -227,3 +227,14 @@ def test_busybox_entry_uses_its_own_tree(tmp_path: Path):
     assert root.find("idmap/uid").get("target") == "100000"  # unprivileged like debian
     src = root.find("devices/filesystem/source").get("dir")
     assert src == f"{Storage(tmp_path).root}/containers/{PFX}x/rootfs"
+
+
+def test_a_locked_root_without_a_key_is_said_with_how_to_add_one():
+    from virtmix.create.workflow import CreateRequest, locked_root_note
+
+    note = locked_root_note(CreateRequest(name="c1", uri="lxc:///system"))
+    assert note and "locked and has no ssh key" in note
+    assert "--ssh-key" in note and "ssh_keys:" in note and "authorized_keys" in note
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBxx me@h"
+    assert locked_root_note(CreateRequest(name="c1", uri="u", ssh_keys=(key,))) is None
+    assert locked_root_note(CreateRequest(name="c1", uri="u", root_password=True)) is None

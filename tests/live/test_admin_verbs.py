@@ -63,7 +63,8 @@ def test_ls_shows_virsh_defined_containers_as_foreign():
     assert rows[CT]["host"] == "localhost"
     assert rows[OFF]["state"] == "shutoff"
     table = vm("ls").stdout
-    assert re.search(rf"^{CT}\s+lxc\s+running\s+localhost\s.*64MiB\s+foreign$", table, re.M)
+    assert re.search(rf"^{CT}\s+lxc\s+running\s+localhost\s.*64MiB\s+-\s+foreign$", table,
+                     re.M)  # SITE is '-' for a foreign domain
     # -c limits the listing to that connection.
     assert CT not in vm("-c", QEMU, "ls").stdout
     assert CT in vm("-c", LXC, "ls").stdout
@@ -210,8 +211,14 @@ def test_every_verb_on_a_missing_name(verb):
     assert_clean_error(vm(*args, check=None), 6, f"no domain named '{PFX}missing'")
 
 
+def test_stop_of_a_stopped_domain_says_it_is_already_stopped():
+    proc = vm("stop", OFF, check=None)
+    assert_clean_error(proc, 8, f"{OFF} is already stopped (shutoff)")
+    assert "start it first" not in proc.stderr
+
+
 @pytest.mark.parametrize("verb", [
-    ["stop"], ["freeze"], ["console"], ["attach", "NAME", "--", "true"], ["ps", "NAME"],
+    ["freeze"], ["console"], ["attach", "NAME", "--", "true"], ["ps", "NAME"],
 ])
 def test_verbs_that_need_a_running_domain(verb):
     args = [a if a != "NAME" else OFF for a in verb]

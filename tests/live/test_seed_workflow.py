@@ -157,7 +157,8 @@ def test_existing_name_exits_9_and_changes_nothing(storage: Storage):
 
 def test_root_is_locked_without_password_and_start_remounts_the_overlay(storage: Storage):
     name = PFX + "lock"
-    create(name)
+    made = create(name)
+    assert "locked and has no ssh key" in made.stderr and "--ssh-key" in made.stderr
     tree = storage.container_dir(name) / "rootfs"
     root_entry = next(ln for ln in (tree / "etc/shadow").read_text().splitlines()
                       if ln.startswith("root:"))

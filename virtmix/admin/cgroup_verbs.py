@@ -113,6 +113,31 @@ def read_value(target: Target, key: str) -> CgroupValue:
                        one(False) if rec.persistent else None)
 
 
+def read_all(target: Target) -> list[CgroupValue]:
+    """Every key the verb knows, with its live and persistent value (`cgroup NAME`).
+
+    Each libvirt section (scheduler, memtune, blkiotune, cpuset) is read once per live /
+    persistent side, not once per key: the v1 and v2 names of a setting share it."""
+    rec = target.record
+    v2 = _v2(target)
+    cache: dict[tuple[str, bool], object] = {}
+
+    def one(spec: cgroups.CgroupKey, live: bool) -> str:
+        section = "cpuset" if spec.field == "cpuset" else spec.section
+        if (section, live) not in cache:
+            cache[(section, live)] = (_cpuset(target, live) if section == "cpuset"
+                                      else _fields(target, spec, live))
+        got = cache[(section, live)]
+        return got if isinstance(got, str) else _format(spec, got, v2)
+
+    out = []
+    for key in cgroups.CGROUP_KEYS:
+        spec = key_spec(key)
+        out.append(CgroupValue(rec.name, spec.name, one(spec, True) if rec.active else None,
+                               one(spec, False) if rec.persistent else None))
+    return out
+
+
 # -- writing --------------------------------------------------------------------------------
 def _params(spec: cgroups.CgroupKey, value: str, v2: bool) -> tuple[str, dict[str, int]]:
     """('sched'|'memory'|'blkio', libvirt parameters) for a converted key value."""

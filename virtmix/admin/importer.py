@@ -173,14 +173,53 @@ def network_entry(xml: str, host: str) -> Imported:
     return imp
 
 
+def managed_note(meta: dict[str, str]) -> str:
+    """What an imported domain's virtmix metadata says about who manages it."""
+    if meta.get("site"):
+        return (f"already managed by virtmix (site {meta['site']!r}, host "
+                f"{meta.get('host', '?')!r}); this inventory keeps that site and host name")
+    if meta.get("created-by"):
+        return (f"made by `virtmix {meta['created-by']}` outside any inventory; "
+                "apply --adopt takes it into this inventory's site")
+    return "carries virtmix metadata without a site; apply --adopt takes it over"
+
+
+def _metadata(xml: str | None) -> dict[str, str]:
+    from lxml import etree
+
+    from virtmix.util.identity import VIRTMIX_NS
+
+    if not xml:
+        return {}
+    node = etree.fromstring(xml.encode()).find(f"metadata/{{{VIRTMIX_NS}}}entry")
+    return dict(node.attrib) if node is not None else {}
+
+
+def described_owner(items: list[Imported]) -> tuple[str | None, str | None]:
+    """(site, host) recorded in the imported domains' metadata when they all agree on it.
+
+    An import of what a virtmix site made keeps that site's name and its host's name, so
+    the networks it made (their UUIDs derive from both) stay "defined by virtmix" and the
+    domains stay the site's, instead of becoming `localhost` of a nameless site."""
+    sites, hosts = set(), set()
+    for item in items:
+        meta = _metadata(item.xml)
+        if meta.get("site") and not meta.get("parent"):
+            sites.add(meta["site"])
+            hosts.add(meta.get("host"))
+    hosts.discard(None)
+    return (next(iter(sites)) if len(sites) == 1 else None,
+            next(iter(hosts)) if len(sites) == 1 and len(hosts) == 1 else None)
+
+
 def inventory_document(host: str, uri: str, lxc_uri: str, cgroups: str,
-                       items: list[Imported]) -> dict[str, Any]:
+                       items: list[Imported], site: str | None = None) -> dict[str, Any]:
     host_doc: dict[str, Any] = {"uri": uri, "lxc_uri": lxc_uri, "cgroups": cgroups}
     for kind in ("container", "guest"):
         entries = {i.name: i.entry for i in items if i.kind == kind}
         if entries:
             host_doc[kind + "s"] = entries
-    doc: dict[str, Any] = {}
+    doc: dict[str, Any] = {"site": site} if site else {}
     networks = {i.name: i.entry for i in items if i.kind == "network"}
     if networks:
         doc["networks"] = networks
@@ -275,8 +314,10 @@ def collect(session: Session, names: set[str] | None, lxc_paths: list[Path],
             continue  # transient domains vanish when they stop: nothing to keep
         imp = from_domain(rec.xml, state=rec.state, autostart=conn.autostart(rec.name), v2=v2)
         if rec.managed:
-            imp.notes.append(f"already managed by virtmix (site {rec.metadata.get('site')})")
+            imp.notes.append(managed_note(rec.metadata))
         items.append(imp)
+    owner_site, owner_host = described_owner(items)
+    host = owner_host or host
     if libvirt_domains:
         items += _networks_of(session, items, host)
     from virtmix.admin.lxc_config import classic_containers

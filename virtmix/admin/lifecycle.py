@@ -106,6 +106,10 @@ def _wait_stopped(target: Target, timeout: float) -> bool:
 
 def stop(target: Target, *, timeout: float, force: bool, kill: bool,
          signal: str | None = None) -> StopResult:
+    if target.record.state in ("shutoff", "crashed", "nostate"):
+        # Not "start it first": the admin wants it stopped, and it is.
+        raise StateError(f"stop: {target.address} is already stopped "
+                         f"({target.record.state}) on {target.place.uri}")
     target.need_running("stop")
     began = time.monotonic()
     if not force:

@@ -11,10 +11,11 @@ from virtmix.domain.tunables import UNLIMITED_KIB, from_libvirt
 from virtmix.errors import StateError
 from virtmix.hosts import host_for, is_local, shares_are_weights
 from virtmix.hosts.local import init_pid
+from virtmix.hosts.netns import netns_ipv4
 from virtmix.util.units import format_kib
 
-LS_COLUMNS = ("name", "kind", "state", "host", "parent", "cpuset", "shares", "memory",
-              "managed")
+LS_COLUMNS = ("name", "kind", "state", "host", "parent", "ipv4", "cpuset", "shares",
+              "memory", "site", "managed")
 
 
 def shown_cputune(place: Place, cputune: dict[str, int]) -> dict[str, int]:
@@ -27,20 +28,60 @@ def shown_cputune(place: Place, cputune: dict[str, int]) -> dict[str, int]:
             "cpu_weight": weight}
 
 
-def ls_row(place: Place, record) -> dict[str, Any]:
+def effective_memory_kib(s) -> int | None:
+    """The memory limit a domain runs with: the hard limit when one is set (for a
+    container it is the cgroup limit), else <memory>."""
+    return s.memtune.get("hard_limit") or s.memory_kib
+
+
+def site_of(meta: dict[str, str]) -> str | None:
+    """Who manages a domain: its site, `create` for `virtmix create`'s, None if foreign."""
+    if meta.get("site"):
+        return meta["site"]
+    return f"({meta['created-by']})" if meta.get("created-by") else None
+
+
+def domain_ipv4(place: Place, conn, record, s) -> list[str]:
+    """A running domain's IPv4 addresses, from where they are real: libvirt's
+    interfaceAddresses (leases, ARP, guest agent) where the driver has it; else, for a
+    container on this host, its network namespace; else its static addresses (libvirt
+    configures them in the container); else the DHCP leases of its networks."""
+    if not record.active:
+        return []
+    found = conn.interface_ipv4(record.name)
+    if not found and record.kind == "lxc" and is_local(place.uri) and record.id:
+        try:
+            pid = init_pid(record.name, record.id)
+        except StateError:
+            pid = 0
+        if pid > 0:
+            found = netns_ipv4(pid)
+    if not found:
+        found = [i.ipv4.split("/")[0] for i in s.interfaces if i.ipv4]
+    if not found:
+        for iface in s.interfaces:
+            if iface.kind == "network" and iface.source and iface.mac:
+                found += conn.network_leases(iface.source).get(iface.mac.lower(), [])
+    return list(dict.fromkeys(found))
+
+
+def ls_row(place: Place, record, conn=None) -> dict[str, Any]:
     s = parse_domain(record.tree)
     meta = record.metadata or {}
     shares = shown_cputune(place, s.cputune).get("shares")
+    memory = effective_memory_kib(s)
     return {
         "name": record.name,
         "kind": record.kind,
         "state": record.state,
         "host": place.host,
         "parent": place.parent or meta.get("parent"),
+        "ipv4": domain_ipv4(place, conn, record, s) if conn is not None else [],
         "cpuset": s.vcpu_cpuset,
         "shares": shares,
-        "memory": format_kib(s.memory_kib) if s.memory_kib else None,  # as the table shows
-        "memory_kib": s.memory_kib,
+        "memory": format_kib(memory) if memory else None,  # as the table shows
+        "memory_kib": memory,
+        "site": site_of(meta),
         "managed": "managed" if record.managed else "foreign",
         "uri": place.uri,
     }
@@ -48,7 +89,7 @@ def ls_row(place: Place, record) -> dict[str, Any]:
 
 def ls_rows(session: Session) -> list[dict[str, Any]]:
     records = session.records()
-    rows = [ls_row(place, rec) for place, _conn, rec in records]
+    rows = [ls_row(place, rec, conn) for place, conn, rec in records]
     _mark_nested_frozen(rows, records)
     return sorted(rows, key=lambda r: (r["host"], r["parent"] or "", r["name"], r["uri"]))
 
@@ -75,7 +116,8 @@ def _mark_nested_frozen(rows: list[dict[str, Any]], records) -> None:
 
 def ls_cells(row: dict[str, Any]) -> list[str]:
     """A row as the table prints it ('-' for settings the definition leaves unset)."""
-    return ["-" if row[c] is None else str(row[c]) for c in LS_COLUMNS]
+    return ["-" if row[c] in (None, []) else ",".join(row[c]) if isinstance(row[c], list)
+            else str(row[c]) for c in LS_COLUMNS]
 
 
 def _live(target: Target) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from virtmix.backend import DomainRecord, open_connection
 from virtmix.backend.protocol import Backend
 from virtmix.errors import BackendError, NotFoundError, StateError, UsageError
+from virtmix.util.suggest import did_you_mean
 
 LOCAL_URIS = ("lxc:///system", "qemu:///system")
 
@@ -61,6 +62,25 @@ class Target:
                              "LXC containers only")
 
 
+# The spellings of the local system daemon's two drivers.
+_LOCAL_SPELLINGS = {"lxc:///system", "qemu:///system", "lxc:///", "qemu:///", "lxc://",
+                    "qemu://"}
+
+
+def env_limit() -> str | None:
+    """The URI $LIBVIRT_DEFAULT_URI limits the admin verbs to, or None.
+
+    virtmix manages containers and guests side by side, so a variable that only picks
+    virsh's default driver on this machine (`qemu:///system`, `lxc:///`) does not hide the
+    other driver: `ls` still lists both and `info CONTAINER` finds it. Any other URI (a
+    remote host, a session daemon, test:///) is what the admin asked for: the verbs use it
+    alone, and `ls` says so."""
+    env = os.environ.get("LIBVIRT_DEFAULT_URI")
+    if not env or env in _LOCAL_SPELLINGS:
+        return None
+    return env
+
+
 def host_of(uri: str) -> str:
     return urlsplit(uri).hostname or "localhost"
 
@@ -97,8 +117,13 @@ class Session:
             return [found.get(self.connect, Place(self.connect, host_of(self.connect)))]
         if found:
             return list(found.values())
-        env = os.environ.get("LIBVIRT_DEFAULT_URI")
+        env = env_limit()
         return [Place(u, host_of(u)) for u in ([env] if env else LOCAL_URIS)]
+
+    def _limited(self) -> str:
+        env = None if self.connect or self.site is not None else env_limit()
+        return (f" (only $LIBVIRT_DEFAULT_URI={env} is searched; -c URI chooses another)"
+                if env else "")
 
     def conn(self, place: Place) -> Backend:
         if place.uri not in self._conns:
@@ -150,7 +175,8 @@ class Session:
             hits = self._find_in(name, nested=True)
         if not hits:
             where = " or ".join(p.uri for p in self.places())
-            raise NotFoundError(f"no domain named {name!r} on {where}",
+            raise NotFoundError(f"no domain named {name!r} on {where}"
+                                + did_you_mean(name, self._known_names()) + self._limited(),
                                 hint="see `virtmix ls`; nested containers are GUEST/NAME "
                                      "with -i INVENTORY")
         if len(hits) > 1 and any(t.place.parent for t in hits):
@@ -160,6 +186,16 @@ class Session:
             raise UsageError(f"{name!r} exists on several connections: "
                              f"{', '.join(t.place.uri for t in hits)}; choose one with -c URI")
         return hits[0]
+
+    def _known_names(self) -> list[str]:
+        """Names of the domains on the connections already open (for did-you-mean)."""
+        names = []
+        for conn in list(self._conns.values()):
+            try:
+                names += [r.name for r in conn.list_domains()]
+            except BackendError:
+                continue
+        return names
 
     def _find_in(self, name: str, *, nested: bool) -> list[Target]:
         hits = []

@@ -12,6 +12,7 @@ import libvirt
 
 from virtmix.backend.records import DomainRecord, RuntimeInfo
 from virtmix.backend.translate import translate
+from virtmix.errors import VirtmixError
 
 # libvirt's portable signal numbers (virDomainProcessSignal) for the names admins use.
 SIGNALS = {
@@ -25,6 +26,16 @@ SIGNALS = {
     # systemd's "poweroff" request (SIGRTMIN+4).
     "SIGRTMIN+4": libvirt.VIR_DOMAIN_PROCESS_SIGNAL_RT4,
 }
+
+
+# interfaceAddresses sources, the cheapest first: the DHCP leases of libvirt's networks,
+# then the host's ARP table, then the QEMU guest agent (guests only).
+_ADDR_SOURCES = ("VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE",
+                 "VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP",
+                 "VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT")
+
+
+_NO_ADDR_SOURCE: dict[str, set[str]] = {}  # uri -> sources its driver does not implement
 
 
 class AdminOps:
@@ -89,3 +100,41 @@ class AdminOps:
         """The host's capabilities XML (virConnectGetCapabilities), for `doctor`."""
         with translate("reading capabilities", self.uri):
             return str(self._conn.getCapabilities())
+
+    def interface_ipv4(self, name: str) -> list[str]:
+        """IPv4 addresses libvirt knows for a running domain (virDomainInterfaceAddresses);
+        [] when the driver has none (libvirt 9.0's LXC driver does not implement it)."""
+        try:
+            dom = self._lookup(name)
+        except VirtmixError:
+            return []
+        unsupported = _NO_ADDR_SOURCE.setdefault(self.uri, set())
+        for source in _ADDR_SOURCES:
+            flag = getattr(libvirt, source, None)
+            if flag is None or source in unsupported:
+                continue
+            try:
+                ifaces = dom.interfaceAddresses(flag)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                    unsupported.add(source)  # the driver lacks it: do not ask per domain (ls)
+                continue
+            found = [a["addr"] for i in (ifaces or {}).values() for a in (i.get("addrs") or [])
+                     if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and
+                     not a["addr"].startswith("127.")]
+            if found:
+                return list(dict.fromkeys(found))
+        return []
+
+    def network_leases(self, network: str) -> dict[str, list[str]]:
+        """MAC -> IPv4 addresses of a libvirt network's current DHCP leases ({} when none)."""
+        out: dict[str, list[str]] = {}
+        try:
+            net = self._conn.networkLookupByName(network)
+            leases = net.DHCPLeases()
+        except libvirt.libvirtError:
+            return out
+        for lease in leases or []:
+            if lease.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and lease.get("mac"):
+                out.setdefault(lease["mac"].lower(), []).append(lease["ipaddr"])
+        return out

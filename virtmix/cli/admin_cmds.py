@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import typer
 
 from virtmix.admin import cgroup_verbs, lifecycle, listing
-from virtmix.admin.targets import Session
+from virtmix.admin.targets import Session, env_limit
 from virtmix.admin.trees import remount
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 from virtmix.domain.settings import parse_domain
@@ -51,13 +51,22 @@ def say(text: str) -> None:
 def ls_domains(output: Output = OUTPUT_OPTION, tree: bool = typer.Option(
         False, "--tree", help="Draw host -> guests -> containers with state, cpuset, shares."),
                ) -> None:
-    """List containers and guests of every connection in use (lxc-ls --fancy).
+    """List containers and guests of every connection in use (lxc-ls --fancy, incus list).
 
-    Without -c: lxc:///system and qemu:///system (or $LIBVIRT_DEFAULT_URI). With -c URI:
-    that connection only. With -i INVENTORY: its hosts, and nested containers through their
-    guest's libvirt. 'foreign' marks domains virtmix did not define."""
+    Columns: name, kind, state, host, parent, ipv4 (running domains), cpuset, shares,
+    memory (the effective limit: the hard limit when one is set), site (who manages it),
+    managed ('foreign': virtmix did not define it). -o json carries the same keys.
+
+    Without -c: lxc:///system and qemu:///system, also when $LIBVIRT_DEFAULT_URI names one
+    of them; another $LIBVIRT_DEFAULT_URI limits the listing to it (and ls says so). With
+    -c URI: that connection only. With -i INVENTORY: its hosts, and nested containers
+    through their guest's libvirt."""
     with admin_session() as session:
         rows = listing.ls_rows(session)
+        limit = None if session.connect or session.site is not None else env_limit()
+    if limit:
+        err.print(f"virtmix: note: listing only $LIBVIRT_DEFAULT_URI={limit}; unset it or "
+                  "use -c URI for another connection", markup=False)
     if output == Output.json:
         print_json(rows)
         return
@@ -167,14 +176,26 @@ def console_domain(name: str = NAME_ARG) -> None:
 @app.command("cgroup", context_settings={"ignore_unknown_options": True})
 def cgroup_domain(
     name: str = NAME_ARG,
-    key: str = typer.Argument(..., help=", ".join(cgroup_keys())),
+    key: str = typer.Argument(None, help=", ".join(cgroup_keys())
+                              + "; without it every key is listed with its value."),
     value: str = typer.Argument(None, help="New value; without it the value is printed."),
     output: Output = OUTPUT_OPTION,
 ) -> None:
     """Read or set a cgroup setting, live and in the persistent definition (lxc-cgroup).
 
     Same keys as the inventory's `cgroup:`; memory values in bytes or with a unit (256M),
-    'max' for no limit. An unknown key exits 2 with the closest known key."""
+    'max' for no limit. An unknown key exits 2 with the closest known key. `cgroup NAME`
+    lists every key with its live value (and the persistent one where it differs)."""
+    if key is None:
+        with admin_session() as session:
+            values = cgroup_verbs.read_all(session.find(name))
+        if output == Output.json:
+            print_json([v.as_dict() for v in values])
+            return
+        print_columns(["KEY", "LIVE", "PERSISTENT"],
+                      [[v.key, "-" if v.live is None else v.live,
+                        "-" if v.persistent is None else v.persistent] for v in values])
+        return
     cgroup_verbs.key_spec(key)  # an unknown key fails before any connection
     with admin_session() as session:
         target = session.find(name)

@@ -40,7 +40,13 @@ from virtmix.converge.destroy import (
     site_targets,
 )
 from virtmix.converge.plan import Item, Options, Plan
-from virtmix.errors import ApplyFailedError, BackendError, ConflictError, UsageError
+from virtmix.errors import (
+    ApplyFailedError,
+    BackendError,
+    ConflictError,
+    NotFoundError,
+    UsageError,
+)
 from virtmix.inventory.site import Site
 from virtmix.nesting.guests import open_site as load_site
 from virtmix.util.locking import locked
@@ -188,8 +194,9 @@ def _apply(site: Site, plan: Plan, conns: dict[str, Backend], yes: bool, jobs: i
     _confirm("Apply these changes?", yes)
     todo = [i for i in plan.items if i.pending]
     progress, report = _progress_reporter(len(todo))
-    ctx = Context(site, conns, jobs=jobs, report=report,
-                  opts=Options(prune=plan.prune))
+    # Ctrl-C notices are printed even with --quiet: the admin asked and waits for an answer.
+    ctx = Context(site, conns, jobs=jobs, report=report, opts=Options(prune=plan.prune),
+                  notice=lambda line: err.print(f"virtmix: {line}", markup=False))
     if progress:
         with progress:
             result = run_plan(ctx, plan)
@@ -225,7 +232,7 @@ def _destroy_targets(targets: list[str]
 
     session = Session(connect=OPTIONS.connect, inventory=OPTIONS.inventory)
     try:
-        located = [session.find(n) for n in targets]
+        located = [_find_or_say_no_file(session, n) for n in targets]
     except BaseException:
         session.close()
         raise
@@ -235,6 +242,25 @@ def _destroy_targets(targets: list[str]
     found = [domain_target(t.conn, t.name, t.address, site.name if site else None)
              for t in located]
     return site, found, session.connections
+
+
+def _find_or_say_no_file(session, name: str):
+    """session.find, but a name that looks like an inventory file (NAME.yaml, a path) and
+    is none also says that the file does not exist: `destroy nope.yaml` was a typo."""
+    try:
+        return session.find(name)
+    except (NotFoundError, UsageError) as exc:
+        path = Path(name)
+        if path.suffix not in (".yaml", ".yml"):
+            raise
+        if isinstance(exc, UsageError):  # a path read as GUEST/NAME
+            exc = NotFoundError(f"no domain named {name!r}")
+        if not path.exists():
+            raise NotFoundError(f"{name}: no such inventory file, and {exc.message}",
+                                hint="destroy takes one INVENTORY file, or domain "
+                                     "NAMEs") from None
+        raise NotFoundError(f"{name}: an inventory file must be destroy's only argument "
+                            f"(and a file), and {exc.message}") from None
 
 
 def _destroy_all(targets: list[Target], conns: dict[str, Backend], **flags: bool) -> None:

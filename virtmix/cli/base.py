@@ -40,12 +40,67 @@ class Options:
 OPTIONS = Options()
 
 
+# Global options: their words, and which take a value.
+GLOBAL_VALUED = frozenset({"-c", "--connect", "-i", "--inventory"})
+GLOBAL_FLAGS = frozenset({"-q", "--quiet", "--debug"})
+# Verbs whose trailing words are a command to run inside (their parsing stops there): how
+# many positionals they take before it, and their own options that take a value.
+_COMMAND_VERBS = {"attach": (1, frozenset()),
+                  "execute": (0, frozenset({"--rootfs", "--name", "-n", "--memory"}))}
+
+
+def _is_global(word: str) -> bool:
+    return word in GLOBAL_VALUED or word in GLOBAL_FLAGS or word.startswith(
+        ("--connect=", "--inventory="))
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options written after the verb to before it, so they work in both
+    places on every verb: `virtmix cgroup c1 cpu.shares --quiet` is `virtmix --quiet cgroup
+    c1 cpu.shares` (not the value "--quiet"). Nothing after `--` moves, nor anything from
+    the command of attach/execute on (`attach c1 ps -q`: -q is ps's)."""
+    i = 0
+    while i < len(args) and _is_global(args[i]):  # the leading global options
+        i += 2 if args[i] in GLOBAL_VALUED else 1
+    if i >= len(args) or args[i].startswith("-"):
+        return args
+    verb, head, rest = args[i], args[:i + 1], args[i + 1:]
+    positionals, own_valued = _COMMAND_VERBS.get(verb, (None, frozenset()))
+    moved: list[str] = []
+    kept: list[str] = []
+    j = 0
+    while j < len(rest):
+        word = rest[j]
+        if word == "--":
+            kept += rest[j:]
+            break
+        if _is_global(word):
+            take = 2 if word in GLOBAL_VALUED else 1
+            moved += rest[j:j + take]
+            j += take
+            continue
+        kept.append(word)
+        if word in own_valued and j + 1 < len(rest):
+            kept.append(rest[j + 1])
+            j += 1
+        elif positionals is not None and not word.startswith("-"):
+            positionals -= 1
+            if positionals < 0:  # the command to run inside starts here
+                kept += rest[j + 1:]
+                break
+        j += 1
+    return head[:-1] + moved + [verb] + kept
+
+
 class VirtmixGroup(typer.core.TyperGroup):
     """Turns VirtmixError into its exit code and one clear line, inside the click command.
 
     Doing it here (not around app()) means typer's CliRunner sees the same exit codes as a
     shell. Unexpected exceptions exit 1; their traceback only shows with --debug.
     """
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(list(args)))
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
@@ -107,8 +162,13 @@ QUIET_OPTION = typer.Option(False, "--quiet", "-q", callback=_quiet_after_verb,
 
 
 def default_uri() -> str:
-    """The connection for verbs without an inventory: -c, then $LIBVIRT_DEFAULT_URI, as virsh."""
-    return OPTIONS.connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "lxc:///system"
+    """The LXC connection for verbs that make a container without an inventory (create):
+    -c, then $LIBVIRT_DEFAULT_URI as virsh, except that a variable naming this machine's
+    QEMU driver (`qemu:///system`, set for virsh) means this machine's LXC driver."""
+    env = os.environ.get("LIBVIRT_DEFAULT_URI")
+    if env in ("qemu:///system", "qemu:///", "qemu://"):
+        env = "lxc:///system"
+    return OPTIONS.connect or env or "lxc:///system"
 
 
 def print_json(data: Any) -> None:

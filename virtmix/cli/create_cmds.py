@@ -18,7 +18,13 @@ from rich.progress import (
 )
 
 from virtmix.cli.base import OPTIONS, QUIET_OPTION, app, default_uri, err, out
-from virtmix.create.workflow import CreateRequest, CreateResult, Report, create
+from virtmix.create.workflow import (
+    CreateRequest,
+    CreateResult,
+    Report,
+    create,
+    locked_root_note,
+)
 from virtmix.errors import UsageError
 
 # How far into the root filesystem step a builder message is (mmdebstrap's and the rootfs
@@ -159,6 +165,9 @@ def create_container(
         else:
             result = create(req, report)
     _print_result(result)
+    note = locked_root_note(req)
+    if note and not OPTIONS.quiet:
+        err.print(f"virtmix: note: {note}", markup=False)
     if result.start_error is not None:
         exc = result.start_error
         exc.hint = exc.hint or (f"{name} is created; fix the cause, then `virtmix start {name}`"

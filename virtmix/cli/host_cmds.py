@@ -60,7 +60,8 @@ def import_domains(
         host, uri, lxc_uri, items = importer.collect(
             session, set(names) if names else None, paths, v2, libvirt_domains=from_libvirt)
     source = ", ".join([p.uri for p in places] + [str(p) for p in paths])
-    doc = importer.inventory_document(host, uri, lxc_uri, "v2" if v2 else "v1", items)
+    doc = importer.inventory_document(host, uri, lxc_uri, "v2" if v2 else "v1", items,
+                                      site=importer.described_owner(items)[0])
     importer.check_roundtrip(importer.dump(doc, items, source), items)
     text = importer.dump(doc, items, source)
     for item in items:

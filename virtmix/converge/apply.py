@@ -8,6 +8,7 @@ is idempotent against what libvirt holds, so an interrupted apply is finished by
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from virtmix.converge.prepare import prepare
 from virtmix.errors import BackendError, StateError, VirtmixError
 from virtmix.inventory.site import Entry, Site
 from virtmix.render.schema_check import check_xml
+from virtmix.util import children
 from virtmix.util.polling import wait_until
 from virtmix.util.uris import is_local
 
@@ -54,6 +56,7 @@ class ApplyResult:
 
 
 Report = Callable[[str, Item, Outcome | None], None]  # ("start"|"end", item, outcome)
+Notice = Callable[[str], None]  # a line for the admin, at once (Ctrl-C: what apply waits for)
 
 
 @dataclass
@@ -64,10 +67,15 @@ class Context:
     report: Report | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     opts: Options = field(default_factory=Options)
+    notice: Notice | None = None
+    hard_stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C twice
+    doing: dict[str, str] = field(default_factory=dict)  # address -> operation under way
 
 
 # -- one item's operations --------------------------------------------------------------
-def _stop(conn: Backend, item: Item) -> None:
+def _stop(conn: Backend, item: Item, hard: threading.Event | None = None) -> None:
+    """Stop a domain: containers at once; guests get STOP_TIMEOUT to shut down, cut short
+    by a second Ctrl-C (`hard`), then they are destroyed."""
     if item.kind == "container" or item.target != "domain":
         conn.destroy(item.name)  # LXC: no guest agent to ask; init gets SIGKILL via the ns
         return
@@ -75,8 +83,10 @@ def _stop(conn: Backend, item: Item) -> None:
         conn.shutdown(item.name)
     except StateError:
         return
-    if not wait_until(lambda: conn.get(item.name).state in ("shutoff", "crashed"),
-                      timeout=STOP_TIMEOUT, interval=0.2):
+    down = ("shutoff", "crashed")
+    wait_until(lambda: bool(hard is not None and hard.is_set())
+               or conn.get(item.name).state in down, timeout=STOP_TIMEOUT, interval=0.2)
+    if conn.get(item.name).state not in down:
         conn.destroy(item.name)
 
 
@@ -117,7 +127,7 @@ def _start(ctx: Context, item: Item, conn: Backend) -> None:
 
 def _stop_if_running(ctx: Context, item: Item, conn: Backend) -> None:
     if _is_active(conn, item.name):
-        _stop(conn, item)
+        _stop(conn, item, ctx.hard_stop)
 
 
 def _restart(ctx: Context, item: Item, conn: Backend) -> None:
@@ -185,14 +195,70 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
     if conn is None:
         return Outcome(item, "failed", f"no connection to {item.uri}")
     t0 = time.monotonic()
+    done: list[str] = []
     try:
-        for op in item.ops:
-            _run_op(ctx, item, conn, op)
+        with children.working_for(item.address):
+            for op in item.ops:
+                if ctx.hard_stop.is_set():
+                    # Between two whole operations: what is done is whole, the rest is
+                    # left to the next apply.
+                    return Outcome(item, "skipped", "interrupted (Ctrl-C twice) after "
+                                   + (", ".join(done) or "nothing"), time.monotonic() - t0)
+                ctx.doing[item.address] = op
+                _run_op(ctx, item, conn, op)
+                done.append(op)
         out = Outcome(item, "done", ", ".join(item.ops), time.monotonic() - t0)
     except VirtmixError as exc:
+        if ctx.hard_stop.is_set():
+            return Outcome(item, "skipped", f"stopped by Ctrl-C twice during {op}: "
+                           f"{exc.message}", time.monotonic() - t0)
         out = Outcome(item, "failed", exc.message + (f" ({exc.hint})" if exc.hint else ""),
                       time.monotonic() - t0)
+    finally:
+        ctx.doing.pop(item.address, None)
     return out
+
+
+_OP_WORDS = {"prepare": "the rootfs or disks", "define": "the definition",
+             "redefine": "the definition", "start": "the start", "stop": "the stop",
+             "restart": "the restart", "recreate": "the re-creation",
+             "live": "the live changes", "remove": "the removal",
+             "network-define": "the definition", "network-redefine": "the definition",
+             "network-start": "the start", "network-remove": "the removal"}
+
+
+def waiting_for(ctx: Context) -> str:
+    """What an interrupted apply still waits for, in words: builds first, by entry."""
+    procs = {r.label: r.what for r in children.running()}
+    parts = []
+    for address, op in sorted(dict(ctx.doing).items()):
+        if address in procs:
+            parts.append(f"the {procs.pop(address)} of {address}")
+        else:
+            parts.append(f"{_OP_WORDS.get(op, op)} of {address}")
+    parts += [f"the {what}" + (f" of {label}" if label else "") for label, what in procs.items()]
+    return ", ".join(parts)
+
+
+def _on_interrupt(ctx: Context, count: int) -> None:
+    """First Ctrl-C: stop starting entries, say what is awaited. Second: kill builds now."""
+    say = ctx.notice or (lambda _line: None)
+    if count == 1:
+        ctx.stop.set()
+        what = waiting_for(ctx)
+        say("stopping: " + (f"waiting for {what} to finish" if what else "finishing up")
+            + "; Ctrl-C again to stop now")
+    elif count == 2:
+        ctx.hard_stop.set()
+        killed = children.kill_all()
+        names = ", ".join(r.what + (f" of {r.label}" if r.label else "") for r in killed)
+        say("stopping now: " + (f"killed {names}; removing its partial output"
+                                if killed else "no build to kill; finishing the operations "
+                                "under way (each takes seconds)"))
+    else:
+        what = waiting_for(ctx)
+        say("still stopping" + (f": {what}" if what else "") + " (removing partial output; "
+            "nothing is left half-made)")
 
 
 # -- a host's items, phase by phase ------------------------------------------------------
@@ -255,23 +321,23 @@ def run_plan(ctx: Context, plan: Plan) -> ApplyResult:
     hosts = plan.by_host()
     pool = ThreadPoolExecutor(max_workers=max(1, len(hosts)), thread_name_prefix="virtmix-host")
     futures = {pool.submit(run_host, ctx, items): h for h, items in hosts.items()}
+    interrupts = 0
     try:
         # Timed waits, not one blocking wait: the kernel may deliver SIGINT to any thread
         # (a worker, libvirt's), and then only a main thread that wakes up runs Python's
         # handler. A CI run applied all 50 entries of a one-host site before Ctrl-C landed.
+        # The loop goes on after a Ctrl-C, so that a second one is seen too.
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            for fut in done:
-                result.outcomes += fut.result()
-    except KeyboardInterrupt:
-        ctx.stop.set()
-        result.interrupted = True
-        for fut in futures:
             try:
-                result.outcomes += fut.result()
+                pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)[1]
             except KeyboardInterrupt:
-                pass
+                interrupts += 1
+                result.interrupted = True
+                _on_interrupt(ctx, interrupts)
+        for fut in futures:
+            with contextlib.suppress(KeyboardInterrupt):
+                result.outcomes += fut.result()
     finally:
         pool.shutdown(wait=True)
     order = {id(i): n for n, i in enumerate(plan.items)}

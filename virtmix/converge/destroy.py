@@ -18,7 +18,7 @@ from virtmix.domain import disk, filesystem
 from virtmix.errors import NotFoundError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.util import layout
-from virtmix.util.identity import network_uuid
+from virtmix.util.identity import owns_network
 from virtmix.util.uris import is_local
 
 GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img")
@@ -108,8 +108,9 @@ def site_targets(site: Site, conns: dict[str, Backend], networks: dict[str, str]
             for rec in conn.list_networks():
                 if rec.name == name:
                     target.exists, target.active = True, rec.active
-                    if rec.uuid != network_uuid(site.networks[name].host, name):
-                        target.foreign = "its UUID is not virtmix's (not defined by virtmix)"
+                    if not owns_network(rec.uuid, site.name, site.networks[name].host, name):
+                        target.foreign = (f"its UUID is not site {site.name!r}'s (not defined "
+                                          "by virtmix for this site)")
         out.append(target)
     return out
 

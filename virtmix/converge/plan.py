@@ -25,7 +25,7 @@ from virtmix.converge.plan_xml import adapt_domain_xml, adapt_network_xml, xml_d
 from virtmix.domain import tunables
 from virtmix.domain.tunables import CONFIG_ONLY, CONTAINER, GUEST, LIVE, RECREATE, RESTART
 from virtmix.inventory.site import Entry
-from virtmix.util.identity import network_uuid
+from virtmix.util.identity import network_uuid, owns_network
 
 # How a change of each owned field reaches a running domain (a guest's modes; a container's
 # differ where its row in virtmix.domain.tunables says so): derived, never written here.
@@ -264,18 +264,19 @@ def _plan_running(item: Item, want: Fields, obs: ObservedDomain, running: bool,
         item.ops.append("live")
 
 
-def plan_network(d: DesiredNetwork, obs: ObservedNetwork | None, opts: Options) -> Item:
+def plan_network(d: DesiredNetwork, obs: ObservedNetwork | None, opts: Options,
+                 site: str = "") -> Item:
     item = Item("network", "network", d.name, d.name, d.uri, d.inv_host or d.host,
                 2 if d.nested else 0, "ok", parent=d.host if d.nested else None)
     if obs is None:
         item.status, item.xml, item.ops = "create", d.xml, ["network-define", "network-start"]
         return item
-    ours = network_uuid(d.host, d.name)
-    if obs.uuid != ours and not opts.adopt:
+    if not owns_network(obs.uuid, site, d.host, d.name) and not opts.adopt:
         item.status = "refuse"
         item.reason = (f"network {d.name} on {d.uri} exists and was not defined by virtmix "
-                       "(its UUID is not virtmix's); rename it in the inventory or apply "
-                       "--adopt to take it over")
+                       f"for site {site!r} (its UUID is not this site's: another site or "
+                       "another tool made it); rename it in the inventory or apply --adopt "
+                       "to take it over")
         return item
     item.xml = adapt_network_xml(d.xml, obs.uuid)
     want, have = network_fields(item.xml), obs.fields
@@ -310,7 +311,9 @@ def _orphans(site: str, desired: set[tuple[str, str]], conn: ObservedConnection,
     for net in conn.networks.values():
         if "network:" + net.name in wanted:
             continue
-        if any(net.uuid == network_uuid(h, net.name) for h in hosts):
+        # Only a UUID derived from THIS site's name: another site's network (even on a
+        # host it also calls `local`) and pre-site networks are never orphans here.
+        if any(net.uuid == network_uuid(site, h, net.name) for h in hosts):
             item = Item("network", "network", net.name, net.name, conn.uri, "?", 4, "orphan")
             if opts.prune:
                 item.status, item.ops = "remove", ["network-remove"]
@@ -330,7 +333,7 @@ def build_plan(site: str, domains: list[DesiredDomain], networks: list[DesiredNe
                         2 if n.nested else 0, "unreachable", parent=n.host if n.nested else None)
             items.append(_unreachable(item, conn))
             continue
-        items.append(plan_network(n, conn.networks.get(n.name), opts))
+        items.append(plan_network(n, conn.networks.get(n.name), opts, site))
     for d in domains:
         e = d.entry
         conn = observed.get(e.uri)

@@ -24,6 +24,7 @@ from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError
 from virtmix.inventory.model import Container, Host, Inventory, Settings
 from virtmix.inventory.rules import check_name
 from virtmix.inventory.site import Entry, Site
+from virtmix.util.suggest import did_you_mean
 from virtmix.util.units import parse_cpuset
 
 CREATED_BY = "create"  # metadata value: the domain owns its tree (destroy deletes it)
@@ -150,6 +151,19 @@ def _validation_error(exc: ValidationError) -> UsageError:
     return UsageError(f"{option}: {msg}")
 
 
+def locked_root_note(req: CreateRequest) -> str | None:
+    """What to tell the admin when the new container's root can log in nowhere: root is
+    locked (no --root-password generate) and has no ssh key. None otherwise."""
+    if req.template == "busybox" or req.ssh_keys or req.root_password:
+        return None
+    return (f"root in {req.name} is locked and has no ssh key: nobody can log in (only "
+            f"`virtmix attach {req.name}` and `virtmix console {req.name}` reach it as root). "
+            f"To log in with a key, create it with --ssh-key FILE (or --ssh-key-text KEY; "
+            f"`ssh_keys:` in an inventory entry), or add one now: virtmix attach {req.name} "
+            "-- sh -c 'mkdir -p -m 700 /root/.ssh && echo \"ssh-ed25519 AAAA... you@host\" "
+            ">> /root/.ssh/authorized_keys'")
+
+
 def build_site(req: CreateRequest) -> tuple[Site, Entry]:
     """A one-entry Site for the request, validated like an inventory entry (nothing made)."""
     try:
@@ -157,7 +171,8 @@ def build_site(req: CreateRequest) -> tuple[Site, Entry]:
     except ValueError as exc:
         raise UsageError(f"NAME: {exc}") from None
     if req.template not in TEMPLATES:
-        raise UsageError(f"--template {req.template!r}: expected one of {', '.join(TEMPLATES)}")
+        raise UsageError(f"--template {req.template!r}: expected one of {', '.join(TEMPLATES)}"
+                         + did_you_mean(req.template, TEMPLATES))
     if req.network and req.bridge:
         raise UsageError("--network and --bridge: give one of them")
     if req.template == "busybox":

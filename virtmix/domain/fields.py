@@ -13,6 +13,7 @@ from typing import Any
 from virtmix.domain import blkiotune, cputune, disk, filesystem, idmap, interface, memtune
 from virtmix.domain import metadata as meta_mod
 from virtmix.domain import os as os_mod
+from virtmix.domain.metadata import INFO_ONLY
 from virtmix.domain.xmlnode import Element, parse, text
 
 Fields = dict[str, Any]
@@ -26,7 +27,9 @@ def owned_fields(xml: str | bytes | Element) -> Fields:
     out: Fields = {
         "type": root.get("type"),
         "description": text(root, "description"),
-        "metadata": tuple(sorted(meta.items())) if meta is not None else None,
+        # The inventory's path is information only: moving the file changes nothing owned.
+        "metadata": (tuple(sorted((k, v) for k, v in meta.items() if k not in INFO_ONLY))
+                     if meta is not None else None),
     }
     memtune.fields(root, out)
     cputune.fields(cputune.read(root), out)

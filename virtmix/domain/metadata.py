@@ -5,6 +5,8 @@ from __future__ import annotations
 from virtmix.domain.xmlnode import Element
 from virtmix.util.identity import VIRTMIX_NS
 
+INFO_ONLY = frozenset({"inventory"})  # metadata keys plan never compares
+
 
 def read(root: Element) -> dict[str, str] | None:
     node = root.find(f"metadata/{{{VIRTMIX_NS}}}entry")

@@ -73,7 +73,7 @@ def _need(tool: str, package: str) -> str:
 
 
 def _run(cmd: list[str], log: Path, what: str) -> None:
-    run_logged(cmd, log, None, what)
+    run_logged(cmd, log, None, what, activity=f"image build ({what})")
 
 
 def _bootstrap(spec: ImageSpec, tree: Path, log: Path, progress: Progress | None) -> None:
@@ -89,7 +89,8 @@ def _bootstrap(spec: ImageSpec, tree: Path, log: Path, progress: Progress | None
            "mmdebstrap", "--mode=root", "--format=directory", "--variant=minbase",
            f"--architectures={spec.architecture}", f"--include={','.join(spec.all_packages)}",
            f"--setup-hook={setup}", spec.suite, str(tree), *src.lines]
-    run_logged(cmd, log, progress, f"mmdebstrap {spec.suite} (guest image)")
+    run_logged(cmd, log, progress, f"mmdebstrap {spec.suite} (guest image)",
+               activity=f"image build (mmdebstrap {spec.suite})")
 
 
 def _kernel(tree: Path, dest: Path) -> str:

@@ -342,12 +342,21 @@ class Settings(Strict):
 class Inventory(Strict):
     """A site: hosts, their guests and containers, and networks."""
 
-    name: str | None = Field(None, description="Site name, recorded in domain metadata.")
+    site: Name | None = Field(None, description="Site name: who owns what this inventory makes "
+                              "(domain metadata, network UUIDs). Default: the file's stem.")
+    name: Name | None = Field(None, description="Older spelling of 'site'.")
     profiles_dir: str | None = Field(None, description="Extra profile directory.")
     templates_dir: str | None = Field(None, description="Templates overriding the shipped.")
     settings: Settings = Field(default_factory=Settings)
     networks: dict[Name, Network] = Field(default_factory=dict)
     hosts: dict[Name, Host] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_site_name(self) -> Inventory:
+        if self.site and self.name and self.site != self.name:
+            raise ValueError(f"'site: {self.site}' and 'name: {self.name}' disagree; 'name' is "
+                             "the older spelling of 'site': keep one")
+        return self
 
 
 def inventory_json_schema() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from virtmix.errors import NotFoundError, UsageError
 from virtmix.inventory.model import Container, Guest, Inventory, Network
+from virtmix.util.suggest import did_you_mean
 
 DEFAULT_MEMORY_KIB = {"container": 512 * 1024, "guest": 1024 * 1024}
 
@@ -48,7 +49,11 @@ class Site:
 
     @property
     def name(self) -> str:
-        return self.inventory.name or self.path.stem
+        """The site's identity: `site:` (or its older spelling `name:`), else the file's stem.
+
+        Ownership hangs on this name, never on the file's path, so moving the inventory
+        changes nothing it owns; the path is recorded in metadata as information only."""
+        return self.inventory.site or self.inventory.name or self.path.stem
 
     @property
     def networks(self) -> dict[str, Network]:
@@ -68,7 +73,9 @@ class Site:
         else:
             hits = [e for e in self.entries if e.name == name]
         if not hits:
-            raise NotFoundError(f"no entry named {name!r} in {self.path}")
+            names = [e.address for e in self.entries] + [e.name for e in self.entries]
+            raise NotFoundError(f"no entry named {name!r} in {self.path}"
+                                + did_you_mean(name, names))
         if len(hits) > 1:
             where = ", ".join(e.address if e.parent else f"{e.name} on {e.host}" for e in hits)
             raise UsageError(f"{name!r} is ambiguous in {self.path}: {where}; use GUEST/NAME")

@@ -232,7 +232,7 @@ class NetworkView:
 
 
 def network_view(site: Site, name: str, net: Network) -> NetworkView:
-    view = NetworkView(name, network_uuid(net.host, name), net.mode, net.bridge)
+    view = NetworkView(name, network_uuid(site.name, net.host, name), net.mode, net.bridge)
     if net.mode == "bridge" or net.ipv4 is None:
         return view
     view.address, view.netmask = str(net.ipv4.ip), str(net.ipv4.netmask)

@@ -20,6 +20,7 @@ from virtmix.rootfs.idmap import shift_tree
 from virtmix.rootfs.sources import resolve_sources
 from virtmix.rootfs.spec import RootfsSpec, host_architecture
 from virtmix.rootfs.storage import CACHE_MARKER, Storage, remove_tree
+from virtmix.util import children
 
 Progress = Callable[[str], None]
 BUILD_MARKER = ".virtmix-build"
@@ -63,8 +64,12 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
-def run_logged(cmd: list[str], log: Path, progress: Progress | None, what: str) -> None:
-    """Run cmd in its own session, output to log; kill the whole group if we are stopped."""
+def run_logged(cmd: list[str], log: Path, progress: Progress | None, what: str,
+               activity: str | None = None) -> None:
+    """Run cmd in its own session, output to log; kill the whole group if we are stopped.
+
+    While it runs it is listed in virtmix.util.children as `activity` (default: "rootfs
+    build (WHAT)"), so apply's Ctrl-C can say what it waits for, and kill it on a second."""
     with open(log, "ab") as out:
         out.write(f"$ {' '.join(cmd)}\n".encode())
         out.flush()
@@ -73,20 +78,29 @@ def run_logged(cmd: list[str], log: Path, progress: Progress | None, what: str) 
                                 preexec_fn=_die_with_parent)
         try:
             assert proc.stdout is not None
-            for raw in proc.stdout:
-                out.write(raw)
-                line = raw.decode(errors="replace").strip()
-                if progress and line.startswith(("I: ", "W: ")):
-                    progress(line[3:])
-            rc = proc.wait()
+            with children.tracked(proc.pid, activity or f"rootfs build ({what})"):
+                rc = _copy_output(proc, out, progress)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
+    if rc < 0:
+        raise RootfsError(f"{what} was killed by signal {-rc} (Ctrl-C twice, or another "
+                          "process)")
     if rc != 0:
         tail = log.read_text(errors="replace").splitlines()[-12:]
         raise RootfsError(f"{what} failed (exit {rc}); log {log}:\n" + "\n".join(tail))
+
+
+def _copy_output(proc: subprocess.Popen, out, progress: Progress | None) -> int:
+    """Copy the child's output to the log, pass its I:/W: lines on; its exit code."""
+    for raw in proc.stdout:
+        out.write(raw)
+        line = raw.decode(errors="replace").strip()
+        if progress and line.startswith(("I: ", "W: ")):
+            progress(line[3:])
+    return proc.wait()
 
 
 def _bootstrap_cmd(tool: str, spec: RootfsSpec, arch: str, tree: Path) -> tuple[list[str], list]:
@@ -224,7 +238,7 @@ def ensure_shifted(base: BaseTree, storage: Storage, offset: int,
         if progress:
             progress(f"shifting ownership by {offset} for an unprivileged container")
         run_logged(["cp", "-a", "--reflink=auto", str(base.tree), str(tmp / "tree")],
-                   log, None, "copy of the base tree")
+                   log, None, "copy of the base tree", activity="copy of a base tree")
         shift_tree(tmp / "tree", offset)
         meta = json.loads((base.path / CACHE_MARKER).read_text())
         meta.update(entry=entry, kind="shifted", shift=offset, base=base.entry,

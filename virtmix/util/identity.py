@@ -16,8 +16,22 @@ def domain_uuid(uri: str, name: str) -> str:
     return str(uuid.uuid5(_UUID_NS, f"domain|{uri}|{name}"))
 
 
-def network_uuid(host: str, name: str) -> str:
+def network_uuid(site: str, host: str, name: str) -> str:
+    """A network's UUID: libvirt 9.0 networks carry no metadata, so the UUID says which
+    site made it. Two sites that both call their host `local` get different UUIDs."""
+    return str(uuid.uuid5(_UUID_NS, f"network|{site}|{host}|{name}"))
+
+
+def legacy_network_uuid(host: str, name: str) -> str:
+    """The UUID virtmix gave networks before they were owned per site. Such a network is
+    still virtmix's when its inventory names it (libvirt cannot change a UUID in place),
+    but it names no site, so it is never listed as an orphan nor pruned."""
     return str(uuid.uuid5(_UUID_NS, f"network|{host}|{name}"))
+
+
+def owns_network(network_uuid_seen: str, site: str, host: str, name: str) -> bool:
+    """Whether a network of this name on `host` is this site's (or a pre-site network)."""
+    return network_uuid_seen in (network_uuid(site, host, name), legacy_network_uuid(host, name))
 
 
 def mac_address(uri: str, name: str, index: int) -> str:
