@@ -45,6 +45,7 @@ class Site:
     entries: list[Entry] = field(default_factory=list)
     profiles: Any = None  # the ProfileLibrary the entries were merged with
     own_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # keypath -> own keys
+    warnings: list[str] = field(default_factory=list)  # legal but dangerous settings
 
     @property
     def name(self) -> str:

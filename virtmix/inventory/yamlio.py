@@ -6,6 +6,13 @@ YAML 1.2, so it is used only for documents that have nothing whose meaning diffe
 the two (merge keys, yes/no/on/off, dates, octal or underscored numbers), and any error it
 raises sends the document to PyYAML, which reports it precisely. It also refuses duplicate
 keys, which PyYAML would silently collapse; PyYAML's path checks those separately.
+
+Aliases are bounded before either loader builds anything (SECURITY.md: an inventory is
+untrusted until apply): a document with anchors goes to PyYAML, after one pass over its
+parse events has counted its aliases and the number of nodes they expand to. A "billion
+laughs" of a few hundred bytes expands to billions of nodes in every later walk (the model,
+the duplicate-key check, rendering); it is refused with the line of the alias that passes
+the limit.
 """
 
 from __future__ import annotations
@@ -49,9 +56,50 @@ def _version_sensitive(text: str) -> bool:
     return False
 
 
+MAX_ALIASES = 10_000
+MAX_EXPANDED_NODES = 1_000_000  # nodes added by expanding aliases, beyond the document's own
+
+
+def check_aliases(text: str, path: Path) -> None:
+    """Refuse a document whose aliases are too many or expand to too many nodes."""
+    if "&" not in text:  # no anchor, no alias (an alias without an anchor is an error)
+        return
+    sizes: dict[str, int] = {}
+    # One frame per open collection: [nodes so far, anchor]
+    stack: list[list[Any]] = [[0, None]]
+    aliases = expanded = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                size = sizes.get(event.anchor, 1)
+                expanded += size
+                stack[-1][0] += size
+                if aliases > MAX_ALIASES or expanded > MAX_EXPANDED_NODES:
+                    what = (f"more than {MAX_ALIASES} aliases" if aliases > MAX_ALIASES else
+                            f"aliases that expand to more than {MAX_EXPANDED_NODES} nodes")
+                    raise InventoryError(
+                        f"the document has {what} (a YAML alias bomb?); write the values out "
+                        "or use profiles", file=str(path), line=event.start_mark.line + 1)
+            elif isinstance(event, yaml.ScalarEvent):
+                stack[-1][0] += 1
+                if event.anchor:
+                    sizes[event.anchor] = 1
+            elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                stack.append([1, event.anchor])
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                count, anchor = stack.pop()
+                if anchor:
+                    sizes[anchor] = count
+                stack[-1][0] += count
+    except yaml.YAMLError:
+        return  # the loader reports the syntax error with its line
+
+
 def _fast_load(text: str) -> tuple[bool, Any]:
-    """(True, data) when pyyaml-rs can load `text` with PyYAML's meaning, else (False, None)."""
-    if _fast is None or _version_sensitive(text):
+    """(True, data) when pyyaml-rs can load `text` with PyYAML's meaning, else (False, None).
+    Documents with anchors always go to PyYAML, whose aliases check_aliases has bounded."""
+    if _fast is None or "&" in text or _version_sensitive(text):
         return False, None
     try:
         return True, _fast.safe_load(text)
@@ -70,6 +118,7 @@ def read_yaml(path: Path, *, what: str = "inventory") -> tuple[Any, str]:
     ok, data = _fast_load(text)
     if ok:
         return data, text
+    check_aliases(text, path)
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - CSafeLoader/SafeLoader only
     except yaml.MarkedYAMLError as exc:
@@ -83,6 +132,12 @@ def read_yaml(path: Path, *, what: str = "inventory") -> tuple[Any, str]:
         # PyYAML's YAML 1.1 resolver takes `0b_` or `0x_` for an integer and then fails to
         # convert it (int('', 2)): say which value, instead of an unexpected error.
         raise _unconvertible_number(text, path) from None
+    except RecursionError:
+        raise InventoryError("the document is nested too deeply to be an inventory",
+                             file=str(path)) from None
+    except (TypeError, OverflowError) as exc:  # e.g. an unhashable mapping key: {[1]: 2}
+        raise InventoryError(f"YAML value that cannot be loaded: {exc}", file=str(path)) \
+            from None
     check_duplicate_keys(text, path)
     return data, text
 
