@@ -21,7 +21,17 @@ from virtmix.cli.apply_output import (
     print_plan,
     print_result,
 )
-from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.cli.base import (
+    OPTIONS,
+    OUTPUT_OPTION,
+    QUIET_OPTION,
+    Output,
+    app,
+    err,
+    out,
+    print_json,
+    print_warnings,
+)
 from virtmix.converge.apply import (
     Context,
     close_all,
@@ -54,6 +64,7 @@ EXIT_PENDING = 10
 
 def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict]:
     site = load_site(inventory)
+    print_warnings(site)
     domains, networks = desired_documents(site)
     if OPTIONS.connect:  # -c with an inventory: only what lives on that connection
         uris = sorted({d.entry.uri for d in domains} | {n.uri for n in networks})

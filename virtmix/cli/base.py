@@ -35,6 +35,7 @@ class Options:
     inventory: str | None = None
     debug: bool = False
     quiet: bool = False
+    allow_uri_commands: bool = False
 
 
 OPTIONS = Options()
@@ -88,7 +89,14 @@ def _global(
                                   help="Inventory for admin verbs (hosts, nested containers)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    allow_uri_commands: bool = typer.Option(
+        False, "--allow-uri-commands",
+        help="Accept inventory URIs that choose a command to run: libvirt's ext transport, "
+        "ssh command=/socket=/netcat=, a host starting with '-' (see SECURITY.md)."),
 ) -> None:
+    from virtmix.inventory import uris
+
+    uris.ALLOW_URI_COMMANDS = OPTIONS.allow_uri_commands = allow_uri_commands
     OPTIONS.connect = connect
     OPTIONS.inventory = inventory
     OPTIONS.debug = debug
@@ -104,6 +112,12 @@ def _quiet_after_verb(quiet: bool) -> bool:
 # progress; the parameter is only there for this callback.
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", callback=_quiet_after_verb,
                             help="No progress output (as virtmix --quiet).")
+
+
+def print_warnings(site: Any) -> None:
+    """The inventory's legal but dangerous settings (SECURITY.md), one line each on stderr."""
+    for warning in site.warnings:
+        err.print(f"virtmix: warning: {warning}", markup=False)
 
 
 def default_uri() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from virtmix.cli.base import OUTPUT_OPTION, Output, app, err, out, print_json
+from virtmix.cli.base import OUTPUT_OPTION, Output, app, err, out, print_json, print_warnings
 from virtmix.errors import NotFoundError, UsageError
 from virtmix.inventory.load import load_site
 from virtmix.inventory.model import inventory_json_schema
@@ -22,6 +22,7 @@ def rendered_and_checked(inventory: Path, host: str | None = None, name: str | N
     for missing in site.profiles.missing_dirs():
         err.print(f"virtmix: warning: {site.path}: profiles_dir {missing} does not exist "
                   "(only the shipped profiles are used)", markup=False)
+    print_warnings(site)
     if host is not None and host not in site.inventory.hosts:
         raise NotFoundError(f"no host named {host!r} in {site.path}",
                             hint="hosts: " + ", ".join(site.inventory.hosts))
@@ -38,7 +39,8 @@ def validate_inventory(inventory: Path = INVENTORY_ARG,
     site, items = rendered_and_checked(inventory)
     counts = {k: sum(1 for i in items if i.kind == k) for k in ("container", "guest", "network")}
     if output == Output.json:
-        print_json({"inventory": str(site.path), "valid": True, **counts})
+        print_json({"inventory": str(site.path), "valid": True, **counts,
+                    "warnings": site.warnings})
         return
     out.print(f"{inventory}: valid ({counts['container']} containers, {counts['guest']} "
               f"guests, {counts['network']} networks on {len(site.inventory.hosts)} hosts)")

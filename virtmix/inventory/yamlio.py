@@ -43,7 +43,9 @@ _MERGE_OR_BOOL = re.compile(r"<<|(?:^|[\s\[{,:-])(?i:yes|no|on|off|y|n)\s*(?:$|[
 # A plain scalar ends at ", ]}#", whitespace, or a colon followed by whitespace (a key).
 _NUMERIC_TOKEN = re.compile(r"(?:^|(?<=[\s\[{,:]))[-+]?\.?\d(?:[^\s,\]}#:]|:(?=\S))*",
                             re.MULTILINE)
-_NUMERIC_DIFFERS = re.compile(r"[-+]?0\d+|0[ob]\w*|[-+]?[\d.]+[eE][-+]?\d+|\d{4}-\d\d?-\d.*")
+# (`-.5`: YAML 1.2 reads a float, PyYAML's 1.1 resolver a string: it allows no sign there.)
+_NUMERIC_DIFFERS = re.compile(r"[-+]?0\d+|0[ob]\w*|[-+]?[\d.]+[eE][-+]?\d+|\d{4}-\d\d?-\d.*"
+                              r"|[-+]\.\d.*")
 
 
 def _version_sensitive(text: str) -> bool:
