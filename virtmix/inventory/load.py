@@ -15,7 +15,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from virtmix.errors import InventoryError
-from virtmix.inventory import sitechecks, uris, walk
+from virtmix.inventory import sitechecks, strings, uris, walk
 from virtmix.inventory.addresses import allocate_guest_addresses
 from virtmix.inventory.model import Container, Guest, Inventory
 from virtmix.inventory.profiles import ProfileLibrary, deep_merge, fold_cgroup
@@ -232,7 +232,7 @@ class _Loader:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if "input" in err and not isinstance(err["input"], dict | list):
-                msg += f" (got {err['input']!r})"
+                msg += f" (got {strings.shown(err['input'])})"
         return self._locate(msg, keypath)
 
     def _locate(self, msg: str, keypath: tuple[Any, ...]) -> InventoryError:

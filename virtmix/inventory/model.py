@@ -35,13 +35,13 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def check_name(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"a name must be a string, got {value!r}")
+        raise ValueError(f"a name must be a string, got {strings.shown(value)}")
     if len(value) > 64:
-        raise ValueError(f"name {value!r} is longer than 64 characters")
+        raise ValueError(f"name {strings.shown(value)} is longer than 64 characters")
     if ".." in value or not NAME_RE.fullmatch(value):  # fullmatch: `$` allows a final \n
         raise ValueError(
-            f"unsafe name {value!r}: use letters, digits, '.', '_' and '-', starting with a "
-            "letter or digit, no '..', at most 64 characters"
+            f"unsafe name {strings.shown(value)}: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, no '..', at most 64 characters"
         )
     return value
 
@@ -389,7 +389,7 @@ class Settings(Strict):
 class Inventory(Strict):
     """A site: hosts, their guests and containers, and networks."""
 
-    name: str | None = Field(None, description="Site name, recorded in domain metadata.")
+    name: Name | None = Field(None, description="Site name, recorded in domain metadata.")
     profiles_dir: str | None = Field(None, description="Extra profile directory.")
     templates_dir: str | None = Field(None, description="Templates overriding the shipped.")
     settings: Settings = Field(default_factory=Settings)

@@ -20,6 +20,12 @@ from typing import Any
 _INVISIBLE = frozenset("\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as it goes into a message: repr, cut short (a hostile value may be megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def control_character(text: str, *, allow_newlines: bool = False) -> str | None:
     """The first control character in `text` as a readable escape, or None."""
     if text.isprintable():  # fast path: no Cc/Cf/Zl/Zp/... at all

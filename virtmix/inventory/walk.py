@@ -41,7 +41,8 @@ def problems(tree: Any) -> Iterator[tuple[tuple[Any, ...], str]]:
                 if isinstance(key, str):
                     bad = control_character(key)
                     if bad:
-                        yield (*where, key), f"key contains a control character ({bad})"
+                        # shown escaped: the key path is printed in the message
+                        yield (*where, repr(key)), f"key contains a control character ({bad})"
                         continue
                 stack.append((value, (*where, key), multiline or key in MULTILINE))
         elif isinstance(node, list):

@@ -28,7 +28,8 @@ _UNITS = {
 def _parse_size_text(value: str) -> int:
     m = _SIZE_RE.match(value)
     if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot parse size {value!r}: expected e.g. 512MiB, 2GiB, 1G or bytes")
+        raise ValueError(f"cannot parse size {value[:40]!r}: expected e.g. 512MiB, 2GiB, 1G "
+                         "or bytes")
     whole, _, frac = m.group(1).partition(".")
     unit = _UNITS[m.group(2).lower()]
     # Exact arithmetic: a float would turn 30 digits into inf (OverflowError in int()).
