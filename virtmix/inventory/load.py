@@ -29,7 +29,7 @@ ENTRY_KINDS = {"containers": "container", "guests": "guest"}
 MAX_ERRORS = 20  # reported at once; an inventory with more has a systematic problem
 
 
-def combined(errors: list[InventoryError]) -> InventoryError:
+def combined(errors: list[InventoryError], unseen: int = 0) -> InventoryError:
     """One error for several: the first as it would be alone, then each further one on its
     own line with its file:line and key path (at most MAX_ERRORS)."""
     unique: list[InventoryError] = []
@@ -43,8 +43,9 @@ def combined(errors: list[InventoryError]) -> InventoryError:
         return first
     shown = unique[1:MAX_ERRORS]
     more = "\n".join(f"  {p.message}" for p in shown)
-    if len(unique) > MAX_ERRORS:
-        more += f"\n  ... and {len(unique) - MAX_ERRORS} more"
+    hidden = max(len(unique) - MAX_ERRORS, 0) + unseen
+    if hidden:
+        more += f"\n  ... and {hidden} more"
     out = InventoryError(f"{first.detail}\nfurther problems:\n{more}",
                          file=first.file, key=first.key, line=first.line, hint=first.hint)
     out.problems = unique  # type: ignore[attr-defined]
@@ -176,7 +177,8 @@ class _Loader:
             return Inventory.model_validate(
                 tree, context={"allow_uri_commands": allow_uri_commands})
         except ValidationError as exc:
-            raise combined(self._translate(exc, tree)) from None
+            problems = self._translate(exc, tree)
+            raise combined(problems, max(exc.error_count() - MAX_ERRORS, 0)) from None
         except RecursionError:
             raise InventoryError("the inventory is nested too deeply", file=self.file) from None
 
