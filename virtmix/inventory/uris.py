@@ -12,6 +12,7 @@ refused unless `--allow-uri-commands` is given.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import parse_qsl, urlsplit
 
 from virtmix.inventory.strings import control_character
@@ -24,6 +25,7 @@ _COMMAND_PARAMS = frozenset({"command", "socket", "netcat"})
 _DEFAULT_PATH = {"lxc": "/system", "qemu": "/system", "test": "/default"}
 
 
+@lru_cache(maxsize=1024)
 def canonical(uri: str) -> str:
     """The spelling libvirt treats as the same daemon: `LXC:///` -> `lxc:///system`."""
     try:
