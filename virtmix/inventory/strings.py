@@ -49,7 +49,7 @@ def no_control(value: Any) -> Any:
 
 # A mirror is a plain URL: apt options such as `[trusted=yes]` would turn signature checks
 # off, and blanks would add suites or components to the sources line.
-_MIRROR = re.compile(r"^(?:https?|file)://[^\s\[\]\"'\\<>]+$", re.IGNORECASE)
+_MIRROR = re.compile(r"^(?:https?|file)://[^\s\[\]\"'\\<>]+\Z", re.IGNORECASE)
 
 
 def check_mirror(value: Any) -> Any:
@@ -96,8 +96,8 @@ def check_ssh_key(value: Any) -> Any:
     return value
 
 
-_LOCALE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z0-9-]+)?(?:@[A-Za-z0-9]+)?$")
-_TIMEZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9][A-Za-z0-9_+-]*){0,2}$")
+_LOCALE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(?:\.[A-Za-z0-9-]+)?(?:@[A-Za-z0-9]+)?\Z")
+_TIMEZONE = re.compile(r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9][A-Za-z0-9_+-]*){0,2}\Z")
 
 
 def check_locale(value: Any) -> Any:
@@ -115,9 +115,9 @@ def check_timezone(value: Any) -> Any:
 
 # Debian policy 5.6.1: lowercase letters, digits, + - . ; at least two characters, starting
 # with a letter or digit. An optional :ARCH and a =VERSION or /SUITE, as apt accepts.
-_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+|/[a-z0-9-]+)?$")
-_SUITE = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
-_WORD = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,63}$")
+_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(?::[a-z0-9-]+)?(?:=[A-Za-z0-9.+~:-]+|/[a-z0-9-]+)?\Z")
+_SUITE = re.compile(r"^[a-z][a-z0-9-]{0,63}\Z")
+_WORD = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,63}\Z")
 
 
 def check_package(value: Any) -> Any:
