@@ -36,6 +36,28 @@ try:
 except AttributeError:  # PyYAML built without libyaml
     _Loader = yaml.SafeLoader
 
+
+class _DuplicateKey(Exception):
+    """A mapping repeats a key (found while loading; check_duplicate_keys says where)."""
+
+
+class _CheckingLoader(_Loader):  # type: ignore[misc,valid-type]
+    """The safe loader, noticing a repeated key while it builds each mapping, so that a
+    large document is not composed a second time only to look for one. Keys a merge (`<<`)
+    brings in may be overridden: only the mapping's own keys count."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, _value in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or \
+                        not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                if key_node.value in seen:
+                    raise _DuplicateKey
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
 # What YAML 1.1 (PyYAML) and YAML 1.2 (pyyaml-rs) read differently: merge keys, the 1.1 booleans,
 # and numeric-looking plain scalars with underscores, colons (sexagesimal), exponents, leading
 # zeros (octal), 0o/0b prefixes, or dates.
@@ -123,7 +145,11 @@ def read_yaml(path: Path, *, what: str = "inventory") -> tuple[Any, str]:
         return data, text
     check_aliases(text, path)
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - CSafeLoader/SafeLoader only
+        data = yaml.load(text, Loader=_CheckingLoader)  # noqa: S506 - a CSafeLoader/SafeLoader
+    except _DuplicateKey:
+        check_duplicate_keys(text, path)  # composes the document to name the key and line
+        raise InventoryError("a key appears twice in the same mapping", file=str(path)) \
+            from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -141,7 +167,6 @@ def read_yaml(path: Path, *, what: str = "inventory") -> tuple[Any, str]:
     except (TypeError, OverflowError) as exc:  # e.g. an unhashable mapping key: {[1]: 2}
         raise InventoryError(f"YAML value that cannot be loaded: {exc}", file=str(path)) \
             from None
-    check_duplicate_keys(text, path)
     return data, text
 
 
