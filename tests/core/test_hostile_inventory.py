@@ -378,3 +378,15 @@ def test_validate_json_carries_the_warnings(tmp_path):
 def test_a_plain_inventory_has_no_warnings(tmp_path):
     site = load_site(_write(tmp_path, container("{}")))
     assert site.warnings == []
+
+
+@pytest.mark.parametrize("text", [
+    "hosts:\n  local:\n    containers:\n      web:\n        ? " + "k" * 1_000_000
+    + "\n        : 1\n",
+    "name: " + "n" * 3_000_000 + "\nhosts: {}\n",
+    container("{memory: '" + "9" * 100_000 + "MiB'}"),
+    container("{cpu: {cpuset: '" + "1," * 20_000 + "1'}}"),
+])
+def test_huge_keys_and_values_are_refused_quickly_with_short_messages(tmp_path, text):
+    err = refused(tmp_path, text)
+    assert len(err) < 2000

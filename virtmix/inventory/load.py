@@ -88,7 +88,7 @@ class _Loader:
                 break
 
     def fail(self, message: str, keypath: tuple[Any, ...], hint: str | None = None):
-        key = ".".join(str(k) for k in keypath) or None
+        key = _keystr(keypath) or None
         raise InventoryError(message, file=self.file, key=key,
                              line=line_of(self.text, keypath), hint=hint)
 
@@ -222,9 +222,11 @@ class _Loader:
         kind = err["type"]
         if kind == "extra_forbidden":
             key = keypath[-1] if keypath else "?"
-            msg = f"unknown key {key!r}"
+            msg = f"unknown key {strings.shown(key)}"
             allowed = self._allowed_keys(keypath[:-1])
-            close = difflib.get_close_matches(str(key), allowed, n=1) if allowed else []
+            # (difflib is quadratic: no suggestion for a key no field name is near)
+            close = difflib.get_close_matches(str(key), allowed, n=1) \
+                if allowed and len(str(key)) <= 64 else []
             if close:
                 msg += f"; did you mean {close[0]!r}?"
             elif allowed:
@@ -251,13 +253,13 @@ class _Loader:
                 for pname in chain:
                     prof = self.library.get(pname, used_at=(self.file, ""))
                     if self._present(prof.settings, rest):
-                        key = ".".join(str(k) for k in rest)
+                        key = _keystr(rest)
                         return InventoryError(
                             f"{msg} (from profile {pname!r}, used by "
                             f"{'.'.join(str(k) for k in keypath[:n])})",
                             file=str(prof.path), key=key, line=line_of(prof.text, rest))
                 break
-        key = ".".join(str(k) for k in keypath) or None
+        key = _keystr(keypath) or None
         return InventoryError(msg, file=self.file, key=key, line=line)
 
     @staticmethod
@@ -293,6 +295,11 @@ class _Loader:
             if _is_model(node):
                 keys |= set(node.model_fields)
         return sorted(keys)
+
+
+def _keystr(keypath: tuple[Any, ...]) -> str:
+    """A key path for a message; a hostile key of megabytes is cut short."""
+    return ".".join(str(k) if len(str(k)) <= 80 else str(k)[:60] + "..." for k in keypath)
 
 
 def _is_model(node: Any) -> bool:

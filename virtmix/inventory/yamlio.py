@@ -254,6 +254,28 @@ def line_of(text: str, keypath: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _starts_with_key(stripped: str, key: str) -> bool:
+    """`KEY:` (plain or quoted) at the start of a stripped line. No regex: a hostile key of
+    megabytes would cost seconds to compile."""
+    for form in (key, f"'{key}'", f'"{key}"'):
+        if stripped.startswith(form):
+            rest = stripped[len(form):].lstrip(" ")
+            if rest.startswith(":") and (len(rest) == 1 or rest[1] in " \t"):
+                return True
+    return False
+
+
+def _in_flow_mapping(line: str, key: str) -> bool:
+    """`{KEY: ...` or `, KEY: ...` somewhere on the line."""
+    at = line.find(key)
+    while at != -1:
+        before = line[:at].rstrip(" ")
+        if before.endswith(("{", ",")) and _starts_with_key(line[at:], key):
+            return True
+        at = line.find(key, at + 1)
+    return False
+
+
 @lru_cache(maxsize=2)
 def _lines(text: str) -> list[str]:
     return text.split("\n")
@@ -268,8 +290,7 @@ def _line_by_text(text: str, keypath: tuple[Any, ...]) -> int | None:
     start, end = 0, len(lines)
     found: int | None = None
     for part in keypath:  # an int is a sequence index (not followed) or a key (vcpupin)
-        key = re.escape(str(part))
-        pattern = re.compile(rf"(?:{key}|'{key}'|\"{key}\")\s*:(?:\s|$)")
+        key = str(part)
         child_indent = None
         hit = None
         for i in range(start, end):
@@ -283,11 +304,11 @@ def _line_by_text(text: str, keypath: tuple[Any, ...]) -> int | None:
             if indent < child_indent:
                 end = i
                 break
-            if indent == child_indent and pattern.match(stripped):
+            if indent == child_indent and _starts_with_key(stripped, key):
                 hit = i
                 break
         if hit is None:
-            if found is not None and re.search(rf"[{{,]\s*{pattern.pattern}", lines[found]):
+            if found is not None and _in_flow_mapping(lines[found], key):
                 continue  # inside the flow mapping on the parent's line
             return found + 1 if found is not None else None
         found, start = hit, hit + 1
