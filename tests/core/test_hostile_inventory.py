@@ -266,6 +266,13 @@ NET = "networks:\n  n: {host: local, ipv4: 10.9.0.1/24, dhcp: true}\n"
      ["networks.n.dhcp", "not a host address"]),
     ("networks:\n  n: {host: local, ipv4: 10.9.0.1/24, "
      "dhcp: {start: 10.9.0.0, end: 10.9.0.9}}\nhosts: {local: {}}\n", ["networks.n.dhcp"]),
+    ("networks:\n  n: {host: local, ipv4: 10.9.0.1/31, dhcp: true}\nhosts: {local: {}}\n",
+     ["networks.n.dhcp", "too small"]),
+    ("networks:\n  n: {host: local, ipv4: 10.9.0.255/24}\nhosts: {local: {}}\n",
+     ["networks.n.ipv4", "not a host address"]),
+    (NET + "hosts:\n  local:\n    containers:\n"
+     "      a: {interfaces: [{network: n, ipv4: 10.9.0.0/24}]}\n",
+     ["interfaces.0.ipv4", "not a host address"]),
 ])
 def test_site_wide_conflicts(tmp_path, text, words):
     refused(tmp_path, text, *words)

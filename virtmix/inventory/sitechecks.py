@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from typing import Any
 
 from virtmix.inventory import uris
@@ -54,6 +55,9 @@ def _network_conflicts(site: Site) -> Iterator[tuple[str, tuple[Any, ...]]]:
                 if other != e.keypath:
                     yield (f"MAC {iface.mac} is used twice on {shown!r} (also by {other})",
                            (*kp, "mac"))
+            if iface.ipv4 is not None and not _is_host_address(iface.ipv4):
+                yield (f"{iface.ipv4} is not a host address (it is its network's own or "
+                       "broadcast address)", (*kp, "ipv4"))
             if iface.ipv4 is not None:
                 key = (*seg, str(iface.ipv4.ip))
                 other = addrs.setdefault(key, e.keypath)
@@ -66,9 +70,27 @@ def _network_conflicts(site: Site) -> Iterator[tuple[str, tuple[Any, ...]]]:
                            "(the host's side)", (*kp, "ipv4"))
 
 
+def _is_host_address(iface) -> bool:
+    """Not the subnet's network or broadcast address (a /31 or /32 has only hosts)."""
+    subnet = iface.network
+    return subnet.prefixlen >= 31 or iface.ip not in (subnet.network_address,
+                                                      subnet.broadcast_address)
+
+
 def _dhcp_ranges(site: Site) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    from virtmix.render.views import network_view  # views imports site: no import cycle
+
     for name, net in site.networks.items():
+        if net.ipv4 is not None and not _is_host_address(net.ipv4):
+            yield (f"{net.ipv4} is not a host address of its network (it is the network's "
+                   "own or broadcast address)", ("networks", name, "ipv4"))
+            continue
         rng = net.dhcp
+        if rng is True and net.ipv4 is not None and net.mode != "bridge":
+            view = network_view(site, name, net)
+            if view.dhcp_start and IPv4Address(view.dhcp_start) > IPv4Address(view.dhcp_end):
+                yield (f"network {name!r} ({net.ipv4.network}) is too small for a DHCP range; "
+                       "use a larger network or dhcp: {start, end}", ("networks", name, "dhcp"))
         if isinstance(rng, bool) or net.ipv4 is None:
             continue
         subnet = net.ipv4.network
