@@ -69,6 +69,8 @@ PAYLOADS = [
     "{{ d.name.__class__.__subclasses__() }}",
     "{% for i in d.__class__.__mro__ %}{{ i }}{% endfor %}",
     "{{ undefined_name.__class__ }}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}",
 ]
 
 
