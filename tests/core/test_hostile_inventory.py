@@ -168,6 +168,12 @@ def test_mapping_keys_that_are_not_strings(tmp_path, text, key):
     ("hosts:\n  local:\n    guests:\n      g: {boot: {kernel: vmlinuz}}\n", ["boot.kernel"]),
     ("hosts:\n  local:\n    guests:\n      g: {disks: [{path: disk.img}]}\n", ["disks.0.path"]),
     ('name: "a site"\nhosts: {}\n', ["name"]),
+    (container("{description: !!binary G1szMW0=}"), ["description", "!!binary"]),
+    (container("{init: [!!binary L2Jpbi9zaAo=]}"), ["init.0", "!!binary"]),
+    (container("{description: !!set {a, b}}"), ["description", "YAML set"]),
+    (container("{description: 2024-01-01}"), ["description", "YAML date"]),
+    (container("{init: !!python/object/apply:os.system [id]}"), ["python/object"]),
+    (container("{init: !custom [id]}"), ["!custom"]),
 ])
 def test_strings_are_checked_at_load(tmp_path, text, words):
     refused(tmp_path, text, *words)

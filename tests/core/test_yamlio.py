@@ -114,3 +114,13 @@ def test_many_errors_in_a_large_inventory_are_reported_quickly(tmp_path):
     assert "big.yaml:4: hosts.h.containers.c0.memory" in str(exc.value)
     assert "big.yaml:54: hosts.h.containers.c50.memory" in str(exc.value)
     assert "and 220 more" in str(exc.value)  # 240 problems, 20 listed
+
+
+@pytest.mark.parametrize("text", ["a: !!str 12\n", "a: !!binary G1szMW0=\n",
+                                  "a: !!set {x, y}\n", "a: [1, !!float 2]\n"])
+def test_tagged_documents_mean_the_same_whichever_loader(tmp_path, text, monkeypatch):
+    """pyyaml-rs drops tags (!!binary G1sz... would be the text 'G1sz...'): documents with a
+    tag always go to PyYAML."""
+    fast = loaded(tmp_path, text)
+    monkeypatch.setattr(yamlio, "_fast", None)
+    assert loaded(tmp_path, text) == fast == reference(text)

@@ -51,6 +51,13 @@ def problems(tree: Any) -> Iterator[tuple[tuple[Any, ...], str]]:
             bad = control_character(node, allow_newlines=multiline)
             if bad:
                 yield where, f"contains a control character ({bad})"
+        elif isinstance(node, bytes):  # pydantic would take them for text, unchecked
+            yield where, "a binary value (!!binary) is not accepted; write the text"
+        elif node is not None and not isinstance(node, bool | int | float):
+            # !!set, !!timestamp and the like: nothing in an inventory is one, and their
+            # contents would escape the checks above
+            yield where, (f"a YAML {type(node).__name__} is not accepted here; quote it if "
+                          "it is meant as text")
 
 
 def _shown(key: Any) -> str:

@@ -71,8 +71,14 @@ _NUMERIC_DIFFERS = re.compile(r"[-+]?0\d+|0[ob]\w*|[-+]?[\d.]+[eE][-+]?\d+|\d{4}
                               r"|[-+]\.\d.*")
 
 
+# A tag (`!!binary`, `!!set`, `!foo`): pyyaml-rs drops tags and keeps the plain value, where
+# PyYAML builds bytes or a set, or refuses an unknown tag. (A `!` inside a scalar may match
+# too: that document only takes the slower path.)
+_TAG = re.compile(r"(?:^|[\s\[{,:?-])!", re.MULTILINE)
+
+
 def _version_sensitive(text: str) -> bool:
-    if _MERGE_OR_BOOL.search(text):
+    if _MERGE_OR_BOOL.search(text) or _TAG.search(text):
         return True
     for m in _NUMERIC_TOKEN.finditer(text):
         token = m.group()
