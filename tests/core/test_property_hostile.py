@@ -53,6 +53,9 @@ HOSTILE_SCALARS = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.booleans(),
     st.none(),
+    st.binary(max_size=8),  # !!binary
+    st.dates(),  # !!timestamp
+    st.frozensets(st.sampled_from(["a", "b\n"]), max_size=2).map(set),  # !!set
 )
 HOSTILE_KEYS = st.one_of(st.sampled_from(HOSTILE_STRINGS[:30]), st.integers(-5, 5), st.none(),
                          st.booleans(), st.text(max_size=8))
