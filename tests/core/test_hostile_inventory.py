@@ -403,3 +403,15 @@ def test_a_plain_inventory_has_no_warnings(tmp_path):
 def test_huge_keys_and_values_are_refused_quickly_with_short_messages(tmp_path, text):
     err = refused(tmp_path, text)
     assert len(err) < 2000
+
+
+def test_plan_json_carries_the_warnings_and_keeps_stderr_quiet(tmp_path):
+    import json
+
+    inv = _write(tmp_path, "hosts:\n  local:\n    uri: 'test:///default'\n"
+                 "    lxc_uri: 'test:///default'\n    containers:\n"
+                 "      a: {rootfs: {path: /}, privileged: true}\n")
+    result = runner.invoke(app, ["plan", str(inv), "-o", "json"])
+    assert "warning" not in result.stderr
+    data = json.loads(result.stdout)
+    assert any("system directory" in w for w in data["warnings"])

@@ -64,7 +64,6 @@ EXIT_PENDING = 10
 
 def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict]:
     site = load_site(inventory)
-    print_warnings(site)
     domains, networks = desired_documents(site)
     if OPTIONS.connect:  # -c with an inventory: only what lives on that connection
         uris = sorted({d.entry.uri for d in domains} | {n.uri for n in networks})
@@ -113,9 +112,10 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
     """Show what apply would change. Exit 0: nothing to do; 10: changes pending."""
     _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
     close_all(conns)
-    if output == Output.json:
-        print_json(plan_to_dict(plan))
+    if output == Output.json:  # warnings in the document; stderr stays quiet for scripts
+        print_json({**plan_to_dict(plan), "warnings": _site.warnings})
     else:
+        print_warnings(_site)
         print_plan(out, plan, show_diff=diff)
         warn_privileged(plan)
         if tree:
@@ -182,6 +182,7 @@ def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
         print_plan(out, plan, show_diff=False)
         out.print("nothing to do: everything matches the inventory")
         return
+    print_warnings(site)
     if not OPTIONS.quiet or not yes:
         print_plan(out, plan, show_diff=not yes)
     warn_privileged(plan)
