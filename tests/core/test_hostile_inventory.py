@@ -232,10 +232,13 @@ def test_uris_that_choose_a_command_are_refused(tmp_path, uri, words):
     text = f'hosts:\n  h:\n    uri: "{uri}"\n'
     refused(tmp_path, text, "hosts.h.uri", *words)
     inv = _write(tmp_path, text)
-    ok = runner.invoke(app, ["--allow-uri-commands", "validate", str(inv)])
-    assert ok.exit_code == 0, ok.stderr
-    if "ext" in uri.lower():
-        assert "warning: hosts.h.uri" in ok.stderr and "'ext' transport" in ok.stderr
+    for args in (["--allow-uri-commands", "validate", str(inv)],
+                 ["validate", str(inv), "--allow-uri-commands"]):
+        ok = runner.invoke(app, args)
+        assert ok.exit_code == 0, ok.stderr
+        if "ext" in uri.lower():
+            assert "warning: hosts.h.uri" in ok.stderr and "'ext' transport" in ok.stderr
+        refused(tmp_path, text, "hosts.h.uri")  # the flag holds for one run only
 
 
 def test_guest_lxc_uri_is_checked_too(tmp_path):

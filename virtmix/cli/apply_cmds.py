@@ -22,6 +22,7 @@ from virtmix.cli.apply_output import (
     print_result,
 )
 from virtmix.cli.base import (
+    ALLOW_URI_COMMANDS_OPTION,
     OPTIONS,
     OUTPUT_OPTION,
     QUIET_OPTION,
@@ -108,6 +109,7 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
              diff: bool = typer.Option(True, "--diff/--no-diff", help="Show XML diffs."),
              tree: bool = typer.Option(False, "--tree", help="Also draw host -> guests -> "
                                        "containers with what apply would do to each."),
+             allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION,
              ) -> None:
     """Show what apply would change. Exit 0: nothing to do; 10: changes pending."""
     _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
@@ -165,7 +167,8 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
               lock_timeout: float = LOCK_TIMEOUT,
               jobs: int = typer.Option(4, "--jobs", "-j", min=1,
                                        help="Entries of one host applied at once."),
-              quiet: bool = QUIET_OPTION) -> None:
+              quiet: bool = QUIET_OPTION,
+              allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
     """Converge the inventory: define, start, tune live, (with --prune) remove."""
     site = load_site(inventory)
     with locked(_lock_targets(site), purpose=f"apply {site.path}", wait=wait,

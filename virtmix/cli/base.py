@@ -120,6 +120,21 @@ def print_warnings(site: Any) -> None:
         err.print(f"virtmix: warning: {warning}", markup=False)
 
 
+def _allow_uri_commands_after_verb(allow: bool) -> bool:
+    from virtmix.inventory import uris
+
+    if allow:
+        uris.ALLOW_URI_COMMANDS = OPTIONS.allow_uri_commands = True
+    return allow
+
+
+# `virtmix plan X --allow-uri-commands` as well as `virtmix --allow-uri-commands plan X`, on
+# the verbs that load an inventory.
+ALLOW_URI_COMMANDS_OPTION = typer.Option(
+    False, "--allow-uri-commands", callback=_allow_uri_commands_after_verb,
+    help="Accept inventory URIs that choose a command to run (as virtmix --allow-uri-commands).")
+
+
 def default_uri() -> str:
     """The connection for verbs without an inventory: -c, then $LIBVIRT_DEFAULT_URI, as virsh."""
     return OPTIONS.connect or os.environ.get("LIBVIRT_DEFAULT_URI") or "lxc:///system"

@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from virtmix.cli.base import OUTPUT_OPTION, Output, app, err, out, print_json, print_warnings
+from virtmix.cli.base import (
+    ALLOW_URI_COMMANDS_OPTION,
+    OUTPUT_OPTION,
+    Output,
+    app,
+    err,
+    out,
+    print_json,
+    print_warnings,
+)
 from virtmix.errors import NotFoundError, UsageError
 from virtmix.inventory.load import load_site
 from virtmix.inventory.model import inventory_json_schema
@@ -33,7 +42,8 @@ def rendered_and_checked(inventory: Path, host: str | None = None, name: str | N
 
 @app.command("validate")
 def validate_inventory(inventory: Path = INVENTORY_ARG,
-                       output: Output = OUTPUT_OPTION) -> None:
+                       output: Output = OUTPUT_OPTION,
+                       allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
     """Check an inventory: YAML, keys, types, profiles, and every rendered document against
     libvirt's RelaxNG schema. Nothing is written."""
     site, items = rendered_and_checked(inventory)
@@ -52,6 +62,7 @@ def render_inventory(
     host: str = typer.Option(None, "--host", help="Only this inventory host."),
     name: str = typer.Option(None, "--name", help="Only this entry (NAME or GUEST/NAME)."),
     out_dir: Path = typer.Option(None, "--out", help="Write NAME.xml files into this directory."),
+    allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION,
 ) -> None:
     """Render domain and network XML (stdout, or one NAME.xml per domain with --out)."""
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -75,7 +86,8 @@ def print_schema() -> None:
 @app.command("explain")
 def explain(inventory: Path = INVENTORY_ARG,
             name: str = typer.Argument(..., help="Entry name (or GUEST/NAME)."),
-            output: Output = OUTPUT_OPTION) -> None:
+            output: Output = OUTPUT_OPTION,
+            allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
     """How each setting of an entry maps onto libvirt, where it came from, what has no effect."""
     site = load_site(inventory)
     entry = site.find(name)
