@@ -221,28 +221,45 @@ def test_default_storage_dir_is_valid(tmp_path):
 
 # -- URIs --------------------------------------------------------------------------------
 @pytest.mark.parametrize("uri, words", [
-    ("qemu+ext:///system?command=/tmp/evil", ["ext", "--allow-uri-commands"]),
     ("qemu+ssh://-oProxyCommand=id/system", ["starting with '-'"]),
     ("qemu+ssh://root@h/system?command=/tmp/evil", ["command="]),
     ("qemu+ssh://root@h/system?socket=/tmp/s", ["socket="]),
     ("qemu+libssh2://root@h/system?netcat=/tmp/nc", ["netcat="]),
-    ("QEMU+EXT:///system", ["ext"]),
 ])
-def test_uris_that_choose_a_command_are_refused(tmp_path, uri, words):
+def test_ssh_uris_that_choose_a_command_are_refused(tmp_path, uri, words):
     text = f'hosts:\n  h:\n    uri: "{uri}"\n'
-    refused(tmp_path, text, "hosts.h.uri", *words)
+    refused(tmp_path, text, "hosts.h.uri", "--allow-uri-commands", *words)
     inv = _write(tmp_path, text)
     for args in (["--allow-uri-commands", "validate", str(inv)],
                  ["validate", str(inv), "--allow-uri-commands"]):
         ok = runner.invoke(app, args)
         assert ok.exit_code == 0, ok.stderr
-        if "ext" in uri.lower():
-            assert "warning: hosts.h.uri" in ok.stderr and "'ext' transport" in ok.stderr
         refused(tmp_path, text, "hosts.h.uri")  # the flag holds for one run only
 
 
+@pytest.mark.parametrize("uri", ["qemu+ext:///system?command=/tmp/evil", "QEMU+EXT:///system"])
+def test_ext_uris_warn_at_validate_and_are_refused_where_virtmix_connects(tmp_path, uri):
+    """The ext transport runs its command on connection: validate/render/explain (which never
+    connect) warn; plan and apply refuse it unless --allow-uri-commands, then warn."""
+    text = f'hosts:\n  h:\n    uri: "{uri}"\n    lxc_uri: "test:///default"\n'
+    inv = _write(tmp_path, text)
+    for verb in (["validate", str(inv)], ["render", str(inv)]):
+        ok = runner.invoke(app, verb)
+        assert ok.exit_code == 0, ok.stderr
+        assert "warning: hosts.h.uri" in ok.stderr and "'ext' transport" in ok.stderr
+    for verb in ("plan", "apply"):
+        err = refused(tmp_path, text, "hosts.h.uri", "'ext' transport", "--allow-uri-commands",
+                      verb=verb)
+        assert "warning" not in err
+    allowed = runner.invoke(app, ["--allow-uri-commands", "plan", str(inv), "-o", "json"])
+    assert allowed.exit_code == 0, allowed.stderr  # no domain on it: nothing to connect to
+    import json
+
+    assert any("'ext' transport" in w for w in json.loads(allowed.stdout)["warnings"])
+
+
 def test_guest_lxc_uri_is_checked_too(tmp_path):
-    refused(tmp_path, 'hosts:\n  h:\n    guests:\n      g: {lxc_uri: "lxc+ext:///?command=x", '
+    refused(tmp_path, 'hosts:\n  h:\n    guests:\n      g: {lxc_uri: "lxc+ssh://-x/system", '
             'containers: {c: {}}}\n', "guests.g.lxc_uri")
 
 

@@ -172,10 +172,9 @@ class _Loader:
         return deep_merge(base, own)
 
     # -- validation ------------------------------------------------------------------------
-    def validate(self, tree: dict[str, Any], allow_uri_commands: bool | None) -> Inventory:
+    def validate(self, tree: dict[str, Any], context: dict[str, Any]) -> Inventory:
         try:
-            return Inventory.model_validate(
-                tree, context={"allow_uri_commands": allow_uri_commands})
+            return Inventory.model_validate(tree, context=context)
         except ValidationError as exc:
             problems = self._translate(exc, tree)
             raise combined(problems, max(exc.error_count() - MAX_ERRORS, 0)) from None
@@ -320,12 +319,15 @@ def _expand_annotation(annotation: Any) -> list[Any]:
     return out
 
 
-def load_site(path: str | Path, *, allow_uri_commands: bool | None = None) -> Site:
+def load_site(path: str | Path, *, allow_uri_commands: bool | None = None,
+              connecting: bool = True) -> Site:
     """Load and validate an inventory file into a Site, or raise InventoryError (all its
     problems, up to MAX_ERRORS, each with file:line and key path).
 
     `allow_uri_commands` (default: the CLI's --allow-uri-commands) lets URIs that choose a
     command to run (ext transport, ssh command=/socket=, a host starting with '-') through.
+    `connecting=False` (validate, render, explain: nothing connects) lets an `ext` URI
+    through with a warning, since its command only runs on connection.
     """
     if allow_uri_commands is None:
         allow_uri_commands = uris.ALLOW_URI_COMMANDS
@@ -340,7 +342,8 @@ def load_site(path: str | Path, *, allow_uri_commands: bool | None = None) -> Si
             loader.raise_collected(exc)
             raise
         loader.check_raw(_profile_values(loader, tree))
-        inventory = loader.validate(tree, allow_uri_commands)
+        inventory = loader.validate(tree, {"allow_uri_commands": allow_uri_commands,
+                                           "allow_ext": allow_uri_commands or not connecting})
         loader.raise_collected()
         loader.collect(allocate_guest_addresses, inventory, loader.fail)
         loader.raise_collected()  # entries' URIs use the picked addresses

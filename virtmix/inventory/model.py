@@ -103,8 +103,8 @@ def _uri(value: str | None, info: ValidationInfo) -> str | None:
     """A libvirt URI; `ext`, ssh `command=`/`socket=` and `-host` only when allowed."""
     if value is None:
         return value
-    allow = (info.context or {}).get("allow_uri_commands") if info.context else None
-    return uris.check_uri(value, allow)
+    context = info.context or {}
+    return uris.check_uri(value, context.get("allow_uri_commands"), context.get("allow_ext"))
 
 
 Uri = Annotated[str, AfterValidator(_uri)]

@@ -187,5 +187,6 @@ def _uri_warnings(site: Site) -> list[str]:
         for key, uri in spots:
             if uris.transport(uri) == "ext":
                 out.append(f"hosts.{hname}.{key}: {uri} uses libvirt's 'ext' transport, "
-                           "which runs the command the URI names")
+                           "which runs the command the URI names when virtmix connects "
+                           "(plan and apply refuse it without --allow-uri-commands)")
     return out

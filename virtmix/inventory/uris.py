@@ -50,8 +50,13 @@ def transport(uri: str) -> str:
     return scheme.split("+", 1)[1] if "+" in scheme else ""
 
 
-def check_uri(uri: object, allow_commands: bool | None = None) -> str:
-    """Refuse a URI that is not one, or (unless allowed) one that runs a chosen command."""
+def check_uri(uri: object, allow_commands: bool | None = None,
+              allow_ext: bool | None = None) -> str:
+    """Refuse a URI that is not one, or (unless allowed) one that runs a chosen command.
+
+    `allow_ext`: the `ext` transport only runs its command when virtmix connects, so the
+    verbs that never connect (validate, render, explain) accept it with a warning
+    (sitechecks); the others refuse it unless `allow_commands`."""
     if not isinstance(uri, str):
         raise ValueError("a libvirt URI is a string such as qemu:///system")
     bad = control_character(uri)
@@ -70,7 +75,7 @@ def check_uri(uri: object, allow_commands: bool | None = None) -> str:
     if allowed:
         return uri
     how = transport(uri)
-    if how == "ext":
+    if how == "ext" and not allow_ext:
         raise ValueError("the 'ext' transport runs a command named in the URI; refused "
                          "unless virtmix is run with --allow-uri-commands")
     if host.startswith("-") or parts.netloc.startswith("-") or \
