@@ -87,7 +87,7 @@ def _version_sensitive(text: str) -> bool:
     return False
 
 
-MAX_ALIASES = 10_000
+MAX_ALIASES = 200_000  # a `<<: *defaults` per entry of a large inventory is fine
 MAX_EXPANDED_NODES = 1_000_000  # nodes added by expanding aliases, beyond the document's own
 
 
