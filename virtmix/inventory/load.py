@@ -82,10 +82,8 @@ class _Loader:
     def check_raw(self, tree: Any) -> None:
         """Keys that are not strings, control characters, absurd nesting: in the file's own
         data first (so later steps never see them), then in what profiles added."""
-        for keypath, message in walk.problems(tree):
+        for keypath, message in walk.problems(tree, limit=MAX_ERRORS + 1):
             self.errors.append(self._locate(message, keypath))
-            if len(self.errors) > MAX_ERRORS:
-                break
 
     def fail(self, message: str, keypath: tuple[Any, ...], hint: str | None = None):
         key = _keystr(keypath) or None

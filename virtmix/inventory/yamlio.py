@@ -78,7 +78,7 @@ _TAG = re.compile(r"(?:^|[\s\[{,:?-])!", re.MULTILINE)
 
 
 def _version_sensitive(text: str) -> bool:
-    if _MERGE_OR_BOOL.search(text) or _TAG.search(text):
+    if _MERGE_OR_BOOL.search(text) or ("!" in text and _TAG.search(text)):
         return True
     for m in _NUMERIC_TOKEN.finditer(text):
         token = m.group()
