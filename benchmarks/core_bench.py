@@ -6,16 +6,21 @@ cgroup keys, interfaces) and times each step. Targets on a 2-core machine: the w
 under 3 s; rendering alone above 20,000 domains/s.
 
     .venv/bin/python benchmarks/core_bench.py [--containers N] [--guests N] [--hosts N]
-        [--no-fast-yaml]
+        [--no-fast-yaml] [--user-templates]
 
 --no-fast-yaml loads with PyYAML alone, as without the optional `fast-yaml` extra
 (pyyaml-rs), to measure what that extra gains.
+
+
+--user-templates renders through a `templates_dir` (a copy of the shipped templates), which
+virtmix renders in jinja2's sandbox (SECURITY.md): the cost of the sandbox.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -77,14 +82,20 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-fast-yaml", action="store_true",
                     help="PyYAML only (as without the fast-yaml extra)")
+    ap.add_argument("--user-templates", action="store_true",
+                    help="render through a templates_dir (the sandboxed environment)")
     ap.add_argument("--workers", type=int, default=None,
                     help="render/check worker processes (default: virtmix's own choice)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "site.yaml"
-        path.write_text(yaml.safe_dump(make_inventory(args.containers, args.guests, args.hosts),
-                                       sort_keys=False))
+        inv = make_inventory(args.containers, args.guests, args.hosts)
+        if args.user_templates:
+            shutil.copytree(Path(__file__).resolve().parent.parent / "domain_templates",
+                            Path(tmp) / "tpl")
+            inv["templates_dir"] = "tpl"
+        path.write_text(yaml.safe_dump(inv, sort_keys=False))
         size_mb = path.stat().st_size / 1e6
         runs = []
         text = path.read_text()
@@ -108,7 +119,8 @@ def main() -> None:
     load, rend, pipe, cpu = (statistics.median(r[i] for r in runs) for i in range(4))
     print(f"inventory: {args.containers} containers + {args.guests} guests on {args.hosts} hosts "
           f"({n} domains + {len(site.networks)} networks, {size_mb:.1f} MB YAML), "
-          f"median of {args.repeat} runs, load average {os.getloadavg()[0]:.2f}")
+          f"median of {args.repeat} runs, load average {os.getloadavg()[0]:.2f}"
+          + (", user templates (sandboxed)" if args.user_templates else ""))
     print(f"  YAML parse alone         : {parse:6.3f} s  "
           f"({'pyyaml-rs' if fast else 'PyYAML (libyaml)'})")
     print(f"  load + validate          : {load:6.3f} s")

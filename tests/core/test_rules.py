@@ -50,9 +50,9 @@ def test_storage_model_and_rootfs_agree_on_names(tmp_path, name):
 
 
 @pytest.mark.parametrize(("kw", "option"), [
-    ({"hostname": "bad_host!"}, "--hostname: hostname 'bad_host!'"),
-    ({"packages": ("bad;rm",)}, "--package: 'bad;rm'"),
-    ({"ssh_keys": ("not a key",)}, "--ssh-key: not an SSH public key"),
+    ({"hostname": "bad_host!"}, "--hostname: not a hostname"),
+    ({"packages": ("bad;rm",)}, "--package: not a Debian package name"),
+    ({"ssh_keys": ("not a key",)}, "--ssh-key: not an ssh public key"),
     ({"variant": "essential"}, "--variant"),
 ])
 def test_create_names_the_option_from_the_models_key(tmp_path: Path, kw, option):

@@ -70,3 +70,57 @@ def test_duplicate_keys_are_refused_on_both_paths(tmp_path):
     for text in ("a: 1\na: 2\n", "a: yes\na: no\n"):
         with pytest.raises(InventoryError, match="key appears twice"):
             loaded(tmp_path, text)
+
+
+def _keypaths(node, prefix=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield (*prefix, k)
+            yield from _keypaths(v, (*prefix, k))
+
+
+def test_large_documents_find_lines_from_the_text_as_compose_does():
+    """Past COMPOSE_LIMIT, line_of reads indentation instead of composing the document (7 s
+    for 10 MB, once per error): on the shipped examples both give the same lines."""
+    from virtmix.inventory.yamlio import _line_by_text, line_of
+
+    repo = Path(__file__).resolve().parents[2]
+    files = [*sorted((repo / "examples").glob("*.yaml")), repo / "tests/golden/site.yaml"]
+    checked = 0
+    for path in files:
+        text = path.read_text()
+        data = yaml.safe_load(text)
+        for keypath in _keypaths(data):
+            assert _line_by_text(text, keypath) == line_of(text, keypath), (path, keypath)
+            checked += 1
+    assert checked > 100
+
+
+def test_many_errors_in_a_large_inventory_are_reported_quickly(tmp_path):
+    import time
+
+    from virtmix.inventory.load import load_site
+
+    lines = ["hosts:", "  h:", "    containers:"]
+    lines += [f"      c{i}: {{memory: {'1x' if i % 50 == 0 else '64MiB'}, description: entry "
+              f"number {i} with some text}}" for i in range(12000)]
+    path = tmp_path / "big.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > 256 * 1024
+    t0 = time.monotonic()
+    with pytest.raises(InventoryError) as exc:
+        load_site(path)
+    assert time.monotonic() - t0 < 5
+    assert "big.yaml:4: hosts.h.containers.c0.memory" in str(exc.value)
+    assert "big.yaml:54: hosts.h.containers.c50.memory" in str(exc.value)
+    assert "and 220 more" in str(exc.value)  # 240 problems, 20 listed
+
+
+@pytest.mark.parametrize("text", ["a: !!str 12\n", "a: !!binary G1szMW0=\n",
+                                  "a: !!set {x, y}\n", "a: [1, !!float 2]\n"])
+def test_tagged_documents_mean_the_same_whichever_loader(tmp_path, text, monkeypatch):
+    """pyyaml-rs drops tags (!!binary G1sz... would be the text 'G1sz...'): documents with a
+    tag always go to PyYAML."""
+    fast = loaded(tmp_path, text)
+    monkeypatch.setattr(yamlio, "_fast", None)
+    assert loaded(tmp_path, text) == fast == reference(text)

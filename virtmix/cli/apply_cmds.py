@@ -22,7 +22,18 @@ from virtmix.cli.apply_output import (
     print_plan,
     print_result,
 )
-from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.cli.base import (
+    ALLOW_URI_COMMANDS_OPTION,
+    OPTIONS,
+    OUTPUT_OPTION,
+    QUIET_OPTION,
+    Output,
+    app,
+    err,
+    out,
+    print_json,
+    print_warnings,
+)
 from virtmix.converge.apply import (
     Context,
     close_all,
@@ -89,7 +100,7 @@ def warn_privileged(plan: Plan) -> None:
     """Say which containers this plan defines without a user namespace (issue: privileged
     only on request, with a warning): a given tree runs privileged unless the entry says
     `privileged: false`, and `privileged: true` is the explicit request."""
-    from virtmix.render.views import is_privileged
+    from virtmix.inventory.site import is_privileged
 
     names = [i.address for i in plan.items if i.kind == "container" and i.entry is not None
              and i.status in ("create", "update") and is_privileged(i.entry)]
@@ -112,13 +123,15 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
              diff: bool = typer.Option(True, "--diff/--no-diff", help="Show XML diffs."),
              tree: bool = typer.Option(False, "--tree", help="Also draw host -> guests -> "
                                        "containers with what apply would do to each."),
+             allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION,
              ) -> None:
     """Show what apply would change. Exit 0: nothing to do; 10: changes pending."""
     _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
     close_all(conns)
-    if output == Output.json:
-        print_json(plan_to_dict(plan))
+    if output == Output.json:  # warnings in the document; stderr stays quiet for scripts
+        print_json({**plan_to_dict(plan), "warnings": _site.warnings})
     else:
+        print_warnings(_site)
         print_plan(out, plan, show_diff=diff)
         warn_privileged(plan)
         if tree:
@@ -168,7 +181,8 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
               lock_timeout: float = LOCK_TIMEOUT,
               jobs: int = typer.Option(4, "--jobs", "-j", min=1,
                                        help="Entries of one host applied at once."),
-              quiet: bool = QUIET_OPTION) -> None:
+              quiet: bool = QUIET_OPTION,
+              allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
     """Converge the inventory: define, start, tune live, (with --prune) remove."""
     site = load_site(inventory)
     with locked(_lock_targets(site), purpose=f"apply {site.path}", wait=wait,
@@ -185,6 +199,7 @@ def _apply(site: Site, plan: Plan, conns: dict[str, Backend], yes: bool, jobs: i
         print_plan(out, plan, show_diff=False)
         out.print("nothing to do: everything matches the inventory")
         return
+    print_warnings(site)
     if not OPTIONS.quiet or not yes:
         print_plan(out, plan, show_diff=not yes)
     warn_privileged(plan)

@@ -35,6 +35,7 @@ class Options:
     inventory: str | None = None
     debug: bool = False
     quiet: bool = False
+    allow_uri_commands: bool = False
 
 
 OPTIONS = Options()
@@ -143,7 +144,14 @@ def _global(
                                   help="Inventory for admin verbs (hosts, nested containers)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    allow_uri_commands: bool = typer.Option(
+        False, "--allow-uri-commands",
+        help="Accept inventory URIs that choose a command to run: libvirt's ext transport, "
+        "ssh command=/socket=/netcat=, a host starting with '-' (see SECURITY.md)."),
 ) -> None:
+    from virtmix.inventory import uris
+
+    uris.ALLOW_URI_COMMANDS = OPTIONS.allow_uri_commands = allow_uri_commands
     OPTIONS.connect = connect
     OPTIONS.inventory = inventory
     OPTIONS.debug = debug
@@ -159,6 +167,27 @@ def _quiet_after_verb(quiet: bool) -> bool:
 # progress; the parameter is only there for this callback.
 QUIET_OPTION = typer.Option(False, "--quiet", "-q", callback=_quiet_after_verb,
                             help="No progress output (as virtmix --quiet).")
+
+
+def print_warnings(site: Any) -> None:
+    """The inventory's legal but dangerous settings (SECURITY.md), one line each on stderr."""
+    for warning in site.warnings:
+        err.print(f"virtmix: warning: {warning}", markup=False)
+
+
+def _allow_uri_commands_after_verb(allow: bool) -> bool:
+    from virtmix.inventory import uris
+
+    if allow:
+        uris.ALLOW_URI_COMMANDS = OPTIONS.allow_uri_commands = True
+    return allow
+
+
+# `virtmix plan X --allow-uri-commands` as well as `virtmix --allow-uri-commands plan X`, on
+# the verbs that load an inventory.
+ALLOW_URI_COMMANDS_OPTION = typer.Option(
+    False, "--allow-uri-commands", callback=_allow_uri_commands_after_verb,
+    help="Accept inventory URIs that choose a command to run (as virtmix --allow-uri-commands).")
 
 
 def default_uri() -> str:

@@ -7,7 +7,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from virtmix.cli.base import OUTPUT_OPTION, Output, app, err, out, print_json
+from virtmix.cli.base import (
+    ALLOW_URI_COMMANDS_OPTION,
+    OUTPUT_OPTION,
+    Output,
+    app,
+    err,
+    out,
+    print_json,
+    print_warnings,
+)
 from virtmix.errors import NotFoundError, UsageError
 from virtmix.inventory.load import load_site
 from virtmix.inventory.model import inventory_json_schema
@@ -18,10 +27,11 @@ INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAM
 
 
 def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None):
-    site = load_site(inventory)
+    site = load_site(inventory, connecting=False)
     for missing in site.profiles.missing_dirs():
         err.print(f"virtmix: warning: {site.path}: profiles_dir {missing} does not exist "
                   "(only the shipped profiles are used)", markup=False)
+    print_warnings(site)
     if host is not None and host not in site.inventory.hosts:
         raise NotFoundError(f"no host named {host!r} in {site.path}",
                             hint="hosts: " + ", ".join(site.inventory.hosts))
@@ -32,13 +42,15 @@ def rendered_and_checked(inventory: Path, host: str | None = None, name: str | N
 
 @app.command("validate")
 def validate_inventory(inventory: Path = INVENTORY_ARG,
-                       output: Output = OUTPUT_OPTION) -> None:
+                       output: Output = OUTPUT_OPTION,
+                       allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
     """Check an inventory: YAML, keys, types, profiles, and every rendered document against
     libvirt's RelaxNG schema. Nothing is written."""
     site, items = rendered_and_checked(inventory)
     counts = {k: sum(1 for i in items if i.kind == k) for k in ("container", "guest", "network")}
     if output == Output.json:
-        print_json({"inventory": str(site.path), "valid": True, **counts})
+        print_json({"inventory": str(site.path), "valid": True, **counts,
+                    "warnings": site.warnings})
         return
     out.print(f"{inventory}: valid ({counts['container']} containers, {counts['guest']} "
               f"guests, {counts['network']} networks on {len(site.inventory.hosts)} hosts)")
@@ -50,6 +62,7 @@ def render_inventory(
     host: str = typer.Option(None, "--host", help="Only this inventory host."),
     name: str = typer.Option(None, "--name", help="Only this entry (NAME or GUEST/NAME)."),
     out_dir: Path = typer.Option(None, "--out", help="Write NAME.xml files into this directory."),
+    allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION,
 ) -> None:
     """Render domain and network XML (stdout, or one NAME.xml per domain with --out)."""
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
@@ -73,9 +86,10 @@ def print_schema() -> None:
 @app.command("explain")
 def explain(inventory: Path = INVENTORY_ARG,
             name: str = typer.Argument(..., help="Entry name (or GUEST/NAME)."),
-            output: Output = OUTPUT_OPTION) -> None:
+            output: Output = OUTPUT_OPTION,
+            allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
     """How each setting of an entry maps onto libvirt, where it came from, what has no effect."""
-    site = load_site(inventory)
+    site = load_site(inventory, connecting=False)
     entry = site.find(name)
     rows, warnings = explain_entry(site, entry)
     if output == Output.json:

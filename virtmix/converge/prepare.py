@@ -14,8 +14,8 @@ from pathlib import Path
 
 from virtmix.errors import RootfsError
 from virtmix.inventory.model import Container, Guest, RootfsBuild
-from virtmix.inventory.site import Entry, Site
-from virtmix.render.views import domain_view, is_privileged, storage_dir
+from virtmix.inventory.site import Entry, Site, is_privileged
+from virtmix.render.views import domain_view, storage_dir
 from virtmix.util import layout
 from virtmix.util.identity import IDMAP
 from virtmix.util.uris import is_local

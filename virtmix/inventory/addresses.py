@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 
-from virtmix.inventory.model import Guest, Inventory
+from virtmix.inventory.model import Guest, Inventory, Network
 
 # .2-.99 of a network's /24 (or larger): static addresses (written, or picked here); a
 # default DHCP range (render.views.network_view) starts above them. Defined here, in the
@@ -75,3 +75,16 @@ def allocate_guest_addresses(inv: Inventory,
 def _needs_address(guest: Guest) -> bool:
     return bool(guest.containers) and not guest.lxc_uri and not any(
         i.ipv4 for i in guest.interfaces)
+
+
+def dhcp_range(net: Network) -> tuple[IPv4Address, IPv4Address]:
+    """The DHCP range of a network with `dhcp:` and an address: the given one, or the
+    subnet from .2 on, leaving the low addresses of a /24 or larger for static ones.
+    (An empty range, start after end, is the inventory's error to report.)"""
+    assert net.ipv4 is not None and net.dhcp
+    subnet = net.ipv4.network
+    if net.dhcp is True:
+        first = int(subnet.network_address) + 2 + (
+            STATIC_HOSTS if subnet.num_addresses >= 256 else 0)
+        return IPv4Address(first), subnet.broadcast_address - 1
+    return net.dhcp.start, net.dhcp.end

@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from virtmix.errors import InventoryError
+from virtmix.inventory import sitechecks, strings, uris, walk
 from virtmix.inventory.addresses import allocate_guest_addresses
 from virtmix.inventory.model import Container, Guest, Inventory
 from virtmix.inventory.profiles import ProfileLibrary, deep_merge, fold_cgroup
@@ -25,6 +26,30 @@ from virtmix.util.gcpause import gc_paused
 from virtmix.util.units import format_kib, parse_cpuset
 
 ENTRY_KINDS = {"containers": "container", "guests": "guest"}
+MAX_ERRORS = 20  # reported at once; an inventory with more has a systematic problem
+
+
+def combined(errors: list[InventoryError], unseen: int = 0) -> InventoryError:
+    """One error for several: the first as it would be alone, then each further one on its
+    own line with its file:line and key path (at most MAX_ERRORS)."""
+    unique: list[InventoryError] = []
+    seen: set[str] = set()
+    for e in errors:
+        if e.message not in seen:
+            seen.add(e.message)
+            unique.append(e)
+    first = unique[0]
+    if len(unique) == 1:
+        return first
+    shown = unique[1:MAX_ERRORS]
+    more = "\n".join(f"  {p.message}" for p in shown)
+    hidden = max(len(unique) - MAX_ERRORS, 0) + unseen
+    if hidden:
+        more += f"\n  ... and {hidden} more"
+    out = InventoryError(f"{first.detail}\nfurther problems:\n{more}",
+                         file=first.file, key=first.key, line=first.line, hint=first.hint)
+    out.problems = unique  # type: ignore[attr-defined]
+    return out
 
 
 class _Loader:
@@ -40,9 +65,28 @@ class _Loader:
         self.library: ProfileLibrary | None = None
         # keypath -> the entry's own settings (cgroup folded), for `explain`
         self.entry_own: dict[tuple[str, ...], dict[str, Any]] = {}
+        self.errors: list[InventoryError] = []  # collected, reported together (MAX_ERRORS)
+
+    def collect(self, check, *args) -> None:
+        """Run one check; keep its error and go on, so every problem is reported at once."""
+        try:
+            check(*args)
+        except InventoryError as exc:
+            self.errors.append(exc)
+
+    def raise_collected(self, also: InventoryError | None = None) -> None:
+        errors = self.errors + ([also] if also is not None else [])
+        if errors:
+            raise combined(errors)
+
+    def check_raw(self, tree: Any) -> None:
+        """Keys that are not strings, control characters, absurd nesting: in the file's own
+        data first (so later steps never see them), then in what profiles added."""
+        for keypath, message in walk.problems(tree, limit=MAX_ERRORS + 1):
+            self.errors.append(self._locate(message, keypath))
 
     def fail(self, message: str, keypath: tuple[Any, ...], hint: str | None = None):
-        key = ".".join(str(k) for k in keypath) or None
+        key = _keystr(keypath) or None
         raise InventoryError(message, file=self.file, key=key,
                              line=line_of(self.text, keypath), hint=hint)
 
@@ -126,23 +170,24 @@ class _Loader:
         return deep_merge(base, own)
 
     # -- validation ------------------------------------------------------------------------
-    def validate(self, tree: dict[str, Any]) -> Inventory:
+    def validate(self, tree: dict[str, Any], context: dict[str, Any]) -> Inventory:
         try:
-            return Inventory.model_validate(tree)
+            return Inventory.model_validate(tree, context=context)
         except ValidationError as exc:
-            raise self._translate(exc, tree) from None
+            problems = self._translate(exc, tree)
+            raise combined(problems, max(exc.error_count() - MAX_ERRORS, 0)) from None
+        except RecursionError:
+            raise InventoryError("the inventory is nested too deeply", file=self.file) from None
 
-    def _translate(self, exc: ValidationError, tree: dict[str, Any]) -> InventoryError:
+    def _translate(self, exc: ValidationError, tree: dict[str, Any]) -> list[InventoryError]:
         problems = []
-        for err in exc.errors(include_url=False)[:10]:
+        already = {e.key for e in self.errors}
+        for err in exc.errors(include_url=False)[:MAX_ERRORS]:
             keypath = self._real_keypath(tree, err["loc"])
-            problems.append(self._describe(err, keypath))
-        first = problems[0]
-        if len(problems) > 1:
-            more = "\n".join(f"  {p}" for p in problems[1:])
-            first = InventoryError(f"{first.detail}\nfurther problems:\n{more}",
-                                   file=first.file, key=first.key, line=first.line)
-        return first
+            problem = self._describe(err, keypath)
+            if problem.key not in already:  # the raw check said it first (control chars)
+                problems.append(problem)
+        return self.errors + problems
 
     @staticmethod
     def _real_keypath(tree: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -174,9 +219,11 @@ class _Loader:
         kind = err["type"]
         if kind == "extra_forbidden":
             key = keypath[-1] if keypath else "?"
-            msg = f"unknown key {key!r}"
+            msg = f"unknown key {strings.shown(key)}"
             allowed = self._allowed_keys(keypath[:-1])
-            close = difflib.get_close_matches(str(key), allowed, n=1) if allowed else []
+            # (difflib is quadratic: no suggestion for a key no field name is near)
+            close = difflib.get_close_matches(str(key), allowed, n=1) \
+                if allowed and len(str(key)) <= 64 else []
             if close:
                 msg += f"; did you mean {close[0]!r}?"
             elif allowed:
@@ -186,7 +233,7 @@ class _Loader:
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if "input" in err and not isinstance(err["input"], dict | list):
-                msg += f" (got {err['input']!r})"
+                msg += f" (got {strings.shown(err['input'])})"
         return self._locate(msg, keypath)
 
     def _locate(self, msg: str, keypath: tuple[Any, ...]) -> InventoryError:
@@ -203,13 +250,13 @@ class _Loader:
                 for pname in chain:
                     prof = self.library.get(pname, used_at=(self.file, ""))
                     if self._present(prof.settings, rest):
-                        key = ".".join(str(k) for k in rest)
+                        key = _keystr(rest)
                         return InventoryError(
                             f"{msg} (from profile {pname!r}, used by "
                             f"{'.'.join(str(k) for k in keypath[:n])})",
                             file=str(prof.path), key=key, line=line_of(prof.text, rest))
                 break
-        key = ".".join(str(k) for k in keypath) or None
+        key = _keystr(keypath) or None
         return InventoryError(msg, file=self.file, key=key, line=line)
 
     @staticmethod
@@ -247,6 +294,11 @@ class _Loader:
         return sorted(keys)
 
 
+def _keystr(keypath: tuple[Any, ...]) -> str:
+    """A key path for a message; a hostile key of megabytes is cut short."""
+    return ".".join(str(k) if len(str(k)) <= 80 else str(k)[:60] + "..." for k in keypath)
+
+
 def _is_model(node: Any) -> bool:
     return isinstance(node, type) and issubclass(node, BaseModel)
 
@@ -265,21 +317,44 @@ def _expand_annotation(annotation: Any) -> list[Any]:
     return out
 
 
-def load_site(path: str | Path) -> Site:
-    """Load and validate an inventory file into a Site, or raise InventoryError.
+def load_site(path: str | Path, *, allow_uri_commands: bool | None = None,
+              connecting: bool = True) -> Site:
+    """Load and validate an inventory file into a Site, or raise InventoryError (all its
+    problems, up to MAX_ERRORS, each with file:line and key path).
+
+    `allow_uri_commands` (default: the CLI's --allow-uri-commands) lets URIs that choose a
+    command to run (ext transport, ssh command=/socket=, a host starting with '-') through.
+    `connecting=False` (validate, render, explain: nothing connects) lets an `ext` URI
+    through with a warning, since its command only runs on connection.
 
     Pure: nothing is registered or opened. Code that connects to the site's domains loads
     it with virtmix.nesting.guests.open_site, which also routes the guests' libvirt URIs
-    through virtmix's ssh setup."""
+    through virtmix's ssh setup.
+    """
+    if allow_uri_commands is None:
+        allow_uri_commands = uris.ALLOW_URI_COMMANDS
     with gc_paused():
         loader = _Loader(Path(path))
         loader.read()
-        inventory = loader.validate(loader.expand())
-        allocate_guest_addresses(inventory, loader.fail)  # before the URIs that use them
+        loader.check_raw(loader.raw)
+        loader.raise_collected()  # later steps assume string keys and sane depth
+        try:
+            tree = loader.expand()
+        except InventoryError as exc:
+            loader.raise_collected(exc)
+            raise
+        loader.check_raw(_profile_values(loader, tree))
+        inventory = loader.validate(tree, {"allow_uri_commands": allow_uri_commands,
+                                           "allow_ext": allow_uri_commands or not connecting})
+        loader.raise_collected()
+        loader.collect(allocate_guest_addresses, inventory, loader.fail)
+        loader.raise_collected()  # entries' URIs use the picked addresses
         site = Site(path=loader.path.resolve(), inventory=inventory, profiles=loader.library,
                     own_settings={".".join(k): v for k, v in loader.entry_own.items()})
         site.entries = _entries(inventory, loader)
         _check_site(site, loader)
+        loader.raise_collected()
+        site.warnings = sitechecks.warnings(site)
     return site
 
 
@@ -316,30 +391,54 @@ def guest_lxc_uri(name: str, guest: Guest) -> str:
     return f"lxc+ssh://root@{name}/system"
 
 
+def _profile_values(loader: _Loader, tree: dict[str, Any]) -> dict[str, Any]:
+    """The parts of the expanded tree that came from profiles (the file's own were checked):
+    only entries with a profile chain, so a large inventory is not walked twice."""
+    if not loader.entry_profiles:
+        return {}
+    out: dict[str, Any] = {}
+    for keypath in loader.entry_profiles:
+        node: Any = tree
+        for part in keypath:
+            node = node.get(part) if isinstance(node, dict) else None
+        cursor = out
+        for part in keypath[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[keypath[-1]] = node
+    return out
+
+
 def _check_site(site: Site, loader: _Loader) -> None:
     inv = site.inventory
     seen: dict[tuple[str, str], Entry] = {}
     for e in site.entries:
         kp = tuple(e.keypath.split("."))
-        other = seen.get((e.uri, e.name))
+        daemon = uris.canonical(e.uri)
+        other = seen.get((daemon, e.name))
         if other is not None:
-            loader.fail(f"domain name {e.name!r} is used twice on connection {e.uri} "
-                        f"(also at {other.keypath})", kp)
-        seen[(e.uri, e.name)] = e
-        _check_cpu(site, e, kp, loader)
-        _check_memory(site, e, kp, loader)
-        _check_interfaces(site, e, kp, loader)
+            same = "" if other.uri == e.uri else f", which is {other.uri} under another spelling"
+            loader.collect(loader.fail, f"domain name {e.name!r} is used twice on connection "
+                           f"{e.uri}{same} (also at {other.keypath})", kp)
+        seen[(daemon, e.name)] = e
+        loader.collect(_check_cpu, site, e, kp, loader)
+        loader.collect(_check_memory, site, e, kp, loader)
+        loader.collect(_check_interfaces, site, e, kp, loader)
         if e.kind == "guest" and e.spec.containers and not e.spec.lxc_uri and not any(
                 i.ipv4 for i in e.spec.interfaces):
-            loader.fail("a guest that hosts containers needs a known address so virtmix can "
-                        "reach its libvirt: an interface on an inventory network with an "
-                        "ipv4 (virtmix then picks the guest's address), a static 'ipv4', or "
-                        "'lxc_uri'", (*kp, "interfaces"))
+            loader.collect(
+                loader.fail, "a guest that hosts containers needs a known address so virtmix "
+                "can reach its libvirt: an interface on an inventory network with an ipv4 "
+                "(virtmix then picks the guest's address), a static 'ipv4', or 'lxc_uri'",
+                (*kp, "interfaces"))
+        if len(loader.errors) > MAX_ERRORS:
+            return
     for nname, net in inv.networks.items():
         if net.host not in inv.hosts and not any(
                 e.kind == "guest" and e.name == net.host for e in site.entries):
-            loader.fail(f"network host {net.host!r} is not a host (or guest) of this inventory",
-                        ("networks", nname, "host"))
+            loader.collect(loader.fail, f"network host {net.host!r} is not a host (or guest) "
+                           "of this inventory", ("networks", nname, "host"))
+    for message, keypath in sitechecks.conflicts(site):
+        loader.collect(loader.fail, message, keypath)
 
 
 def _check_cpu(site: Site, e: Entry, kp: tuple[str, ...], loader: _Loader) -> None:

@@ -17,11 +17,13 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from virtmix.inventory import strings, uris
 from virtmix.inventory.cgroups import BLKIO_MAX, BLKIO_MIN, SHARES_MAX, SHARES_MIN
 from virtmix.inventory.rules import (
     IFNAME_RE,
@@ -29,13 +31,10 @@ from virtmix.inventory.rules import (
     Variant,
     check_hostname,
     check_ifname,
-    check_locale,
     check_name,
-    check_ssh_key,
-    check_timezone,
     check_word,
 )
-from virtmix.util.units import normalize_cpuset, parse_size_kib
+from virtmix.util.units import MAX_CPUS, normalize_cpuset, parse_size_kib
 
 
 def _kib(value: Any) -> int:
@@ -71,6 +70,24 @@ CpuSet = Annotated[
     ),
 ]
 MIN_MEMORY_KIB = 4 * 1024
+AbsPath = Annotated[str, AfterValidator(strings.check_abs_path)]
+Package = Annotated[str, AfterValidator(strings.check_package)]
+Word = Annotated[str, AfterValidator(strings.check_word)]
+Suite = Annotated[str, AfterValidator(strings.check_suite)]
+Mirror = Annotated[str, AfterValidator(strings.check_mirror)]
+SshKey = Annotated[str, AfterValidator(strings.check_ssh_key)]
+Hostname = Annotated[str, AfterValidator(check_hostname)]
+
+
+def _uri(value: str | None, info: ValidationInfo) -> str | None:
+    """A libvirt URI; `ext`, ssh `command=`/`socket=` and `-host` only when allowed."""
+    if value is None:
+        return value
+    context = info.context or {}
+    return uris.check_uri(value, context.get("allow_uri_commands"), context.get("allow_ext"))
+
+
+Uri = Annotated[str, AfterValidator(_uri)]
 IfName = Annotated[str, AfterValidator(check_ifname),
                    WithJsonSchema({"type": "string", "pattern": IFNAME_RE.pattern,
                                    "description": "A Linux interface name (15 characters)."})]
@@ -92,7 +109,7 @@ class CpuTune(Strict):
     quota: int | None = Field(
         None, description="CPU time per period in us; -1 = no limit (<cputune><quota>)."
     )
-    vcpupin: dict[int, CpuSet] = Field(
+    vcpupin: dict[Annotated[int, Field(ge=0, lt=MAX_CPUS)], CpuSet] = Field(
         default_factory=dict, description="Guests only: vCPU number -> host cpuset."
     )
     emulatorpin: CpuSet | None = Field(None, description="Guests only: emulator threads' cpuset.")
@@ -135,12 +152,12 @@ class Interface(Strict):
 
     network: Name | None = Field(None, description="A network of this inventory or libvirt.")
     bridge: IfName | None = Field(None, description="An existing host bridge, e.g. br0.")
-    name: str | None = Field(None, description="Name inside the domain (eth0, ...).")
+    name: IfName | None = Field(None, description="Name inside the domain (eth0, ...).")
     mac: str | None = Field(None, pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
     ipv4: IPv4Interface | None = Field(None, description="Static address with prefix, a.b.c.d/n.")
     gateway: IPv4Address | None = None
     dhcp: bool | None = Field(None, description="Default: true when no ipv4 is given.")
-    model: str | None = Field(None, description="Guests: NIC model (default virtio).")
+    model: Word | None = Field(None, description="Guests: NIC model (default virtio).")
 
     @model_validator(mode="after")
     def _one_source(self) -> Interface:
@@ -159,7 +176,7 @@ class RootfsPath(Strict):
     def _absolute(cls, v: str) -> str:
         if not v.startswith("/"):
             raise ValueError(f"rootfs path must be absolute, got {v!r}")
-        return v
+        return strings.check_abs_path(v)
 
 
 Word = Annotated[str, AfterValidator(check_word)]
@@ -171,10 +188,11 @@ class RootfsBuild(Strict):
     distro: Literal["debian"] = "debian"
     suite: str = Field("bookworm", pattern=SUITE_RE.pattern)
     variant: Variant = "minbase"
-    components: list[Word] = Field(default_factory=lambda: ["main"], min_length=1)
-    packages: list[Word] = Field(default_factory=list)
+    components: list[Word] = Field(default_factory=lambda: ["main"], max_length=64)
+    packages: list[Package] = Field(default_factory=list)
     architecture: Word | None = None
-    mirror: str | None = Field(None, description="Default: the host's apt sources.")
+    mirror: Mirror | None = Field(None, description="Default: the host's apt sources. A plain "
+                                  "http(s):// or file:// URL; no apt options.")
     hook: str | None = Field(None, description="Site script run inside the tree after build.")
 
 
@@ -193,8 +211,8 @@ Rootfs = Annotated[
 class Mount(Strict):
     """A host directory bind-mounted into a container."""
 
-    source: str
-    target: str
+    source: AbsPath
+    target: AbsPath
     readonly: bool = False
 
 
@@ -225,17 +243,18 @@ class Common(Strict):
 class Container(Common):
     """An LXC container (libvirt LXC domain)."""
 
-    hostname: Annotated[str, AfterValidator(check_hostname)] | None = None
+    hostname: Hostname | None = None
     rootfs: Rootfs = Field(default_factory=RootfsBuild)
-    init: list[str] = Field(default_factory=lambda: ["/sbin/init"], min_length=1)
+    init: list[str] = Field(default_factory=lambda: ["/sbin/init"], min_length=1,
+                            max_length=256)
     mounts: list[Mount] = Field(default_factory=list)
     privileged: bool = Field(False, description="Run without a user namespace (not advised).")
-    ssh_keys: list[Annotated[str, AfterValidator(check_ssh_key)]] = Field(
-        default_factory=list, description="Public keys for root.")
+    ssh_keys: list[SshKey] = Field(default_factory=list,
+                                   description="Public keys for root, one per item.")
     root_password: Literal["locked", "generate"] = "locked"
     sshd: bool = False
-    locale: Annotated[str, AfterValidator(check_locale)] = "C.UTF-8"
-    timezone: Annotated[str, AfterValidator(check_timezone)] = "Etc/UTC"
+    locale: Annotated[str, AfterValidator(strings.check_locale)] = "C.UTF-8"
+    timezone: Annotated[str, AfterValidator(strings.check_timezone)] = "Etc/UTC"
     dns: list[IPv4Address] = Field(
         default_factory=list, description="Nameservers for the built tree's /etc/resolv.conf "
         "(default: the address of the inventory network its first interface is on, where "
@@ -246,7 +265,7 @@ class Disk(Strict):
     """A guest disk: a new image of `size`, or an existing image at `path`."""
 
     size: SizeKiB | None = None
-    path: str | None = None
+    path: AbsPath | None = None
     format: Literal["qcow2", "raw"] = "qcow2"
     bus: Literal["virtio", "sata", "scsi", "ide"] = "virtio"
 
@@ -260,18 +279,18 @@ class Disk(Strict):
 class GuestImage(Strict):
     """The guest's root disk: built by virtmix from Debian, or a base image the admin names."""
 
-    path: str | None = None
+    path: AbsPath | None = None
     distro: Literal["debian"] = "debian"
-    suite: str = "bookworm"
-    packages: list[str] = Field(default_factory=list)
+    suite: Suite = "bookworm"
+    packages: list[Package] = Field(default_factory=list)
     size: SizeKiB = Field(default=4 * 1024 * 1024)
 
 
 class Boot(Strict):
     """Direct kernel boot."""
 
-    kernel: str
-    initrd: str | None = None
+    kernel: AbsPath
+    initrd: AbsPath | None = None
     cmdline: str | None = None
 
 
@@ -279,12 +298,12 @@ class Guest(Common):
     """A KVM/QEMU guest; with `containers:` it is also an LXC host."""
 
     virt_type: Literal["kvm", "qemu"] | None = Field(None, description="Default: the host's.")
-    machine: str | None = None
-    arch: str = "x86_64"
+    machine: Word | None = None
+    arch: Word = "x86_64"
     disks: list[Disk] = Field(default_factory=list)
     image: GuestImage | None = None
     boot: Boot | None = None
-    lxc_uri: str | None = Field(None, description="How to reach the guest's own libvirt.")
+    lxc_uri: Uri | None = Field(None, description="How to reach the guest's own libvirt.")
     containers: dict[Name, Container] = Field(default_factory=dict)
 
 
@@ -314,8 +333,8 @@ class Network(Strict):
 class Host(Strict):
     """A libvirt host: where its guests and containers are defined."""
 
-    uri: str = "qemu:///system"
-    lxc_uri: str = "lxc:///system"
+    uri: Uri = "qemu:///system"
+    lxc_uri: Uri = "lxc:///system"
     virt_type: Literal["kvm", "qemu"] = "kvm"
     cpus: CpuSet | None = Field(None, description="CPUs the host has; cpusets are checked.")
     memory: SizeKiB | None = None
@@ -328,7 +347,8 @@ class Host(Strict):
 
 class Settings(Strict):
     storage_dir: str = Field("/var/lib/virtmix", description="Trees, images, caches.")
-    mirror: str | None = Field(None, description="Debian mirror; default: host apt sources.")
+    mirror: Mirror | None = Field(None, description="Debian mirror; default: host apt "
+                                  "sources. A plain http(s):// or file:// URL; no apt options.")
 
     @field_validator("storage_dir")
     @classmethod
@@ -336,7 +356,7 @@ class Settings(Strict):
         # Its paths go into domain XML, which libvirt resolves from its own working directory.
         if not v.startswith("/"):
             raise ValueError(f"storage_dir must be an absolute path, got {v!r}")
-        return v.rstrip("/") or "/"
+        return strings.check_storage_dir(v.rstrip("/") or "/")
 
 
 class Inventory(Strict):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
+from virtmix.inventory import strings
+
 # Names become libvirt domain names, file names under the storage directory and hostnames:
 # one conservative rule for all of them.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -19,23 +21,20 @@ Variant = Literal["minbase", "buildd", "required", "important", "standard"]
 VARIANTS: tuple[str, ...] = get_args(Variant)  # mmdebstrap's and debootstrap's in common
 
 SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
-WORD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # a Debian package/component/arch
-HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$")
-SSH_KEY_RE = re.compile(r"^(ssh-|ecdsa-|sk-)\S+ \S+")
-LOCALE_RE = re.compile(r"^[A-Za-z0-9_.@-]+$")
-TIMEZONE_RE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                         r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,14}$")
 
 
 def check_name(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"a name must be a string, got {value!r}")
+        raise ValueError(f"a name must be a string, got {strings.shown(value)}")
     if len(value) > 64:
-        raise ValueError(f"name {value!r} is longer than 64 characters")
-    if ".." in value or not NAME_RE.match(value):
+        raise ValueError(f"name {strings.shown(value)} is longer than 64 characters")
+    if ".." in value or not NAME_RE.fullmatch(value):  # fullmatch: `$` allows a final \n
         raise ValueError(
-            f"unsafe name {value!r}: use letters, digits, '.', '_' and '-', starting with a "
-            "letter or digit, no '..', at most 64 characters"
+            f"unsafe name {strings.shown(value)}: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, no '..', at most 64 characters"
         )
     return value
 
@@ -46,45 +45,25 @@ def check_variant(value: str) -> str:
     return value
 
 
-def check_suite(value: str) -> str:
-    if not SUITE_RE.match(value):
-        raise ValueError(f"suite {value!r}: expected a Debian suite such as bookworm")
-    return value
-
-
-def check_word(value: str) -> str:
-    """A package, component or architecture name (no blanks, no shell characters)."""
-    if not WORD_RE.match(value):
-        raise ValueError(f"{value!r}: expected letters, digits and _.+- only")
-    return value
+# The string rules (inventory/strings.py) are the stricter ones for untrusted text.
+check_suite = strings.check_suite
+check_word = strings.check_word          # a component or architecture name
+check_package = strings.check_package    # Debian's package syntax, never a leading '-'
+check_ssh_key = strings.check_ssh_key    # one valid public key
+check_locale = strings.check_locale      # a name, never a path
+check_timezone = strings.check_timezone  # a name, never a path
 
 
 def check_hostname(value: str) -> str:
     if not HOSTNAME_RE.match(value):
-        raise ValueError(f"hostname {value!r}: not a valid hostname")
-    return value
-
-
-def check_ssh_key(value: str) -> str:
-    if "\n" in value or not SSH_KEY_RE.match(value.strip()):
-        raise ValueError(f"not an SSH public key: {value!r}")
+        raise ValueError("not a hostname (letters, digits and '-', dot-separated labels of "
+                         "at most 63 characters)")
     return value
 
 
 def check_ifname(value: str) -> str:
-    if not IFNAME_RE.match(value):
+    if not IFNAME_RE.fullmatch(value):
         raise ValueError("not a Linux interface name (at most 15 letters, "
                          "digits, '_', '-' or '.'; no '/' or blanks)")
     return value
 
-
-def check_locale(value: str) -> str:
-    if not LOCALE_RE.match(value):
-        raise ValueError(f"locale {value!r}: e.g. C.UTF-8")
-    return value
-
-
-def check_timezone(value: str) -> str:
-    if not TIMEZONE_RE.match(value):
-        raise ValueError(f"timezone {value!r}: e.g. Etc/UTC")
-    return value

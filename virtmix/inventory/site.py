@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from virtmix.errors import NotFoundError, UsageError
-from virtmix.inventory.model import Container, Guest, Inventory, Network
+from virtmix.inventory.model import Container, Guest, Inventory, Network, RootfsPath
 from virtmix.util.suggest import did_you_mean
 
 DEFAULT_MEMORY_KIB = {"container": 512 * 1024, "guest": 1024 * 1024}
@@ -46,6 +46,7 @@ class Site:
     entries: list[Entry] = field(default_factory=list)
     profiles: Any = None  # the ProfileLibrary the entries were merged with
     own_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # keypath -> own keys
+    warnings: list[str] = field(default_factory=list)  # legal but dangerous settings
 
     @property
     def name(self) -> str:
@@ -83,3 +84,13 @@ class Site:
 
     def children(self, guest: str) -> list[Entry]:
         return [e for e in self.entries if e.parent == guest]
+
+
+def is_privileged(entry: Entry) -> bool:
+    """Built trees run unprivileged unless asked; a given tree is used as it is (privileged),
+    unless the entry says `privileged: false` (the tree is already shifted to the idmap)."""
+    spec = entry.spec
+    assert isinstance(spec, Container)
+    if "privileged" in spec.model_fields_set:
+        return spec.privileged
+    return isinstance(spec.rootfs, RootfsPath)

@@ -112,7 +112,8 @@ def push_tree(site, entry) -> str:
     """
     import posixpath
 
-    from virtmix.render.views import container_rootfs, is_privileged
+    from virtmix.inventory.site import is_privileged
+    from virtmix.render.views import container_rootfs
     from virtmix.rootfs import Storage, provision_container, remove_container_tree
     from virtmix.rootfs.from_model import setup_from_model, spec_from_model
 

@@ -10,7 +10,8 @@ from typing import Any
 
 from virtmix.domain.tunables import BY_FIELD, TUNABLES, shares_to_weight
 from virtmix.inventory.model import Container, Guest, RootfsPath
-from virtmix.render.views import cgroup_version, container_rootfs, is_privileged, shares_value
+from virtmix.inventory.site import is_privileged
+from virtmix.render.views import cgroup_version, container_rootfs, shares_value
 from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET
 from virtmix.util.units import format_kib
 

@@ -6,23 +6,51 @@ import concurrent.futures
 import multiprocessing
 import os
 import re
+import signal
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+import jinja2.sandbox
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from virtmix.errors import TemplateError
+from virtmix.errors import TemplateError, UsageError
 from virtmix.inventory.site import Entry, Site
-from virtmix.render.views import ExecuteView, domain_view, network_view
+from virtmix.render.views import (
+    DiskView,
+    DomainView,
+    ExecuteView,
+    InterfaceView,
+    NetworkView,
+    domain_view,
+    network_view,
+)
 from virtmix.util import paths
 from virtmix.util.gcpause import gc_paused
 
 TEMPLATE_FOR_KIND = {"container": "lxc.xml.j2", "guest": "kvm.xml.j2"}
+VIEW_TYPES = frozenset({DomainView, InterfaceView, DiskView, NetworkView})
 
 
-class InliningLoader(jinja2.FileSystemLoader):
+class ConfinedLoader(jinja2.FileSystemLoader):
+    """A FileSystemLoader that reads only files inside its directories: a symlink in a user
+    template directory that points elsewhere (`x.j2 -> /etc/shadow`) is not followed out.
+    jinja2 already refuses `..` and reads absolute names relative to the search path."""
+
+    def get_source(self, environment, template):
+        source, filename, uptodate = super().get_source(environment, template)
+        real = os.path.realpath(filename)
+        roots = [os.path.realpath(d) for d in self.searchpath]
+        if not any(real.startswith(root + os.sep) for root in roots):
+            raise jinja2.TemplateNotFound(f"{template} (it leads out of the template "
+                                          "directories)")
+        return source, filename, uptodate
+
+
+class InliningLoader(ConfinedLoader):
     """A FileSystemLoader that pastes each line-alone `{% include 'NAME' %}` into the template
     that includes it, at load time.
 
@@ -48,17 +76,55 @@ class InliningLoader(jinja2.FileSystemLoader):
         return self.INCLUDE.sub(paste, source), filename, uptodate
 
 
+class UserTemplateEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, with `*` and `**` bounded: `{{ 'x' * 10**12 }}` would otherwise ask for
+    a terabyte before anything could stop it."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    MAX_ITEMS = 1_000_000
+
+    def getattr(self, obj, attribute):
+        # Fast path for the views (plain dataclasses of data, made per render): for them and
+        # a name without '_', the sandbox's own checks (internal attributes of functions,
+        # frames, types; methods that mutate lists and dicts) can only say yes, and asking
+        # costs 4x the render. Everything else goes through the full checks.
+        if type(obj) in VIEW_TYPES and attribute[:1] != "_":
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass
+        return super().getattr(obj, attribute)
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, int) and abs(right) > 1024:
+            raise jinja2.sandbox.SecurityError("exponent too large in a template")
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, str | bytes | list | tuple) and isinstance(n, int) and \
+                        len(seq) * n > self.MAX_ITEMS:
+                    raise jinja2.sandbox.SecurityError("repetition too large in a template")
+        return super().call_binop(context, operator, left, right)
+
+
 @lru_cache(maxsize=8)
 def environment(user_dir: str | None = None, inline: bool = True) -> jinja2.Environment:
     """A strict environment: undefined names fail, every value is XML-escaped.
 
     `select_autoescape()` would not escape files named *.xml.j2, so autoescape is forced on.
     A user template directory comes first, so its files override the shipped ones.
+
+    With a user directory the environment is jinja2's ImmutableSandboxedEnvironment: those
+    templates come with the inventory, which is untrusted until apply (SECURITY.md), and the
+    sandbox keeps them from Python internals (`__class__`, `__globals__`, ...), from calling
+    anything unsafe and from changing the views. The shipped templates alone are part of
+    virtmix and stay on the faster plain environment (DESIGN.md). The sandbox compiles
+    differently (intercepted operators), so its bytecode is cached under its own keys.
     """
     search = [user_dir] if user_dir else []
     search.append(str(paths.templates_dir()))
-    return jinja2.Environment(
-        loader=(InliningLoader if inline else jinja2.FileSystemLoader)(search),
+    env_class = UserTemplateEnvironment if user_dir else jinja2.Environment
+    return env_class(
+        loader=(InliningLoader if inline else ConfinedLoader)(search),
         bytecode_cache=_bytecode_cache() if inline else None,
         undefined=jinja2.StrictUndefined,
         autoescape=True,
@@ -79,7 +145,16 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError:
         return None
-    return jinja2.FileSystemBytecodeCache(directory)
+    return _BytecodeCache(directory)
+
+
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Keys that tell sandboxed from plain compilations of one template file apart."""
+
+    def get_bucket(self, environment, name, filename, source):
+        if environment.sandboxed:
+            name = f"sandboxed:{name}"
+        return super().get_bucket(environment, name, filename, source)
 
 
 def _syntax_error(env: jinja2.Environment, name: str,
@@ -117,15 +192,55 @@ def user_templates(site: Site) -> str | None:
     return str(path)
 
 
+TEMPLATE_SECONDS = 2.0  # what one document of a user template may take to render
+
+
+class _TemplateTimeout(Exception):
+    pass
+
+
+def _expired(_signum, _frame):
+    raise _TemplateTimeout
+
+
+def _timer_ready() -> bool:
+    """Whether a timer signal can interrupt a user template here: only in the main thread
+    (forked render workers run their slices there too; apply's threads get no deadline).
+    The handler stays installed: virtmix uses SIGALRM for nothing else, and installing it
+    per document cost 14% of sandboxed rendering."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGALRM) is not _expired:
+        signal.signal(signal.SIGALRM, _expired)
+    return True
+
+
 def _render(env: jinja2.Environment, name: str, **context: object) -> str:
     try:
+        if env.sandboxed and _timer_ready():
+            # Interrupt a user template that loops for too long: nested loops over the
+            # sandbox's 100,000-item ranges never end in practice.
+            signal.setitimer(signal.ITIMER_REAL, TEMPLATE_SECONDS)
+            try:
+                return env.get_template(name).render(**context)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
         return env.get_template(name).render(**context)
+    except _TemplateTimeout:
+        raise TemplateError(f"template {name}: rendering one document took more than "
+                            f"{TEMPLATE_SECONDS:g} s (a loop that does not end?)") from None
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"template {exc.name} not found in {env.loader.searchpath}") from None
     except jinja2.TemplateSyntaxError as exc:
         raise _syntax_error(env, name, exc) from None
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"template {name}: {exc.message}") from None
+    except jinja2.TemplateError as exc:  # SecurityError (sandbox) and other template faults
+        raise TemplateError(f"template {name}: {exc.message or type(exc).__name__}") from None
+    except (TypeError, ValueError, ArithmeticError, AttributeError, LookupError,
+            RecursionError, MemoryError) as exc:
+        # What a user template's own expression raises ({{ 1/0 }}, {{ 'a' * 10**12 }}).
+        raise TemplateError(f"template {name}: {type(exc).__name__}: {exc}") from None
 
 
 def render_domain(site: Site, entry: Entry, env: jinja2.Environment | None = None) -> str:
@@ -233,13 +348,57 @@ def write_rendered(items: list[Rendered], out_dir: Path) -> list[Path]:
     """Write one NAME.xml per document (networks as network-NAME.xml, nested as GUEST--NAME).
 
     A name used on several hosts goes into a HOST/ subdirectory so no file overwrites another.
+    Only inside `out_dir` and never through a symlink (SECURITY.md): every directory below it
+    is opened with O_NOFOLLOW, and each file is written to a new temporary name and renamed
+    into place, which replaces a planted symlink instead of writing where it points.
     """
     counts = Counter(i.file_name for i in items)
     written = []
-    for item in items:
-        folder = out_dir / item.host if counts[item.file_name] > 1 else out_dir
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / item.file_name
-        path.write_text(item.xml, encoding="utf-8")
-        written.append(path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        base = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise UsageError(f"render --out {out_dir}: {exc.strerror}") from None
+    try:
+        for item in items:
+            sub = item.host if counts[item.file_name] > 1 else None
+            try:
+                _write_below(base, sub, item.file_name, item.xml)
+            except OSError as exc:
+                raise UsageError(f"render --out {out_dir}: cannot write {item.file_name}: "
+                                 f"{exc.strerror}") from None
+            written.append(out_dir / sub / item.file_name if sub else out_dir / item.file_name)
+    finally:
+        os.close(base)
     return written
+
+
+def _write_below(base: int, sub: str | None, name: str, text: str) -> None:
+    for part in (sub, name):
+        if part is not None and (part in ("", ".", "..") or "/" in part or "\0" in part):
+            raise UsageError(f"render --out: refusing file name {part!r}")
+    folder = base
+    if sub is not None:
+        try:
+            os.mkdir(sub, 0o755, dir_fd=base)
+        except FileExistsError:
+            pass
+        try:
+            folder = os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=base)
+        except OSError as exc:
+            raise UsageError(f"render --out: {sub} is not a plain directory (a symlink?): "
+                             f"{exc.strerror}") from None
+    tmp = f".{name}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
+                     dir_fd=folder)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        try:
+            os.unlink(tmp, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        if folder != base:
+            os.close(folder)

@@ -7,13 +7,12 @@ libvirt's vocabulary (memory_kib, cputune.shares, vcpu_cpuset).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 
 from virtmix.domain.tunables import to_libvirt
 from virtmix.hosts import cgroup_version_where
-from virtmix.inventory.addresses import STATIC_HOSTS
+from virtmix.inventory.addresses import dhcp_range
 from virtmix.inventory.model import Container, Guest, Network, RootfsPath
-from virtmix.inventory.site import Entry, Site
+from virtmix.inventory.site import Entry, Site, is_privileged
 from virtmix.util import layout
 from virtmix.util.identity import IDMAP, VIRTMIX_NS, domain_uuid, mac_address, network_uuid
 
@@ -83,16 +82,6 @@ def container_rootfs(site: Site, entry: Entry) -> str:
     if isinstance(spec.rootfs, RootfsPath):
         return spec.rootfs.path
     return layout.container_tree(storage_dir(site), entry.name)
-
-
-def is_privileged(entry: Entry) -> bool:
-    """Built trees run unprivileged unless asked; a given tree is used as it is (privileged),
-    unless the entry says `privileged: false` (the tree is already shifted to the idmap)."""
-    spec = entry.spec
-    assert isinstance(spec, Container)
-    if "privileged" in spec.model_fields_set:
-        return spec.privileged
-    return isinstance(spec.rootfs, RootfsPath)
 
 
 def cgroup_version(site: Site, entry: Entry) -> str:
@@ -237,14 +226,7 @@ def network_view(site: Site, name: str, net: Network) -> NetworkView:
         return view
     view.address, view.netmask = str(net.ipv4.ip), str(net.ipv4.netmask)
     if net.dhcp:
-        subnet = net.ipv4.network
-        if net.dhcp is True:
-            # Leave the low addresses of a /24 or larger for static assignments.
-            first = int(subnet.network_address) + 2 + (
-                STATIC_HOSTS if subnet.num_addresses >= 256 else 0)
-            start, end = IPv4Address(first), subnet.broadcast_address - 1
-        else:
-            start, end = net.dhcp.start, net.dhcp.end
+        start, end = dhcp_range(net)
         view.dhcp_start, view.dhcp_end = str(start), str(end)
         for e in site.entries:
             for i, iface in enumerate(e.spec.interfaces):

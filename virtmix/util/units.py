@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_SIZE_RE = re.compile(r"^\s*(\d{1,30}(?:\.\d{1,30})?)\s*([A-Za-z]{0,3})\s*\Z")
+
+# libvirt keeps sizes in KiB as unsigned long long, and its memory tunables treat anything
+# from 2^53-1 KiB (VIR_DOMAIN_MEMORY_PARAM_UNLIMITED) up as "no limit": a size must be below.
+MAX_SIZE_KIB = 2**53 - 2
+# libvirt's VIR_DOMAIN_CPUMASK_LEN: the most CPUs a cpuset may name (0..8191).
+MAX_CPUS = 8192
 
 # IEC (powers of 1024) and SI (powers of 1000) suffixes; a bare "M"/"G" means MiB/GiB, as in
 # libvirt's and lxc's own configuration files.
@@ -24,9 +30,20 @@ _XML_UNITS = {**_UNITS, "bytes": 1}  # libvirt's `unit=` also accepts "bytes"
 def _parse_size_text(value: str) -> int:
     m = _SIZE_RE.match(value)
     if not m or m.group(2).lower() not in _UNITS:
-        raise ValueError(f"cannot parse size {value!r}: expected e.g. 512MiB, 2GiB, 1G or bytes")
-    number = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
-    return int(number * _UNITS[m.group(2).lower()])
+        raise ValueError(f"cannot parse size {value[:40]!r}: expected e.g. 512MiB, 2GiB, 1G "
+                         "or bytes")
+    whole, _, frac = m.group(1).partition(".")
+    unit = _UNITS[m.group(2).lower()]
+    # Exact arithmetic: a float would turn 30 digits into inf (OverflowError in int()).
+    size = int(whole) * unit + (int(frac) * unit // 10 ** len(frac) if frac else 0)
+    _check_size(size, value)
+    return size
+
+
+def _check_size(size: int, shown: object) -> None:
+    if size > MAX_SIZE_KIB * 1024:
+        raise ValueError(f"size {shown!r} is larger than libvirt accepts "
+                         f"(at most {MAX_SIZE_KIB} KiB)")
 
 
 def parse_size(value: int | str) -> int:
@@ -36,6 +53,7 @@ def parse_size(value: int | str) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a size cannot be negative: {value}")
+        _check_size(value, value)
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected a size such as 256MiB, got {value!r}")
@@ -67,7 +85,7 @@ def format_kib(kib: int) -> str:
     return f"{kib}KiB"
 
 
-_CPUSET_RE = re.compile(r"^\^?\d+(-\d+)?$")
+_CPUSET_RE = re.compile(r"^\^?\d{1,9}(-\d{1,9})?\Z")
 
 
 def parse_cpuset(text: str | int) -> frozenset[int]:
@@ -82,6 +100,8 @@ def parse_cpuset(text: str | int) -> frozenset[int]:
         text = str(text)
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"expected a cpuset such as '0-3,8', got {text!r}")
+    if len(text) > 4 * MAX_CPUS:
+        raise ValueError(f"cpuset of {len(text)} characters is longer than any real one")
     return _parse_cpuset_text(text)
 
 
@@ -98,13 +118,21 @@ def _parse_cpuset_text(text: str) -> frozenset[int]:
             lo, hi = (int(x) for x in part.split("-"))
             if lo > hi:
                 raise ValueError(f"bad cpuset {text!r}: range {part} runs backwards")
+            _check_cpu(hi, text)
             target.update(range(lo, hi + 1))
         else:
+            _check_cpu(int(part), text)
             target.add(int(part))
     cpus = include - exclude
     if not cpus:
         raise ValueError(f"cpuset {text!r} names no CPU")
     return frozenset(cpus)
+
+
+def _check_cpu(cpu: int, text: str) -> None:
+    if cpu >= MAX_CPUS:
+        raise ValueError(f"cpuset {text!r} names CPU {cpu}; libvirt handles CPUs 0 to "
+                         f"{MAX_CPUS - 1}")
 
 
 def format_cpuset(cpus: frozenset[int] | set[int]) -> str:
