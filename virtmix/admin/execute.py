@@ -4,7 +4,8 @@ The container is a transient libvirt LXC domain started with AUTODESTROY (libvir
 it when virtmix's connection closes, even if virtmix is killed). Its init is a static
 busybox `sleep`, bind-mounted read-only from a private copy at /dev/.virtmix-exec (libvirt
 mounts /dev as a tmpfs first, so nothing is created in the rootfs). The command itself runs
-through the same path as `attach`, so it gets this terminal and its exit code is passed on.
+through the same path as `attach`, so it gets a terminal of its own relayed to this one,
+Ctrl-C, and its exit code is passed on.
 Without --rootfs the container shares the host's root filesystem (an application
 container, as lxc-execute without a rootfs), with its own PID, IPC, UTS, mount and network
 namespaces (loopback only).
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -22,10 +22,9 @@ from pathlib import Path
 from lxml import etree
 from lxml.builder import E
 
-from virtmix.admin.namespaces import run_inside
+from virtmix.admin.namespaces import live_init_pid, run_inside
 from virtmix.backend.admin_ops import create_transient
 from virtmix.errors import NotFoundError, StateError, UsageError
-from virtmix.hosts.local import init_pid
 
 HELPER_DIR = "/dev/.virtmix-exec"
 STATIC_BUSYBOX = ("/bin/busybox", "/usr/bin/busybox")
@@ -78,7 +77,7 @@ def _wait_init(conn, name: str, timeout: float = 10.0) -> tuple[int, int]:
     while True:
         rec = conn.get(name)
         try:
-            return rec.id, init_pid(name, rec.id)
+            return rec.id, live_init_pid(name, rec.id)  # never 0
         except StateError:
             if time.monotonic() > deadline:
                 raise
@@ -101,13 +100,13 @@ def execute(conn, argv: list[str], *, rootfs: str | None, name: str | None,
     helper = tempfile.mkdtemp(prefix="virtmix-exec-")
     os.chmod(helper, 0o755)
     shutil.copy2(find_static_busybox(), os.path.join(helper, "busybox"))
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the command
+    # Ctrl-C while the command runs goes to the command (admin/relay.py); before it
+    # starts, it interrupts virtmix, and the finally below removes the container.
     try:
         create_transient(conn, execute_xml(name, rootfs, helper, memory_kib), autodestroy=True)
         controller, _init = _wait_init(conn, name)
         return run_inside(name, controller, argv, keep_env=keep_env)
     finally:
-        signal.signal(signal.SIGINT, old)
         try:
             conn.destroy(name)
         except (NotFoundError, StateError):
