@@ -36,15 +36,16 @@ def ensure_traversable(tree: Path, storage: Path, uid: int = MAPPED_ROOT_UID) ->
 
     libvirt_lxc creates <tree>/.oldroot after entering the user namespace; a parent the
     mapped uid cannot search fails the start with "Timed out while reading log output"
-    (docs/working-xml.md). Directories under virtmix's storage directory get o+x; others
-    are the admin's, so virtmix names them instead of changing them.
+    (docs/working-xml.md). Directories below virtmix's storage directory get o+x; others
+    (the storage directory itself included) may be the admin's, so virtmix names them
+    instead of changing them.
     """
     fixed = []
     for parent in reversed(tree.parents):
         st = parent.stat()
         if _searchable(st, uid):
             continue
-        if parent == storage or storage in parent.parents:
+        if storage in parent.parents:  # made by virtmix (the storage root may be the admin's)
             os.chmod(parent, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
             fixed.append(parent)
             continue

@@ -9,6 +9,7 @@ same ssh setup libvirt's transport uses (virtmix's wrapper, key and pinned host 
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ from virtmix.errors import BackendError, StateError, UsageError
 
 
 def is_ssh_uri(uri: str) -> bool:
-    return "+ssh" in urlsplit(uri).scheme or "+libssh" in urlsplit(uri).scheme
+    scheme = urlsplit(uri).scheme.lower()  # URI schemes are case-insensitive (RFC 3986)
+    return "+ssh" in scheme or "+libssh" in scheme
 
 
 def ssh_argv(uri: str, *, tty: bool = False) -> list[str]:
@@ -31,6 +33,10 @@ def ssh_argv(uri: str, *, tty: bool = False) -> list[str]:
     if not is_ssh_uri(uri) or not real.hostname:
         raise UsageError(f"{uri}: not an ssh URI; this verb runs where the container is")
     query = dict(parse_qsl(real.query))
+    host = f"{real.username}@{real.hostname}" if real.username else real.hostname
+    if host.startswith("-"):
+        # ssh would take it as an option (-oProxyCommand=... runs a command as root).
+        raise UsageError(f"{uri}: host {host!r} starts with '-'; refusing to pass it to ssh")
     argv = [query.get("command", "ssh"), "-t" if tty else "-T"]
     if real.port:
         argv += ["-p", str(real.port)]
@@ -38,8 +44,7 @@ def ssh_argv(uri: str, *, tty: bool = False) -> list[str]:
         argv += ["-i", query["keyfile"]]
     if not resolve:
         argv += ["-o", "BatchMode=yes"]
-    argv.append(f"{real.username}@{real.hostname}" if real.username else real.hostname)
-    return argv
+    return [*argv, "--", host]
 
 
 def run_remote(uri: str, script: str, *, timeout: float = 60) -> str:
@@ -75,12 +80,64 @@ def _init_pid_sh(name: str, controller_pid: int | None = None) -> str:
             f"{{ echo 'container {name} is not running there' >&2; exit 125; }}; ")
 
 
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _command_check_sh(name: str, word: str) -> str:
+    """Shell that prints 127/126 when the container lacks `word` or cannot execute it.
+
+    Looked up below /proc/$pid/root; a symlink there is taken as present (its target would
+    resolve against the guest's root, not the container's).
+    """
+    q = shlex.quote
+    if "/" in word:
+        return (f"c=\"/proc/$pid/root\"{q(word)}; if [ -L \"$c\" ]; then echo 0; "
+                "elif [ ! -e \"$c\" ]; then echo 127; elif [ -f \"$c\" ] && [ -x \"$c\" ]; "
+                "then echo 0; else echo 126; fi")
+    return (f"r=127; for d in {' '.join(q(d) for d in CONTAINER_PATH.split(':'))}; do "
+            f"c=\"/proc/$pid/root$d/\"{q(word)}; if [ -L \"$c\" ]; then r=0; break; fi; "
+            "if [ -f \"$c\" ]; then if [ -x \"$c\" ]; then r=0; break; fi; r=126; fi; "
+            "done; echo $r")
+
+
 def attach(uri: str, name: str, argv: list[str], controller_pid: int | None = None) -> int:
-    """Run argv in the container's namespaces on the guest; its exit code (ssh passes it)."""
-    cmd = " ".join(shlex.quote(a) for a in (argv or ["/bin/sh"]))
+    """Run argv in the container's namespaces on the guest; its exit code (ssh passes it).
+
+    With a terminal, ssh -t gives the command a pseudo-terminal of the guest's sshd (the
+    admin's terminal stays with the local ssh process); without one, pipes. Ctrl-C: on a
+    terminal it travels as a byte to that pty and ends the command; the remote shell traps
+    it (instead of dying with it, which ssh would report as 255) and exits with nsenter's
+    130. A SIGINT to virtmix's process group ends the local ssh: virtmix then exits 130.
+    """
+    from virtmix.errors import CommandNotExecutableError, CommandNotFoundError
+
+    words = argv or ["/bin/sh"]
+    code = run_remote(uri, _init_pid_sh(name, controller_pid)
+                      + _command_check_sh(name, words[0])).strip()
+    if code == "127":
+        raise CommandNotFoundError(f"{words[0]}: command not found in {name}")
+    if code == "126":
+        raise CommandNotExecutableError(f"{words[0]}: not executable in {name} (permission "
+                                        "denied or a directory)")
+    cmd = " ".join(shlex.quote(a) for a in words)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    script = _init_pid_sh(name, controller_pid) + f"exec nsenter -t \"$pid\" -a -- {cmd}"
-    return subprocess.run([*ssh_argv(uri, tty=tty), script], check=False).returncode
+    script = (_init_pid_sh(name, controller_pid)
+              + f"trap : INT; nsenter -t \"$pid\" -a -- {cmd}; exit $?")
+    interrupted: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda sig, _f: interrupted.append(sig))
+    try:
+        proc = subprocess.Popen([*ssh_argv(uri, tty=tty), script])
+        while True:
+            try:
+                code_ = proc.wait()
+                break
+            except InterruptedError:
+                continue
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if interrupted and code_ in (255, -signal.SIGINT):
+        return 130  # ssh itself was interrupted
+    return code_ if code_ >= 0 else 128 - code_
 
 
 @dataclass
