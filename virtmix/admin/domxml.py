@@ -68,6 +68,7 @@ class DomainSettings:
     disks: list[Disk] = field(default_factory=list)
     init: list[str] = field(default_factory=list)
     idmap: tuple[int, int, int] | None = None
+    idmap_gid: int | None = None  # host gid of container gid 0
     privnet: bool = False
     description: str | None = None
     arch: str | None = None
@@ -155,9 +156,11 @@ def parse_domain(xml: str | etree._Element) -> DomainSettings:
     init = tree.findtext("os/init")
     if init:
         s.init = [init] + [a.text or "" for a in tree.findall("os/initarg")]
-    uid = tree.find("idmap/uid")
+    uid, gid = tree.find("idmap/uid"), tree.find("idmap/gid")
     if uid is not None:
         s.idmap = (int(uid.get("start")), int(uid.get("target")), int(uid.get("count")))
+    if gid is not None:
+        s.idmap_gid = int(gid.get("target"))
     s.privnet = tree.find("features/privnet") is not None
     ostype = tree.find("os/type")
     if ostype is not None:

@@ -17,7 +17,6 @@ from typing import Any
 import yaml
 
 from virtmix.admin.domxml import DomainSettings, parse_domain
-from virtmix.admin.lxc_config import IDMAP
 from virtmix.inventory.cgroups import weight_to_shares
 from virtmix.util.units import format_kib, normalize_cpuset
 
@@ -91,8 +90,14 @@ def _container(s: DomainSettings, entry: dict[str, Any], notes: list[str]) -> No
                      "needs one; rootfs not imported")
     entry["init"] = s.init or ["/sbin/init"]
     entry["privileged"] = s.idmap is None
-    if s.idmap is not None and s.idmap != IDMAP:
-        notes.append(f"idmap {s.idmap} differs from virtmix's {IDMAP}")
+    if s.idmap is not None:
+        # Keep the domain's own range: the tree is owned by it (never silently privileged).
+        start, uid, count = s.idmap[:3]
+        gid = s.idmap_gid if s.idmap_gid is not None else uid
+        if start != 0:
+            notes.append(f"idmap {s.idmap} does not start at container id 0; not imported")
+        else:
+            entry["idmap"] = {"uid": uid, "gid": gid, "count": count}
     mounts = [{"source": f.source, "target": f.target, "readonly": f.readonly}
               for f in s.filesystems if f.target != "/"]
     if mounts:

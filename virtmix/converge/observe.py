@@ -100,8 +100,9 @@ def _lxc_fields(root: etree._Element, out: Fields) -> None:
     os_ = root.find("os")
     out["os.init"] = _text(os_, "init") if os_ is not None else None
     out["os.initargs"] = tuple(a.text or "" for a in root.findall("os/initarg"))
-    uid = root.find("idmap/uid")
-    out["idmap"] = ((int(uid.get("start")), int(uid.get("target")), int(uid.get("count")))
+    uid, gid = root.find("idmap/uid"), root.find("idmap/gid")
+    out["idmap"] = ((int(uid.get("start")), int(uid.get("target")), int(uid.get("count")),
+                     int(gid.get("target")) if gid is not None else None)
                     if uid is not None else None)
     out["privnet"] = root.find("features/privnet") is not None
     out["filesystems"] = tuple(

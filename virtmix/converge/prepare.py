@@ -16,7 +16,13 @@ from virtmix.converge.observe import is_local_uri
 from virtmix.errors import RootfsError
 from virtmix.inventory.model import Container, Guest, RootfsBuild
 from virtmix.inventory.site import Entry, Site
-from virtmix.render.views import IDMAP, domain_view, is_privileged, storage_dir
+from virtmix.render.views import (
+    IDMAP,
+    container_idmap,
+    domain_view,
+    is_privileged,
+    storage_dir,
+)
 from virtmix.util import layout
 
 MAPPED_ROOT_UID = IDMAP[1]
@@ -79,8 +85,9 @@ def _provision(site: Site, entry: Entry, progress: Progress | None = None) -> Pa
                            mirror=site.inventory.settings.mirror)
     privileged = is_privileged(entry)
     setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
-    result = provision_container(entry.name, spec, setup,
-                                 storage, privileged=privileged, progress=progress)
+    # The range the definition names (views.container_idmap): the tree is made for it.
+    result = provision_container(entry.name, spec, setup, storage, privileged=privileged,
+                                 progress=progress, idmap=container_idmap(site, entry))
     if result.privileged != privileged:
         raise RootfsError(
             f"{entry.keypath}: its tree {result.path} was built "
@@ -112,7 +119,7 @@ def prepare_container(site: Site, entry: Entry, progress: Progress | None = None
             return
         _check_tree(entry, tree)
     if view.idmap is not None:
-        ensure_traversable(tree, Path(storage_dir(site)))
+        ensure_traversable(tree, Path(storage_dir(site)), view.idmap[1])
 
 
 def _qemu_img_create(path: Path, fmt: str, size_kib: int, *backing: str) -> None:

@@ -239,7 +239,7 @@ def push_tree(site, entry) -> str:
     """
     import posixpath
 
-    from virtmix.render.views import container_rootfs, is_privileged
+    from virtmix.render.views import container_idmap, container_rootfs, is_privileged
     from virtmix.rootfs import Storage, provision_container, remove_container_tree
     from virtmix.rootfs.from_model import setup_from_model, spec_from_model
 
@@ -259,7 +259,8 @@ def push_tree(site, entry) -> str:
                            mirror=site.inventory.settings.mirror)
     if storage.read_state(staged) is not None:  # left by an interrupted push: start over
         remove_container_tree(storage, staged)
-    made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry))
+    made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry),
+                               idmap=container_idmap(site, entry))
     try:
         receive = (f"set -e; mkdir -p {q(cdir)}; rm -rf {q(dest)}.part; mkdir {q(dest)}.part; "
                    f"tar -C {q(dest)}.part --numeric-owner -xpf -; rm -rf {q(dest)}; "

@@ -10,7 +10,13 @@ from typing import Any
 
 from virtmix.inventory.cgroups import shares_to_weight
 from virtmix.inventory.model import Container, Guest, RootfsPath
-from virtmix.render.views import cgroup_version, container_rootfs, is_privileged, shares_value
+from virtmix.render.views import (
+    cgroup_version,
+    container_idmap,
+    container_rootfs,
+    is_privileged,
+    shares_value,
+)
 from virtmix.util.units import format_kib
 
 
@@ -153,8 +159,14 @@ def _explain_container(site, entry, spec: Container, add, warnings: list[str]) -
             "with ipv4")
     add(("init",), " ".join(spec.init), "<os><init>/<initarg>")
     privileged = is_privileged(entry)
-    add(("privileged",), privileged, "<idmap> absent" if privileged else
-        "<idmap> uid/gid 0 -> 100000 (65536 ids)")
+    idmap = container_idmap(site, entry)
+    add(("privileged",), privileged, "<idmap> absent" if privileged or idmap is None else
+        f"<idmap> uid 0 -> {idmap[1]}, gid 0 -> {idmap[3]} ({idmap[2]} ids)")
+    if idmap is not None:
+        add(("idmap",), f"uid {idmap[1]}, gid {idmap[3]}, count {idmap[2]}", "<idmap>",
+            "set in the inventory" if spec.idmap is not None else
+            "given tree: the shared range 100000" if isinstance(spec.rootfs, RootfsPath)
+            else "a range of its own, chosen from its name (recorded once built)")
     if privileged:
         warnings.append("the container runs privileged (root inside is root on the host)"
                         + (": a given rootfs path is used as it is; set privileged: false "
