@@ -54,7 +54,7 @@ class ProvisionResult:
     name: str
     path: Path  # storage.tree_dir(name), the <filesystem><source dir=...>
     method: str  # "overlay" | "reflink" | "copy"
-    idmap: tuple[int, ...] | None  # (start, host uid, count[, host gid]); None = privileged
+    idmap: IdMap | None  # (start 0, host uid, count, host gid); None = privileged
     password: str | None
     password_file: Path | None
     cache_entry: str
@@ -100,7 +100,7 @@ def _result(storage: Storage, name: str, state: dict, password: str | None,
     pw = state.get("password_file")
     return ProvisionResult(
         name=name, path=storage.tree_dir(name), method=state["method"],
-        idmap=tuple(state["idmap"]) if state.get("idmap") else None, password=password,
+        idmap=as_idmap(state.get("idmap")), password=password,
         password_file=Path(pw) if pw else None, cache_entry=state["cache_entry"],
         created=created, stale=stale)
 
