@@ -132,3 +132,7 @@ def test_an_idmap_domain_keeps_its_range_through_import():
                 items, "lxc:///system")
     check_roundtrip(text, items)
     assert not [n for n in items[0].notes if "idmap" in n], items[0].notes
+
+
+def test_uri_pair_schemes_are_case_insensitive():
+    assert _uri_pair("LXC+SSH://h/system") == ("qemu+SSH://h/system", "lxc+SSH://h/system")

@@ -258,7 +258,7 @@ def _uri_pair(uri: str) -> tuple[str, str]:
     (qemu+ssh://h/system, lxc+ssh://h/system)."""
     scheme, sep, rest = uri.partition(":")
     driver, plus, transport = scheme.partition("+")
-    if driver not in ("lxc", "qemu"):
+    if driver.lower() not in ("lxc", "qemu"):  # schemes are case-insensitive (RFC 3986)
         return uri, uri
     tail = f"{plus}{transport}{sep}{rest}"
     return "qemu" + tail, "lxc" + tail
