@@ -183,3 +183,21 @@ def test_same_explicit_range_on_two_hosts_is_fine(tmp_path):
         """))
     res = runner.invoke(app, ["validate", str(inv)])
     assert res.exit_code == 0, res.output
+
+
+def test_a_tree_is_never_made_for_a_range_another_container_holds(tmp_path):
+    from virtmix.errors import ConflictError
+    from virtmix.rootfs import _choose_idmap
+    from virtmix.rootfs.storage import Storage
+
+    st = Storage(tmp_path / "st")
+    st.ensure()
+    st.container_dir("b").mkdir()
+    st.write_state("b", {"idmap": [0, 300000, 65536, 300000]})
+    with pytest.raises(ConflictError, match="overlap those recorded for container b"):
+        _choose_idmap("a", st, (0, 330000, 65536, 330000))
+    assert _choose_idmap("a", st, (0, 330000, 65536, 330000), check_overlap=False)
+    assert _choose_idmap("b", st, (0, 300000, 65536, 300000))  # its own: fine
+    picked = _choose_idmap("a", st, None)
+    assert picked == slot_range(home_slot("a")) and not overlaps(picked, (0, 300000, 65536,
+                                                                          300000))

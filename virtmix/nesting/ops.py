@@ -259,8 +259,9 @@ def push_tree(site, entry) -> str:
                            mirror=site.inventory.settings.mirror)
     if storage.read_state(staged) is not None:  # left by an interrupted push: start over
         remove_container_tree(storage, staged)
+    # Shifted to the nested container's range in the guest's id space (not this host's).
     made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry),
-                               idmap=container_idmap(site, entry))
+                               idmap=container_idmap(site, entry), check_overlap=False)
     try:
         receive = (f"set -e; mkdir -p {q(cdir)}; rm -rf {q(dest)}.part; mkdir {q(dest)}.part; "
                    f"tar -C {q(dest)}.part --numeric-owner -xpf -; rm -rf {q(dest)}; "

@@ -77,7 +77,8 @@ def _lower(spec: RootfsSpec, storage: Storage, idmap: IdMap | None,
     return ensure_lower(spec, storage, shift, progress)
 
 
-def _choose_idmap(name: str, storage: Storage, idmap: tuple[int, ...] | None) -> IdMap:
+def _choose_idmap(name: str, storage: Storage, idmap: tuple[int, ...] | None,
+                  check_overlap: bool = True) -> IdMap:
     """The container's own range: the one asked for (checked against the others recorded
     in this storage), else a new one from its name (idranges)."""
     if idmap is None:
@@ -85,7 +86,7 @@ def _choose_idmap(name: str, storage: Storage, idmap: tuple[int, ...] | None) ->
     m = as_idmap(idmap)
     if m is None or m[0] != 0:
         raise RootfsError(f"container {name}: id map {idmap!r}: expected (0, uid, count[, gid])")
-    other = conflicting(name, m, str(storage.root))
+    other = conflicting(name, m, str(storage.root)) if check_overlap else None
     if other is not None:
         raise ConflictError(
             f"container {name}: host ids {m[1]}..{m[1] + m[2] - 1} overlap those recorded "
@@ -108,14 +109,16 @@ def _result(storage: Storage, name: str, state: dict, password: str | None,
 def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, storage: Storage,
                         *, privileged: bool = False, clone: str = "auto",
                         progress: Progress | None = None,
-                        idmap: tuple[int, ...] | None = None) -> ProvisionResult:
+                        idmap: tuple[int, ...] | None = None,
+                        check_overlap: bool = True) -> ProvisionResult:
     """Give container `name` its own customised tree at storage.container_dir(name)/rootfs.
 
     Builds the base when it is not cached. Idempotent: a container whose tree exists is
     only remounted (nothing is re-customised, no new password). Unprivileged by default:
     the tree is owned by the container's own host id range, `idmap` (0, uid, count[, gid])
     as the domain's <idmap> says, or else one picked from its name (idranges) and
-    recorded in its state.
+    recorded in its state. check_overlap=False skips the check against the other ranges
+    recorded in this storage (a staged tree bound for another id space, e.g. a guest).
     """
     if setup.name != name:
         raise RootfsError(f"container {name}: setup is for {setup.name!r}")
@@ -136,7 +139,7 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
             if not (cdir / CONTAINER_MARKER).is_file():
                 raise ConflictError(f"{cdir}: exists and virtmix did not create it")
             remove_container_tree(storage, name)  # ours, left half-made by a crash
-        chosen = None if privileged else _choose_idmap(name, storage, idmap)
+        chosen = None if privileged else _choose_idmap(name, storage, idmap, check_overlap)
         t0 = time.monotonic()
         lower = _lower(_effective_spec(spec, setup), storage, chosen, progress)
         lower_seconds = time.monotonic() - t0

@@ -51,7 +51,7 @@ class Allocator:
 
     def __init__(self, taken: list[IdMap] | None = None) -> None:
         self.slots: set[int] = set()
-        self.other: list[IdMap] = []  # not slot-aligned (explicit, legacy): checked by overlap
+        self.other: set[IdMap] = set()  # not slot-aligned (explicit, legacy): by overlap
         for m in taken or []:
             self.take(m)
 
@@ -59,7 +59,7 @@ class Allocator:
         if m[1] == m[3] and m[2] == COUNT and m[1] >= BASE and (m[1] - BASE) % COUNT == 0:
             self.slots.add((m[1] - BASE) // COUNT)
         else:
-            self.other.append(m)
+            self.other.add(m)
 
     def free(self, slot: int) -> bool:
         if slot in self.slots:
