@@ -125,13 +125,11 @@ def _config_initrd(storage: Storage, entry: Entry, gdir: Path, base_initrd: Path
                              input=listing.encode(), capture_output=True)
         if res.returncode != 0:
             raise RootfsError(f"cpio of {entry.name}'s config failed: {res.stderr.decode()}")
-    out = gdir / "initrd.img.tmp"
-    with open(out, "wb") as f:
-        os.chmod(out, 0o600)  # it carries the guest's private host key
-        f.write(base_initrd.read_bytes())
-        f.write(b"\0" * (-f.tell() % 4))  # each archive starts 4-byte aligned
-        f.write(res.stdout)
-    os.replace(out, dest)
+    base = base_initrd.read_bytes()
+    pad = b"\0" * (-len(base) % 4)  # each archive starts 4-byte aligned
+    # Created 0600 from the first byte: it carries the guest's private host key (a file
+    # chmod-ed after open could be opened by another user in between, and read later).
+    write_atomic(dest, base + pad + res.stdout, mode=0o600)
     write_atomic(stamp, digest.encode(), mode=0o600)
 
 
