@@ -35,16 +35,33 @@ def test_the_child_has_no_controlling_terminal_and_default_sigint(tmp_path):
     assert not ignored & (1 << (signal.SIGINT - 1))  # SIGINT not inherited as ignored
 
 
+def sleeping(argv1: bytes = b"9") -> bool:
+    """True once a `sleep 9` runs: the shell has forked it (a SIGINT that reaches sh before
+    that is caught and deferred by dash until sleep ends, as in any terminal)."""
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if f.read() == b"sleep\0" + argv1 + b"\0":
+                        return True
+            except OSError:
+                continue
+    return False
+
+
 def test_sigint_to_the_callers_process_group_ends_the_command_with_130():
     code = (
         "import sys; from virtmix.admin.relay import run_relayed;"
-        "sys.exit(run_relayed(['sh', '-c', 'echo started; sleep 8; echo done'],"
+        "sys.exit(run_relayed(['sh', '-c', 'echo started; sleep 9; echo done'],"
         " {'PATH': '/usr/bin:/bin'}))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ})
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"started\n"
+    deadline = time.monotonic() + 5
+    while not sleeping() and time.monotonic() < deadline:
+        time.sleep(0.02)
     t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=6)

@@ -195,7 +195,25 @@ def test_a_piped_command_gets_no_terminal_at_all(hostroot):
 
 
 # -- Ctrl-C ---------------------------------------------------------------------------------
-SLOW = ["sh", "-c", "echo started; sleep 8; echo done"]
+SLOW = ["sh", "-c", "echo started; sleep 9; echo done"]
+
+
+def wait_sleeping() -> None:
+    """Until the container's `sleep 9` runs (visible in the host's /proc): a SIGINT that
+    reached sh before it forked would be caught and deferred by the shell, as anywhere."""
+    def sleeping() -> bool:
+        for d in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if f.read() == b"sleep\09\0":
+                        return True
+            except OSError:
+                continue
+        return False
+
+    deadline = time.monotonic() + 3
+    while not sleeping() and time.monotonic() < deadline:  # busybox may sleep in-process
+        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -218,6 +236,7 @@ def test_ctrl_c_on_the_terminal_reaches_the_command(busybox_ct, verb):
         args = ["attach", busybox_ct] if verb == "attach" else ["execute"]
         proc = term.run(virtmix_argv(*args, "--", *SLOW))
         term.wait_for(b"started")
+        wait_sleeping()
         t0 = time.monotonic()
         os.write(term.master, b"\x03")  # Ctrl-C typed by the admin
         assert term.finish(proc, timeout=6) == 130, term.out
@@ -235,6 +254,7 @@ def test_sigint_to_virtmix_process_group_reaches_the_command(busybox_ct, verb):
                             start_new_session=True, env=_env())
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"started\n"
+    wait_sleeping()
     t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=6)

@@ -62,12 +62,23 @@ def _child_setup(ctty: int | None, extra: Callable[[], None] | None) -> Callable
 
 
 class _Forwarder:
-    """Signal handlers that pass signals on to the child's (foreground) process group."""
+    """Signal handlers that pass signals on to the child's (foreground) process group.
 
-    def __init__(self, pgrp: Callable[[], int]) -> None:
+    Installed before the child is spawned: a signal that arrives before it exists is kept
+    and sent once it does (start()), so it can never end virtmix and orphan the command.
+    """
+
+    def __init__(self, pgrp: Callable[[], int | None]) -> None:
         self.pgrp = pgrp
         self.saved: dict[int, object] = {}
         self.seen: list[int] = []
+        self.pending: list[int] = []
+
+    def start(self) -> None:
+        """The child exists now: send what arrived before."""
+        pending, self.pending = self.pending, []
+        for sig in pending:
+            self._send(sig)
 
     def __enter__(self) -> _Forwarder:
         if threading.current_thread() is threading.main_thread():
@@ -77,8 +88,15 @@ class _Forwarder:
 
     def _handle(self, sig: int, _frame: object) -> None:
         self.seen.append(sig)
+        self._send(sig)
+
+    def _send(self, sig: int) -> None:
+        pgrp = self.pgrp()
+        if pgrp is None:
+            self.pending.append(sig)
+            return
         try:
-            os.killpg(self.pgrp(), sig)
+            os.killpg(pgrp, sig)
         except OSError:
             pass
 
@@ -119,8 +137,9 @@ def run_pipes(argv: list[str], env: dict[str, str],
               setup: Callable[[], None] | None = None) -> int:
     """Pipe mode: the child's fds 0-2 are ours, terminals among them replaced by pipes."""
     fds: list[int] = []
-    threads: list[threading.Thread] = []
-    close_after: list[int] = []
+    close_after: list[int] = []  # the child's ends of our pipes
+    feeder: threading.Thread | None = None  # terminal -> the command's stdin
+    drains: list[tuple[threading.Thread, int]] = []  # the command's output -> terminal
     for fd in (0, 1, 2):
         if not _is_tty(fd):
             fds.append(fd)
@@ -129,25 +148,30 @@ def run_pipes(argv: list[str], env: dict[str, str],
         if fd == 0:
             fds.append(r)
             close_after.append(r)
-            # Daemon thread: it may block reading the terminal after the command ended.
-            threads.append(threading.Thread(target=_copy, args=(0, w, True), daemon=True))
+            # A daemon: it may still block reading the terminal after the command ended.
+            feeder = threading.Thread(target=_copy, args=(0, w, True), daemon=True)
         else:
             fds.append(w)
             close_after.append(w)
-            threads.append(threading.Thread(target=_copy, args=(r, fd, False), daemon=True))
-            threads[-1].join_later = r  # type: ignore[attr-defined]
-    proc = subprocess.Popen(argv, env=env, stdin=fds[0], stdout=fds[1], stderr=fds[2],
-                            preexec_fn=_child_setup(None, setup))
-    for fd in close_after:
-        os.close(fd)
-    for t in threads:
-        t.start()
-    with _Forwarder(lambda: proc.pid):
-        code = _wait(proc)
-    for t in threads:
-        if hasattr(t, "join_later"):
-            t.join(timeout=5)  # the rest of the command's output
-            os.close(t.join_later)  # type: ignore[attr-defined]
+            drains.append((threading.Thread(target=_copy, args=(r, fd, False), daemon=True),
+                           r))
+    procs: list[subprocess.Popen] = []
+    with _Forwarder(lambda: procs[0].pid if procs else None) as fwd:
+        try:
+            procs.append(subprocess.Popen(argv, env=env, stdin=fds[0], stdout=fds[1],
+                                          stderr=fds[2], preexec_fn=_child_setup(None, setup)))
+        finally:
+            for fd in close_after:
+                os.close(fd)
+        fwd.start()
+        for t in [feeder] if feeder else []:
+            t.start()
+        for t, _r in drains:
+            t.start()
+        code = _wait(procs[0])
+    for t, r in drains:
+        t.join(timeout=5)  # the rest of the command's output
+        os.close(r)
     return exit_code(code)
 
 
@@ -178,29 +202,36 @@ def run_pty(argv: list[str], env: dict[str, str],
     except termios.error:
         attrs = None
     err = slave if _is_tty(2) else 2
+    procs: list[subprocess.Popen] = []
+
+    def foreground() -> int | None:
+        if not procs:
+            return None
+        try:
+            return os.tcgetpgrp(master)
+        except OSError:
+            return procs[0].pid
+
+    fwd = _Forwarder(foreground).__enter__()
     try:
-        proc = subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=err,
-                                preexec_fn=_child_setup(0, setup), pass_fds=())
+        procs.append(subprocess.Popen(argv, env=env, stdin=slave, stdout=slave, stderr=err,
+                                      preexec_fn=_child_setup(0, setup)))
     except BaseException:
+        fwd.__exit__()
         os.close(master)
         os.close(slave)
         raise
     os.close(slave)
-
-    def foreground() -> int:
-        try:
-            return os.tcgetpgrp(master)
-        except OSError:
-            return proc.pid
-
+    proc = procs[0]
+    fwd.start()
     old_winch = signal.signal(signal.SIGWINCH, lambda *_: _copy_winsize(0, master))
     try:
         if attrs is not None:
             tty.setraw(0)
-        with _Forwarder(foreground):
-            _relay(master, proc)
-            code = _wait(proc)
+        _relay(master, proc)
+        code = _wait(proc)
     finally:
+        fwd.__exit__()
         if attrs is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, attrs)
         signal.signal(signal.SIGWINCH, old_winch)
