@@ -7,7 +7,8 @@ Exit codes (documented in the README):
   5 libvirt/connection failure, 6 not found, 7 rootfs build failed,
   8 wrong state (e.g. needs a running domain), 9 conflict (foreign domain, lock held),
   10 plan: changes pending (not an error), 11 apply finished with failures,
-  12 doctor: a host check failed, 130 interrupted (Ctrl-C).
+  12 doctor: a host check failed, 126/127 attach/execute: the command cannot be run / was
+  not found (as a shell), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -97,6 +98,20 @@ class ConflictError(VirtmixError):
     """Raised when virtmix would touch something it does not own, or a lock is held."""
 
     exit_code = 9
+
+
+class CommandNotFoundError(VirtmixError):
+    """Raised when the command given to attach/execute does not exist in the container
+    (exit 127, as a shell reports it)."""
+
+    exit_code = 127
+
+
+class CommandNotExecutableError(VirtmixError):
+    """Raised when the command given to attach/execute exists there but cannot be run
+    (exit 126, as a shell reports it)."""
+
+    exit_code = 126
 
 
 class ApplyFailedError(VirtmixError):

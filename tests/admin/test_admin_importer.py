@@ -119,3 +119,20 @@ def test_uri_pair():
     assert _uri_pair("lxc+ssh://root@h1/system") == ("qemu+ssh://root@h1/system",
                                                      "lxc+ssh://root@h1/system")
     assert _uri_pair("qemu:///system") == ("qemu:///system", "lxc:///system")
+
+
+def test_an_idmap_domain_keeps_its_range_through_import():
+    """Was: privileged false with the range dropped (then rendered with 100000)."""
+    xml = LXC_XML.replace("<os>", "<idmap><uid start='0' target='300000' count='65536'/>"
+                                  "<gid start='0' target='400000' count='65536'/></idmap><os>")
+    items = [from_domain(xml, state="running", autostart=False, v2=False)]
+    assert items[0].entry["privileged"] is False
+    assert items[0].entry["idmap"] == {"uid": 300000, "gid": 400000, "count": 65536}
+    text = dump(inventory_document("hv1", "qemu:///system", "lxc:///system", "v1", items),
+                items, "lxc:///system")
+    check_roundtrip(text, items)
+    assert not [n for n in items[0].notes if "idmap" in n], items[0].notes
+
+
+def test_uri_pair_schemes_are_case_insensitive():
+    assert _uri_pair("LXC+SSH://h/system") == ("qemu+SSH://h/system", "lxc+SSH://h/system")

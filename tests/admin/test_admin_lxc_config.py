@@ -106,11 +106,50 @@ def test_rootfs_backends_that_cannot_be_imported(tmp_path, rootfs, note):
     assert any(note in n for n in ce.notes)
 
 
-def test_other_idmap_is_noted(tmp_path):
+def test_the_id_map_is_kept_as_the_entrys_idmap(tmp_path):
+    """Was: a map other than 100000 was only noted (and the range lost on import)."""
     ce = config_to_entry("x", write(tmp_path, "x", "lxc.idmap = u 0 200000 65536\n"
-                                                     "lxc.idmap = g 0 200000 65536\n"))
+                                                     "lxc.idmap = g 0 300000 65536\n"))
     assert ce.entry["privileged"] is False
-    assert any("differs from virtmix's" in n for n in ce.notes)
+    assert ce.entry["idmap"] == {"uid": 200000, "gid": 300000, "count": 65536}
+    legacy = config_to_entry("y", write(tmp_path, "y", "lxc.id_map = u 0 100000 65536\n"
+                                                        "lxc.id_map = g 0 100000 65536\n"))
+    assert legacy.entry["idmap"] == {"uid": 100000, "gid": 100000, "count": 65536}
+
+
+def test_an_id_map_in_an_included_file_is_followed(tmp_path):
+    """lxc-create -t download with userns: the map sits in an included file. Dropping it
+    made the import silently privileged."""
+    inc = tmp_path / "userns.conf"
+    inc.write_text("lxc.include = " + str(tmp_path / "conf.d") + "\n")
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "10-idmap.conf").write_text("lxc.idmap = b 0 400000 65536\n")
+    ce = config_to_entry("x", write(tmp_path, "x", f"lxc.include = {inc}\n"
+                                                     "lxc.include = /no/such/common.conf\n"))
+    assert ce.entry["privileged"] is False
+    assert ce.entry["idmap"] == {"uid": 400000, "gid": 400000, "count": 65536}
+    assert any("/no/such/common.conf" in n for n in ce.notes)
+
+
+def test_an_id_map_virtmix_cannot_represent_never_makes_it_privileged(tmp_path):
+    ce = config_to_entry("x", write(tmp_path, "x", "lxc.idmap = u 1 200000 10\n"))
+    assert ce.entry["privileged"] is False and "idmap" not in ce.entry
+    assert any("starting at container id 0" in n for n in ce.notes)
+
+
+def test_imported_idmap_renders_as_the_domains_idmap(tmp_path):
+    write(tmp_path / "lxc", "web1", "lxc.rootfs.path = dir:/var/lib/lxc/web1/rootfs\n"
+                                    "lxc.idmap = u 0 200000 65536\nlxc.idmap = g 0 200000 "
+                                    "65536\n")
+    items = [Imported(c.name, "container", c.entry, c.notes)
+             for c in classic_containers(tmp_path / "lxc")]
+    out = tmp_path / "site.yaml"
+    out.write_text(dump(inventory_document("hv1", "qemu:///system", "lxc:///system", "v1",
+                                           items), items, str(tmp_path / "lxc")))
+    site = load_site(out)
+    from virtmix.render.views import container_idmap
+
+    assert container_idmap(site, site.find("web1")) == (0, 200000, 65536, 200000)
 
 
 def test_imported_classic_containers_load_as_an_inventory(tmp_path):

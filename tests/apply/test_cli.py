@@ -114,7 +114,7 @@ def test_destroy_unknown_name_is_not_found(held):
 def test_locked_inventory_refuses_with_no_wait_and_waits_otherwise(held, tmp_path, tree):
     inv = inventory(tmp_path, tree, [PFX + "a"])
     lock = tmp_path / "locks" / lock_name("inventory", str(inv.resolve()))
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # root-only, as virtmix makes it
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl,sys,time; f=open(sys.argv[1],'w'); fcntl.flock(f,fcntl.LOCK_EX); "
         "f.write('pid 1 (test holder)'); f.flush(); print('locked', flush=True); "

@@ -90,6 +90,6 @@ def test_idmap_element_order_is_not_a_change():
     a = base.format(idmap=f"<idmap>{uid}{gid}</idmap>")
     b = base.format(idmap=f"<idmap>{gid}{uid}</idmap>")
     assert xml_diff(a, b, "x") == ""
-    assert owned_fields(a)["idmap"] == owned_fields(b)["idmap"] == (0, 100000, 65536)
+    assert owned_fields(a)["idmap"] == owned_fields(b)["idmap"] == (0, 100000, 65536, 100000)
     c = base.format(idmap=f"<idmap>{gid}{uid.replace('100000', '200000')}</idmap>")
     assert "200000" in xml_diff(a, c, "x")

@@ -17,6 +17,7 @@ from virtmix.render.templates import render_domain
 from virtmix.rootfs import Storage
 from virtmix.rootfs.storage import CONTAINER_MARKER
 from virtmix.util.identity import VIRTMIX_NS
+from virtmix.util.idranges import home_slot, slot_range
 
 PFX = "vmixt-create-"
 runner = CliRunner()
@@ -48,7 +49,9 @@ def test_created_definition_is_valid_and_marked(tmp_path: Path):
     assert root.findtext("memory") == str(256 * 1024)
     assert root.find("vcpu").get("cpuset") == "0"
     assert root.findtext("cputune/shares") == "512"
-    assert root.find("idmap/uid").get("target") == "100000"
+    # its own id range (was the shared 100000 before isolated ranges), from its name
+    own = str(slot_range(home_slot(PFX + "x"))[1])
+    assert root.find("idmap/uid").get("target") == root.find("idmap/gid").get("target") == own
     assert root.find("devices/interface/source").get("network") == "net0"
     assert root.find("devices/interface/ip").get("address") == "192.0.2.5"
     src = root.find("devices/filesystem/source").get("dir")
@@ -224,7 +227,8 @@ def test_progress_bar_moves_through_the_build_stages():
 def test_busybox_entry_uses_its_own_tree(tmp_path: Path):
     root = rendered(tmp_path, template="busybox")
     assert root.find(f"metadata/{{{VIRTMIX_NS}}}entry").get("template") == "busybox"
-    assert root.find("idmap/uid").get("target") == "100000"  # unprivileged like debian
+    # unprivileged like debian, in its own range (was the shared 100000)
+    assert root.find("idmap/uid").get("target") == str(slot_range(home_slot(PFX + "x"))[1])
     src = root.find("devices/filesystem/source").get("dir")
     assert src == f"{Storage(tmp_path).root}/containers/{PFX}x/rootfs"
 

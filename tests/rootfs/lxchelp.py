@@ -12,7 +12,7 @@ URI = "lxc:///system"
 PREFIX = "vmixt-rootfs-"  # every domain and tree the rootfs tests and benchmark make
 
 
-def domain_xml(name: str, rootfs: str, idmap: tuple[int, int, int] | None,
+def domain_xml(name: str, rootfs: str, idmap: tuple[int, ...] | None,
                memory_mib: int = 256, veth: bool = False) -> str:
     """<domain type='lxc'> booting /sbin/init from rootfs, with a private netns.
 
@@ -21,9 +21,10 @@ def domain_xml(name: str, rootfs: str, idmap: tuple[int, int, int] | None,
     """
     idmap_xml = ""
     if idmap:
-        start, target, count = idmap
+        start, target, count, *gid = idmap  # (start, uid, count[, gid])
+        gtarget = gid[0] if gid else target
         idmap_xml = (f"<idmap><uid start='{start}' target='{target}' count='{count}'/>"
-                     f"<gid start='{start}' target='{target}' count='{count}'/></idmap>")
+                     f"<gid start='{start}' target='{gtarget}' count='{count}'/></idmap>")
     iface = "<interface type='ethernet'/>" if veth else ""
     return f"""<domain type='lxc'>
   <name>{name}</name>

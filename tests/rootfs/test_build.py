@@ -165,7 +165,7 @@ def test_site_hook_runs_chrooted_and_is_part_of_the_key(scratch_storage, tmp_pat
     tree = entries[0].path / "tree"
     lines = (tree / "etc/virtmix-site").read_text().split()
     assert lines == ["site", "bookworm", "rc=101"]  # services could not start in the hook
-    assert os.lstat(r.path / "etc/virtmix-site").st_uid == 100000
+    assert os.lstat(r.path / "etc/virtmix-site").st_uid == r.idmap[1]  # its own range
     assert not (tree / "usr/sbin/policy-rc.d").exists()
     assert not (tree / "tmp/.virtmix-hook").exists()
     assert json.loads((entries[0].path / "entry.json").read_text())["spec"]["hook"]

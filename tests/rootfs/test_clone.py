@@ -48,7 +48,9 @@ def _usable_with(hashed: str, password: str) -> bool:
 def test_two_clones_have_their_own_identity(make_container, bookworm_shifted):
     a = make_container("id-a", sshd=True, ssh_keys=(KEY,))
     b = make_container("id-b", sshd=True, ssh_keys=(KEY,))
-    assert a.method == b.method == "overlay" and a.idmap == b.idmap == IDMAP
+    # each its own id range (was: both the shared IDMAP 0 -> 100000)
+    assert a.method == b.method == "overlay" and a.idmap != b.idmap
+    assert IDMAP[1] not in (a.idmap[1], b.idmap[1])
     mid = [(r.path / "etc/machine-id").read_text().strip() for r in (a, b)]
     assert all(len(m) == 32 for m in mid) and mid[0] != mid[1]
     for kind in ("rsa", "ecdsa", "ed25519"):
@@ -61,7 +63,7 @@ def test_two_clones_have_their_own_identity(make_container, bookworm_shifted):
     ak = a.path / "root/.ssh/authorized_keys"
     assert ak.read_text().strip() == KEY
     assert stat.S_IMODE(ak.stat().st_mode) == 0o600
-    assert ak.stat().st_uid == IDMAP[1]  # root inside the container
+    assert ak.stat().st_uid == a.idmap[1]  # root inside the container
 
 
 def test_root_is_locked_without_keys_or_password(make_container, storage, bookworm_shifted):
@@ -93,14 +95,16 @@ def test_generated_password_is_shown_once_and_stored_0600(make_container, storag
 
 def test_unprivileged_tree_is_owned_by_the_mapped_range(make_container, bookworm_shifted):
     r = make_container("owner", timezone="Europe/Paris")
-    low = [str(p) for p in _walk(r.path) if os.lstat(p).st_uid < IDMAP[1]
-           or os.lstat(p).st_gid < IDMAP[1]]
-    assert low == []
-    assert os.lstat(r.path).st_uid == IDMAP[1]
+    first, count = r.idmap[1], r.idmap[2]  # its own range (was the shared IDMAP)
+    outside = [str(p) for p in _walk(r.path)
+               if not first <= os.lstat(p).st_uid < first + count
+               or not first <= os.lstat(p).st_gid < first + count]
+    assert outside == []
+    assert os.lstat(r.path).st_uid == first
     assert os.readlink(r.path / "etc/localtime") == "/usr/share/zoneinfo/Europe/Paris"
     # setuid bits survive the shift (chown clears them; idmap puts them back)
     su = r.path / "usr/bin/su"
-    assert su.stat().st_mode & stat.S_ISUID and su.stat().st_uid == IDMAP[1]
+    assert su.stat().st_mode & stat.S_ISUID and su.stat().st_uid == first
 
 
 def _walk(root: Path):
@@ -131,9 +135,10 @@ def test_overlay_clone_is_remounted_after_unmount(make_container, storage, bookw
     ensure_mounted(storage, r.name)
     ensure_mounted(storage, r.name)  # idempotent
     assert is_mount_point(r.path) and (r.path / "root/marker").read_text() == "kept\n"
-    # overlay lowers are never pruned, whatever keep_used says
-    assert bookworm_shifted.entry not in prune_cache(storage, keep_used=False,
-                                                     entries=[bookworm_shifted.entry])
+    # overlay lowers are never pruned, whatever keep_used says (the lower is now the copy
+    # shifted to this container's own range, no longer the shared bookworm_shifted)
+    assert r.cache_entry not in prune_cache(storage, keep_used=False,
+                                            entries=[r.cache_entry])
 
 
 def test_explicit_reflink_on_a_filesystem_without_it_fails_cleanly(make_container, storage,

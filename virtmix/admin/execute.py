@@ -4,7 +4,8 @@ The container is a transient libvirt LXC domain started with AUTODESTROY (libvir
 it when virtmix's connection closes, even if virtmix is killed). Its init is a static
 busybox `sleep`, bind-mounted read-only from a private copy at /dev/.virtmix-exec (libvirt
 mounts /dev as a tmpfs first, so nothing is created in the rootfs). The command itself runs
-through the same path as `attach`, so it gets this terminal and its exit code is passed on.
+through the same path as `attach`, so it gets a terminal of its own relayed to this one,
+Ctrl-C, and its exit code is passed on.
 Without --rootfs the container shares the host's root filesystem (an application
 container, as lxc-execute without a rootfs), with its own PID, IPC, UTS, mount and network
 namespaces (loopback only).
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import tempfile
 from pathlib import Path
 
@@ -56,13 +56,13 @@ def execute(conn: Backend, argv: list[str], *, rootfs: str | None, name: str | N
     helper = tempfile.mkdtemp(prefix="virtmix-exec-")
     os.chmod(helper, 0o755)
     shutil.copy2(find_static_busybox(), os.path.join(helper, "busybox"))
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the command
+    # Ctrl-C while the command runs goes to the command (admin/relay.py); before it
+    # starts, it interrupts virtmix, and the finally below removes the container.
     try:
         conn.create_transient(execute_xml(name, rootfs, helper, memory_kib), autodestroy=True)
         controller, _init = _wait_init(conn, name)
         return run_inside(name, controller, argv, keep_env=keep_env)
     finally:
-        signal.signal(signal.SIGINT, old)
         try:
             conn.destroy(name)
         except (NotFoundError, StateError):

@@ -19,7 +19,6 @@ import yaml
 from virtmix.admin.targets import Session
 from virtmix.domain.settings import DomainSettings, parse_domain
 from virtmix.domain.tunables import from_libvirt
-from virtmix.util.identity import IDMAP
 from virtmix.util.units import format_kib, normalize_cpuset
 
 
@@ -92,8 +91,14 @@ def _container(s: DomainSettings, entry: dict[str, Any], notes: list[str]) -> No
                      "needs one; rootfs not imported")
     entry["init"] = s.init or ["/sbin/init"]
     entry["privileged"] = s.idmap is None
-    if s.idmap is not None and s.idmap != IDMAP:
-        notes.append(f"idmap {s.idmap} differs from virtmix's {IDMAP}")
+    if s.idmap is not None:
+        # Keep the domain's own range: the tree is owned by it (never silently privileged).
+        start, uid, count = s.idmap[:3]
+        gid = s.idmap_gid if s.idmap_gid is not None else uid
+        if start != 0:
+            notes.append(f"idmap {s.idmap} does not start at container id 0; not imported")
+        else:
+            entry["idmap"] = {"uid": uid, "gid": gid, "count": count}
     mounts = [{"source": f.source, "target": f.target, "readonly": f.readonly}
               for f in s.filesystems if f.target != "/"]
     if mounts:
@@ -293,7 +298,7 @@ def _uri_pair(uri: str) -> tuple[str, str]:
     (qemu+ssh://h/system, lxc+ssh://h/system)."""
     scheme, sep, rest = uri.partition(":")
     driver, plus, transport = scheme.partition("+")
-    if driver not in ("lxc", "qemu"):
+    if driver.lower() not in ("lxc", "qemu"):  # schemes are case-insensitive (RFC 3986)
         return uri, uri
     tail = f"{plus}{transport}{sep}{rest}"
     return "qemu" + tail, "lxc" + tail

@@ -3,8 +3,10 @@
 Both generations of key names are read (LXC 2: lxc.utsname, lxc.rootfs, lxc.network.*,
 lxc.id_map, lxc.init_cmd; LXC 3+: lxc.uts.name, lxc.rootfs.path, lxc.net.N.*, lxc.idmap,
 lxc.init.cmd). What has no inventory equivalent is reported as a note, never dropped
-silently. lxc.include files are not followed: they hold LXC's own defaults (devices,
-capabilities) that libvirt sets its own way.
+silently. lxc.include files are followed for their id maps only (lxc.idmap/lxc.id_map, as
+userns.conf setups keep them there); the rest of them is LXC's own defaults (devices,
+capabilities) that libvirt sets its own way. A container with an id map is imported with
+that map as its `idmap:`, so it stays unprivileged with the ownership its tree has.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from virtmix.inventory import cgroups
-from virtmix.util.identity import IDMAP
 from virtmix.util.units import format_kib, parse_size_kib
 
+_IDMAP_KEYS = ("lxc.idmap", "lxc.id_map")
+_MAX_INCLUDE_DEPTH = 8
 # Keys that only concern LXC's own runtime (console ttys, apparmor, hooks, signals...).
 _IGNORED = re.compile(r"^lxc\.(tty|pty|console|apparmor|seccomp|cap|hook|signal|autodev|"
                       r"arch|start\.(delay|order)|group|log|mount\.auto|environment)")
@@ -105,17 +108,62 @@ def _mount(value: str, notes: list[str]) -> dict[str, Any] | None:
     return {"source": src, "target": "/" + dst.lstrip("/"), "readonly": "ro" in opts}
 
 
+def included_idmaps(values: dict[str, list[str]], notes: list[str], depth: int = 0
+                    ) -> list[str]:
+    """lxc.idmap/lxc.id_map values of the files lxc.include names (a file, or a directory
+    whose *.conf are read in order), following their own includes."""
+    found: list[str] = []
+    for inc in values.get("lxc.include", []):
+        path = Path(inc)
+        files = sorted(path.glob("*.conf")) if path.is_dir() else [path]
+        for f in files:
+            try:
+                pairs = read_config(f)
+            except OSError as e:
+                notes.append(f"lxc.include {f}: cannot read it ({e.strerror}); an id map "
+                             "there would be missed")
+                continue
+            sub: dict[str, list[str]] = {}
+            for key, value in pairs:
+                sub.setdefault(key, []).append(value)
+            found += [v for k in _IDMAP_KEYS for v in sub.get(k, [])]
+            if depth < _MAX_INCLUDE_DEPTH:
+                found += included_idmaps(sub, notes, depth + 1)
+    return found
+
+
 def _idmap(values: list[str], entry: dict[str, Any], notes: list[str]) -> None:
-    maps = {tuple(v.split()) for v in values}
-    want = {("u", *map(str, IDMAP)), ("g", *map(str, IDMAP))}
-    if not maps:
+    """An id map becomes the entry's `idmap:` (uid/gid ranges that start at container id
+    0); without one the container was privileged, and stays so."""
+    ranges: dict[str, list[tuple[int, int, int]]] = {"u": [], "g": []}
+    for v in values:
+        parts = v.split()
+        try:
+            kind, start, target, count = parts[0], *map(int, parts[1:4])
+        except (ValueError, IndexError):
+            notes.append(f"id map {v!r}: expected 'u|g|b START TARGET COUNT'; not imported")
+            continue
+        for k in ("u", "g") if kind == "b" else (kind,):
+            if k in ranges:
+                ranges[k].append((start, target, count))
+    if not values:
         entry["privileged"] = True
-    elif maps == want:
-        entry["privileged"] = False
-    else:
-        entry["privileged"] = False
-        notes.append(f"id map {sorted(maps)} differs from virtmix's (0 -> {IDMAP[1]}, "
-                     f"{IDMAP[2]} ids): the tree's ownership must be shifted before it runs")
+        return
+    entry["privileged"] = False  # never silently privileged: root inside stays mapped
+    at_zero = {k: [r for r in rs if r[0] == 0] for k, rs in ranges.items()}
+    if not at_zero["u"] or not at_zero["g"]:
+        notes.append(f"id map {values}: no uid and gid range starting at container id 0; "
+                     "write idmap: {uid, gid, count} for it before starting")
+        return
+    (_, uid, ucount), (_, gid, gcount) = at_zero["u"][0], at_zero["g"][0]
+    if uid == 0 or gid == 0:
+        notes.append(f"id map {values} maps container root to host root: write idmap: for "
+                     "a real range before starting")
+        return
+    entry["idmap"] = {"uid": uid, "gid": gid, "count": min(ucount, gcount)}
+    if ucount != gcount or len(ranges["u"]) > 1 or len(ranges["g"]) > 1:
+        notes.append(f"id map {values}: only the ranges at container id 0 are imported "
+                     f"(idmap: uid {uid}, gid {gid}, count {min(ucount, gcount)})")
 
 
 def _cgroup(pairs: list[tuple[str, str]], entry: dict[str, Any], notes: list[str]) -> None:
@@ -163,7 +211,8 @@ def config_to_entry(name: str, config: Path) -> ClassicEntry:
     entry["rootfs"] = {"path": path}
     init = last("lxc.init.cmd", "lxc.init_cmd")
     entry["init"] = shlex.split(init) if init else ["/sbin/init"]
-    _idmap(values.get("lxc.idmap", []) + values.get("lxc.id_map", []), entry, notes)
+    _idmap(values.get("lxc.idmap", []) + values.get("lxc.id_map", [])
+           + included_idmaps(values, notes), entry, notes)
     _cgroup(pairs, entry, notes)
     interfaces = _networks(pairs, notes)
     if interfaces:
@@ -172,7 +221,8 @@ def config_to_entry(name: str, config: Path) -> ClassicEntry:
     if mounts:
         entry["mounts"] = mounts
     if "lxc.include" in values:
-        notes.append("lxc.include files not followed (LXC's own defaults)")
+        notes.append("lxc.include files followed for their id maps only (the rest is "
+                     "LXC's own defaults)")
     entry["autostart"] = last("lxc.start.auto") == "1"
     # Two inits on one tree would fight: the classic container may still run.
     entry["state"] = "stopped"

@@ -4,21 +4,28 @@ attach enters the container's namespaces with `nsenter -t <init pid> -a`: unlike
 lxc-enter-namespace` it passes the command's exit code on and, in an <idmap> container, runs
 the command as the container's root (uid 0), not as nobody. Before exec the child also joins
 the container's cgroups, so the command counts against the container's limits (as with
-lxc-attach). ps finds a container's processes by its PID namespace (that of its init), which
-stays right when a systemd inside moves processes between cgroups.
+lxc-attach). The command gets its own pseudo-terminal (or pipes), never a file descriptor
+or the controlling terminal of the admin's terminal, and gets Ctrl-C (admin/relay.py). A
+command that does not exist there is reported in virtmix's words with exit 127 (126 when it
+cannot be executed), as a shell does. ps finds a container's processes by its PID namespace
+(that of its init), which stays right when a systemd inside moves processes between cgroups.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from virtmix.admin.relay import run_relayed
 from virtmix.admin.targets import Session, Target
-from virtmix.errors import StateError, UsageError
+from virtmix.errors import (
+    CommandNotExecutableError,
+    CommandNotFoundError,
+    StateError,
+    UsageError,
+)
 from virtmix.hosts import cgroupfs, is_local, is_ssh_uri, require_local
 from virtmix.hosts.local import init_pid
 
@@ -40,17 +47,67 @@ def enter_command(pid: int, argv: list[str]) -> list[str]:
     return [nsenter, "-t", str(pid), "-a", "--", *(argv or ["/bin/sh"])]
 
 
+def _lookup_in_root(root: str, word: str, path: str) -> int:
+    """0 when `word` is executable below root (PATH search for a bare name), 127 when it is
+    not there, 126 when it is there but not executable. Checked in a child chrooted into the
+    container's root, so the container's absolute symlinks resolve as they will there."""
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        code = 127
+        try:
+            os.chroot(root)
+            os.chdir("/")
+            cands = [word] if "/" in word else [f"{d or '.'}/{word}" for d in path.split(":")]
+            for cand in cands:
+                if os.path.isfile(cand):
+                    if os.access(cand, os.X_OK):
+                        code = 0
+                        break
+                    code = 126
+                elif os.path.isdir(cand) and "/" in word:
+                    code = 126
+        except BaseException:
+            code = 0  # cannot tell: let the command run and speak for itself
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def check_command(pid: int, name: str, argv: list[str], env: dict[str, str]) -> None:
+    """Refuse, in virtmix's words, a command the container does not have."""
+    word = (argv or ["/bin/sh"])[0]
+    code = _lookup_in_root(f"/proc/{pid}/root", word, env.get("PATH", CONTAINER_PATH))
+    if code == 127:
+        raise CommandNotFoundError(f"{word}: command not found in {name}")
+    if code == 126:
+        raise CommandNotExecutableError(f"{word}: not executable in {name} (permission "
+                                        "denied or a directory)")
+
+
+def live_init_pid(name: str, controller_pid: int | None) -> int:
+    """The container's init pid, checked to be a live process (never 0: nsenter would say
+    "no target PID specified" in its own words)."""
+    pid = init_pid(name, controller_pid)
+    if pid <= 0 or not os.path.exists(f"/proc/{pid}/ns/mnt"):
+        raise StateError(f"container {name}: its init process is not known yet or is gone "
+                         f"(libvirt reported pid {pid})",
+                         hint=f"wait a moment, or check it with virtmix info {name}")
+    return pid
+
+
 def run_inside(name: str, controller_pid: int | None, argv: list[str], *,
                keep_env: bool = False) -> int:
-    """Run argv in the container's namespaces and cgroups with this terminal; its exit code.
+    """Run argv in the container's namespaces and cgroups; its exit code.
 
-    A command killed by a signal gives 128 + the signal number, as a shell reports it.
+    The command gets a pseudo-terminal of its own (or pipes), never the admin's terminal;
+    a signal ends it with 128 + the signal number, as a shell reports it.
     """
-    pid = init_pid(name, controller_pid)
+    pid = live_init_pid(name, controller_pid)
+    env = container_env(keep_env)
+    check_command(pid, name, argv, env)
     dirs = cgroupfs.cgroup_dirs(controller_pid or pid)
-    proc = subprocess.run(enter_command(pid, argv), env=container_env(keep_env),
-                          preexec_fn=lambda: cgroupfs.join_cgroups(dirs), check=False)
-    return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
+    return run_relayed(enter_command(pid, argv), env,
+                       lambda: cgroupfs.join_cgroups(dirs))
 
 
 def attach(target: Target, argv: list[str], *, keep_env: bool = False) -> int:
@@ -64,12 +121,8 @@ def attach(target: Target, argv: list[str], *, keep_env: bool = False) -> int:
 
         return attach_over_ssh(target.place.uri, target.name, argv, target.record.id)
     require_local(target.place.uri, "attach", target.address)
-    # The terminal's Ctrl-C belongs to the command inside, not to virtmix.
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        return run_inside(target.name, target.record.id, argv, keep_env=keep_env)
-    finally:
-        signal.signal(signal.SIGINT, old)
+    # Ctrl-C and kill -INT reach the command through the relay; virtmix then exits 130.
+    return run_inside(target.name, target.record.id, argv, keep_env=keep_env)
 
 
 # -- ps -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 from virtmix.errors import RootfsError
 from virtmix.inventory.model import Container, Guest, RootfsBuild
 from virtmix.inventory.site import Entry, Site, is_privileged
-from virtmix.render.views import domain_view, storage_dir
+from virtmix.render.views import container_idmap, domain_view, storage_dir
 from virtmix.util import layout
 from virtmix.util.identity import IDMAP
 from virtmix.util.uris import is_local
@@ -37,15 +37,16 @@ def ensure_traversable(tree: Path, storage: Path, uid: int = MAPPED_ROOT_UID) ->
 
     libvirt_lxc creates <tree>/.oldroot after entering the user namespace; a parent the
     mapped uid cannot search fails the start with "Timed out while reading log output"
-    (docs/working-xml.md). Directories under virtmix's storage directory get o+x; others
-    are the admin's, so virtmix names them instead of changing them.
+    (docs/working-xml.md). Directories below virtmix's storage directory get o+x; others
+    (the storage directory itself included) may be the admin's, so virtmix names them
+    instead of changing them.
     """
     fixed = []
     for parent in reversed(tree.parents):
         st = parent.stat()
         if _searchable(st, uid):
             continue
-        if parent == storage or storage in parent.parents:
+        if storage in parent.parents:  # made by virtmix (the storage root may be the admin's)
             os.chmod(parent, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
             fixed.append(parent)
             continue
@@ -80,8 +81,9 @@ def _provision(site: Site, entry: Entry, progress: Progress | None = None) -> Pa
                            mirror=site.inventory.settings.mirror)
     privileged = is_privileged(entry)
     setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
-    result = provision_container(entry.name, spec, setup,
-                                 storage, privileged=privileged, progress=progress)
+    # The range the definition names (views.container_idmap): the tree is made for it.
+    result = provision_container(entry.name, spec, setup, storage, privileged=privileged,
+                                 progress=progress, idmap=container_idmap(site, entry))
     if result.privileged != privileged:
         raise RootfsError(
             f"{entry.keypath}: its tree {result.path} was built "
@@ -114,7 +116,7 @@ def prepare_container(site: Site, entry: Entry, progress: Progress | None = None
             return
         _check_tree(entry, tree)
     if view.idmap is not None:
-        ensure_traversable(tree, Path(storage_dir(site)))
+        ensure_traversable(tree, Path(storage_dir(site)), view.idmap[1])
 
 
 def _qemu_img_create(path: Path, fmt: str, size_kib: int, *backing: str) -> None:

@@ -84,14 +84,21 @@ def _populate(tree: Path, setup: Any) -> None:
     write_file(etc / "securetty", "console\n")
 
 
-def make_tree(storage: Any, name: str, setup: Any, privileged: bool) -> dict:
-    """Make STORAGE/containers/NAME/rootfs from busybox; returns the state it records."""
-    from virtmix.rootfs import IDMAP, PASSWORD_FILE, remove_container_tree
+def make_tree(storage: Any, name: str, setup: Any, privileged: bool,
+              idmap: tuple[int, int, int, int] | None = None) -> dict:
+    """Make STORAGE/containers/NAME/rootfs from busybox; returns the state it records.
+
+    Unprivileged trees are owned by idmap (0, host uid, count, host gid), by default the
+    container's own range (rootfs.idranges)."""
+    from virtmix.rootfs import PASSWORD_FILE, remove_container_tree
     from virtmix.rootfs.customise import set_credentials, set_identity
     from virtmix.rootfs.idmap import shift_tree
     from virtmix.rootfs.storage import CONTAINER_MARKER
+    from virtmix.util.idranges import pick_for
 
     storage.ensure()
+    if not privileged and idmap is None:
+        idmap = pick_for(name, str(storage.root))
     cdir = storage.container_dir(name)
     cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, as rootfs does
     (cdir / CONTAINER_MARKER).write_text(name + "\n")
@@ -102,10 +109,12 @@ def make_tree(storage: Any, name: str, setup: Any, privileged: bool) -> dict:
         _populate(tree, setup)
         set_identity(tree, setup)
         password = set_credentials(tree, setup, cdir / PASSWORD_FILE)
-        if not privileged:
-            shift_tree(tree, IDMAP[1])  # everything here is root-owned: 0 -> the mapped root
+        if idmap is not None and not privileged:
+            # everything here is root-owned: 0 -> the container's mapped root
+            shift_tree(tree, idmap[1], idmap[2], gid_offset=idmap[3])
         state = {"virtmix": 1, "name": name, "method": "copy", "cache_entry": CACHE_ENTRY,
-                 "template": "busybox", "idmap": None if privileged else list(IDMAP),
+                 "template": "busybox",
+                 "idmap": None if privileged or idmap is None else list(idmap),
                  "privileged": privileged, "hostname": setup.fqdn, "sshd": False,
                  "root_login": ("password" if password else
                                 "ssh-key" if setup.ssh_keys else "locked"),

@@ -126,6 +126,12 @@ def _body(req: CreateRequest) -> dict[str, Any]:
         "root_password": "generate" if req.root_password else "locked",
         "privileged": req.privileged,
     }
+    if req.template == "busybox" and not req.privileged:
+        # A given tree to the inventory, but built here: it gets its own id range too.
+        from virtmix.util.idranges import pick_for
+
+        _s, uid, count, gid = pick_for(req.name, storage_root(req))
+        body["idmap"] = {"uid": uid, "gid": gid, "count": count}
     if req.hostname:
         body["hostname"] = req.hostname
     if req.memory is not None:
@@ -303,7 +309,8 @@ def _tree_and_definition(conn: Backend, req: CreateRequest, site: Site, entry: E
             from virtmix.rootfs.from_model import setup_from_model
 
             detail("busybox tree")
-            make_tree(storage, req.name, setup_from_model(req.name, entry.spec), req.privileged)
+            make_tree(storage, req.name, setup_from_model(req.name, entry.spec), req.privileged,
+                      idmap=entry.spec.idmap.as_tuple if entry.spec.idmap else None)
         prepare(site, entry, progress=detail)  # apply's own step: build/cache, clone, customise
     state = container_state(storage, req.name)
     steps.log.line(f"tree: {storage.container_dir(req.name) / 'rootfs'} ({state['method']} "

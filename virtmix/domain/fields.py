@@ -37,7 +37,8 @@ def owned_fields(xml: str | bytes | Element) -> Fields:
     out["interfaces"] = interface.fields(interface.read(root), lxc)
     os_mod.fields(os_mod.read(root), lxc, out)
     if lxc:
-        out["idmap"] = idmap.read(root)
+        uids = idmap.read(root)  # with the gid target: a classic lxc.idmap may differ
+        out["idmap"] = (*uids, idmap.gid_target(root)) if uids is not None else None
         out["privnet"] = root.find("features/privnet") is not None
         out["filesystems"] = filesystem.fields(filesystem.read(root))
     else:

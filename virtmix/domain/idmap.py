@@ -16,6 +16,12 @@ def read(root: Element) -> tuple[int, int, int] | None:
             int(uid.get("count", "0")))
 
 
+def gid_target(root: Element) -> int | None:
+    """The host gid of the container's gid 0 (a classic lxc.idmap may differ from the uid's)."""
+    gid = root.find("idmap/gid")
+    return int(gid.get("target", "0")) if gid is not None else None
+
+
 def canonicalize(root: Element) -> None:
     """Sort <idmap>'s children (uid before gid, then by start) so that two maps that differ
     only in element order print the same (libvirt may store them in another order)."""

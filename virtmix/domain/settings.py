@@ -37,6 +37,7 @@ class DomainSettings:
     disks: list[Disk] = field(default_factory=list)
     init: list[str] = field(default_factory=list)
     idmap: tuple[int, int, int] | None = None
+    idmap_gid: int | None = None  # host gid of container gid 0
     privnet: bool = False
     description: str | None = None
     arch: str | None = None
@@ -63,7 +64,8 @@ def parse_domain(xml: str | bytes | Element) -> DomainSettings:
         filesystems=filesystem.read(root),
         disks=[d for d in disk.read(root) if d.path],
         init=[boot.init, *boot.initargs] if boot.init else [],
-        idmap=idmap.read(root), privnet=root.find("features/privnet") is not None,
+        idmap=idmap.read(root), idmap_gid=idmap.gid_target(root),
+        privnet=root.find("features/privnet") is not None,
         description=root.findtext("description"),
         arch=boot.arch, machine=boot.machine, kernel=boot.kernel, initrd=boot.initrd,
         cmdline=boot.cmdline)

@@ -54,6 +54,10 @@ def ssh_argv(uri: str, *, tty: bool = False) -> list[str]:
     if not is_ssh_uri(uri) or not real.hostname:
         raise UsageError(f"{uri}: not an ssh URI; this verb runs where the container is")
     query = dict(parse_qsl(real.query))
+    host = f"{real.username}@{real.hostname}" if real.username else real.hostname
+    if host.startswith("-"):
+        # ssh would take it as an option (-oProxyCommand=... runs a command as root).
+        raise UsageError(f"{uri}: host {host!r} starts with '-'; refusing to pass it to ssh")
     argv = [query.get("command", "ssh"), "-t" if tty else "-T"]
     if real.port:
         argv += ["-p", str(real.port)]
@@ -61,8 +65,7 @@ def ssh_argv(uri: str, *, tty: bool = False) -> list[str]:
         argv += ["-i", query["keyfile"]]
     if not transport_registered(uri):
         argv += ["-o", "BatchMode=yes"]
-    argv.append(f"{real.username}@{real.hostname}" if real.username else real.hostname)
-    return argv
+    return [*argv, "--", host]  # `--`: nothing after it is an option of ssh's
 
 
 def run_remote(uri: str, script: str, *, timeout: float = 60) -> str:

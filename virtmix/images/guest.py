@@ -11,6 +11,7 @@ Layout (the paths views.guest_view renders):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from virtmix.images.spec import spec_from_model
 from virtmix.inventory.model import Guest
 from virtmix.inventory.site import Entry, Site
 from virtmix.rootfs.storage import Storage, remove_tree
+from virtmix.util.files import write_atomic
 from virtmix.util.identity import mac_address
 from virtmix.util.layout import GUESTS_DIR
 
@@ -102,7 +104,9 @@ def _config_initrd(storage: Storage, entry: Entry, gdir: Path, base_initrd: Path
     }
     net = _network_files(entry)
     st = base_initrd.stat()
-    digest = json.dumps([files, net, str(base_initrd), st.st_size, st.st_mtime], sort_keys=True)
+    # Only a hash of what went in: the files include the guest's private host key.
+    digest = hashlib.sha256(json.dumps([files, net, str(base_initrd), st.st_size,
+                                        st.st_mtime], sort_keys=True).encode()).hexdigest()
     stamp, dest = gdir / "config.json", gdir / "initrd.img"
     if dest.is_file() and stamp.is_file() and stamp.read_text() == digest:
         return
@@ -121,14 +125,12 @@ def _config_initrd(storage: Storage, entry: Entry, gdir: Path, base_initrd: Path
                              input=listing.encode(), capture_output=True)
         if res.returncode != 0:
             raise RootfsError(f"cpio of {entry.name}'s config failed: {res.stderr.decode()}")
-    out = gdir / "initrd.img.tmp"
-    with open(out, "wb") as f:
-        os.chmod(out, 0o600)  # it carries the guest's private host key
-        f.write(base_initrd.read_bytes())
-        f.write(b"\0" * (-f.tell() % 4))  # each archive starts 4-byte aligned
-        f.write(res.stdout)
-    os.replace(out, dest)
-    stamp.write_text(digest)
+    base = base_initrd.read_bytes()
+    pad = b"\0" * (-len(base) % 4)  # each archive starts 4-byte aligned
+    # Created 0600 from the first byte: it carries the guest's private host key (a file
+    # chmod-ed after open could be opened by another user in between, and read later).
+    write_atomic(dest, base + pad + res.stdout, mode=0o600)
+    write_atomic(stamp, digest.encode(), mode=0o600)
 
 
 def _qemu_img(*args: str) -> None:
@@ -197,7 +199,8 @@ def prepare_guest(site: Site, entry: Entry, progress: Progress | None = None) ->
         if created:
             state["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         old = _read_state(gdir)
-        (gdir / STATE).write_text(json.dumps({**old, **state}, indent=2, sort_keys=True))
+        write_atomic(gdir / STATE, json.dumps({**old, **state}, indent=2,
+                                              sort_keys=True).encode(), mode=0o600)
     return GuestFiles(entry.name, gdir, address, image.key if image else None,
                       image.cached if image else True, image.seconds if image else 0.0,
                       created)

@@ -15,9 +15,10 @@ import subprocess
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from virtmix.errors import RootfsError
+from virtmix.errors import BackendError, RootfsError
 from virtmix.hosts.ssh import run_argv
 from virtmix.rootfs.storage import Storage
+from virtmix.util.files import make_dir, write_atomic
 from virtmix.util.uris import is_ssh_uri
 
 KEY_NAME = "id_ed25519"
@@ -25,8 +26,9 @@ EXTRA_KEYS = "authorized_keys.extra"  # an admin's own public keys, installed in
 
 
 def ssh_dir(storage: Storage) -> Path:
+    """root/ssh (0700, made here): the site's private key, pins and ssh config."""
     d = storage.root / "ssh"
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_dir(d, 0o700)
     return d
 
 
@@ -93,10 +95,7 @@ def unpin_host_key(storage: Storage, address: str) -> None:
 
 
 def _write_known(path: Path, lines: list[str]) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text("".join(x + "\n" for x in lines))
-    tmp.chmod(0o600)
-    os.replace(tmp, path)
+    write_atomic(path, "".join(x + "\n" for x in lines).encode(), mode=0o600)
 
 
 def ssh_config(storage: Storage) -> Path:
@@ -120,18 +119,24 @@ def ssh_config(storage: Storage) -> Path:
         "",
     ])
     if not conf.is_file() or conf.read_text() != text:
-        conf.write_text(text)
+        write_atomic(conf, text.encode(), mode=0o600)
     wrapper = d / "ssh"
     body = f"#!/bin/sh\nexec ssh -F {shlex.quote(str(conf))} \"$@\"\n"
     if not wrapper.is_file() or wrapper.read_text() != body:
-        wrapper.write_text(body)
-        wrapper.chmod(0o755)
+        write_atomic(wrapper, body.encode(), mode=0o700)
     return conf
 
 
 def ssh_argv(storage: Storage, address: str, user: str = "root") -> list[str]:
-    """The ssh command line that reaches a guest with virtmix's key and pins."""
-    return ["ssh", "-F", str(ssh_config(storage)), f"{user}@{address}"]
+    """The ssh command line that reaches a guest with virtmix's key and pins.
+
+    `--` ends ssh's options, and a host or user starting with "-" is refused: it would
+    otherwise be read as an option such as -oProxyCommand=... (a command run as root).
+    """
+    if not address or address.startswith("-") or user.startswith("-"):
+        raise BackendError(f"ssh: refusing host {address!r} (user {user!r}): it would be "
+                           "read as an option")
+    return ["ssh", "-F", str(ssh_config(storage)), "--", f"{user}@{address}"]
 
 
 def transport_uri(storage: Storage, uri: str) -> str:

@@ -432,6 +432,7 @@ def _check_site(site: Site, loader: _Loader) -> None:
                 (*kp, "interfaces"))
         if len(loader.errors) > MAX_ERRORS:
             return
+    loader.collect(_check_idmaps, site, loader)
     for nname, net in inv.networks.items():
         if net.host not in inv.hosts and not any(
                 e.kind == "guest" and e.name == net.host for e in site.entries):
@@ -439,6 +440,29 @@ def _check_site(site: Site, loader: _Loader) -> None:
                            "of this inventory", ("networks", nname, "host"))
     for message, keypath in sitechecks.conflicts(site):
         loader.collect(loader.fail, message, keypath)
+
+
+def _check_idmaps(site: Site, loader: _Loader) -> None:
+    """Explicit `idmap:` ranges: not on a privileged container, and no two overlapping in one
+    id space (a host, or a guest for its nested containers)."""
+    from virtmix.util.idranges import overlaps
+
+    seen: dict[str, list[tuple[tuple[int, int, int, int], Entry]]] = {}
+    for e in site.entries:
+        if e.kind != "container" or e.spec.idmap is None:
+            continue
+        kp = (*e.keypath.split("."), "idmap")
+        if "privileged" in e.spec.model_fields_set and e.spec.privileged:
+            loader.fail("a privileged container has no id map; remove idmap or privileged",
+                        kp)
+        m = e.spec.idmap.as_tuple
+        space = f"guest {e.parent}" if e.parent else f"host {e.host}"
+        for other_map, other in seen.get(space, []):
+            if overlaps(m, other_map):
+                loader.fail(f"ids {m[1]}..{m[1] + m[2] - 1} (gid {m[3]}..) overlap those of "
+                            f"{other.keypath} on {space}: root in one would own the other's "
+                            "files", kp)
+        seen.setdefault(space, []).append((m, e))
 
 
 def _check_cpu(site: Site, e: Entry, kp: tuple[str, ...], loader: _Loader) -> None:

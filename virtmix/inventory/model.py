@@ -240,6 +240,33 @@ class Common(Strict):
         return v
 
 
+MAX_HOST_ID = (1 << 32) - 1  # (uid_t)-1 is never a valid id
+
+
+class IdMap(Strict):
+    """A container's own host id range (<idmap>): container uid/gid 0.. -> host uid/gid.."""
+
+    uid: int = Field(description="First host uid (container root); above 0.", ge=1,
+                     le=MAX_HOST_ID - 1)
+    gid: int | None = Field(None, description="First host gid (default: the same as uid).",
+                            ge=1, le=MAX_HOST_ID - 1)
+    count: int = Field(65536, description="How many ids (65536 for a full distribution).",
+                       ge=1, le=MAX_HOST_ID - 1)
+
+    @model_validator(mode="after")
+    def _fits(self) -> IdMap:
+        for key, first in (("uid", self.uid), ("gid", self.gid)):
+            if first is not None and first + self.count > MAX_HOST_ID:
+                raise ValueError(f"{key} {first} + count {self.count} passes the last host "
+                                 f"id {MAX_HOST_ID - 1}")
+        return self
+
+    @property
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        """(container start 0, host uid, count, host gid)."""
+        return (0, self.uid, self.count, self.gid if self.gid is not None else self.uid)
+
+
 class Container(Common):
     """An LXC container (libvirt LXC domain)."""
 
@@ -249,6 +276,8 @@ class Container(Common):
                             max_length=256)
     mounts: list[Mount] = Field(default_factory=list)
     privileged: bool = Field(False, description="Run without a user namespace (not advised).")
+    idmap: IdMap | None = Field(None, description="This container's host id range (default "
+                                "for built trees: a range of its own, chosen from its name).")
     ssh_keys: list[SshKey] = Field(default_factory=list,
                                    description="Public keys for root, one per item.")
     root_password: Literal["locked", "generate"] = "locked"

@@ -93,4 +93,6 @@ def is_privileged(entry: Entry) -> bool:
     assert isinstance(spec, Container)
     if "privileged" in spec.model_fields_set:
         return spec.privileged
+    if spec.idmap is not None:
+        return False  # an explicit id range asks for a user namespace
     return isinstance(spec.rootfs, RootfsPath)

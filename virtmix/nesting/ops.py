@@ -11,6 +11,7 @@ hosts.ssh; what is here is specific to the admin verbs and to nesting.
 from __future__ import annotations
 
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -20,13 +21,64 @@ from virtmix.hosts.ssh import SshHost, cgroup_dir_sh, init_pid_sh, run_remote, s
 from virtmix.util.polling import wait_until
 from virtmix.util.uris import is_ssh_uri
 
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _command_check_sh(name: str, word: str) -> str:
+    """Shell that prints 127/126 when the container lacks `word` or cannot execute it.
+
+    Looked up below /proc/$pid/root; a symlink there is taken as present (its target would
+    resolve against the guest's root, not the container's).
+    """
+    q = shlex.quote
+    if "/" in word:
+        return (f"c=\"/proc/$pid/root\"{q(word)}; if [ -L \"$c\" ]; then echo 0; "
+                "elif [ ! -e \"$c\" ]; then echo 127; elif [ -f \"$c\" ] && [ -x \"$c\" ]; "
+                "then echo 0; else echo 126; fi")
+    return (f"r=127; for d in {' '.join(q(d) for d in CONTAINER_PATH.split(':'))}; do "
+            f"c=\"/proc/$pid/root$d/\"{q(word)}; if [ -L \"$c\" ]; then r=0; break; fi; "
+            "if [ -f \"$c\" ]; then if [ -x \"$c\" ]; then r=0; break; fi; r=126; fi; "
+            "done; echo $r")
+
 
 def attach(uri: str, name: str, argv: list[str], controller_pid: int | None = None) -> int:
-    """Run argv in the container's namespaces on the guest; its exit code (ssh passes it)."""
-    cmd = " ".join(shlex.quote(a) for a in (argv or ["/bin/sh"]))
+    """Run argv in the container's namespaces on the guest; its exit code (ssh passes it).
+
+    With a terminal, ssh -t gives the command a pseudo-terminal of the guest's sshd (the
+    admin's terminal stays with the local ssh process); without one, pipes. Ctrl-C: on a
+    terminal it travels as a byte to that pty and ends the command; the remote shell traps
+    it (instead of dying with it, which ssh would report as 255) and exits with nsenter's
+    130. A SIGINT to virtmix's process group ends the local ssh: virtmix then exits 130.
+    """
+    from virtmix.errors import CommandNotExecutableError, CommandNotFoundError
+
+    words = argv or ["/bin/sh"]
+    code = run_remote(uri, init_pid_sh(name, controller_pid)
+                      + _command_check_sh(name, words[0])).strip()
+    if code == "127":
+        raise CommandNotFoundError(f"{words[0]}: command not found in {name}")
+    if code == "126":
+        raise CommandNotExecutableError(f"{words[0]}: not executable in {name} (permission "
+                                        "denied or a directory)")
+    cmd = " ".join(shlex.quote(a) for a in words)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    script = init_pid_sh(name, controller_pid) + f"exec nsenter -t \"$pid\" -a -- {cmd}"
-    return subprocess.run([*ssh_argv(uri, tty=tty), script], check=False).returncode
+    script = (init_pid_sh(name, controller_pid)
+              + f"trap : INT; nsenter -t \"$pid\" -a -- {cmd}; exit $?")
+    interrupted: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda sig, _f: interrupted.append(sig))
+    try:
+        proc = subprocess.Popen([*ssh_argv(uri, tty=tty), script])
+        while True:
+            try:
+                code_ = proc.wait()
+                break
+            except InterruptedError:
+                continue
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if interrupted and code_ in (255, -signal.SIGINT):
+        return 130  # ssh itself was interrupted
+    return code_ if code_ >= 0 else 128 - code_
 
 
 @dataclass
@@ -113,7 +165,7 @@ def push_tree(site, entry) -> str:
     import posixpath
 
     from virtmix.inventory.site import is_privileged
-    from virtmix.render.views import container_rootfs
+    from virtmix.render.views import container_idmap, container_rootfs
     from virtmix.rootfs import Storage, provision_container, remove_container_tree
     from virtmix.rootfs.from_model import setup_from_model, spec_from_model
 
@@ -133,7 +185,9 @@ def push_tree(site, entry) -> str:
                            mirror=site.inventory.settings.mirror)
     if storage.read_state(staged) is not None:  # left by an interrupted push: start over
         remove_container_tree(storage, staged)
-    made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry))
+    # Shifted to the nested container's range in the guest's id space (not this host's).
+    made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry),
+                               idmap=container_idmap(site, entry), check_overlap=False)
     try:
         SshHost(entry.uri).push_tree(made.path, dest, cdir + "/" + PUSHED)
     except BackendError as exc:

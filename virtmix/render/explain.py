@@ -11,8 +11,13 @@ from typing import Any
 from virtmix.domain.tunables import BY_FIELD, TUNABLES, shares_to_weight
 from virtmix.inventory.model import Container, Guest, RootfsPath
 from virtmix.inventory.site import is_privileged
-from virtmix.render.views import cgroup_version, container_rootfs, shares_value
-from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET
+from virtmix.render.views import (
+    cgroup_version,
+    container_idmap,
+    container_rootfs,
+    shares_value,
+)
+from virtmix.util.identity import IDMAP_OFFSET
 from virtmix.util.units import format_kib
 
 
@@ -164,8 +169,14 @@ def _explain_container(site, entry, spec: Container, add, warnings: list[str]) -
             "with ipv4")
     add(("init",), " ".join(spec.init), "<os><init>/<initarg>")
     privileged = is_privileged(entry)
-    add(("privileged",), privileged, "<idmap> absent" if privileged else
-        f"<idmap> uid/gid 0 -> {IDMAP_OFFSET} ({IDMAP_COUNT} ids)")
+    idmap = container_idmap(site, entry)
+    add(("privileged",), privileged, "<idmap> absent" if privileged or idmap is None else
+        f"<idmap> uid 0 -> {idmap[1]}, gid 0 -> {idmap[3]} ({idmap[2]} ids)")
+    if idmap is not None:
+        add(("idmap",), f"uid {idmap[1]}, gid {idmap[3]}, count {idmap[2]}", "<idmap>",
+            "set in the inventory" if spec.idmap is not None else
+            "given tree: the shared range 100000" if isinstance(spec.rootfs, RootfsPath)
+            else "a range of its own, chosen from its name (recorded once built)")
     if privileged:
         warnings.append("the container runs privileged (root inside is root on the host)"
                         + (": a given rootfs path is used as it is; set privileged: false "

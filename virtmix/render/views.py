@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from virtmix.domain.tunables import to_libvirt
 from virtmix.hosts import cgroup_version_where
 from virtmix.inventory.addresses import dhcp_range
-from virtmix.inventory.model import Container, Guest, Network, RootfsPath
+from virtmix.inventory.model import Container, Guest, Network, RootfsBuild, RootfsPath
 from virtmix.inventory.site import Entry, Site, is_privileged
 from virtmix.util import layout
 from virtmix.util.identity import IDMAP, VIRTMIX_NS, domain_uuid, mac_address, network_uuid
@@ -57,7 +57,8 @@ class DomainView:
     # containers
     rootfs: str | None = None
     init: list[str] = field(default_factory=list)
-    idmap: tuple[int, int, int] | None = None
+    idmap: tuple[int, int, int] | None = None  # (start, host uid, count)
+    idmap_gid: int | None = None  # host gid of container gid `start`
     privnet: bool = False
     mounts: list[tuple[str, str, bool]] = field(default_factory=list)
     # guests
@@ -82,6 +83,58 @@ def container_rootfs(site: Site, entry: Entry) -> str:
     if isinstance(spec.rootfs, RootfsPath):
         return spec.rootfs.path
     return layout.container_tree(storage_dir(site), entry.name)
+
+
+def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]:
+    """(uri, name) -> id range of every unprivileged built container without `idmap:`.
+
+    Computed once per site (plan, render and apply must agree): recorded ranges of the
+    local storage directory stay as they are; the others get a slot from their name,
+    probing past recorded, explicit and already assigned ranges of their id space.
+    """
+    cached = site.__dict__.get("_idmaps")
+    if cached is not None and cached[0] == len(site.entries):
+        return cached[1]
+    from virtmix.hosts import is_local
+    from virtmix.util.idranges import Allocator, recorded_ranges
+
+    recorded: dict[str, tuple[int, int, int, int]] | None = None
+    spaces: dict[str, Allocator] = {}
+    todo = []
+    for e in site.entries:
+        if e.kind != "container":
+            continue
+        space = f"guest:{e.parent}" if e.parent else f"host:{e.host}"
+        if space not in spaces:
+            spaces[space] = Allocator()
+            if not e.parent and is_local(e.uri):
+                if recorded is None:
+                    recorded = recorded_ranges(storage_dir(site))
+                for m in recorded.values():
+                    spaces[space].take(m)
+        if e.spec.idmap is not None:
+            spaces[space].take(e.spec.idmap.as_tuple)
+        elif isinstance(e.spec.rootfs, RootfsBuild) and not is_privileged(e):
+            todo.append((space, e))
+    out = {}
+    for space, e in sorted(todo, key=lambda t: t[1].name):
+        mine = (recorded or {}).get(e.name) if not e.parent and is_local(e.uri) else None
+        out[(e.uri, e.name)] = mine or spaces[space].pick(e.name)
+    site.__dict__["_idmaps"] = (len(site.entries), out)
+    return out
+
+
+def container_idmap(site: Site, entry: Entry) -> tuple[int, int, int, int] | None:
+    """(start 0, host uid, count, host gid) of an unprivileged container; None if privileged."""
+    spec = entry.spec
+    assert isinstance(spec, Container)
+    if is_privileged(entry):
+        return None
+    if spec.idmap is not None:
+        return spec.idmap.as_tuple
+    if isinstance(spec.rootfs, RootfsPath):
+        return (*IDMAP, IDMAP[1])
+    return _site_idmaps(site)[(entry.uri, entry.name)]
 
 
 def cgroup_version(site: Site, entry: Entry) -> str:
@@ -154,8 +207,12 @@ def container_view(site: Site, entry: Entry) -> DomainView:
     view.rootfs = container_rootfs(site, entry)
     view.init = list(spec.init)
     privileged = is_privileged(entry)
-    view.idmap = None if privileged else IDMAP
+    idmap = container_idmap(site, entry)
+    view.idmap = idmap[:3] if idmap else None
+    view.idmap_gid = idmap[3] if idmap else None
     view.metadata["privileged"] = "true" if privileged else "false"
+    if idmap is not None:  # the record beside the tree's state.json: never reshuffled
+        view.metadata["idmap"] = f"{idmap[1]}:{idmap[3]}:{idmap[2]}"
     # A container without an interface still gets its own network namespace: sharing the
     # host's would let its init reconfigure host interfaces, and libvirt refuses an idmap
     # without one ("Unable to create directory /sys/fs/cgroup: Read-only file system").

@@ -30,7 +30,8 @@ from virtmix.rootfs.storage import (
     Storage,
     remove_container_dir,
 )
-from virtmix.util.identity import IDMAP, IDMAP_COUNT, IDMAP_OFFSET
+from virtmix.util.identity import IDMAP
+from virtmix.util.idranges import IdMap, as_idmap, conflicting, pick_for
 from virtmix.util.layout import TREE_DIR
 
 __all__ = [
@@ -49,7 +50,7 @@ class ProvisionResult:
     name: str
     path: Path  # storage.tree_dir(name), the <filesystem><source dir=...>
     method: str  # "overlay" | "reflink" | "copy"
-    idmap: tuple[int, int, int] | None  # None = privileged
+    idmap: IdMap | None  # (start 0, host uid, count, host gid); None = privileged
     password: str | None
     password_file: Path | None
     cache_entry: str
@@ -66,9 +67,29 @@ def _effective_spec(spec: RootfsSpec, setup: ContainerSetup) -> RootfsSpec:
     return spec.with_packages("openssh-server") if setup.sshd else spec
 
 
-def _lower(spec: RootfsSpec, storage: Storage, privileged: bool,
+def _lower(spec: RootfsSpec, storage: Storage, idmap: IdMap | None,
            progress: Progress | None) -> BaseTree:
-    return ensure_lower(spec, storage, None if privileged else IDMAP_OFFSET, progress)
+    shift = None if idmap is None else (idmap[1], idmap[3], idmap[2])
+    return ensure_lower(spec, storage, shift, progress)
+
+
+def _choose_idmap(name: str, storage: Storage, idmap: tuple[int, ...] | None,
+                  check_overlap: bool = True) -> IdMap:
+    """The container's own range: the one asked for (checked against the others recorded
+    in this storage), else a new one from its name (idranges)."""
+    if idmap is None:
+        return pick_for(name, str(storage.root))
+    m = as_idmap(idmap)
+    if m is None or m[0] != 0:
+        raise RootfsError(f"container {name}: id map {idmap!r}: expected (0, uid, count[, gid])")
+    other = conflicting(name, m, str(storage.root)) if check_overlap else None
+    if other is not None:
+        raise ConflictError(
+            f"container {name}: host ids {m[1]}..{m[1] + m[2] - 1} overlap those recorded "
+            f"for container {other} in {storage.root}: root in one would own the other's "
+            "files", hint="give it another idmap range, or leave idmap out (virtmix picks "
+                          "a free range)")
+    return m
 
 
 def _result(storage: Storage, name: str, state: dict, password: str | None,
@@ -76,19 +97,24 @@ def _result(storage: Storage, name: str, state: dict, password: str | None,
     pw = state.get("password_file")
     return ProvisionResult(
         name=name, path=storage.tree_dir(name), method=state["method"],
-        idmap=tuple(state["idmap"]) if state.get("idmap") else None, password=password,
+        idmap=as_idmap(state.get("idmap")), password=password,
         password_file=Path(pw) if pw else None, cache_entry=state["cache_entry"],
         created=created, stale=stale)
 
 
 def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, storage: Storage,
                         *, privileged: bool = False, clone: str = "auto",
-                        progress: Progress | None = None) -> ProvisionResult:
+                        progress: Progress | None = None,
+                        idmap: tuple[int, ...] | None = None,
+                        check_overlap: bool = True) -> ProvisionResult:
     """Give container `name` its own customised tree at storage.container_dir(name)/rootfs.
 
     Builds the base when it is not cached. Idempotent: a container whose tree exists is
     only remounted (nothing is re-customised, no new password). Unprivileged by default:
-    the tree is owned by host ids 100000.. for <idmap> 0 -> 100000, 65536 ids.
+    the tree is owned by the container's own host id range, `idmap` (0, uid, count[, gid])
+    as the domain's <idmap> says, or else one picked from its name (idranges) and
+    recorded in its state. check_overlap=False skips the check against the other ranges
+    recorded in this storage (a staged tree bound for another id space, e.g. a guest).
     """
     if setup.name != name:
         raise RootfsError(f"container {name}: setup is for {setup.name!r}")
@@ -102,18 +128,22 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
     with storage.lock(f"container-{name}"):
         state = storage.read_state(name)
         if state is not None:
-            return _existing(storage, name, state, _effective_spec(spec, setup), privileged)
+            return _existing(storage, name, state, _effective_spec(spec, setup), privileged,
+                             idmap)
         cdir = storage.container_dir(name)
         if os.path.lexists(cdir):
             if not (cdir / CONTAINER_MARKER).is_file():
                 raise ConflictError(f"{cdir}: exists and virtmix did not create it")
             remove_container_tree(storage, name)  # ours, left half-made by a crash
-        lower = _lower(_effective_spec(spec, setup), storage, privileged, progress)
+        chosen = None if privileged else _choose_idmap(name, storage, idmap, check_overlap)
+        t0 = time.monotonic()
+        lower = _lower(_effective_spec(spec, setup), storage, chosen, progress)
+        lower_seconds = time.monotonic() - t0
         cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, see Storage
         (cdir / CONTAINER_MARKER).write_text(name + "\n")
         try:
-            return _clone_and_customise(name, setup, storage, lower, privileged, clone,
-                                        progress)
+            return _clone_and_customise(name, setup, storage, lower, chosen, clone,
+                                        progress, lower_seconds)
         except BaseException:
             with contextlib.suppress(VirtmixError, OSError):
                 remove_container_tree(storage, name)
@@ -121,14 +151,21 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
 
 
 def _existing(storage: Storage, name: str, state: dict, spec: RootfsSpec,
-              privileged: bool) -> ProvisionResult:
-    """An already provisioned tree: remount it, never re-customise it."""
+              privileged: bool, idmap: tuple[int, ...] | None = None) -> ProvisionResult:
+    """An already provisioned tree: remount it, never re-customise it (nor re-range it)."""
     if bool(state.get("privileged")) != privileged:
         # Switching would change who root is on the host: only a deliberate recreate may.
         raise RootfsError(
             f"container {name}: its tree was made with privileged={state.get('privileged')}",
             hint=f"destroy the container (and its tree) and create it again as "
                  f"privileged={privileged}")
+    have = as_idmap(state.get("idmap"))
+    if idmap is not None and have is not None and as_idmap(idmap) != have:
+        raise RootfsError(
+            f"container {name}: its tree is owned by host ids {have[1]}.. (recorded), the "
+            f"definition asks for {idmap[1]}..",
+            hint=f"keep the recorded range (idmap: {{uid: {have[1]}, gid: {have[3]}, "
+                 f"count: {have[2]}}}), or destroy the container with its tree and apply")
     ensure_mounted(storage, name)
     want = spec.cache_key()
     stale = not state["cache_entry"].startswith(want)
@@ -136,23 +173,27 @@ def _existing(storage: Storage, name: str, state: dict, spec: RootfsSpec,
 
 
 def _clone_and_customise(name: str, setup: ContainerSetup, storage: Storage, lower: BaseTree,
-                         privileged: bool, clone: str,
-                         progress: Progress | None) -> ProvisionResult:
+                         idmap: IdMap | None, clone: str, progress: Progress | None,
+                         lower_seconds: float = 0.0) -> ProvisionResult:
     cdir = storage.container_dir(name)
     t0 = time.monotonic()
     if progress:
         progress(f"cloning {lower.entry} for {name}")
     path, method = make_clone(lower.tree, cdir, clone)
     password = customise(path, setup, cdir / PASSWORD_FILE)
-    if not privileged:
+    privileged = idmap is None
+    if idmap is not None:
         # What customise created is owned by host root; move it into the container's range.
         if method == "overlay":
-            shift_listed(cdir / "upper", path, IDMAP_OFFSET, IDMAP_COUNT)
+            shift_listed(cdir / "upper", path, idmap[1], idmap[2], gid_offset=idmap[3])
         else:
-            shift_tree(path, IDMAP_OFFSET, IDMAP_COUNT)
+            shift_tree(path, idmap[1], idmap[2], gid_offset=idmap[3])
     state = {
         "virtmix": 1, "name": name, "method": method, "cache_entry": lower.entry,
-        "idmap": None if privileged else list(IDMAP), "privileged": privileged,
+        "idmap": None if idmap is None else list(idmap), "privileged": privileged,
+        # Making the lower layer for the container's own range (a shifted copy of the
+        # base, once per range): the cost of isolated ranges, kept for `info` and benches.
+        "shift_seconds": round(lower_seconds, 3) if not lower.cached else 0.0,
         "hostname": setup.fqdn, "sshd": setup.sshd,
         "root_login": ("password" if password else "ssh-key" if setup.ssh_keys else "locked"),
         "password_file": str(cdir / PASSWORD_FILE) if password else None,

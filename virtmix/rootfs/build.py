@@ -167,16 +167,44 @@ def _locked_build(storage: Storage, entry: str,
             raise
 
 
+Shift = tuple[int, int, int]  # (host uid, host gid, count) a tree is shifted to
+FULL = 65536
+
+
+def as_shift(shift: int | tuple[int, ...] | None) -> Shift | None:
+    """N (uid = gid = N, 65536 ids), (uid, gid[, count]), or None (not shifted)."""
+    if not shift:
+        return None
+    if isinstance(shift, int):
+        return (shift, shift, FULL)
+    uid, gid, *rest = shift
+    return (uid, gid, rest[0] if rest else FULL)
+
+
+def shifted_entry(key: str, shift: Shift) -> str:
+    """KEY-uN (uid = gid, 65536 ids: the names older caches already use), else with -gM/-nC."""
+    uid, gid, count = shift
+    return (f"{key}-u{uid}" + (f"-g{gid}" if gid != uid else "")
+            + (f"-n{count}" if count != FULL else ""))
+
+
+def _shift_meta(shift: Shift) -> dict:
+    return {"shift": shift[0], "shift_gid": shift[1], "shift_count": shift[2]}
+
+
 def ensure_base(spec: RootfsSpec, storage: Storage, progress: Progress | None = None,
-                tool: str | None = None, shift: int | None = None) -> BaseTree:
+                tool: str | None = None, shift: int | tuple[int, ...] | None = None
+                ) -> BaseTree:
     """The cached base tree of spec, building it first when missing.
 
-    shift=N builds the tree owned by host ids N.. directly (entry KEY-uN): what unprivileged
-    containers need, without keeping an unshifted copy nobody uses.
+    shift=N (or (uid, gid, count)) builds the tree owned by that host range directly (entry
+    KEY-uN): what unprivileged containers need, without keeping an unshifted copy nobody
+    uses.
     """
+    sh = as_shift(shift)
     arch = spec.architecture or host_architecture()
     key = spec.cache_key(arch)
-    entry = f"{key}-u{shift}" if shift else key
+    entry = shifted_entry(key, sh) if sh else key
     storage.ensure()
 
     def make(tmp: Path, log: Path) -> dict:
@@ -196,52 +224,85 @@ def ensure_base(spec: RootfsSpec, storage: Storage, progress: Progress | None = 
                 progress(f"site hook {spec.hook}")
             base_setup.run_hook(tree, Path(spec.hook), spec, log)
         base_setup.prepare_base(tree)
-        if shift:
+        if sh:
             if progress:
-                progress(f"shifting ownership by {shift} for unprivileged containers")
-            shift_tree(tree, shift)
-        return {"virtmix": 1, "entry": entry, "kind": "shifted" if shift else "base",
+                progress(f"shifting ownership to {sh[0]} for an unprivileged container")
+            shift_tree(tree, sh[0], sh[2], gid_offset=sh[1])
+        return {"virtmix": 1, "entry": entry, "kind": "shifted" if sh else "base",
                 "tool": used, "spec": spec.key_fields(arch), "hook_path": spec.hook,
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "seconds": round(time.monotonic() - t0, 2),
-                "builder_seconds": round(t_builder, 2), "shift": shift, "base": key}
+                "builder_seconds": round(t_builder, 2), "base": key,
+                **(_shift_meta(sh) if sh else {"shift": None})}
 
     return _locked_build(storage, entry, make)
 
 
-def ensure_lower(spec: RootfsSpec, storage: Storage, shift: int | None,
-                 progress: Progress | None = None) -> BaseTree:
-    """The entry clones are made from: the base, or its shifted variant (unprivileged).
+def _shifted_sibling(storage: Storage, key: str) -> tuple[BaseTree, Shift] | None:
+    """Another full (65536-id) shifted variant of the base `key`, to re-shift from."""
+    if not storage.cache_root.is_dir():
+        return None
+    for p in sorted(storage.cache_root.glob(f"{key}-u*")):
+        try:
+            meta = json.loads((p / CACHE_MARKER).read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("kind") == "shifted" and meta.get("base") == key and meta.get("shift") \
+                and meta.get("shift_count", FULL) == FULL:
+            src = (int(meta["shift"]), int(meta.get("shift_gid") or meta["shift"]), FULL)
+            return BaseTree(p.name, p, cached=True), src
+    return None
 
-    A shifted variant is copied from a cached base when there is one (seconds), else
-    built shifted directly (no unshifted copy is kept).
+
+def ensure_lower(spec: RootfsSpec, storage: Storage, shift: int | tuple[int, ...] | None,
+                 progress: Progress | None = None) -> BaseTree:
+    """The entry clones are made from: the base, or its variant shifted to the container's
+    id range (one per range, as each unprivileged container has its own, see idranges).
+
+    A shifted variant is copied from the cached base when there is one, else from another
+    shifted variant of it (re-shifted: no rebuild), else built shifted directly.
     """
-    if not shift:
+    sh = as_shift(shift)
+    if not sh:
         return ensure_base(spec, storage, progress)
     key = spec.cache_key(spec.architecture or host_architecture())
-    shifted = storage.cache_entry(f"{key}-u{shift}")
+    shifted = storage.cache_entry(shifted_entry(key, sh))
     if (shifted / CACHE_MARKER).is_file():
         return BaseTree(shifted.name, shifted, cached=True)
     base = storage.cache_entry(key)
     if (base / CACHE_MARKER).is_file():
-        return ensure_shifted(BaseTree(key, base, cached=True), storage, shift, progress)
-    return ensure_base(spec, storage, progress, shift=shift)
+        return ensure_shifted(BaseTree(key, base, cached=True), storage, sh, progress)
+    sibling = _shifted_sibling(storage, key) if sh[2] == FULL else None
+    if sibling is not None:
+        return ensure_shifted(sibling[0], storage, sh, progress, source=sibling[1], key=key)
+    return ensure_base(spec, storage, progress, shift=sh)
 
 
-def ensure_shifted(base: BaseTree, storage: Storage, offset: int,
-                   progress: Progress | None = None) -> BaseTree:
-    """A copy of base owned by the user-namespace range at offset (cached beside it)."""
-    entry = f"{base.entry}-u{offset}"
+def ensure_shifted(base: BaseTree, storage: Storage, offset: int | tuple[int, ...],
+                   progress: Progress | None = None, *, source: Shift | None = None,
+                   key: str | None = None) -> BaseTree:
+    """A copy of base owned by the user-namespace range `offset` (cached beside it).
+
+    base is the unshifted entry, or (with source, its range, and key, the unshifted
+    entry's name) a variant shifted for another range.
+    """
+    sh = as_shift(offset)
+    assert sh is not None
+    entry = shifted_entry(key or base.entry, sh)
 
     def make(tmp: Path, log: Path) -> dict:
         t0 = time.monotonic()
         if progress:
-            progress(f"shifting ownership by {offset} for an unprivileged container")
+            progress(f"shifting ownership to {sh[0]} for an unprivileged container")
         run_logged(["cp", "-a", "--reflink=auto", str(base.tree), str(tmp / "tree")],
                    log, None, "copy of the base tree", activity="copy of a base tree")
-        shift_tree(tmp / "tree", offset)
+        if source is None:
+            shift_tree(tmp / "tree", sh[0], sh[2], gid_offset=sh[1])
+        else:
+            shift_tree(tmp / "tree", sh[0], sh[2], gid_offset=sh[1], source=source[0],
+                       gid_source=source[1])
         meta = json.loads((base.path / CACHE_MARKER).read_text())
-        meta.update(entry=entry, kind="shifted", shift=offset, base=base.entry,
+        meta.update(entry=entry, kind="shifted", base=key or base.entry, **_shift_meta(sh),
                     built=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                     seconds=round(time.monotonic() - t0, 2))
         return meta

@@ -11,7 +11,7 @@ from pathlib import Path
 from virtmix.errors import RootfsError
 from virtmix.rootfs.base_setup import run_in_tree
 from virtmix.rootfs.spec import ContainerSetup, InterfaceSetup
-from virtmix.util.files import write_file
+from virtmix.util.files import write_atomic, write_file
 
 _HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 
@@ -129,9 +129,7 @@ def set_credentials(tree: Path, setup: ContainerSetup, password_file: Path) -> s
                          input=f"root:{password}\n".encode(), capture_output=True, check=False)
     if res.returncode != 0:
         raise RootfsError(f"chpasswd in {tree} failed: {res.stderr.decode(errors='replace')}")
-    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(password + "\n")
+    write_atomic(password_file, (password + "\n").encode(), mode=0o600)
     return password
 
 

@@ -29,11 +29,16 @@ def host_supports_idmap() -> bool:
         return True  # older kernels have no such knob, and user namespaces on
 
 
-def _shift_one(path: str, st: os.stat_result, offset: int, count: int) -> bool:
-    """lchown one entry whose ids are below count; True when it changed."""
+def _shift_one(path: str, st: os.stat_result, offset: int, count: int,
+               gid_offset: int | None = None, source: int = 0,
+               gid_source: int | None = None) -> bool:
+    """lchown one entry whose ids are in [source, source+count) to offset..; True when it
+    changed (gid_offset/gid_source default to the uid ones)."""
     uid, gid = st.st_uid, st.st_gid
-    nu = uid + offset if uid < count else uid
-    ng = gid + offset if gid < count else gid
+    goff = offset if gid_offset is None else gid_offset
+    gsrc = source if gid_source is None else gid_source
+    nu = uid - source + offset if source <= uid < source + count else uid
+    ng = gid - gsrc + goff if gsrc <= gid < gsrc + count else gid
     if (nu, ng) == (uid, gid):
         return False
     cap = None
@@ -52,14 +57,20 @@ def _shift_one(path: str, st: os.stat_result, offset: int, count: int) -> bool:
     return True
 
 
-def shift_tree(root: Path, offset: int = IDMAP_OFFSET, count: int = IDMAP_COUNT) -> int:
+def shift_tree(root: Path, offset: int = IDMAP_OFFSET, count: int = IDMAP_COUNT, *,
+               gid_offset: int | None = None, source: int = 0,
+               gid_source: int | None = None) -> int:
     """Shift every entry below root (root included) with ids < count by offset.
 
-    Entries already in the shifted range are left alone, so running it twice is harmless.
-    Never follows symlinks, never crosses into another filesystem. Returns entries changed.
+    With source (gid_source), ids in [source, source+count) move to offset.. instead: a tree
+    shifted for one container's range re-shifted for another's. gid_offset gives gids their
+    own range. Entries already in the target range are left alone, so running it twice is
+    harmless. Never follows symlinks, never crosses into another filesystem. Returns
+    entries changed.
     """
+    args = (offset, count, gid_offset, source, gid_source)
     root_st = os.lstat(root)
-    changed = int(_shift_one(str(root), root_st, offset, count))
+    changed = int(_shift_one(str(root), root_st, *args))
     stack = [str(root)]
     while stack:
         d = stack.pop()
@@ -68,14 +79,14 @@ def shift_tree(root: Path, offset: int = IDMAP_OFFSET, count: int = IDMAP_COUNT)
                 st = e.stat(follow_symlinks=False)
                 if st.st_dev != root_st.st_dev:
                     continue
-                changed += _shift_one(e.path, st, offset, count)
+                changed += _shift_one(e.path, st, *args)
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(e.path)
     return changed
 
 
 def shift_listed(upper: Path, merged: Path, offset: int = IDMAP_OFFSET,
-                 count: int = IDMAP_COUNT) -> int:
+                 count: int = IDMAP_COUNT, gid_offset: int | None = None) -> int:
     """Shift, through the merged overlay view, only what the overlay's upper dir holds.
 
     Files a customisation created are in upper and owned by host root; everything that
@@ -94,7 +105,7 @@ def shift_listed(upper: Path, merged: Path, offset: int = IDMAP_OFFSET,
                     st = os.lstat(target)
                 except FileNotFoundError:
                     continue
-                changed += _shift_one(str(target), st, offset, count)
+                changed += _shift_one(str(target), st, offset, count, gid_offset)
                 if e.is_dir(follow_symlinks=False):
                     stack.append(r)
     return changed

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError
 from virtmix.inventory.rules import check_name
+from virtmix.util.files import make_dir, write_atomic
 from virtmix.util.layout import CONTAINERS_DIR, TREE_DIR
 
 DEFAULT_ROOT = "/var/lib/virtmix"
@@ -74,11 +75,12 @@ class Storage:
         100000) must traverse them to its tree (libvirt_lxc creates /.oldroot there after
         entering the user namespace). cache/ is 0711 too, so that apt inside mmdebstrap can
         download as its sandbox user _apt instead of root. Nothing can be listed by others.
+        Only directories made here get these modes: one that already exists (e.g. the
+        admin's own storage_dir) keeps its mode and owner.
         """
         for d, mode in ((self.root, 0o711), (self.containers_root, 0o711),
                         (self.cache_root, 0o711), (self.root / "locks", 0o700)):
-            d.mkdir(mode=mode, parents=True, exist_ok=True)
-            os.chmod(d, mode)
+            make_dir(d, mode)
 
     def container_dir(self, name: str) -> Path:
         """Where a container's files live; its tree is tree_dir(name)."""
@@ -91,7 +93,7 @@ class Storage:
     def log_path(self, kind: str, name: str) -> Path:
         """A new log file root/logs/<kind>-<name>-<time>.log (builds keep their details)."""
         d = self.root / "logs"
-        d.mkdir(mode=0o700, exist_ok=True)
+        make_dir(d, 0o700)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return d / f"{kind}-{_check_name(name, kind)}-{stamp}-{os.getpid()}.log"
 
@@ -102,8 +104,10 @@ class Storage:
     def lock(self, what: str, *, wait: bool = True) -> Iterator[None]:
         """An exclusive flock on root/locks/<what>.lock (released when the holder dies)."""
         self.ensure()
-        path = self.root / "locks" / f"{_check_name(what, 'lock')}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        from virtmix.util.locking import check_private_dir, open_lock_file
+
+        path = check_private_dir(self.root / "locks") / f"{_check_name(what, 'lock')}.lock"
+        fd = open_lock_file(path)  # O_NOFOLLOW, never truncated
         try:
             flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
             try:
@@ -126,9 +130,8 @@ class Storage:
 
     def write_state(self, name: str, state: dict) -> None:
         path = self.container_dir(name) / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(),
+                     mode=0o600)
 
     def container_names(self) -> list[str]:
         if not self.containers_root.is_dir():
