@@ -17,6 +17,7 @@ from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Session
 from virtmix.admin.trees import remount
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.converge.verify import WAIT_SECONDS
 from virtmix.hosts.local import is_local
 
 NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
@@ -87,16 +88,23 @@ def info_domain(name: str = NAME_ARG, output: Output = OUTPUT_OPTION) -> None:
 def start_domain(
     name: str = NAME_ARG,
     console: bool = typer.Option(False, "--console", help="Attach to its console after start."),
+    wait: bool = typer.Option(False, "--wait", help="Also wait until systemd inside reports "
+                              "running or degraded (a guest: its libvirt or ssh answers)."),
+    wait_timeout: float = typer.Option(WAIT_SECONDS, "--wait-timeout", metavar="SECONDS",
+                                       help="How long --wait waits."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Start a domain in the background (lxc-start -d); --console attaches to it."""
+    """Start a domain in the background (lxc-start -d); --console attaches to it.
+
+    It must stay up for a settle window (~1.5 s): one that dies exits 8 with the last
+    lines of its log."""
     with admin_session() as session:
         target = session.find(name)
         if target.record.kind == "lxc" and is_local(target.place.uri):
             # An overlay clone's mount is gone after a host reboot: mount it again first.
             remount(parse_domain(target.record.tree).rootfs)
-        lifecycle.start(target)
-        say(f"{target.address}: {target.record.state}")
+        note = lifecycle.start(target, wait=wait, timeout=wait_timeout, site=session.site)
+        say(f"{target.address}: {target.record.state}" + (f" ({note})" if note else ""))
         if console:
             _console(target)
 

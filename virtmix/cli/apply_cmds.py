@@ -32,6 +32,7 @@ from virtmix.converge.apply import (
 from virtmix.converge.desired import desired_documents, network_uri
 from virtmix.converge.destroy import Target, destroy_target, domain_target, site_targets
 from virtmix.converge.plan import Item, Options, Plan
+from virtmix.converge.verify import WAIT_SECONDS
 from virtmix.errors import ApplyFailedError, BackendError, ConflictError, UsageError
 from virtmix.inventory.load import load_site
 from virtmix.inventory.site import Site
@@ -44,8 +45,15 @@ ADOPT = typer.Option(False, "--adopt", help="Take over domains/networks of the s
                      "virtmix did not define.")
 RESTART = typer.Option(False, "--restart", help="Restart running domains whose change cannot "
                        "be made live (default: only reported).")
-WAIT = typer.Option(True, "--wait/--no-wait", help="Wait for another apply/destroy holding "
-                    "the lock (default), or refuse at once.")
+# `--no-wait` keeps its old meaning (refuse at once when another apply holds the lock);
+# `--wait` is the readiness wait of verified starts, as on `start`.
+WAIT = typer.Option(True, "--lock-wait/--no-wait", help="Wait for another apply/destroy "
+                    "holding the lock (default), or refuse at once.")
+READY_WAIT = typer.Option(False, "--wait", help="After the settle check, also wait until "
+                          "systemd in each started container reports running or degraded, "
+                          "and each started guest's libvirt or ssh answers.")
+READY_TIMEOUT = typer.Option(WAIT_SECONDS, "--wait-timeout", metavar="SECONDS",
+                             help="How long --wait waits (per apply, all in parallel).")
 LOCK_TIMEOUT = typer.Option(300.0, "--lock-timeout", metavar="SECONDS",
                             help="Give up waiting for the lock after this long.")
 YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
@@ -154,19 +162,29 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
               lock_timeout: float = LOCK_TIMEOUT,
               jobs: int = typer.Option(4, "--jobs", "-j", min=1,
                                        help="Entries of one host applied at once."),
+              ready: bool = READY_WAIT, ready_timeout: float = READY_TIMEOUT,
+              timeout: float = typer.Option(None, "--timeout", "-t", metavar="SECONDS",
+                                            help="Seconds a guest apply must stop gets to "
+                                            "shut down (ACPI) before it is forced off "
+                                            "(default: settings.shutdown_timeout, 30)."),
               quiet: bool = QUIET_OPTION) -> None:
-    """Converge the inventory: define, start, tune live, (with --prune) remove."""
+    """Converge the inventory: define, start (verified), tune live, (with --prune) remove.
+
+    Every domain it starts must stay up for a settle window (~1.5 s); one that dies fails
+    its entry (its log's last lines are shown) and the others carry on (exit 11)."""
     site = load_site(inventory)
     with locked(_lock_targets(site), purpose=f"apply {site.path}", wait=wait,
                 timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
         _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
         try:
-            _apply(site, plan, conns, yes, jobs)
+            _apply(site, plan, conns, yes, jobs, ready=ready, ready_timeout=ready_timeout,
+                   stop_timeout=timeout)
         finally:
             close_all(conns)
 
 
-def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
+def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int, *, ready: bool = False,
+           ready_timeout: float = WAIT_SECONDS, stop_timeout: float | None = None) -> None:
     if not plan.pending:
         print_plan(out, plan, show_diff=False)
         out.print("nothing to do: everything matches the inventory")
@@ -180,8 +198,10 @@ def _apply(site: Site, plan: Plan, conns: dict, yes: bool, jobs: int) -> None:
     _confirm("Apply these changes?", yes)
     todo = [i for i in plan.items if i.pending]
     progress, report = _progress_reporter(len(todo))
-    ctx = Context(site, conns, jobs=jobs, report=report,
-                  opts=Options(prune=plan.prune))
+    if stop_timeout is None:
+        stop_timeout = site.inventory.settings.shutdown_timeout
+    ctx = Context(site, conns, jobs=jobs, report=report, opts=Options(prune=plan.prune),
+                  wait=ready, wait_timeout=ready_timeout, stop_timeout=stop_timeout)
     if progress:
         with progress:
             result = run_plan(ctx, plan)

@@ -19,6 +19,7 @@ from virtmix.converge.live import apply_live
 from virtmix.converge.observe import ObservedConnection, is_local_uri, observe_connection
 from virtmix.converge.plan import DesiredDomain, Item, Options, Plan, build_plan, plan_domain
 from virtmix.converge.prepare import prepare
+from virtmix.converge.verify import WAIT_SECONDS, Started, guest_reach, wait_ready, watch
 from virtmix.errors import BackendError, StateError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.render.schema_check import check_xml
@@ -34,6 +35,7 @@ class Outcome:
     status: str             # done | failed | skipped | unchanged
     message: str = ""
     seconds: float = 0.0
+    started: Started | None = None  # set when it started a domain: verified before "done"
 
 
 @dataclass
@@ -61,10 +63,13 @@ class Context:
     report: Report | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     opts: Options = field(default_factory=Options)
+    wait: bool = False              # --wait: systemd running/degraded, guests answering
+    wait_timeout: float = WAIT_SECONDS
+    stop_timeout: float | None = None  # seconds a guest gets to shut down (None: STOP_TIMEOUT)
 
 
 # -- one item's operations --------------------------------------------------------------
-def _stop(conn: Any, item: Item) -> None:
+def _stop(conn: Any, item: Item, timeout: float | None = None) -> None:
     if item.kind == "container" or item.target != "domain":
         conn.destroy(item.name)  # LXC: no guest agent to ask; init gets SIGKILL via the ns
         return
@@ -72,7 +77,7 @@ def _stop(conn: Any, item: Item) -> None:
         conn.shutdown(item.name)
     except StateError:
         return
-    deadline = time.monotonic() + STOP_TIMEOUT
+    deadline = time.monotonic() + (STOP_TIMEOUT if timeout is None else timeout)
     while time.monotonic() < deadline:
         if conn.get(item.name).state in ("shutoff", "crashed"):
             return
@@ -95,38 +100,53 @@ def _is_active(conn: Any, name: str) -> bool:
     return conn.get(name).active
 
 
-def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
+def _started(ctx: Context, item: Item, conn: Any, started: list[Started]) -> None:
+    """Start item's domain and remember it for the settle watch (and --wait)."""
+    conn.start(item.name)
+    started.append(Started(conn, item.name, item.address, item.kind,
+                           reach=_reach(ctx, item) if ctx.wait else None))
+
+
+def _reach(ctx: Context, item: Item) -> Callable[[], None] | None:
+    if item.kind != "guest" or item.entry is None:
+        return None
+    return guest_reach(ctx.site, item.entry)
+
+
+def _run_op(ctx: Context, item: Item, conn: Any, op: str,
+            started: list[Started] | None = None) -> None:
     e = item.entry
+    started = [] if started is None else started
     if op == "prepare":
         prepare(ctx.site, e)
     elif op in ("define", "redefine"):
         _define(conn, item)
     elif op == "start":
         if not _is_active(conn, item.name):  # an interrupted apply may have started it
-            conn.start(item.name)
+            _started(ctx, item, conn, started)
     elif op == "stop":
         if _is_active(conn, item.name):
-            _stop(conn, item)
+            _stop(conn, item, ctx.stop_timeout)
     elif op == "restart":
         if _is_active(conn, item.name):
-            _stop(conn, item)
+            _stop(conn, item, ctx.stop_timeout)
         prepare(ctx.site, e)
-        conn.start(item.name)
+        _started(ctx, item, conn, started)
     elif op == "recreate":
         if _is_active(conn, item.name):
-            _stop(conn, item)
+            _stop(conn, item, ctx.stop_timeout)
         conn.undefine(item.name)
         prepare(ctx.site, e)
         _define(conn, item)
         if e.spec.state == "running":
-            conn.start(item.name)
+            _started(ctx, item, conn, started)
     elif op == "live":
         apply_live(conn, item)
     elif op == "autostart":
         conn.set_autostart(item.name, item.autostart)
     elif op == "remove":
         if _is_active(conn, item.name):
-            _stop(conn, item)
+            _stop(conn, item, ctx.stop_timeout)
         conn.undefine(item.name)
     elif op == "network-define" or op == "network-redefine":
         conn.define_network(item.xml)
@@ -148,7 +168,7 @@ def run_item(ctx: Context, item: Item) -> Outcome:
     if ctx.report:
         ctx.report("start", item, None)
     out = _run_ops(ctx, item)
-    if ctx.report:
+    if ctx.report and out.started is None:  # a started domain is reported once verified
         ctx.report("end", item, out)
     return out
 
@@ -160,10 +180,12 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
     if conn is None or isinstance(conn, VirtmixError):
         return Outcome(item, "failed", str(conn or f"no connection to {item.uri}"))
     t0 = time.monotonic()
+    started: list[Started] = []
     try:
         for op in item.ops:
-            _run_op(ctx, item, conn, op)
-        out = Outcome(item, "done", ", ".join(item.ops), time.monotonic() - t0)
+            _run_op(ctx, item, conn, op, started)
+        out = Outcome(item, "done", ", ".join(item.ops), time.monotonic() - t0,
+                      started=started[-1] if started else None)
     except VirtmixError as exc:
         out = Outcome(item, "failed", exc.message + (f" ({exc.hint})" if exc.hint else ""),
                       time.monotonic() - t0)
@@ -173,9 +195,34 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
 # -- a host's items, phase by phase ------------------------------------------------------
 def _run_phase(ctx: Context, items: list[Item]) -> list[Outcome]:
     if len(items) <= 1 or ctx.jobs <= 1:
-        return [run_item(ctx, i) for i in items]
-    with ThreadPoolExecutor(max_workers=ctx.jobs, thread_name_prefix="virtmix-item") as pool:
-        return list(pool.map(lambda i: run_item(ctx, i), items))
+        outcomes = [run_item(ctx, i) for i in items]
+    else:
+        with ThreadPoolExecutor(max_workers=ctx.jobs,
+                                thread_name_prefix="virtmix-item") as pool:
+            outcomes = list(pool.map(lambda i: run_item(ctx, i), items))
+    return _verify_starts(ctx, outcomes)
+
+
+def _verify_starts(ctx: Context, outcomes: list[Outcome]) -> list[Outcome]:
+    """Watch every domain the phase started (one settle window, overlapping), then with
+    --wait until ready; a domain that died fails its entry, the others stand."""
+    started = [o.started for o in outcomes if o.started is not None]
+    if started:
+        watch(started, stop=ctx.stop)
+        if ctx.wait:
+            wait_ready(started, ctx.wait_timeout)
+    for o in outcomes:
+        s = o.started
+        if s is None:
+            continue
+        if s.failure:
+            o.status, o.message = "failed", s.failure
+        elif s.note:
+            o.message += f"; {s.note}"
+        o.seconds = max(o.seconds, time.monotonic() - s.began)
+        if ctx.report:
+            ctx.report("end", o.item, o)
+    return outcomes
 
 
 def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
