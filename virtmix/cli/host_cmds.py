@@ -13,6 +13,7 @@ from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, 
 from virtmix.errors import EXIT_DOCTOR_FAILED, UsageError
 from virtmix.hosts.cgroupfs import cgroup_version
 from virtmix.hosts.local import is_local
+from virtmix.util.files import write_atomic
 
 DOCTOR_FAILED = EXIT_DOCTOR_FAILED  # exit code of `doctor` when a check fails
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -68,7 +69,7 @@ def import_domains(
     if output_file is None:
         typer.echo(text, nl=False)
         return
-    output_file.write_text(text)
+    write_atomic(output_file, text.encode())
     if not OPTIONS.quiet:
         err.print(f"virtmix: wrote {len(items)} entries to {output_file}", markup=False)
 

@@ -18,6 +18,7 @@ from virtmix.inventory.model import Container, Guest, RootfsBuild
 from virtmix.inventory.site import Entry, Site
 from virtmix.render.views import IDMAP, domain_view, is_privileged, storage_dir
 from virtmix.util import layout
+from virtmix.util.files import fsync_dir, fsync_file, write_atomic
 
 MAPPED_ROOT_UID = IDMAP[1]
 Progress = Callable[[str], None]  # one line per step of a long build
@@ -123,7 +124,9 @@ def _qemu_img_create(path: Path, fmt: str, size_kib: int, *backing: str) -> None
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise RootfsError(f"qemu-img {' '.join(args)} failed: {proc.stderr.strip()}")
+    fsync_file(tmp)
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def prepare_guest(site: Site, entry: Entry) -> None:
@@ -141,7 +144,8 @@ def prepare_guest(site: Site, entry: Entry) -> None:
         return
     gdir = Path(layout.guest_path(storage_dir(site), entry.name))
     gdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (gdir / layout.GUEST_FILES_MARKER).touch()
+    if not (gdir / layout.GUEST_FILES_MARKER).is_file():
+        write_atomic(gdir / layout.GUEST_FILES_MARKER, b"")
     for path in (view.kernel, view.initrd):
         if path and not Path(path).is_file() and not Path(path).is_relative_to(gdir):
             raise RootfsError(f"{entry.keypath}.boot: {path} does not exist")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from virtmix.errors import RootfsError, VirtmixError
-from virtmix.util.files import write_file
+from virtmix.util.files import sync_filesystem, write_atomic, write_file
 
 CACHE_ENTRY = "busybox-static"  # recorded as the tree's base: there is no cache entry
 _DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "root", "tmp", "var/log", "run",
@@ -94,7 +94,7 @@ def make_tree(storage: Any, name: str, setup: Any, privileged: bool) -> dict:
     storage.ensure()
     cdir = storage.container_dir(name)
     cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, as rootfs does
-    (cdir / CONTAINER_MARKER).write_text(name + "\n")
+    write_atomic(cdir / CONTAINER_MARKER, (name + "\n").encode())
     t0 = time.monotonic()
     try:
         tree = cdir / "rootfs"
@@ -112,6 +112,7 @@ def make_tree(storage: Any, name: str, setup: Any, privileged: bool) -> dict:
                  "password_file": str(cdir / PASSWORD_FILE) if password else None,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "clone_seconds": round(time.monotonic() - t0, 3)}
+        sync_filesystem(cdir)  # the tree on disk before the state marks it complete
         storage.write_state(name, state)  # last: a state file means the tree is complete
         return state
     except BaseException:

@@ -28,6 +28,7 @@ from virtmix.images.spec import ImageSpec
 from virtmix.rootfs.build import run_logged
 from virtmix.rootfs.sources import resolve_sources
 from virtmix.rootfs.storage import Storage, remove_tree
+from virtmix.util.files import fsync_dir, sync_filesystem, write_atomic
 
 Progress = Callable[[str], None]
 META = "image.json"
@@ -151,11 +152,14 @@ def ensure_image(spec: ImageSpec, storage: Storage,
                 remove_tree(storage, stale, root, BUILD_MARKER)
         tmp = root / f".build-{spec.cache_key}-{os.getpid()}"
         tmp.mkdir(mode=0o711)
-        (tmp / BUILD_MARKER).write_text(spec.cache_key + "\n")
+        write_atomic(tmp / BUILD_MARKER, (spec.cache_key + "\n").encode())
         try:
             meta = _make(spec, tmp, progress)
-            (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            sync_filesystem(tmp)  # the image on disk before META says it is complete
+            write_atomic(tmp / META,
+                         (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
             os.rename(tmp, final)  # atomic: complete or absent
+            fsync_dir(root)
         except BaseException:
             with contextlib.suppress(OSError, VirtmixError):
                 remove_tree(storage, tmp, root, BUILD_MARKER)

@@ -28,6 +28,7 @@ from virtmix.images.spec import spec_from_model
 from virtmix.inventory.model import Guest
 from virtmix.inventory.site import Entry, Site
 from virtmix.rootfs.storage import Storage, remove_tree
+from virtmix.util.files import write_atomic
 from virtmix.util.identity import mac_address
 from virtmix.util.layout import GUESTS_DIR
 
@@ -121,14 +122,10 @@ def _config_initrd(storage: Storage, entry: Entry, gdir: Path, base_initrd: Path
                              input=listing.encode(), capture_output=True)
         if res.returncode != 0:
             raise RootfsError(f"cpio of {entry.name}'s config failed: {res.stderr.decode()}")
-    out = gdir / "initrd.img.tmp"
-    with open(out, "wb") as f:
-        os.chmod(out, 0o600)  # it carries the guest's private host key
-        f.write(base_initrd.read_bytes())
-        f.write(b"\0" * (-f.tell() % 4))  # each archive starts 4-byte aligned
-        f.write(res.stdout)
-    os.replace(out, dest)
-    stamp.write_text(digest)
+    base = base_initrd.read_bytes()
+    # mode 0600: it carries the guest's private host key; each archive starts 4-byte aligned
+    write_atomic(dest, base + b"\0" * (-len(base) % 4) + res.stdout, mode=0o600)
+    write_atomic(stamp, digest.encode())
 
 
 def _qemu_img(*args: str) -> None:
@@ -166,7 +163,7 @@ def prepare_guest(site: Site, entry: Entry, progress: Progress | None = None) ->
         if gdir.exists() and not (gdir / MARKER).is_file():
             raise RootfsError(f"{gdir}: exists and virtmix did not create it")
         gdir.mkdir(mode=0o711, parents=True, exist_ok=True)
-        (gdir / MARKER).write_text(entry.name + "\n")
+        write_atomic(gdir / MARKER, (entry.name + "\n").encode())
         image: CachedImage | None = None
         if spec.image is not None and spec.image.path:
             base, fmt = Path(spec.image.path), _base_format(Path(spec.image.path))
@@ -197,7 +194,7 @@ def prepare_guest(site: Site, entry: Entry, progress: Progress | None = None) ->
         if created:
             state["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         old = _read_state(gdir)
-        (gdir / STATE).write_text(json.dumps({**old, **state}, indent=2, sort_keys=True))
+        write_atomic(gdir / STATE, json.dumps({**old, **state}, indent=2, sort_keys=True).encode())
     return GuestFiles(entry.name, gdir, address, image.key if image else None,
                       image.cached if image else True, image.seconds if image else 0.0,
                       created)

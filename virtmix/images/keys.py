@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from virtmix.errors import BackendError, RootfsError
 from virtmix.rootfs.storage import Storage
+from virtmix.util.files import write_atomic
 
 KEY_NAME = "id_ed25519"
 EXTRA_KEYS = "authorized_keys.extra"  # an admin's own public keys, installed in every guest
@@ -91,10 +92,7 @@ def unpin_host_key(storage: Storage, address: str) -> None:
 
 
 def _write_known(path: Path, lines: list[str]) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text("".join(x + "\n" for x in lines))
-    tmp.chmod(0o600)
-    os.replace(tmp, path)
+    write_atomic(path, "".join(x + "\n" for x in lines).encode(), mode=0o600)
 
 
 def ssh_config(storage: Storage) -> Path:
@@ -118,12 +116,11 @@ def ssh_config(storage: Storage) -> Path:
         "",
     ])
     if not conf.is_file() or conf.read_text() != text:
-        conf.write_text(text)
+        write_atomic(conf, text.encode())
     wrapper = d / "ssh"
     body = f"#!/bin/sh\nexec ssh -F {shlex.quote(str(conf))} \"$@\"\n"
     if not wrapper.is_file() or wrapper.read_text() != body:
-        wrapper.write_text(body)
-        wrapper.chmod(0o755)
+        write_atomic(wrapper, body.encode(), mode=0o755)
     return conf
 
 

@@ -17,6 +17,7 @@ from virtmix.errors import TemplateError
 from virtmix.inventory.site import Entry, Site
 from virtmix.render.views import domain_view, network_view
 from virtmix.util import paths
+from virtmix.util.files import write_atomic
 from virtmix.util.gcpause import gc_paused
 
 TEMPLATE_FOR_KIND = {"container": "lxc.xml.j2", "guest": "kvm.xml.j2"}
@@ -235,6 +236,6 @@ def write_rendered(items: list[Rendered], out_dir: Path) -> list[Path]:
         folder = out_dir / item.host if counts[item.file_name] > 1 else out_dir
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / item.file_name
-        path.write_text(item.xml, encoding="utf-8")
+        write_atomic(path, item.xml.encode("utf-8"))
         written.append(path)
     return written

@@ -32,6 +32,7 @@ from virtmix.rootfs.storage import (
     Storage,
     remove_container_dir,
 )
+from virtmix.util.files import sync_filesystem, write_atomic
 from virtmix.util.layout import TREE_DIR
 
 __all__ = [
@@ -112,7 +113,7 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
             remove_container_tree(storage, name)  # ours, left half-made by a crash
         lower = _lower(_effective_spec(spec, setup), storage, privileged, progress)
         cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, see Storage
-        (cdir / CONTAINER_MARKER).write_text(name + "\n")
+        write_atomic(cdir / CONTAINER_MARKER, (name + "\n").encode())
         try:
             return _clone_and_customise(name, setup, storage, lower, privileged, clone,
                                         progress)
@@ -161,6 +162,7 @@ def _clone_and_customise(name: str, setup: ContainerSetup, storage: Storage, low
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "clone_seconds": round(time.monotonic() - t0, 3),
     }
+    sync_filesystem(cdir)  # the clone's files on disk before the state says it is complete
     storage.write_state(name, state)  # last: a state file means the tree is complete
     return _result(storage, name, state, password, created=True)
 

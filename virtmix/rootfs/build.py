@@ -20,6 +20,7 @@ from virtmix.rootfs.idmap import shift_tree
 from virtmix.rootfs.sources import resolve_sources
 from virtmix.rootfs.spec import RootfsSpec, host_architecture
 from virtmix.rootfs.storage import CACHE_MARKER, Storage, remove_tree
+from virtmix.util.files import fsync_dir, sync_filesystem, write_atomic
 
 Progress = Callable[[str], None]
 BUILD_MARKER = ".virtmix-build"
@@ -114,7 +115,7 @@ def _bootstrap_cmd(tool: str, spec: RootfsSpec, arch: str, tree: Path) -> tuple[
 def _new_tmp(storage: Storage, entry: str) -> Path:
     tmp = storage.cache_root / f".build-{entry}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir(mode=0o711)  # traversable by _apt (see Storage.ensure)
-    (tmp / BUILD_MARKER).write_text(entry + "\n")
+    write_atomic(tmp / BUILD_MARKER, (entry + "\n").encode())
     return tmp
 
 
@@ -125,9 +126,11 @@ def _clean_stale(storage: Storage, entry: str) -> None:
 
 
 def _promote(storage: Storage, tmp: Path, entry: str, meta: dict) -> Path:
-    (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    sync_filesystem(tmp)  # every file of the tree on disk before the marker says complete
+    write_atomic(tmp / CACHE_MARKER, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     final = storage.cache_entry(entry)
     os.rename(tmp, final)  # atomic: the entry appears complete or not at all
+    fsync_dir(final.parent)
     return final
 
 

@@ -115,10 +115,10 @@ class Storage:
             raise RootfsError(f"{path}: unreadable state file ({e})") from e
 
     def write_state(self, name: str, state: dict) -> None:
+        from virtmix.util.files import write_atomic
+
         path = self.container_dir(name) / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
 
     def container_names(self) -> list[str]:
         if not self.containers_root.is_dir():
