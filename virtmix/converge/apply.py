@@ -24,6 +24,7 @@ from virtmix.errors import BackendError, StateError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.render.schema_check import check_xml
 from virtmix.render.templates import render_domain
+from virtmix.util.faults import fault_point
 
 STOP_TIMEOUT = 30.0        # seconds a guest gets to shut down before it is destroyed
 NESTED_WAIT = 180.0        # seconds to wait for a guest's own libvirt to answer
@@ -115,14 +116,24 @@ def _reach(ctx: Context, item: Item) -> Callable[[], None] | None:
 
 def _run_op(ctx: Context, item: Item, conn: Any, op: str,
             started: list[Started] | None = None) -> None:
-    e = item.entry
     started = [] if started is None else started
+    fault_point(f"op-{op}-before")
+    _do_op(ctx, item, conn, op, started)
+    fault_point(f"op-{op}-after")
+
+
+def _do_op(ctx: Context, item: Item, conn: Any, op: str, started: list[Started]) -> None:
+    e = item.entry
     if op == "prepare":
         prepare(ctx.site, e)
     elif op in ("define", "redefine"):
         _define(conn, item)
     elif op == "start":
         if not _is_active(conn, item.name):  # an interrupted apply may have started it
+            if e is not None and e.parent and "prepare" not in item.ops:
+                # A nested tree reused as it is: checked against its marker (and pushed
+                # again if a crash left it short) before its container starts from it.
+                prepare(ctx.site, e)
             _started(ctx, item, conn, started)
     elif op == "stop":
         if _is_active(conn, item.name):
@@ -208,6 +219,7 @@ def _verify_starts(ctx: Context, outcomes: list[Outcome]) -> list[Outcome]:
     --wait until ready; a domain that died fails its entry, the others stand."""
     started = [o.started for o in outcomes if o.started is not None]
     if started:
+        fault_point("verify-begin")
         watch(started, stop=ctx.stop)
         if ctx.wait:
             wait_ready(started, ctx.wait_timeout)

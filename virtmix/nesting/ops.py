@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlsplit
 
 from virtmix.errors import BackendError, StateError, UsageError
+from virtmix.util.faults import fault_point
 
 
 def is_ssh_uri(uri: str) -> bool:
@@ -169,6 +170,66 @@ def set_frozen(uri: str, dom_id: int, on: bool, address: str, timeout: float = 1
 
 # -- trees of nested containers: built on the host, pushed into the guest ------------------
 PUSHED = ".virtmix-pushed"
+# A manifest of the package-managed part of a tree (sizes and paths of the files under
+# usr/ and the top-level lib/bin dirs), digested: the same shell runs on the host over the
+# staged tree and in the guest over the pushed one. A file left empty or short by a power
+# cut before the guest synced it ("libkmod.so.2: file too short") changes the digest.
+MANIFEST_SH = (
+    "for d in usr bin sbin lib lib32 lib64 libx32; do "
+    "if [ -d \"$d\" ] && [ ! -L \"$d\" ]; then find \"$d\" -xdev -type f -printf '%s %p\\n'; fi; "
+    "done | LC_ALL=C sort | sha256sum | cut -d' ' -f1")
+
+
+def push_key(site, entry) -> str:
+    """A digest of what would be pushed now: the tree's spec and the container's setup."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from virtmix.render.views import is_privileged
+    from virtmix.rootfs.from_model import setup_from_model, spec_from_model
+
+    spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
+                           mirror=site.inventory.settings.mirror)
+    setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
+    blob = json.dumps([spec.cache_key(), dataclasses.asdict(setup), is_privileged(entry)],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def local_manifest(tree) -> str:
+    res = subprocess.run(["sh", "-c", MANIFEST_SH], cwd=str(tree), capture_output=True,
+                         text=True, check=False)
+    if res.returncode != 0 or not res.stdout.strip():
+        raise BackendError(f"cannot list {tree} for its manifest: {res.stderr.strip()}")
+    return res.stdout.strip()
+
+
+def pushed_state(uri: str, dest: str) -> tuple[str, str]:
+    """(marker, manifest digest of the tree now) in the guest; '' where absent."""
+    import posixpath
+
+    q = shlex.quote
+    marker = posixpath.join(posixpath.dirname(dest), PUSHED)
+    out = run_remote(uri, f"echo \"M:$(cat {q(marker)} 2>/dev/null)\"; "
+                          f"if [ -d {q(dest)} ]; then cd {q(dest)} && echo \"D:$({MANIFEST_SH})\"; "
+                          "fi", timeout=120)
+    got = dict(line.split(":", 1) for line in out.splitlines() if line[:2] in ("M:", "D:"))
+    return got.get("M", "").strip(), got.get("D", "").strip()
+
+
+def pushed_tree_ok(site, entry, dest: str) -> tuple[bool, str]:
+    """Is the tree in the guest the one that would be pushed now, whole? (ok, why not)"""
+    marker, digest = pushed_state(entry.uri, dest)
+    if not marker:
+        return False, "no marker (never pushed, or interrupted)"
+    key, _, want = marker.partition(" ")
+    if key != push_key(site, entry):
+        return False, "its marker records another tree (the inventory changed)"
+    if not digest or digest != want:
+        return False, "its files no longer match the marker's manifest (not synced before " \
+                      "a crash?)"
+    return True, ""
 
 
 def push_tree(site, entry) -> str:
@@ -178,7 +239,9 @@ def push_tree(site, entry) -> str:
     clone, ownership shifted for <idmap> unless privileged) in a staging storage of the
     guest's own; tar streams it over ssh to the path the definition names, under a
     temporary name renamed at the end, so an interrupted push is redone, never half used.
-    A tree already pushed is kept. Returns the tree's path in the guest.
+    The guest syncs the tree before the marker is written (and syncs the marker); the
+    marker records what was pushed (push_key) and a manifest digest of the tree. A tree is
+    reused only when both still match; otherwise it is pushed again. Returns its path.
     """
     import posixpath
 
@@ -189,9 +252,10 @@ def push_tree(site, entry) -> str:
     dest = container_rootfs(site, entry)
     cdir = posixpath.dirname(dest)
     q = shlex.quote
-    if run_remote(entry.uri, f"test -f {q(cdir + '/' + PUSHED)} && echo yes || true"
-                  ).strip() == "yes":
+    ok, _why = pushed_tree_ok(site, entry, dest)
+    if ok:
         return dest
+    fault_point("push-begin")
     # Staged in the site's own storage (its base-tree cache is shared) under a name no
     # container of this host has; hostname and the rest are the nested container's.
     storage = Storage(site.inventory.settings.storage_dir)
@@ -204,11 +268,21 @@ def push_tree(site, entry) -> str:
         remove_container_tree(storage, staged)
     made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry))
     try:
-        receive = (f"set -e; mkdir -p {q(cdir)}; rm -rf {q(dest)}.part; mkdir {q(dest)}.part; "
-                   f"tar -C {q(dest)}.part --numeric-owner -xpf -; rm -rf {q(dest)}; "
-                   f"mv {q(dest)}.part {q(dest)}; touch {q(cdir + '/' + PUSHED)}")
+        want = local_manifest(made.path)
+        marker = posixpath.join(cdir, PUSHED)
+        line = f"{push_key(site, entry)} {want}"
+        # Old marker first: a crash mid-push leaves no marker, never a stale one.
+        receive = (f"set -e; mkdir -p {q(cdir)}; rm -f {q(marker)}; rm -rf {q(dest)}.part; "
+                   f"mkdir {q(dest)}.part; tar -C {q(dest)}.part --numeric-owner -xpf -; "
+                   f"sync -f {q(dest)}.part; rm -rf {q(dest)}; mv {q(dest)}.part {q(dest)}; "
+                   f"got=$(cd {q(dest)} && {MANIFEST_SH}); "
+                   f"if [ \"$got\" != {q(want)} ]; then echo \"manifest mismatch after push: "
+                   f"$got\" >&2; exit 3; fi; "
+                   f"printf '%s\\n' {q(line)} > {q(marker)}.tmp; sync {q(marker)}.tmp; "
+                   f"mv {q(marker)}.tmp {q(marker)}; sync -f {q(cdir)}")
         tar = subprocess.Popen(["tar", "-C", str(made.path), "--numeric-owner", "-cpf", "-",
                                 "."], stdout=subprocess.PIPE)
+        fault_point("push-stream")
         res = subprocess.run([*ssh_argv(entry.uri), receive], stdin=tar.stdout,
                              capture_output=True, text=True, check=False)
         assert tar.stdout is not None
@@ -216,6 +290,7 @@ def push_tree(site, entry) -> str:
         if tar.wait() != 0 or res.returncode != 0:
             raise BackendError(f"{entry.address}: pushing its tree to {dest} in guest "
                                f"{entry.parent} failed: {res.stderr.strip()[-400:]}")
+        fault_point("push-done")
     finally:
         remove_container_tree(storage, staged)
     return dest
