@@ -248,7 +248,23 @@ def _destroy_targets(targets: list[str]) -> tuple[Site | None, list[Target], dic
     return site, found, session.connections
 
 
-def _destroy_all(targets: list[Target], conns: dict, **flags: bool) -> None:
+def _say_kept(site: Site | None, targets: list[Target]) -> None:
+    """destroy says what it leaves on disk and where (docs/apply.md)."""
+    kept = [f"{t.address}: {k}" for t in targets for k in t.kept]
+    if site is not None:
+        storage = Path(site.inventory.settings.storage_dir)
+        for sub, what in (("cache", "base trees (`virtmix rootfs prune` removes unused ones)"),
+                          ("images", "guest base images, shared by guests"),
+                          ("ssh", "virtmix's ssh key and pinned host keys")):
+            if (storage / sub).is_dir():
+                kept.append(f"{storage / sub}: {what}")
+    if kept and not OPTIONS.quiet:
+        out.print("kept:", markup=False)
+        for line in kept:
+            out.print(f"  {line}", markup=False)
+
+
+def _destroy_all(targets: list[Target], conns: dict, **flags) -> None:
     """Destroy in parallel, phase by phase: nested containers, then the rest, then networks.
 
     libvirt's LXC destroy waits up to ~1.8 s for an init that ignores SIGTERM (busybox,
@@ -273,6 +289,15 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                                                    "the trees and disk images virtmix made."),
                 force_foreign: bool = typer.Option(False, "--force-foreign", help="Also remove "
                                                    "domains virtmix did not define."),
+                keep_disks: bool = typer.Option(False, "--keep-disks", help="Keep the disks "
+                                                "and files apply made for guests and the "
+                                                "trees pushed into guests (default: deleted)."),
+                force: bool = typer.Option(False, "--force", help="Force running domains off "
+                                           "at once (default: ask them to shut down first)."),
+                timeout: float = typer.Option(None, "--timeout", "-t", metavar="SECONDS",
+                                              help="Seconds a domain gets to shut down before "
+                                              "it is forced off (default: "
+                                              "settings.shutdown_timeout, 30)."),
                 wait: bool = WAIT, lock_timeout: float = LOCK_TIMEOUT,
                 quiet: bool = QUIET_OPTION) -> None:
     """Stop and undefine an inventory's domains and networks, or the named domains."""
@@ -300,8 +325,12 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
         locks += [("uri", t.uri) for t in present]
         with locked(locks, purpose="destroy", wait=wait, timeout=lock_timeout,
                     on_wait=lambda m: err.print(f"virtmix: {m}")):
+            if timeout is None:
+                timeout = site.inventory.settings.shutdown_timeout if site else 30.0
             _destroy_all(present, conns, force_foreign=force_foreign,
-                         delete_rootfs=delete_rootfs)
+                         delete_rootfs=delete_rootfs, keep_disks=keep_disks, force=force,
+                         timeout=timeout)
+            _say_kept(site, present)
     finally:
         close_all(conns)
     bad = [t for t in present if not t.result.startswith("removed")] + unread

@@ -8,7 +8,7 @@ only those virtmix itself created under its storage directory.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class Target:
     owns_tree: bool = False  # made by `virtmix create`: its tree goes with it (lxc-destroy)
     xml: str = ""
     result: str = ""         # what happened: removed | absent | refused | failed: ...
+    kept: list[str] = field(default_factory=list)  # files of it destroy left, and why
 
 
 def _owner_problem(metadata: dict[str, str] | None, site: str | None) -> str:
@@ -131,8 +132,81 @@ def delete_files(name: str, xml: str) -> list[str]:
     return removed
 
 
+def _init_is_systemd(conn: Any, name: str) -> bool:
+    """Is a local container's init systemd? Unknown (remote, unreadable): assume so, and
+    libvirt's own shutdown is used."""
+    if not is_local_uri(conn.uri):
+        return True
+    import os
+
+    from virtmix.hosts.local import init_pid
+
+    try:
+        return "systemd" in os.readlink(f"/proc/{init_pid(name, conn.domain_pid(name))}/exe")
+    except (OSError, VirtmixError):
+        return True
+
+
+def stop_cleanly(conn: Any, name: str, *, container: bool, timeout: float) -> str:
+    """Ask a running domain to shut down, wait up to timeout, then force it off.
+
+    Guests get ACPI (libvirt's shutdown); containers whose init is systemd get libvirt's
+    shutdown, others SIGPWR (busybox init halts on it, SIGTERM makes it reboot).
+    Returns "shut down" or "forced off after Ns"."""
+    import time
+
+    from virtmix.errors import StateError
+
+    try:
+        if container and not _init_is_systemd(conn, name):
+            from virtmix.backend.admin_ops import send_signal
+
+            send_signal(conn, name, "SIGPWR")
+        else:
+            conn.shutdown(name)
+    except StateError:
+        pass
+    except VirtmixError:
+        timeout = 0  # it cannot be asked (no ACPI, gone): force it
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not conn.get(name).active:
+                return "shut down"
+        except NotFoundError:
+            return "shut down"
+        time.sleep(0.2)
+    try:
+        if conn.get(name).active:
+            conn.destroy(name)
+    except NotFoundError:
+        return "shut down"
+    return f"forced off after {timeout:g}s"
+
+
+def kept_files(name: str, xml: str, uri: str) -> list[str]:
+    """What of a removed domain is still on disk (its dirs virtmix made, and given
+    files), each with what it is, for destroy to say."""
+    kept = []
+    if is_local_uri(uri):
+        for d in _rootfs_dirs(xml):
+            if d.name == name and d.exists():
+                what = "its built tree" if d.parent.name == "containers" else "its disks/files"
+                kept.append(f"{d} ({what}; --delete-rootfs deletes it, the next apply "
+                            "checks it before reusing it)")
+    root = parse_xml(xml) if xml else None
+    if root is not None:
+        for fs in root.findall("devices/filesystem/source"):
+            tree = Path(fs.get("dir", ""))
+            if tree.name != "rootfs" or tree.parent.parent.name != "containers":
+                if str(tree) and is_local_uri(uri) and tree.exists():
+                    kept.append(f"{tree} (a tree you gave: never deleted)")
+    return kept
+
+
 def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
-                   delete_rootfs: bool) -> None:
+                   delete_rootfs: bool, force: bool = True, timeout: float = 30.0,
+                   keep_disks: bool = False) -> None:
     """Remove one target, recording the result on it; errors are recorded, not raised."""
     if not t.exists:
         t.result = t.result or "absent"
@@ -145,12 +219,24 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
             conn.remove_network(t.name)
             t.result = "removed"
             return
+        how = ""
         if conn.get(t.name).active:
-            conn.destroy(t.name)
+            if force:
+                conn.destroy(t.name)
+                how = " (forced off)"
+            else:
+                container = parse_xml(t.xml).get("type") == "lxc" if t.xml else False
+                how = f" ({stop_cleanly(conn, t.name, container=container, timeout=timeout)})"
         conn.undefine(t.name)
-        t.result = "removed"
-        if delete_rootfs or t.owns_tree:
-            if is_local_uri(t.uri):
+        t.result = "removed" + how
+        guest = bool(t.xml) and parse_xml(t.xml).get("type") != "lxc"
+        nested = not is_local_uri(t.uri)
+        # By default a guest's disks and files apply made, and a nested container's pushed
+        # tree, go with it (docs/apply.md "What destroy removes and keeps"); a host
+        # container's built tree only with --delete-rootfs (or when `create` made it).
+        everything = delete_rootfs or t.owns_tree
+        if everything or (not keep_disks and (guest or nested)):
+            if not nested:
                 gone = delete_files(t.name, t.xml)
             else:  # never this machine's paths: a tree in a guest is deleted there
                 from virtmix.nesting.ops import delete_remote_files
@@ -158,6 +244,7 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
                 gone = delete_remote_files(t.uri, t.name, t.xml)
             if gone:
                 t.result += ", deleted " + ", ".join(gone)
+        t.kept = kept_files(t.name, t.xml, t.uri)
     except VirtmixError as exc:
         t.result = f"failed: {exc.message}"
     except OSError as exc:

@@ -162,6 +162,10 @@ def prepare_guest(site: Site, entry: Entry) -> None:
             raise RootfsError(f"{entry.keypath}.image.path: {base} does not exist")
         fmt = "qcow2" if base.suffix == ".qcow2" else "raw"
         _qemu_img_create(root, "qcow2", image.size, "-b", str(base), "-F", fmt)
+    elif str(root) in by_path and image is not None and image.path:
+        from virtmix.images.guest import check_reused_disk
+
+        check_reused_disk(root, Path(image.path), f"{entry.keypath}.image")
     for disk, dview in zip(spec.disks, view.disks[-len(spec.disks):] if spec.disks else [],
                            strict=True):
         path = Path(dview.path)

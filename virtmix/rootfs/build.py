@@ -134,10 +134,25 @@ def _promote(storage: Storage, tmp: Path, entry: str, meta: dict) -> Path:
     return final
 
 
+def _check_cached(final: Path) -> None:
+    """A cache entry is reused only if its marker reads and its tree is there: a marker is
+    written after the tree was synced, but entries older than that were not."""
+    try:
+        json.loads((final / CACHE_MARKER).read_text())
+        ok = (final / "tree" / "usr").is_dir() or (final / "tree" / "bin").exists()
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise RootfsError(f"cached base tree {final} is incomplete (its marker or tree is "
+                          "damaged)", hint=f"delete {final} (no container may use it), then "
+                          "apply again to rebuild it")
+
+
 def _locked_build(storage: Storage, entry: str,
                   make: Callable[[Path, Path], dict]) -> BaseTree:
     final = storage.cache_entry(entry)
     if (final / CACHE_MARKER).is_file():
+        _check_cached(final)
         return BaseTree(entry, final, cached=True)
     with storage.lock(f"cache-{entry}"):
         if (final / CACHE_MARKER).is_file():  # a concurrent build finished it meanwhile
