@@ -135,8 +135,8 @@ def delete_files(name: str, xml: str) -> list[str]:
 def _init_is_systemd(conn: Any, name: str) -> bool:
     """Is a local container's init systemd? Unknown (remote, unreadable): assume so, and
     libvirt's own shutdown is used."""
-    if not is_local_uri(conn.uri):
-        return True
+    if not is_local_uri(conn.uri) or getattr(conn, "driver", "lxc") != "lxc":
+        return True  # a remote daemon, or libvirt's test driver (no processes to look at)
     import os
 
     from virtmix.hosts.local import init_pid
@@ -223,12 +223,12 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
         if conn.get(t.name).active:
             if force:
                 conn.destroy(t.name)
-                how = " (forced off)"
+                how = "forced off"
             else:
                 container = parse_xml(t.xml).get("type") == "lxc" if t.xml else False
-                how = f" ({stop_cleanly(conn, t.name, container=container, timeout=timeout)})"
+                how = stop_cleanly(conn, t.name, container=container, timeout=timeout)
         conn.undefine(t.name)
-        t.result = "removed" + how
+        t.result = "removed"
         guest = bool(t.xml) and parse_xml(t.xml).get("type") != "lxc"
         nested = not is_local_uri(t.uri)
         # By default a guest's disks and files apply made, and a nested container's pushed
@@ -244,6 +244,7 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
                 gone = delete_remote_files(t.uri, t.name, t.xml)
             if gone:
                 t.result += ", deleted " + ", ".join(gone)
+        t.result += f" ({how})" if how else ""
         t.kept = kept_files(t.name, t.xml, t.uri)
     except VirtmixError as exc:
         t.result = f"failed: {exc.message}"
