@@ -73,8 +73,17 @@ def ls_domains(output: Output = OUTPUT_OPTION, tree: bool = typer.Option(
 @app.command("info")
 def info_domain(name: str = NAME_ARG, output: Output = OUTPUT_OPTION) -> None:
     """State, placement, limits and live figures of one domain (lxc-info)."""
+    from virtmix.errors import BackendError
+
     with admin_session() as session:
-        data = listing.info(session.find(name))
+        try:
+            data = listing.info(session.find(name))
+        except BackendError as exc:
+            if "/" not in name:
+                raise
+            # A nested container whose guest does not answer: its state is unknown now,
+            # whatever was last seen; say so and why.
+            data = listing.unknown_info(session, name, exc.message)
     if output == Output.json:
         print_json(data)
         return
@@ -127,10 +136,33 @@ def stop_domain(
     other containers SIGPWR (busybox init halts on it)."""
     with admin_session() as session:
         target = session.find(name)
+        if target.record.kind == "kvm" and not force and target.record.state != "shutoff":
+            _stop_nested_first(session, target, timeout)
         result = lifecycle.stop(target, timeout=timeout, force=force, kill=not no_kill,
                                 signal=signal)
     how = "shut down" if result.how == "shutdown" else "destroyed"
     say(f"{target.address}: {how} after {result.seconds:.1f}s")
+
+
+def _stop_nested_first(session: Session, guest, timeout: float) -> None:
+    """A guest's containers (as its inventory says, -i or the one the guest records) are
+    stopped cleanly before the guest powers off, so their trees are consistent."""
+    from virtmix.errors import VirtmixError
+
+    sites = [session.site] if session.site is not None else session.found_sites()
+    for site in sites:
+        for e in site.entries:
+            if e.parent != guest.name:
+                continue
+            try:
+                t = session.find(f"{guest.name}/{e.name}")
+                if t.record.state in lifecycle.RUNNING or t.record.state == "paused":
+                    r = lifecycle.stop(t, timeout=timeout, force=False, kill=True)
+                    say(f"{t.address}: {'shut down' if r.how == 'shutdown' else 'destroyed'}"
+                        f" after {r.seconds:.1f}s")
+            except VirtmixError as exc:
+                err.print(f"virtmix: warning: {guest.name}/{e.name}: not stopped first: "
+                          f"{exc.message}", markup=False)
 
 
 @app.command("freeze")
