@@ -32,6 +32,7 @@ from virtmix.rootfs.storage import (
     Storage,
     remove_container_dir,
 )
+from virtmix.util.faults import fault_point
 from virtmix.util.files import sync_filesystem, write_atomic
 from virtmix.util.layout import TREE_DIR
 
@@ -145,7 +146,9 @@ def _clone_and_customise(name: str, setup: ContainerSetup, storage: Storage, low
     t0 = time.monotonic()
     if progress:
         progress(f"cloning {lower.entry} for {name}")
+    fault_point("rootfs-clone-begin")
     path, method = make_clone(lower.tree, cdir, clone)
+    fault_point("rootfs-clone-made")
     password = customise(path, setup, cdir / PASSWORD_FILE)
     if not privileged:
         # What customise created is owned by host root; move it into the container's range.
@@ -162,6 +165,7 @@ def _clone_and_customise(name: str, setup: ContainerSetup, storage: Storage, low
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "clone_seconds": round(time.monotonic() - t0, 3),
     }
+    fault_point("rootfs-clone-before-state")
     sync_filesystem(cdir)  # the clone's files on disk before the state says it is complete
     storage.write_state(name, state)  # last: a state file means the tree is complete
     return _result(storage, name, state, password, created=True)

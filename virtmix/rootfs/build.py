@@ -20,6 +20,7 @@ from virtmix.rootfs.idmap import shift_tree
 from virtmix.rootfs.sources import resolve_sources
 from virtmix.rootfs.spec import RootfsSpec, host_architecture
 from virtmix.rootfs.storage import CACHE_MARKER, Storage, remove_tree
+from virtmix.util.faults import fault_point
 from virtmix.util.files import fsync_dir, sync_filesystem, write_atomic
 
 Progress = Callable[[str], None]
@@ -126,6 +127,7 @@ def _clean_stale(storage: Storage, entry: str) -> None:
 
 
 def _promote(storage: Storage, tmp: Path, entry: str, meta: dict) -> Path:
+    fault_point("rootfs-build-before-marker")
     sync_filesystem(tmp)  # every file of the tree on disk before the marker says complete
     write_atomic(tmp / CACHE_MARKER, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     final = storage.cache_entry(entry)
@@ -162,6 +164,7 @@ def _locked_build(storage: Storage, entry: str,
         try:
             # The log lives outside the temp dir, so it outlasts a failed build.
             log = storage.log_path("build", entry)
+            fault_point("rootfs-build-begin")
             meta = make(tmp, log)
             meta["log"] = str(log)
             return BaseTree(entry, _promote(storage, tmp, entry, meta), cached=False)

@@ -19,6 +19,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from virtmix.util.faults import fault_point
+
 
 def fsync_dir(path: Path) -> None:
     """fsync a directory, so a rename or a new entry in it survives a crash."""
@@ -40,6 +42,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        fault_point("write-atomic-before-rename")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
