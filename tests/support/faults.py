@@ -68,20 +68,27 @@ class Site:
         return {"VIRTMIX_LOCK_DIR": str(self.lock_dir)}
 
 
-def make_site(busybox_tree: Path, n: int = 3, *, network: bool = True) -> Site:
+def make_site(busybox_tree: Path | None, n: int = 3, *, network: bool = True,
+              storage: Path | None = None, built: dict | None = None) -> Site:
+    """n busybox containers on their own tree copies; with built={rootfs spec}, n built
+    containers instead, in `storage` (kept by remove_site: its base-tree cache is reused)."""
     root = Path(tempfile.mkdtemp(prefix=PFX, dir="/var/tmp"))
     root.chmod(0o755)
-    storage, trees, locks = root / "storage", root / "trees", root / "locks"
+    trees, locks = root / "trees", root / "locks"
+    storage = storage or root / "storage"
     for d in (storage, trees, locks):
-        d.mkdir()
+        d.mkdir(exist_ok=True)
         d.chmod(0o755)
     names = [f"{PFX}c{i}" for i in range(n)]
     containers = {}
     for name in names:
-        tree = trees / name
-        subprocess.run(["cp", "-a", str(busybox_tree), str(tree)], check=True)
-        spec: dict = {"rootfs": {"path": str(tree)}, "memory": "64MiB",
-                      "cpu": {"shares": 512}}
+        spec: dict = {"memory": "64MiB", "cpu": {"shares": 512}}
+        if built is not None:
+            spec["rootfs"] = dict(built)
+        else:
+            tree = trees / name
+            subprocess.run(["cp", "-a", str(busybox_tree), str(tree)], check=True)
+            spec["rootfs"] = {"path": str(tree)}
         if network:
             spec["interfaces"] = [{"network": NET}]
         containers[name] = spec
@@ -96,8 +103,9 @@ def make_site(busybox_tree: Path, n: int = 3, *, network: bool = True) -> Site:
 
 
 def remove_site(site: Site) -> None:
-    run("destroy", str(site.inventory), "--yes", "--force", "-q", env=site.env, timeout=120)
-    shutil.rmtree(site.storage.parent, ignore_errors=True)
+    run("destroy", str(site.inventory), "--yes", "--force", "--delete-rootfs", "-q",
+        env=site.env, timeout=120)
+    shutil.rmtree(site.inventory.parent, ignore_errors=True)
 
 
 def write_sentinels(site: Site, conn) -> dict[str, str]:

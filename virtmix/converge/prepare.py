@@ -171,6 +171,10 @@ def prepare_guest(site: Site, entry: Entry) -> None:
         path = Path(dview.path)
         if disk.size is not None and not path.exists():
             _qemu_img_create(path, disk.format, disk.size)
+        elif disk.size is not None and disk.format == "qcow2":  # kept: checked, not trusted
+            from virtmix.images.guest import check_reused_disk
+
+            check_reused_disk(path, None, f"{entry.keypath}.disks")
         elif disk.path is not None and not path.exists():
             raise RootfsError(f"{entry.keypath}.disks: {path} does not exist")
 

@@ -132,7 +132,7 @@ def check_reused_disk(path: Path, base: Path | None, where: str) -> None:
     """A guest disk apply finds already there is checked before it is used again: its
     qcow2 metadata (`qemu-img check`) and, for an overlay, that it still sits on `base`.
     A bad one is an error naming the file (never silently replaced: it holds the guest)."""
-    res = subprocess.run(["qemu-img", "check", "-q", str(path)], capture_output=True,
+    res = subprocess.run(["qemu-img", "check", "-q", "-f", "qcow2", str(path)], capture_output=True,
                          text=True)
     if res.returncode not in (0, 3):  # 3: leaked clusters only, harmless
         raise RootfsError(f"{where}: the kept disk {path} is damaged (qemu-img check exit "
