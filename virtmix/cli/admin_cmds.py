@@ -121,8 +121,9 @@ def start_domain(
 @app.command("stop")
 def stop_domain(
     name: str = NAME_ARG,
-    timeout: float = typer.Option(30.0, "--timeout", "-t", help="Seconds to wait for a "
-                                  "graceful stop before destroying (lxc-stop -t)."),
+    timeout: float = typer.Option(None, "--timeout", "-t", help="Seconds to wait for a "
+                                  "graceful stop before destroying (lxc-stop -t; default "
+                                  "the inventory's settings.shutdown_timeout, else 30)."),
     force: bool = typer.Option(False, "--force", "-k", help="Destroy at once (pull the plug)."),
     no_kill: bool = typer.Option(False, "--no-kill", help="On timeout leave it running "
                                  "and exit 8 instead of destroying it."),
@@ -136,6 +137,9 @@ def stop_domain(
     other containers SIGPWR (busybox init halts on it)."""
     with admin_session() as session:
         target = session.find(name)
+        if timeout is None:
+            site = session.site or next(iter(session.found_sites()), None)
+            timeout = site.inventory.settings.shutdown_timeout if site else 30.0
         if target.record.kind == "kvm" and not force and target.record.state != "shutoff":
             _stop_nested_first(session, target, timeout)
         result = lifecycle.stop(target, timeout=timeout, force=force, kill=not no_kill,

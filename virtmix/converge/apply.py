@@ -70,10 +70,29 @@ class Context:
 
 
 # -- one item's operations --------------------------------------------------------------
-def _stop(conn: Any, item: Item, timeout: float | None = None) -> None:
+def _stop_children(ctx: Context, item: Item, timeout: float) -> None:
+    """A guest's running containers are shut down cleanly before the guest goes, so their
+    trees are consistent (a hard stop of the guest would cut them off mid-write)."""
+    from virtmix.converge.destroy import stop_cleanly
+
+    for child in ctx.site.children(item.name):
+        conn = ctx.conns.get(child.uri)
+        if not hasattr(conn, "get"):
+            continue  # its libvirt was not reached: nothing to stop through it
+        try:
+            if conn.get(child.name).active:
+                stop_cleanly(conn, child.name, container=True, timeout=timeout)
+        except VirtmixError:
+            continue  # not defined there, or gone meanwhile
+
+
+def _stop(conn: Any, item: Item, timeout: float | None = None,
+          ctx: Context | None = None) -> None:
     if item.kind == "container" or item.target != "domain":
         conn.destroy(item.name)  # LXC: no guest agent to ask; init gets SIGKILL via the ns
         return
+    if ctx is not None and item.entry is not None:
+        _stop_children(ctx, item, STOP_TIMEOUT if timeout is None else timeout)
     try:
         conn.shutdown(item.name)
     except StateError:
@@ -137,15 +156,15 @@ def _do_op(ctx: Context, item: Item, conn: Any, op: str, started: list[Started])
             _started(ctx, item, conn, started)
     elif op == "stop":
         if _is_active(conn, item.name):
-            _stop(conn, item, ctx.stop_timeout)
+            _stop(conn, item, ctx.stop_timeout, ctx)
     elif op == "restart":
         if _is_active(conn, item.name):
-            _stop(conn, item, ctx.stop_timeout)
+            _stop(conn, item, ctx.stop_timeout, ctx)
         prepare(ctx.site, e)
         _started(ctx, item, conn, started)
     elif op == "recreate":
         if _is_active(conn, item.name):
-            _stop(conn, item, ctx.stop_timeout)
+            _stop(conn, item, ctx.stop_timeout, ctx)
         conn.undefine(item.name)
         prepare(ctx.site, e)
         _define(conn, item)
@@ -157,7 +176,7 @@ def _do_op(ctx: Context, item: Item, conn: Any, op: str, started: list[Started])
         conn.set_autostart(item.name, item.autostart)
     elif op == "remove":
         if _is_active(conn, item.name):
-            _stop(conn, item, ctx.stop_timeout)
+            _stop(conn, item, ctx.stop_timeout, ctx)
         conn.undefine(item.name)
     elif op == "network-define" or op == "network-redefine":
         conn.define_network(item.xml)
