@@ -7,18 +7,22 @@ Faults (each on a fresh site of busybox containers on an isolated network, unles
   libvirtd killed and restarted (as scripts/setup-host.sh starts it) while an apply is
     stopped at a point;
   the storage filesystem filling up during a rootfs build (a 64 MiB tmpfs storage dir);
-  two applies of one site at once, and an apply racing destroy.
+  two applies of one site at once, and an apply racing destroy;
+  with --guests: a guest with a pushed Debian tree powered off right after apply and
+    mid-push, and its ssh dropped mid-push (the guest boots under TCG: minutes each).
 After each: apply (twice at most after a daemon restart) must leave every entry in its
 desired state, a no-op plan, no leftovers and no lost sentinel (see tests/support/faults.py).
 
 Run as root on a prepared host, under the live-test lock:
-  flock /tmp/virtmix-live.lock python benchmarks/faults.py [--quick] [--no-daemon] [--no-build]
+  flock /tmp/virtmix-live.lock python benchmarks/faults.py [--quick] [--no-daemon]
+      [--no-build | --only-build] [--guests | --only-guests]
 It restarts libvirtd (unless --no-daemon): do not run it while others use the daemon.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +44,7 @@ from support.faults import (  # noqa: E402
     apply_killed_at,
     apply_stopped_at,
     check_converged,
+    kill_children,
     lost,
     make_site,
     remove_site,
@@ -179,7 +184,7 @@ def built_fault(conn, point: str, *, fresh_build: bool = False) -> Row:
 def daemon_fault(conn_factory, bb: Path, point: str) -> Row:
     site = make_site(bb)
     try:
-        inj = apply_stopped_at(site, point, restart_libvirtd)
+        inj = apply_stopped_at(site, point, lambda _pid: restart_libvirtd())
         row = Row("libvirtd killed + restarted", point, inj.reached,
                   note=f"apply during the fault exited {inj.returncode}")
         conn = conn_factory()
@@ -263,6 +268,95 @@ def race_destroy_fault(conn, bb: Path, delay: float) -> Row:
         remove_site(site)
 
 
+# -- guests: a Debian tree pushed into a guest (slow: the guest boots under TCG) ----------
+NEST_STORAGE = Path("/var/tmp/vmixt-nest-storage")  # the nesting tests': its image cache
+NEST_SITE = """\
+name: {name}
+settings: {{storage_dir: {storage}}}
+networks:
+  {name}-net: {{host: hv, mode: isolated, bridge: vmixtflt1, ipv4: 10.231.78.1/24}}
+hosts:
+  hv:
+    virt_type: qemu
+    guests:
+      {name}-g:
+        vcpus: 2
+        memory: 768MiB
+        interfaces: [{{network: {name}-net, ipv4: 10.231.78.10/24}}]
+        containers:
+          {name}-deb: {{rootfs: {{distro: debian, suite: bookworm}}, cpu: {{shares: 256}}}}
+"""
+
+
+def _nest_site() -> tuple[Site, str, str]:
+    name = PFX + "nest"
+    root = Path(tempfile.mkdtemp(prefix=PFX, dir="/var/tmp"))
+    inv = root / "site.yaml"
+    inv.write_text(NEST_SITE.format(name=name, storage=NEST_STORAGE))
+    (root / "locks").mkdir()
+    site = Site(NEST_STORAGE, root / "trees", [], inv, root / "locks")
+    return site, f"{name}-g", f"{name}-deb"
+
+
+def _nested_converged(site: Site, guest: str, ct: str, max_applies: int = 2) -> Row:
+    row = Row("guest", "", True)
+    env = {**site.env, "VIRTMIX_GUEST_WAIT": "300"}
+    for n in range(max_applies):
+        res = run("apply", str(site.inventory), "--yes", "-q", env=env, timeout=900)
+        if res.returncode == 0:
+            break
+        row.note += f"apply {n + 1} exited {res.returncode}: {res.stderr.strip()[-300:]}; "
+    else:
+        return row
+    plan = run("plan", str(site.inventory), "--no-diff", env=env, timeout=300)
+    ls = run("-i", str(site.inventory), "ls", "-o", "json", env=env, timeout=300)
+    states = {r["name"]: r["state"] for r in json.loads(ls.stdout or "[]")}
+    row.converged = plan.returncode == 0 and states.get(ct) == "running" \
+        and states.get(guest) == "running"
+    if not row.converged:
+        row.note += f"plan exit {plan.returncode}, states {states}"
+    return row
+
+
+def guest_faults(qemu) -> list[Row]:
+    rows = []
+    site, guest, ct = _nest_site()
+    env = {**site.env, "VIRTMIX_GUEST_WAIT": "300"}
+
+    def power_off(_pid: int = 0) -> None:
+        subprocess.run(["virsh", "-c", "qemu:///system", "destroy", guest],
+                       capture_output=True, check=False)
+
+    try:
+        first = run("apply", str(site.inventory), "--yes", "-q", env=env, timeout=1200)
+        if first.returncode != 0:
+            return [Row("guest", "setup apply", False, note=first.stderr[-400:])]
+        power_off()  # right after apply, as a power cut would
+        row = _nested_converged(site, guest, ct)
+        row.name = "powered off right after apply"
+        rows.append(row)
+        print(f"guest {row}", flush=True)
+        # mid-push: the tree must be pushed again, so it is deleted first
+        run("-i", str(site.inventory), "destroy", f"{guest}/{ct}", "--yes", "--force",
+            env=env, timeout=300)
+        for name, action in (("powered off mid-push", power_off),
+                             ("ssh dropped mid-push",
+                              lambda pid: kill_children(pid, "ssh"))):
+            inj = apply_stopped_at(site, "push-streaming", action, timeout=1200)
+            row = _nested_converged(site, guest, ct)
+            row.name, row.injected = name, inj.reached
+            row.note = f"faulted apply exited {inj.returncode}; " + row.note
+            rows.append(row)
+            print(f"guest {row}", flush=True)
+            run("-i", str(site.inventory), "destroy", f"{guest}/{ct}", "--yes", "--force",
+                env=env, timeout=300)
+    finally:
+        run("destroy", str(site.inventory), "--yes", "--force", "-q", env=site.env,
+            timeout=600)
+        subprocess.run(["rm", "-rf", str(site.inventory.parent)], check=False)
+    return rows
+
+
 def print_table(rows: list[Row]) -> None:
     kinds: dict[str, list[Row]] = {}
     for r in rows:
@@ -291,6 +385,9 @@ def main() -> int:
     ap.add_argument("--no-build", action="store_true", help="skip built-tree faults")
     ap.add_argument("--only-build", action="store_true", help="only the built-tree and "
                     "full-storage faults (a second, shorter locked run)")
+    ap.add_argument("--guests", action="store_true", help="also the guest faults (power "
+                    "off right after apply and mid-push, ssh dropped mid-push; minutes each)")
+    ap.add_argument("--only-guests", action="store_true", help="only the guest faults")
     args = ap.parse_args()
     libvirt.registerErrorHandler(lambda _c, _e: None, None)
 
@@ -306,6 +403,8 @@ def main() -> int:
     rows: list[Row] = []
     t0 = time.monotonic()
     try:
+        if args.only_guests:
+            args.only_build = args.no_build = args.no_daemon = args.guests = True
         points = [] if args.only_build else KILL_POINTS[::4] if args.quick else KILL_POINTS
         for setup, point in points:
             rows.append(kill_fault(conn, bb, setup, point))
@@ -320,7 +419,9 @@ def main() -> int:
                 rows.append(daemon_fault(connect, bb, point))
                 conn = connect()
                 print(f"{time.monotonic() - t0:6.0f}s {rows[-1]}", flush=True)
-        if not args.no_build:
+        if args.guests:
+            rows += guest_faults(conn)
+        if not args.no_build and not args.only_guests:
             for point in BUILT_POINTS:
                 rows.append(built_fault(conn, point))
                 print(f"{time.monotonic() - t0:6.0f}s {rows[-1]}", flush=True)

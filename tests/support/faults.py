@@ -147,7 +147,7 @@ def apply_killed_at(site: Site, point: str, *extra: str, timeout: float = 240) -
 
 def apply_stopped_at(site: Site, point: str, action, *extra: str,
                      timeout: float = 240) -> Injection:
-    """`apply` that stops itself at point; action() runs then; the apply continues."""
+    """`apply` that stops itself at point; action(pid) runs then; the apply continues."""
     full = dict(os.environ)
     full.pop("LIBVIRT_DEFAULT_URI", None)
     full.update({**site.env, "VIRTMIX_FAULT_POINT": point, "VIRTMIX_FAULT_ACTION": "stop"})
@@ -163,7 +163,7 @@ def apply_stopped_at(site: Site, point: str, action, *extra: str,
             break
         if state == "T":
             reached = True
-            action()
+            action(proc.pid)
             os.kill(proc.pid, signal.SIGCONT)
             break
         time.sleep(0.05)
@@ -282,6 +282,25 @@ def restart_libvirtd(kill: bool = True) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("libvirtd did not answer within 20 s of its restart")
         time.sleep(0.2)
+
+
+def kill_children(pid: int, comm: str) -> list[int]:
+    """SIGKILL the children of pid named comm (e.g. the ssh of a push): only processes
+    this harness started, found by their parent."""
+    killed = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and name == comm:
+            os.kill(int(p.name), signal.SIGKILL)
+            killed.append(int(p.name))
+    return killed
 
 
 def with_suppress(fn) -> None:

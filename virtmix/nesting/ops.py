@@ -283,13 +283,15 @@ def push_tree(site, entry) -> str:
         tar = subprocess.Popen(["tar", "-C", str(made.path), "--numeric-owner", "-cpf", "-",
                                 "."], stdout=subprocess.PIPE)
         fault_point("push-stream")
-        res = subprocess.run([*ssh_argv(entry.uri), receive], stdin=tar.stdout,
-                             capture_output=True, text=True, check=False)
+        ssh = subprocess.Popen([*ssh_argv(entry.uri), receive], stdin=tar.stdout,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert tar.stdout is not None
         tar.stdout.close()
-        if tar.wait() != 0 or res.returncode != 0:
+        fault_point("push-streaming")  # both ends running: a fault here is mid-push
+        _out, errout = ssh.communicate()
+        if tar.wait() != 0 or ssh.returncode != 0:
             raise BackendError(f"{entry.address}: pushing its tree to {dest} in guest "
-                               f"{entry.parent} failed: {res.stderr.strip()[-400:]}")
+                               f"{entry.parent} failed: {errout.strip()[-400:]}")
         fault_point("push-done")
     finally:
         remove_container_tree(storage, staged)
