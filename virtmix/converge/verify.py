@@ -177,6 +177,8 @@ def watch(started: list[Started], *, settle: float | None = None,
                 pending.remove(s)
         if pending:
             if stop is not None and stop.is_set():
+                for s in pending:
+                    s.note = "interrupted before its settle window ended: not verified"
                 return
             time.sleep(POLL_SECONDS)
 
