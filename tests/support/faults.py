@@ -12,6 +12,7 @@ lost (a sentinel written into each container's own tree before the fault is stil
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -227,6 +228,8 @@ def check_converged(site: Site, conn, *, max_applies: int = 1,
     if plan.returncode != 0:
         chk.problems.append(f"plan after apply exited {plan.returncode}: {plan.stdout[-600:]}")
     doms = [d.name() for d in conn.listAllDomains(0) if d.name().startswith(PFX)]
+    listed = run("-c", LXC, "ls", "-o", "json", env=site.env)
+    shown = {r["name"]: r["state"] for r in json.loads(listed.stdout or "[]")}
     for name in site.names:
         if name not in site.spec["hosts"]["h1"]["containers"]:
             if name in doms:
@@ -239,6 +242,9 @@ def check_converged(site: Site, conn, *, max_applies: int = 1,
             name, site.container(name).get("state", "running") == "running")
         if bool(conn.lookupByName(name).isActive()) != want:
             chk.problems.append(f"{name}: active={not want}, inventory wants {want}")
+        elif (shown.get(name) == "running") != want:  # ls must tell the same
+            chk.problems.append(f"{name}: ls says {shown.get(name)}, inventory wants "
+                                f"{'running' if want else 'stopped'}")
     chk.leftovers = leftovers(site)
     chk.converged = not chk.problems
     return chk
