@@ -149,7 +149,7 @@ def kill_fault(conn, bb: Path, setup, point: str) -> Row:
         if not inj.reached:
             row.note = f"not reached (exit {inj.returncode})"
             return row
-        chk = check_converged(site, conn)
+        chk = check_converged(site, conn, extra=extra)
         row.converged, row.leftovers, row.lost = chk.converged, chk.leftovers, lost(
             site, sentinels)
         row.note = "; ".join(chk.problems)[:200]
@@ -388,6 +388,8 @@ def main() -> int:
     ap.add_argument("--guests", action="store_true", help="also the guest faults (power "
                     "off right after apply and mid-push, ssh dropped mid-push; minutes each)")
     ap.add_argument("--only-guests", action="store_true", help="only the guest faults")
+    ap.add_argument("--points", default="", help="only these kill points (comma-separated "
+                    "SCENARIO:POINT as the table names them)")
     args = ap.parse_args()
     libvirt.registerErrorHandler(lambda _c, _e: None, None)
 
@@ -406,6 +408,10 @@ def main() -> int:
         if args.only_guests:
             args.only_build = args.no_build = args.no_daemon = args.guests = True
         points = [] if args.only_build else KILL_POINTS[::4] if args.quick else KILL_POINTS
+        if args.points:
+            wanted = set(args.points.split(","))
+            points = [(f, p) for f, p in points if f"{f.__name__[2:]}:{p}" in wanted]
+            args.only_build = args.no_build = args.no_daemon = True
         for setup, point in points:
             rows.append(kill_fault(conn, bb, setup, point))
             print(f"{time.monotonic() - t0:6.0f}s {rows[-1]}", flush=True)

@@ -212,11 +212,13 @@ def leftovers(site: Site) -> list[str]:
 
 
 def check_converged(site: Site, conn, *, max_applies: int = 1,
-                    expect_running: dict[str, bool] | None = None) -> Check:
+                    expect_running: dict[str, bool] | None = None,
+                    extra: tuple[str, ...] = ()) -> Check:
+    """The next apply (with the faulted apply's own options, e.g. --prune) converges."""
     chk = Check()
     for _ in range(max_applies):
         chk.applies += 1
-        res = run("apply", str(site.inventory), "--yes", "-q", env=site.env)
+        res = run("apply", str(site.inventory), "--yes", "-q", *extra, env=site.env)
         if res.returncode == 0:
             break
         chk.problems.append(f"apply exited {res.returncode}: {res.stderr.strip()[-600:]}")
@@ -224,7 +226,8 @@ def check_converged(site: Site, conn, *, max_applies: int = 1,
     else:
         return chk
     chk.problems.clear()
-    plan = run("plan", str(site.inventory), "--no-diff", env=site.env)
+    plan = run("plan", str(site.inventory), "--no-diff",
+               *[a for a in extra if a in ("--prune", "--restart")], env=site.env)
     if plan.returncode != 0:
         chk.problems.append(f"plan after apply exited {plan.returncode}: {plan.stdout[-600:]}")
     doms = [d.name() for d in conn.listAllDomains(0) if d.name().startswith(PFX)]
