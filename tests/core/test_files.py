@@ -60,3 +60,19 @@ def test_sync_helpers_run(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     fsync_dir(tmp_path)
     sync_filesystem(tmp_path)
+
+
+def test_a_container_dir_appears_with_its_marker_and_stale_halves_are_cleaned(
+        tmp_path: Path) -> None:
+    from virtmix.rootfs.storage import CONTAINER_MARKER, Storage
+
+    st = Storage(tmp_path / "st")
+    st.ensure()
+    stale = st.containers_root / ".new-c1-4242"  # a kill between mkdir and rename
+    stale.mkdir()
+    (stale / f".{CONTAINER_MARKER}.x.part").write_text("c1")
+    assert st.container_names() == []
+    cdir = st.make_container_dir("c1")
+    assert (cdir / CONTAINER_MARKER).read_text() == "c1\n"
+    assert not stale.exists()
+    assert st.container_names() == ["c1"]

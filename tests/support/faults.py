@@ -202,7 +202,7 @@ def leftovers(site: Site) -> list[str]:
             os.close(fd)
     for line in Path("/proc/mounts").read_text().splitlines():
         mnt = line.split()[1]
-        if mnt.startswith(str(site.storage)):
+        if mnt.startswith(str(site.storage) + "/"):  # the storage dir itself may be one
             name = Path(mnt).parent.name
             if not Path(mnt).parent.joinpath("state.json").is_file():
                 found.append(f"{mnt} (mounted, no container owns it)")

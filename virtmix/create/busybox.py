@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from virtmix.errors import RootfsError, VirtmixError
-from virtmix.util.files import sync_filesystem, write_atomic, write_file
+from virtmix.util.files import sync_filesystem, write_file
 
 CACHE_ENTRY = "busybox-static"  # recorded as the tree's base: there is no cache entry
 _DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "root", "tmp", "var/log", "run",
@@ -89,12 +89,9 @@ def make_tree(storage: Any, name: str, setup: Any, privileged: bool) -> dict:
     from virtmix.rootfs import IDMAP, PASSWORD_FILE, remove_container_tree
     from virtmix.rootfs.customise import set_credentials, set_identity
     from virtmix.rootfs.idmap import shift_tree
-    from virtmix.rootfs.storage import CONTAINER_MARKER
 
     storage.ensure()
-    cdir = storage.container_dir(name)
-    cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, as rootfs does
-    write_atomic(cdir / CONTAINER_MARKER, (name + "\n").encode())
+    cdir = storage.make_container_dir(name)
     t0 = time.monotonic()
     try:
         tree = cdir / "rootfs"

@@ -33,7 +33,7 @@ from virtmix.rootfs.storage import (
     remove_container_dir,
 )
 from virtmix.util.faults import fault_point
-from virtmix.util.files import sync_filesystem, write_atomic
+from virtmix.util.files import sync_filesystem
 from virtmix.util.layout import TREE_DIR
 
 __all__ = [
@@ -113,8 +113,7 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
                 raise ConflictError(f"{cdir}: exists and virtmix did not create it")
             remove_container_tree(storage, name)  # ours, left half-made by a crash
         lower = _lower(_effective_spec(spec, setup), storage, privileged, progress)
-        cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, see Storage
-        write_atomic(cdir / CONTAINER_MARKER, (name + "\n").encode())
+        storage.make_container_dir(name)
         try:
             return _clone_and_customise(name, setup, storage, lower, privileged, clone,
                                         progress)
