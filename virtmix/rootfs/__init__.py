@@ -108,6 +108,10 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
         if state is not None:
             return _existing(storage, name, state, _effective_spec(spec, setup), privileged)
         cdir = storage.container_dir(name)
+        if os.path.lexists(cdir) and _half_marked(cdir):
+            for p in cdir.iterdir():  # an older virtmix killed while writing the marker
+                p.unlink()
+            cdir.rmdir()
         if os.path.lexists(cdir):
             if not (cdir / CONTAINER_MARKER).is_file():
                 raise ConflictError(f"{cdir}: exists and virtmix did not create it")
@@ -121,6 +125,15 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
             with contextlib.suppress(VirtmixError, OSError):
                 remove_container_tree(storage, name)
             raise
+
+
+def _half_marked(cdir: Path) -> bool:
+    """A dir holding nothing but the temporary file of its marker: ours, killed early."""
+    if cdir.is_symlink() or not cdir.is_dir():
+        return False
+    names = [p.name for p in cdir.iterdir()]
+    return bool(names) and all(n.startswith(f".{CONTAINER_MARKER}.") and n.endswith(".part")
+                               for n in names)
 
 
 def _existing(storage: Storage, name: str, state: dict, spec: RootfsSpec,
