@@ -5,7 +5,8 @@ Only the CLI layer turns these into exit codes (see cli/__init__.py). Library co
 Exit codes (documented in the README):
   0 ok, 1 unexpected bug, 2 usage, 3 inventory invalid, 4 template error,
   5 libvirt/connection failure, 6 not found, 7 rootfs build failed,
-  8 wrong state (e.g. needs a running domain), 9 conflict (foreign domain, lock held),
+  8 wrong state (e.g. needs a running domain; a started domain died at once),
+  9 conflict (foreign domain, lock held),
   10 plan: changes pending (not an error), 11 apply finished with failures,
   12 doctor: a host check failed, 126/127 attach/execute: the command cannot be run / was
   not found (as a shell), 130 interrupted (Ctrl-C).
@@ -92,6 +93,11 @@ class StateError(VirtmixError):
     """Raised when a domain is in the wrong state for the verb (e.g. not running)."""
 
     exit_code = 8
+
+
+class StartFailedError(StateError):
+    """Raised when a domain libvirt started did not stay up (its init or QEMU died within
+    the settle window) or, with --wait, did not become ready in time. Wrong state: 8."""
 
 
 class ConflictError(VirtmixError):

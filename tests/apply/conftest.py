@@ -53,3 +53,10 @@ def conn(node_uri: str):
     c = open_connection(node_uri)
     yield c
     c.close()
+
+
+@pytest.fixture(autouse=True)
+def short_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test driver's domains never die: a short settle window keeps these tests fast
+    (the watch still runs; tests/apply/test_verify.py and the live tests use real ones)."""
+    monkeypatch.setenv("VIRTMIX_SETTLE_SECONDS", "0.05")

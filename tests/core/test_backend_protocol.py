@@ -72,7 +72,7 @@ def test_destroy_outcomes_are_values(tmp_path):
         assert gone.outcome is Outcome.ABSENT and gone.result == "absent"
         forced = Target("test", "test", conn.uri, foreign="no virtmix metadata")
         destroy_target(conn, forced, force_foreign=True, delete_rootfs=False)
-        assert forced.outcome is Outcome.REMOVED and forced.result == "removed"
+        assert forced.outcome is Outcome.REMOVED and forced.result == "removed (forced off)"
         missing = Target("test", "test", conn.uri)  # removed above: the backend says so
         destroy_target(conn, missing, force_foreign=False, delete_rootfs=False)
         assert missing.outcome is Outcome.FAILED and missing.result.startswith("failed: ")

@@ -1,5 +1,8 @@
 """start, stop, freeze, unfreeze: state changes with the checks and waits lxc-* admins expect.
 
+`start` is verified (virtmix.converge.verify): the domain must stay up for a settle window,
+and with `--wait` a systemd container must report running/degraded.
+
 `stop` is graceful first, like lxc-stop: it asks the domain to shut down, waits up to the
 timeout, then destroys it (pulls the plug). How it asks:
   - KVM guests: libvirt's shutdown (ACPI power button).
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 from virtmix.admin.targets import Target
 from virtmix.backend.admin_ops import SIGNALS
+from virtmix.converge.verify import WAIT_SECONDS, Started, guest_reach, verify_one
 from virtmix.errors import NotFoundError, StateError, UsageError
 from virtmix.hosts import is_local
 from virtmix.hosts.local import init_pid
@@ -26,14 +30,32 @@ from virtmix.util.polling import wait_until
 RUNNING = ("running", "blocked")
 
 
-def start(target: Target) -> None:
+def start(target: Target, *, wait: bool = False, timeout: float = WAIT_SECONDS,
+          site=None) -> str:
+    """Start, then check it stayed up (and with wait: is ready); returns what --wait saw.
+
+    StartFailedError (exit 8) names a domain that died, with its log's last lines."""
     state = target.record.state
     if state in RUNNING or state == "paused":
         raise StateError(f"start: {target.address} is already {state}",
                          hint="it resumes with `virtmix unfreeze`" if state == "paused"
                          else None)
+    kind = "container" if target.record.kind == "lxc" else "guest"
     target.conn.start(target.name)
-    target.refresh()
+    reach = None
+    if wait and kind == "guest" and site is not None:
+        entry = next((e for e in site.entries if e.name == target.name
+                      and e.kind == "guest"), None)
+        reach = guest_reach(site, entry) if entry is not None else None
+    started = Started(target.conn, target.name, target.address, kind, reach=reach)
+    try:
+        verify_one(started, wait=wait, timeout=timeout)
+    finally:
+        try:
+            target.refresh()
+        except NotFoundError:
+            pass  # a transient domain that died is gone
+    return started.note
 
 
 def _cgroup_freezer(target: Target) -> bool:

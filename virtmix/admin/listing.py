@@ -91,7 +91,33 @@ def ls_rows(session: Session) -> list[dict[str, Any]]:
     records = session.records()
     rows = [ls_row(place, rec, conn) for place, conn, rec in records]
     _mark_nested_frozen(rows, records)
+    rows += unknown_rows(session)
     return sorted(rows, key=lambda r: (r["host"], r["parent"] or "", r["name"], r["uri"]))
+
+
+def unknown_rows(session: Session) -> list[dict[str, Any]]:
+    """Nested containers whose guest's libvirt did not answer: listed from the inventory
+    with state `unknown` and the reason, never with a state seen earlier."""
+    sites = [session.site] if session.site is not None else session.found_sites()
+    rows = []
+    for site in sites:
+        for e in site.entries:
+            why = session.unreachable.get(e.uri)
+            if not e.parent or why is None:
+                continue
+            rows.append({"name": e.name, "kind": "lxc", "state": "unknown", "host": e.host,
+                         "parent": e.parent, "cpuset": None, "shares": None,
+                         "memory": None, "memory_kib": None, "managed": "managed",
+                         "uri": e.uri, "reason": f"guest {e.parent} does not answer: {why}"})
+    return rows
+
+
+def unknown_info(session: Session, address: str, why: str) -> dict[str, Any]:
+    """`info GUEST/NAME` when the guest does not answer: what the inventory says, state
+    unknown and why."""
+    guest, _, name = address.partition("/")
+    return {"name": address, "kind": "lxc", "state": "unknown", "parent": guest,
+            "reason": f"guest {guest} does not answer: {why}"}
 
 
 def _mark_nested_frozen(rows: list[dict[str, Any]], records) -> None:

@@ -94,6 +94,8 @@ class Session:
     warnings: list[str] = field(default_factory=list)
     _conns: dict[str, Backend] = field(default_factory=dict)
     _site: object = None
+    _found_sites: list | None = None  # inventories recorded by local guests (no -i)
+    unreachable: dict[str, str] = field(default_factory=dict)  # uri -> why it did not answer
 
     # -- where to look -------------------------------------------------------------------
     @property
@@ -118,7 +120,47 @@ class Session:
         if found:
             return list(found.values())
         env = env_limit()
-        return [Place(u, host_of(u)) for u in ([env] if env else LOCAL_URIS)]
+        base = [Place(u, host_of(u)) for u in ([env] if env else LOCAL_URIS)]
+        for site in self.found_sites():
+            for entry in site.entries:
+                if entry.parent and entry.uri not in {p.uri for p in base}:
+                    base.append(Place(entry.uri, entry.host, entry.parent))
+        return base
+
+    def found_sites(self) -> list:
+        """Without -i: the inventories that virtmix's guests on the local daemons record in
+        their metadata (apply writes `inventory` and `site` there), so nested containers
+        are reached as with -i. A recorded file that is gone or invalid is a warning."""
+        if self._found_sites is not None:
+            return self._found_sites
+        self._found_sites = []
+        if self.inventory or self.connect:
+            return self._found_sites
+        from virtmix.errors import VirtmixError
+        from virtmix.nesting.guests import open_site
+
+        env = env_limit()
+        seen: dict[str, str] = {}
+        for uri in ([env] if env else LOCAL_URIS):
+            try:
+                records = self.conn(Place(uri, host_of(uri))).list_domains()
+            except BackendError:
+                continue  # reachable() reports it
+            for rec in records:
+                meta = rec.metadata or {}
+                if rec.kind == "kvm" and meta.get("inventory") and not meta.get("parent"):
+                    seen.setdefault(meta["inventory"], rec.name)
+        for path, guest in seen.items():
+            try:
+                site = open_site(Path(path))
+            except VirtmixError as exc:
+                self.warnings.append(f"guest {guest} was made from inventory {path}, which "
+                                     f"cannot be read now ({exc.message}); its nested "
+                                     "containers are not shown (give -i INVENTORY)")
+                continue
+            if any(e.parent == guest for e in site.entries):
+                self._found_sites.append(site)
+        return self._found_sites
 
     def _limited(self) -> str:
         env = None if self.connect or self.site is not None else env_limit()
@@ -154,6 +196,7 @@ class Session:
                 out.append((place, self.conn(place)))
             except BackendError as exc:
                 failures.append(exc)
+                self.unreachable[place.uri] = exc.message
         if not out and failures:
             raise failures[0]  # nothing answers: the command cannot do anything
         self.warnings += [str(exc) for exc in failures]
@@ -220,10 +263,12 @@ class Session:
         guest, _, leaf = address.partition("/")
         if not guest or not leaf or "/" in leaf:
             raise UsageError(f"{address!r}: expected NAME or GUEST/NAME")
-        if self.site is None:
-            raise UsageError(f"{address}: a nested name needs the inventory that says how "
-                             "to reach the guest's libvirt (-i FILE or $VIRTMIX_INVENTORY)")
         places = [p for p in self.places() if p.parent == guest]
+        if self.site is None and not places:
+            raise UsageError(f"{address}: a nested name needs the inventory that says how "
+                             f"to reach the guest's libvirt, and no guest named {guest!r} on "
+                             "this host records one with containers in it",
+                             hint="give the inventory: -i FILE or $VIRTMIX_INVENTORY")
         if not places:
             raise NotFoundError(f"no guest named {guest!r} with containers in "
                                 f"{self.site.path}")

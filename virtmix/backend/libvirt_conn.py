@@ -98,6 +98,12 @@ class Connection(AdminOps, SnapshotOps):
         with translate(f"reading domain {name}", self.uri):
             return self._record(dom)
 
+    def state(self, name: str) -> str:
+        """The domain's state word (running, shutoff, ...): one cheap call, for polling."""
+        dom = self._lookup(name)
+        with translate(f"reading the state of {name}", self.uri):
+            return domain_state_name(dom.state()[0])
+
     def live_xml(self, name: str) -> str:
         """The running definition (with live cgroup values), for inspection."""
         with translate(f"reading domain {name}", self.uri):

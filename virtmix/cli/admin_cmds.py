@@ -16,6 +16,7 @@ from virtmix.admin import cgroup_verbs, lifecycle, listing
 from virtmix.admin.targets import Session, env_limit
 from virtmix.admin.trees import remount
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.converge.verify import WAIT_SECONDS
 from virtmix.domain.settings import parse_domain
 from virtmix.domain.tunables import cgroup_keys
 from virtmix.hosts import is_local
@@ -82,8 +83,17 @@ def ls_domains(output: Output = OUTPUT_OPTION, tree: bool = typer.Option(
 @app.command("info")
 def info_domain(name: str = NAME_ARG, output: Output = OUTPUT_OPTION) -> None:
     """State, placement, limits and live figures of one domain (lxc-info)."""
+    from virtmix.errors import BackendError
+
     with admin_session() as session:
-        data = listing.info(session.find(name))
+        try:
+            data = listing.info(session.find(name))
+        except BackendError as exc:
+            if "/" not in name:
+                raise
+            # A nested container whose guest does not answer: its state is unknown now,
+            # whatever was last seen; say so and why.
+            data = listing.unknown_info(session, name, exc.message)
     if output == Output.json:
         print_json(data)
         return
@@ -97,16 +107,23 @@ def info_domain(name: str = NAME_ARG, output: Output = OUTPUT_OPTION) -> None:
 def start_domain(
     name: str = NAME_ARG,
     console: bool = typer.Option(False, "--console", help="Attach to its console after start."),
+    wait: bool = typer.Option(False, "--wait", help="Also wait until systemd inside reports "
+                              "running or degraded (a guest: its libvirt or ssh answers)."),
+    wait_timeout: float = typer.Option(WAIT_SECONDS, "--wait-timeout", metavar="SECONDS",
+                                       help="How long --wait waits."),
     quiet: bool = QUIET_OPTION,
 ) -> None:
-    """Start a domain in the background (lxc-start -d); --console attaches to it."""
+    """Start a domain in the background (lxc-start -d); --console attaches to it.
+
+    It must stay up for a settle window (~1.5 s): one that dies exits 8 with the last
+    lines of its log."""
     with admin_session() as session:
         target = session.find(name)
         if target.record.kind == "lxc" and is_local(target.place.uri):
             # An overlay clone's mount is gone after a host reboot: mount it again first.
             remount(parse_domain(target.record.tree).rootfs)
-        lifecycle.start(target)
-        say(f"{target.address}: {target.record.state}")
+        note = lifecycle.start(target, wait=wait, timeout=wait_timeout, site=session.site)
+        say(f"{target.address}: {target.record.state}" + (f" ({note})" if note else ""))
         if console:
             _console(target)
 
@@ -114,8 +131,9 @@ def start_domain(
 @app.command("stop")
 def stop_domain(
     name: str = NAME_ARG,
-    timeout: float = typer.Option(30.0, "--timeout", "-t", help="Seconds to wait for a "
-                                  "graceful stop before destroying (lxc-stop -t)."),
+    timeout: float = typer.Option(None, "--timeout", "-t", help="Seconds to wait for a "
+                                  "graceful stop before destroying (lxc-stop -t; default "
+                                  "the inventory's settings.shutdown_timeout, else 30)."),
     force: bool = typer.Option(False, "--force", "-k", help="Destroy at once (pull the plug)."),
     no_kill: bool = typer.Option(False, "--no-kill", help="On timeout leave it running "
                                  "and exit 8 instead of destroying it."),
@@ -129,10 +147,36 @@ def stop_domain(
     other containers SIGPWR (busybox init halts on it)."""
     with admin_session() as session:
         target = session.find(name)
+        if timeout is None:
+            site = session.site or next(iter(session.found_sites()), None)
+            timeout = site.inventory.settings.shutdown_timeout if site else 30.0
+        if target.record.kind == "kvm" and not force and target.record.state != "shutoff":
+            _stop_nested_first(session, target, timeout)
         result = lifecycle.stop(target, timeout=timeout, force=force, kill=not no_kill,
                                 signal=signal)
     how = "shut down" if result.how == "shutdown" else "destroyed"
     say(f"{target.address}: {how} after {result.seconds:.1f}s")
+
+
+def _stop_nested_first(session: Session, guest, timeout: float) -> None:
+    """A guest's containers (as its inventory says, -i or the one the guest records) are
+    stopped cleanly before the guest powers off, so their trees are consistent."""
+    from virtmix.errors import VirtmixError
+
+    sites = [session.site] if session.site is not None else session.found_sites()
+    for site in sites:
+        for e in site.entries:
+            if e.parent != guest.name:
+                continue
+            try:
+                t = session.find(f"{guest.name}/{e.name}")
+                if t.record.state in lifecycle.RUNNING or t.record.state == "paused":
+                    r = lifecycle.stop(t, timeout=timeout, force=False, kill=True)
+                    say(f"{t.address}: {'shut down' if r.how == 'shutdown' else 'destroyed'}"
+                        f" after {r.seconds:.1f}s")
+            except VirtmixError as exc:
+                err.print(f"virtmix: warning: {guest.name}/{e.name}: not stopped first: "
+                          f"{exc.message}", markup=False)
 
 
 @app.command("freeze")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -51,6 +52,7 @@ from virtmix.converge.destroy import (
     site_targets,
 )
 from virtmix.converge.plan import Item, Options, Plan
+from virtmix.converge.verify import WAIT_SECONDS
 from virtmix.errors import (
     ApplyFailedError,
     BackendError,
@@ -69,8 +71,15 @@ ADOPT = typer.Option(False, "--adopt", help="Take over domains/networks of the s
                      "virtmix did not define.")
 RESTART = typer.Option(False, "--restart", help="Restart running domains whose change cannot "
                        "be made live (default: only reported).")
-WAIT = typer.Option(True, "--wait/--no-wait", help="Wait for another apply/destroy holding "
-                    "the lock (default), or refuse at once.")
+# `--no-wait` keeps its old meaning (refuse at once when another apply holds the lock);
+# `--wait` is the readiness wait of verified starts, as on `start`.
+WAIT = typer.Option(True, "--lock-wait/--no-wait", help="Wait for another apply/destroy "
+                    "holding the lock (default), or refuse at once.")
+READY_WAIT = typer.Option(False, "--wait", help="After the settle check, also wait until "
+                          "systemd in each started container reports running or degraded, "
+                          "and each started guest's libvirt or ssh answers.")
+READY_TIMEOUT = typer.Option(WAIT_SECONDS, "--wait-timeout", metavar="SECONDS",
+                             help="How long --wait waits (per apply, all in parallel).")
 LOCK_TIMEOUT = typer.Option(300.0, "--lock-timeout", metavar="SECONDS",
                             help="Give up waiting for the lock after this long.")
 YES = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation.")
@@ -181,20 +190,31 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
               lock_timeout: float = LOCK_TIMEOUT,
               jobs: int = typer.Option(4, "--jobs", "-j", min=1,
                                        help="Entries of one host applied at once."),
+              ready: bool = READY_WAIT, ready_timeout: float = READY_TIMEOUT,
+              timeout: float = typer.Option(None, "--timeout", "-t", metavar="SECONDS",
+                                            help="Seconds a guest apply must stop gets to "
+                                            "shut down (ACPI) before it is forced off "
+                                            "(default: settings.shutdown_timeout, 30)."),
               quiet: bool = QUIET_OPTION,
               allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
-    """Converge the inventory: define, start, tune live, (with --prune) remove."""
+    """Converge the inventory: define, start (verified), tune live, (with --prune) remove.
+
+    Every domain it starts must stay up for a settle window (~1.5 s); one that dies fails
+    its entry (its log's last lines are shown) and the others carry on (exit 11)."""
     site = load_site(inventory)
     with locked(_lock_targets(site), purpose=f"apply {site.path}", wait=wait,
                 timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
         _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
         try:
-            _apply(site, plan, conns, yes, jobs)
+            _apply(site, plan, conns, yes, jobs, ready=ready, ready_timeout=ready_timeout,
+                   stop_timeout=timeout)
         finally:
             close_all(conns)
 
 
-def _apply(site: Site, plan: Plan, conns: dict[str, Backend], yes: bool, jobs: int) -> None:
+def _apply(site: Site, plan: Plan, conns: dict[str, Backend], yes: bool, jobs: int, *,
+           ready: bool = False, ready_timeout: float = WAIT_SECONDS,
+           stop_timeout: float | None = None) -> None:
     if not plan.pending:
         print_plan(out, plan, show_diff=False)
         out.print("nothing to do: everything matches the inventory")
@@ -209,9 +229,12 @@ def _apply(site: Site, plan: Plan, conns: dict[str, Backend], yes: bool, jobs: i
     _confirm("Apply these changes?", yes)
     todo = [i for i in plan.items if i.pending]
     progress, report = _progress_reporter(len(todo))
+    if stop_timeout is None:
+        stop_timeout = site.inventory.settings.shutdown_timeout
     # Ctrl-C notices are printed even with --quiet: the admin asked and waits for an answer.
     ctx = Context(site, conns, jobs=jobs, report=report, opts=Options(prune=plan.prune),
-                  notice=lambda line: err.print(f"virtmix: {line}", markup=False))
+                  notice=lambda line: err.print(f"virtmix: {line}", markup=False),
+                  wait=ready, wait_timeout=ready_timeout, stop_timeout=stop_timeout)
     if progress:
         with progress:
             result = run_plan(ctx, plan)
@@ -278,7 +301,23 @@ def _find_or_say_no_file(session, name: str):
                             f"(and a file), and {exc.message}") from None
 
 
-def _destroy_all(targets: list[Target], conns: dict[str, Backend], **flags: bool) -> None:
+def _say_kept(site: Site | None, targets: list[Target]) -> None:
+    """destroy says what it leaves on disk and where (docs/apply.md)."""
+    kept = [f"{t.address}: {k}" for t in targets for k in t.kept]
+    if site is not None:
+        storage = Path(site.inventory.settings.storage_dir)
+        for sub, what in (("cache", "base trees (`virtmix rootfs prune` removes unused ones)"),
+                          ("images", "guest base images, shared by guests"),
+                          ("ssh", "virtmix's ssh key and pinned host keys")):
+            if (storage / sub).is_dir():
+                kept.append(f"{storage / sub}: {what}")
+    if kept and not OPTIONS.quiet:
+        out.print("kept:", markup=False)
+        for line in kept:
+            out.print(f"  {line}", markup=False)
+
+
+def _destroy_all(targets: list[Target], conns: dict[str, Backend], **flags: Any) -> None:
     """Destroy in parallel, phase by phase: nested containers, then the rest, then networks.
 
     libvirt's LXC destroy waits up to ~1.8 s for an init that ignores SIGTERM (busybox,
@@ -303,6 +342,15 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                                                    "the trees and disk images virtmix made."),
                 force_foreign: bool = typer.Option(False, "--force-foreign", help="Also remove "
                                                    "domains virtmix did not define."),
+                keep_disks: bool = typer.Option(False, "--keep-disks", help="Keep the disks "
+                                                "and files apply made for guests and the "
+                                                "trees pushed into guests (default: deleted)."),
+                force: bool = typer.Option(False, "--force", help="Force running domains off "
+                                           "at once (default: ask them to shut down first)."),
+                timeout: float = typer.Option(None, "--timeout", "-t", metavar="SECONDS",
+                                              help="Seconds a domain gets to shut down before "
+                                              "it is forced off (default: "
+                                              "settings.shutdown_timeout, 30)."),
                 wait: bool = WAIT, lock_timeout: float = LOCK_TIMEOUT,
                 quiet: bool = QUIET_OPTION) -> None:
     """Stop and undefine an inventory's domains and networks, or the named domains."""
@@ -330,8 +378,12 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
         locks += [("uri", t.uri) for t in present]
         with locked(locks, purpose="destroy", wait=wait, timeout=lock_timeout,
                     on_wait=lambda m: err.print(f"virtmix: {m}")):
+            if timeout is None:
+                timeout = site.inventory.settings.shutdown_timeout if site else 30.0
             _destroy_all(present, conns, force_foreign=force_foreign,
-                         delete_rootfs=delete_rootfs)
+                         delete_rootfs=delete_rootfs, keep_disks=keep_disks, force=force,
+                         timeout=timeout)
+            _say_kept(site, present)
     finally:
         close_all(conns)
     bad = [t for t in present if t.outcome is not Outcome.REMOVED] + unread

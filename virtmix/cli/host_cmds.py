@@ -12,6 +12,7 @@ from virtmix.cli.admin_cmds import admin_session
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
 from virtmix.errors import EXIT_DOCTOR_FAILED, UsageError
 from virtmix.hosts import is_local, shares_are_weights
+from virtmix.util.files import write_atomic
 
 DOCTOR_FAILED = EXIT_DOCTOR_FAILED  # exit code of `doctor` when a check fails
 MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
@@ -70,7 +71,7 @@ def import_domains(
     if output_file is None:
         typer.echo(text, nl=False)
         return
-    output_file.write_text(text)
+    write_atomic(output_file, text.encode())
     if not OPTIONS.quiet:
         err.print(f"virtmix: wrote {len(items)} entries to {output_file}", markup=False)
 

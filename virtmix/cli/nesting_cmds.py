@@ -9,6 +9,7 @@ import typer
 
 from virtmix.cli.base import OPTIONS, QUIET_OPTION, Output, app, err, out, print_json
 from virtmix.errors import NotFoundError, UsageError
+from virtmix.util.files import write_atomic
 
 image_app = typer.Typer(help="Build, list and remove the cached guest images (LXC hosts).",
                         no_args_is_help=True, rich_markup_mode=None)
@@ -142,7 +143,7 @@ def ansible_inventory_cmd(
     if dest is None:
         sys.stdout.write(text)
     else:
-        dest.write_text(text)
+        write_atomic(dest, text.encode())
         _progress(f"wrote {dest}")
 
 

@@ -22,10 +22,12 @@ from virtmix.converge.live import apply_live
 from virtmix.converge.observe import ObservedConnection, observe_connection
 from virtmix.converge.plan import Item, Options, Plan, build_plan, plan_domain
 from virtmix.converge.prepare import prepare
+from virtmix.converge.verify import WAIT_SECONDS, Started, guest_reach, wait_ready, watch
 from virtmix.errors import BackendError, StateError, VirtmixError
 from virtmix.inventory.site import Entry, Site
 from virtmix.render.schema_check import check_xml
 from virtmix.util import children
+from virtmix.util.faults import fault_point
 from virtmix.util.polling import wait_until
 from virtmix.util.uris import is_local
 
@@ -39,6 +41,7 @@ class Outcome:
     status: str             # done | failed | skipped | unchanged
     message: str = ""
     seconds: float = 0.0
+    started: Started | None = None  # set when it started a domain: verified before "done"
 
 
 @dataclass
@@ -70,22 +73,48 @@ class Context:
     notice: Notice | None = None
     hard_stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C twice
     doing: dict[str, str] = field(default_factory=dict)  # address -> operation under way
+    starts: dict[str, list[Started]] = field(default_factory=dict)  # address -> started
+    wait: bool = False              # --wait: systemd running/degraded, guests answering
+    wait_timeout: float = WAIT_SECONDS
+    stop_timeout: float | None = None  # seconds a guest gets to shut down (None: STOP_TIMEOUT)
 
 
 # -- one item's operations --------------------------------------------------------------
-def _stop(conn: Backend, item: Item, hard: threading.Event | None = None) -> None:
-    """Stop a domain: containers at once; guests get STOP_TIMEOUT to shut down, cut short
-    by a second Ctrl-C (`hard`), then they are destroyed."""
+def _stop_children(ctx: Context, item: Item, timeout: float) -> None:
+    """A guest's running containers are shut down cleanly before the guest goes, so their
+    trees are consistent (a hard stop of the guest would cut them off mid-write)."""
+    from virtmix.converge.destroy import stop_cleanly
+
+    for child in ctx.site.children(item.name):
+        conn = ctx.conns.get(child.uri)
+        if conn is None:
+            continue  # its libvirt was not reached: nothing to stop through it
+        try:
+            if conn.get(child.name).active:
+                stop_cleanly(conn, child.name, container=True, timeout=timeout)
+        except VirtmixError:
+            continue  # not defined there, or gone meanwhile
+
+
+def _stop(conn: Backend, item: Item, ctx: Context | None = None) -> None:
+    """Stop a domain: containers at once; a guest's containers cleanly first, then the
+    guest gets its stop timeout to shut down (ACPI), cut short by a second Ctrl-C, then it
+    is destroyed."""
     if item.kind == "container" or item.target != "domain":
         conn.destroy(item.name)  # LXC: no guest agent to ask; init gets SIGKILL via the ns
         return
+    timeout = ctx.stop_timeout if ctx is not None and ctx.stop_timeout is not None \
+        else STOP_TIMEOUT
+    if ctx is not None and item.entry is not None:
+        _stop_children(ctx, item, timeout)
     try:
         conn.shutdown(item.name)
     except StateError:
         return
+    hard = ctx.hard_stop if ctx is not None else None
     down = ("shutoff", "crashed")
     wait_until(lambda: bool(hard is not None and hard.is_set())
-               or conn.get(item.name).state in down, timeout=STOP_TIMEOUT, interval=0.2)
+               or conn.get(item.name).state in down, timeout=timeout, interval=0.2)
     if conn.get(item.name).state not in down:
         conn.destroy(item.name)
 
@@ -120,57 +149,79 @@ def _is_active(conn: Backend, name: str) -> bool:
     return conn.get(name).active
 
 
-def _start(ctx: Context, item: Item, conn: Backend) -> None:
-    if not _is_active(conn, item.name):  # an interrupted apply may have started it
-        conn.start(item.name)
-
-
-def _stop_if_running(ctx: Context, item: Item, conn: Backend) -> None:
-    if _is_active(conn, item.name):
-        _stop(conn, item, ctx.hard_stop)
-
-
-def _restart(ctx: Context, item: Item, conn: Backend) -> None:
-    _stop_if_running(ctx, item, conn)
-    prepare(ctx.site, _entry(item))
+def _started(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> None:
+    """Start item's domain and remember it for the settle watch (and --wait)."""
     conn.start(item.name)
+    started.append(Started(conn, item.name, item.address, item.kind,
+                           reach=_reach(ctx, item) if ctx.wait else None))
 
 
-def _recreate(ctx: Context, item: Item, conn: Backend) -> None:
-    _stop_if_running(ctx, item, conn)
+def _reach(ctx: Context, item: Item) -> Callable[[], None] | None:
+    if item.kind != "guest" or item.entry is None:
+        return None
+    return guest_reach(ctx.site, item.entry)
+
+
+def _start(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> None:
+    if _is_active(conn, item.name):  # an interrupted apply may have started it
+        return
+    e = item.entry
+    if e is not None and e.parent and "prepare" not in item.ops:
+        # A nested tree reused as it is: checked against its marker (and pushed again if a
+        # crash left it short) before its container starts from it.
+        prepare(ctx.site, e)
+    _started(ctx, item, conn, started)
+
+
+def _stop_if_running(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> None:
+    if _is_active(conn, item.name):
+        _stop(conn, item, ctx)
+
+
+def _restart(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> None:
+    _stop_if_running(ctx, item, conn, started)
+    prepare(ctx.site, _entry(item))
+    _started(ctx, item, conn, started)
+
+
+def _recreate(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> None:
+    _stop_if_running(ctx, item, conn, started)
     conn.undefine(item.name)
     prepare(ctx.site, _entry(item))
     _define(conn, item)
     if _entry(item).spec.state == "running":
-        conn.start(item.name)
+        _started(ctx, item, conn, started)
 
 
-def _remove(ctx: Context, item: Item, conn: Backend) -> None:
-    _stop_if_running(ctx, item, conn)
+def _remove(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> None:
+    _stop_if_running(ctx, item, conn, started)
     conn.undefine(item.name)
 
 
-OpRunner = Callable[[Context, Item, Backend], None]
+OpRunner = Callable[[Context, Item, Backend, list[Started]], None]
 OPS: dict[Op, OpRunner] = {
-    Op.PREPARE: lambda ctx, item, conn: prepare(ctx.site, _entry(item)),
-    Op.DEFINE: lambda ctx, item, conn: _define(conn, item),
-    Op.REDEFINE: lambda ctx, item, conn: _define(conn, item),
+    Op.PREPARE: lambda ctx, item, conn, _s: prepare(ctx.site, _entry(item)),
+    Op.DEFINE: lambda ctx, item, conn, _s: _define(conn, item),
+    Op.REDEFINE: lambda ctx, item, conn, _s: _define(conn, item),
     Op.START: _start,
     Op.STOP: _stop_if_running,
     Op.RESTART: _restart,
     Op.RECREATE: _recreate,
-    Op.LIVE: lambda ctx, item, conn: apply_live(conn, item),
-    Op.AUTOSTART: lambda ctx, item, conn: conn.set_autostart(item.name, item.autostart),
+    Op.LIVE: lambda ctx, item, conn, _s: apply_live(conn, item),
+    Op.AUTOSTART: lambda ctx, item, conn, _s: conn.set_autostart(item.name, item.autostart),
     Op.REMOVE: _remove,
-    Op.NETWORK_DEFINE: lambda ctx, item, conn: conn.define_network(_document(item)),
-    Op.NETWORK_REDEFINE: lambda ctx, item, conn: conn.define_network(_document(item)),
-    Op.NETWORK_START: lambda ctx, item, conn: conn.start_network(item.name),
-    Op.NETWORK_REMOVE: lambda ctx, item, conn: conn.remove_network(item.name),
+    Op.NETWORK_DEFINE: lambda ctx, item, conn, _s: conn.define_network(_document(item)),
+    Op.NETWORK_REDEFINE: lambda ctx, item, conn, _s: conn.define_network(_document(item)),
+    Op.NETWORK_START: lambda ctx, item, conn, _s: conn.start_network(item.name),
+    Op.NETWORK_REMOVE: lambda ctx, item, conn, _s: conn.remove_network(item.name),
 }
 
 
 def _run_op(ctx: Context, item: Item, conn: Backend, op: str) -> None:
-    OPS[Op(op)](ctx, item, conn)  # ValueError on an op plan and apply disagree about
+    started = ctx.starts.setdefault(item.address, [])
+    fault_point(f"op-{op}-before")
+    OPS[Op(op)](ctx, item, conn, started)  # ValueError on an op plan and apply disagree about
+    fault_point(f"op-{op}-after")
 
 
 def run_item(ctx: Context, item: Item) -> Outcome:
@@ -183,7 +234,7 @@ def run_item(ctx: Context, item: Item) -> Outcome:
     if ctx.report:
         ctx.report("start", item, None)
     out = _run_ops(ctx, item)
-    if ctx.report:
+    if ctx.report and out.started is None:  # a started domain is reported once verified
         ctx.report("end", item, out)
     return out
 
@@ -196,6 +247,7 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
         return Outcome(item, "failed", f"no connection to {item.uri}")
     t0 = time.monotonic()
     done: list[str] = []
+    started = ctx.starts.setdefault(item.address, [])  # what _run_op starts, to verify
     try:
         with children.working_for(item.address):
             for op in item.ops:
@@ -207,7 +259,8 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
                 ctx.doing[item.address] = op
                 _run_op(ctx, item, conn, op)
                 done.append(op)
-        out = Outcome(item, "done", ", ".join(item.ops), time.monotonic() - t0)
+        out = Outcome(item, "done", ", ".join(item.ops), time.monotonic() - t0,
+                      started=started[-1] if started else None)
     except VirtmixError as exc:
         if ctx.hard_stop.is_set():
             return Outcome(item, "skipped", f"stopped by Ctrl-C twice during {op}: "
@@ -264,9 +317,35 @@ def _on_interrupt(ctx: Context, count: int) -> None:
 # -- a host's items, phase by phase ------------------------------------------------------
 def _run_phase(ctx: Context, items: list[Item]) -> list[Outcome]:
     if len(items) <= 1 or ctx.jobs <= 1:
-        return [run_item(ctx, i) for i in items]
-    with ThreadPoolExecutor(max_workers=ctx.jobs, thread_name_prefix="virtmix-item") as pool:
-        return list(pool.map(lambda i: run_item(ctx, i), items))
+        outcomes = [run_item(ctx, i) for i in items]
+    else:
+        with ThreadPoolExecutor(max_workers=ctx.jobs,
+                                thread_name_prefix="virtmix-item") as pool:
+            outcomes = list(pool.map(lambda i: run_item(ctx, i), items))
+    return _verify_starts(ctx, outcomes)
+
+
+def _verify_starts(ctx: Context, outcomes: list[Outcome]) -> list[Outcome]:
+    """Watch every domain the phase started (one settle window, overlapping), then with
+    --wait until ready; a domain that died fails its entry, the others stand."""
+    started = [o.started for o in outcomes if o.started is not None]
+    if started:
+        fault_point("verify-begin")
+        watch(started, stop=ctx.stop)
+        if ctx.wait:
+            wait_ready(started, ctx.wait_timeout)
+    for o in outcomes:
+        s = o.started
+        if s is None:
+            continue
+        if s.failure:
+            o.status, o.message = "failed", s.failure
+        elif s.note:
+            o.message += f"; {s.note}"
+        o.seconds = max(o.seconds, time.monotonic() - s.began)
+        if ctx.report:
+            ctx.report("end", o.item, o)
+    return outcomes
 
 
 def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:

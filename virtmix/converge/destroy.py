@@ -8,7 +8,7 @@ only those virtmix itself created under its storage directory.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -49,13 +49,16 @@ class Target:
     xml: str = ""
     outcome: Outcome = Outcome.PENDING
     detail: str = ""         # why it failed or was refused, or what was deleted with it
+    how: str = ""            # how a running domain went: shut down, forced off after Ns
+    kept: list[str] = field(default_factory=list)  # files of it destroy left, and why
 
     @property
     def result(self) -> str:
-        """What happened, for the admin: removed[, deleted ...] | absent | refused: ... |
-        failed: ..."""
+        """What happened, for the admin: removed[, deleted ...][ (how)] | absent |
+        refused: ... | failed: ..."""
         if self.outcome is Outcome.REMOVED:
-            return "removed" + (f", deleted {self.detail}" if self.detail else "")
+            return ("removed" + (f", deleted {self.detail}" if self.detail else "")
+                    + (f" ({self.how})" if self.how else ""))
         if self.outcome in (Outcome.REFUSED, Outcome.FAILED):
             return f"{self.outcome.value}: {self.detail}"
         return str(self.outcome.value)
@@ -162,8 +165,81 @@ def delete_files(name: str, xml: str) -> list[str]:
     return removed
 
 
+def _init_is_systemd(conn: Backend, name: str) -> bool:
+    """Is a local container's init systemd? Unknown (remote, unreadable): assume so, and
+    libvirt's own shutdown is used."""
+    if not is_local(conn.uri) or conn.driver != "lxc":
+        return True  # a remote daemon, or libvirt's test driver (no processes to look at)
+    import os
+
+    from virtmix.hosts.local import init_pid
+
+    try:
+        return "systemd" in os.readlink(f"/proc/{init_pid(name, conn.domain_pid(name))}/exe")
+    except (OSError, VirtmixError):
+        return True
+
+
+def stop_cleanly(conn: Backend, name: str, *, container: bool, timeout: float) -> str:
+    """Ask a running domain to shut down, wait up to timeout, then force it off.
+
+    Guests get ACPI (libvirt's shutdown); containers whose init is systemd get libvirt's
+    shutdown, others SIGPWR (busybox init halts on it, SIGTERM makes it reboot).
+    Returns "shut down" or "forced off after Ns"."""
+    import time
+
+    from virtmix.errors import StateError
+
+    try:
+        if container and not _init_is_systemd(conn, name):
+            conn.send_signal(name, "SIGPWR")
+        else:
+            conn.shutdown(name)
+    except StateError:
+        pass
+    except VirtmixError:
+        timeout = 0  # it cannot be asked (no ACPI, gone): force it
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not conn.get(name).active:
+                return "shut down"
+        except NotFoundError:
+            return "shut down"
+        time.sleep(0.2)
+    try:
+        if conn.get(name).active:
+            conn.destroy(name)
+    except NotFoundError:
+        return "shut down"
+    return f"forced off after {timeout:g}s"
+
+
+def kept_files(name: str, xml: str, uri: str) -> list[str]:
+    """What of a removed domain is still on disk (its dirs virtmix made, and given
+    files), each with what it is, for destroy to say."""
+    kept: list[str] = []
+    if not xml:
+        return kept
+    if is_local(uri):
+        for d in _rootfs_dirs(xml):
+            if d.name == name and d.exists():
+                what = "its built tree" if d.parent.name == "containers" else "its disks/files"
+                kept.append(f"{d} ({what}; --delete-rootfs deletes it, the next apply "
+                            "checks it before reusing it)")
+    root = parse_xml(xml) if xml else None
+    if root is not None:
+        for fs in root.findall("devices/filesystem/source"):
+            tree = Path(fs.get("dir", ""))
+            if tree.name != "rootfs" or tree.parent.parent.name != "containers":
+                if str(tree) and is_local(uri) and tree.exists():
+                    kept.append(f"{tree} (a tree you gave: never deleted)")
+    return kept
+
+
 def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
-                   delete_rootfs: bool) -> None:
+                   delete_rootfs: bool, force: bool = True, timeout: float = 30.0,
+                   keep_disks: bool = False) -> None:
     """Remove one target, recording the result on it; errors are recorded, not raised."""
     if not t.exists:
         if t.outcome is Outcome.PENDING:
@@ -178,18 +254,32 @@ def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
             conn.remove_network(t.name)
             t.outcome = Outcome.REMOVED
             return
+        how = ""
         if conn.get(t.name).active:
-            conn.destroy(t.name)
+            if force:
+                conn.destroy(t.name)
+                how = "forced off"
+            else:
+                container = parse_xml(t.xml).get("type") == "lxc" if t.xml else False
+                how = stop_cleanly(conn, t.name, container=container, timeout=timeout)
         conn.undefine(t.name)
         t.outcome = Outcome.REMOVED
-        if delete_rootfs or t.owns_tree:
-            if is_local(t.uri):
+        t.how = how
+        guest = bool(t.xml) and parse_xml(t.xml).get("type") != "lxc"
+        nested = not is_local(t.uri)
+        # By default a guest's disks and files apply made, and a nested container's pushed
+        # tree, go with it (docs/apply.md "What destroy removes and keeps"); a host
+        # container's built tree only with --delete-rootfs (or when `create` made it).
+        everything = delete_rootfs or t.owns_tree
+        if everything or (not keep_disks and (guest or nested)):
+            if not nested:
                 gone = delete_files(t.name, t.xml)
             else:  # never this machine's paths: a tree in a guest is deleted there
                 from virtmix.nesting.ops import delete_remote_files
 
                 gone = delete_remote_files(t.uri, t.name, t.xml)
             t.detail = ", ".join(gone)
+        t.kept = kept_files(t.name, t.xml, t.uri)
     except VirtmixError as exc:
         t.fail(exc.message)
     except OSError as exc:

@@ -17,6 +17,7 @@ from virtmix.inventory.model import Container, Guest, RootfsBuild
 from virtmix.inventory.site import Entry, Site, is_privileged
 from virtmix.render.views import container_idmap, domain_view, storage_dir
 from virtmix.util import layout
+from virtmix.util.files import fsync_dir, fsync_file, write_atomic
 from virtmix.util.identity import IDMAP
 from virtmix.util.uris import is_local
 
@@ -128,7 +129,9 @@ def _qemu_img_create(path: Path, fmt: str, size_kib: int, *backing: str) -> None
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise RootfsError(f"qemu-img {' '.join(args)} failed: {proc.stderr.strip()}")
+    fsync_file(tmp)
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def prepare_guest(site: Site, entry: Entry) -> None:
@@ -146,7 +149,8 @@ def prepare_guest(site: Site, entry: Entry) -> None:
         return
     gdir = Path(layout.guest_path(storage_dir(site), entry.name))
     gdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    (gdir / layout.GUEST_FILES_MARKER).touch()
+    if not (gdir / layout.GUEST_FILES_MARKER).is_file():
+        write_atomic(gdir / layout.GUEST_FILES_MARKER, b"")
     for path in (view.kernel, view.initrd):
         if path and not Path(path).is_file() and not Path(path).is_relative_to(gdir):
             raise RootfsError(f"{entry.keypath}.boot: {path} does not exist")
@@ -163,11 +167,19 @@ def prepare_guest(site: Site, entry: Entry) -> None:
             raise RootfsError(f"{entry.keypath}.image.path: {base} does not exist")
         fmt = "qcow2" if base.suffix == ".qcow2" else "raw"
         _qemu_img_create(root, "qcow2", image.size, "-b", str(base), "-F", fmt)
+    elif str(root) in by_path and image is not None and image.path:
+        from virtmix.images.guest import check_reused_disk
+
+        check_reused_disk(root, Path(image.path), f"{entry.keypath}.image")
     for disk, dview in zip(spec.disks, view.disks[-len(spec.disks):] if spec.disks else [],
                            strict=True):
         disk_path = Path(dview.path)
         if disk.size is not None and not disk_path.exists():
             _qemu_img_create(disk_path, disk.format, disk.size)
+        elif disk.size is not None and disk.format == "qcow2":  # kept: checked, not trusted
+            from virtmix.images.guest import check_reused_disk
+
+            check_reused_disk(disk_path, None, f"{entry.keypath}.disks")
         elif disk.path is not None and not disk_path.exists():
             raise RootfsError(f"{entry.keypath}.disks: {disk_path} does not exist")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from virtmix.errors import RootfsError, VirtmixError
-from virtmix.util.files import write_file
+from virtmix.util.files import sync_filesystem, write_file
 
 CACHE_ENTRY = "busybox-static"  # recorded as the tree's base: there is no cache entry
 _DIRS = ("bin", "sbin", "usr/bin", "usr/sbin", "etc/init.d", "root", "tmp", "var/log", "run",
@@ -93,15 +93,12 @@ def make_tree(storage: Any, name: str, setup: Any, privileged: bool,
     from virtmix.rootfs import PASSWORD_FILE, remove_container_tree
     from virtmix.rootfs.customise import set_credentials, set_identity
     from virtmix.rootfs.idmap import shift_tree
-    from virtmix.rootfs.storage import CONTAINER_MARKER
     from virtmix.util.idranges import pick_for
 
     storage.ensure()
     if not privileged and idmap is None:
         idmap = pick_for(name, str(storage.root))
-    cdir = storage.container_dir(name)
-    cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, as rootfs does
-    (cdir / CONTAINER_MARKER).write_text(name + "\n")
+    cdir = storage.make_container_dir(name)
     t0 = time.monotonic()
     try:
         tree = cdir / "rootfs"
@@ -121,6 +118,7 @@ def make_tree(storage: Any, name: str, setup: Any, privileged: bool,
                  "password_file": str(cdir / PASSWORD_FILE) if password else None,
                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                  "clone_seconds": round(time.monotonic() - t0, 3)}
+        sync_filesystem(cdir)  # the tree on disk before the state marks it complete
         storage.write_state(name, state)  # last: a state file means the tree is complete
         return state
     except BaseException:

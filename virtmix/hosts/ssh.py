@@ -158,20 +158,38 @@ class SshHost:
         run_remote(self.uri, cgroup_dir_sh(pid)
                    + f"echo {shlex.quote(format_cpuset(cpus))} > $d/cpuset.cpus")
 
-    def push_tree(self, src: Path, dest: str, marker: str) -> None:
-        """Copy the tree at src (ownership kept) to dest there, atomically: it is received
-        under dest.part and renamed, then `marker` is touched; a half push is redone."""
+    def push_tree(self, src: Path, dest: str, marker: str, *, marker_line: str = "",
+                  check_sh: str = "", expect: str = "") -> None:
+        """Copy the tree at src (ownership kept) to dest there, crash-consistently.
+
+        The old marker goes first (a crash mid-push leaves no marker, never a stale one);
+        the tree is received under dest.part, synced (`sync -f`: a guest powered off right
+        after would otherwise lose what ext4 had not committed) and renamed; `check_sh`, run
+        in the tree, must then print `expect` (what was sent), and only then is `marker`
+        written (`marker_line`, synced, renamed into place).
+        """
+        from virtmix.util.faults import fault_point
+
         q = shlex.quote
         cdir = dest.rsplit("/", 1)[0] or "/"
-        receive = (f"set -e; mkdir -p {q(cdir)}; rm -rf {q(dest)}.part; mkdir {q(dest)}.part; "
-                   f"tar -C {q(dest)}.part --numeric-owner -xpf -; rm -rf {q(dest)}; "
-                   f"mv {q(dest)}.part {q(dest)}; touch {q(marker)}")
+        verify = (f"got=$(cd {q(dest)} && {check_sh}); if [ \"$got\" != {q(expect)} ]; then "
+                  "echo \"manifest mismatch after push: $got\" >&2; exit 3; fi; "
+                  if check_sh else "")
+        receive = (f"set -e; mkdir -p {q(cdir)}; rm -f {q(marker)}; rm -rf {q(dest)}.part; "
+                   f"mkdir {q(dest)}.part; tar -C {q(dest)}.part --numeric-owner -xpf -; "
+                   f"sync -f {q(dest)}.part; rm -rf {q(dest)}; mv {q(dest)}.part {q(dest)}; "
+                   + verify +
+                   f"printf '%s\\n' {q(marker_line)} > {q(marker)}.tmp; sync {q(marker)}.tmp; "
+                   f"mv {q(marker)}.tmp {q(marker)}; sync -f {q(cdir)}")
         tar = subprocess.Popen(["tar", "-C", str(src), "--numeric-owner", "-cpf", "-", "."],
                                stdout=subprocess.PIPE)
-        res = subprocess.run([*ssh_argv(self.uri), receive], stdin=tar.stdout,
-                             capture_output=True, text=True, check=False)
+        fault_point("push-stream")
+        ssh = subprocess.Popen([*ssh_argv(self.uri), receive], stdin=tar.stdout,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert tar.stdout is not None
         tar.stdout.close()
-        if tar.wait() != 0 or res.returncode != 0:
+        fault_point("push-streaming")  # both ends running: a fault here is mid-push
+        _out, errout = ssh.communicate()
+        if tar.wait() != 0 or ssh.returncode != 0:
             raise BackendError(f"{self.uri}: pushing a tree to {dest} failed: "
-                               f"{res.stderr.strip()[-400:]}")
+                               f"{errout.strip()[-400:]}")

@@ -28,6 +28,7 @@ from virtmix.images.spec import ImageSpec
 from virtmix.rootfs.build import run_logged
 from virtmix.rootfs.sources import resolve_sources
 from virtmix.rootfs.storage import Storage, remove_tree
+from virtmix.util.files import fsync_dir, sync_filesystem, write_atomic
 
 Progress = Callable[[str], None]
 META = "image.json"
@@ -135,28 +136,47 @@ def _make(spec: ImageSpec, tmp: Path, progress: Progress | None) -> dict:
             "seconds": round(time.monotonic() - t0, 1)}
 
 
+def _checked(image: CachedImage) -> CachedImage:
+    """A cache hit is reused only whole: its metadata reads, its base, kernel and initrd are
+    there and not empty (the marker is written after a sync, older entries were not)."""
+    try:
+        json.loads((image.path / META).read_text())
+        ok = all(p.stat().st_size > 0 for p in (image.base, image.kernel, image.initrd))
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise RootfsError(f"cached guest image {image.path} is incomplete (its metadata, base "
+                          "image, kernel or initrd is missing or empty)",
+                          hint=f"`virtmix image rm {image.key}` (or delete {image.path}), "
+                               "then apply again to rebuild it")
+    return image
+
+
 def ensure_image(spec: ImageSpec, storage: Storage,
                  progress: Progress | None = None) -> CachedImage:
     """The cached image of spec, built first when missing (locked: one build per key)."""
     root = images_root(storage)
     final = root / spec.cache_key
     if (final / META).is_file():
-        return CachedImage(spec.cache_key, final, True, 0.0)
+        return _checked(CachedImage(spec.cache_key, final, True, 0.0))
     storage.ensure()
     root.mkdir(mode=0o711, exist_ok=True)
     with storage.lock(f"image-{spec.cache_key}"):
         if (final / META).is_file():  # a concurrent build finished it meanwhile
-            return CachedImage(spec.cache_key, final, True, 0.0)
+            return _checked(CachedImage(spec.cache_key, final, True, 0.0))
         for stale in root.glob(f".build-{spec.cache_key}-*"):  # builds killed before
             with contextlib.suppress(OSError, VirtmixError):
                 remove_tree(storage, stale, root, BUILD_MARKER)
         tmp = root / f".build-{spec.cache_key}-{os.getpid()}"
         tmp.mkdir(mode=0o711)
-        (tmp / BUILD_MARKER).write_text(spec.cache_key + "\n")
+        write_atomic(tmp / BUILD_MARKER, (spec.cache_key + "\n").encode())
         try:
             meta = _make(spec, tmp, progress)
-            (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            sync_filesystem(tmp)  # the image on disk before META says it is complete
+            write_atomic(tmp / META,
+                         (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
             os.rename(tmp, final)  # atomic: complete or absent
+            fsync_dir(root)
         except BaseException:
             with contextlib.suppress(OSError, VirtmixError):
                 remove_tree(storage, tmp, root, BUILD_MARKER)

@@ -29,7 +29,7 @@ from virtmix.images.spec import spec_from_model
 from virtmix.inventory.model import Guest
 from virtmix.inventory.site import Entry, Site
 from virtmix.rootfs.storage import Storage, remove_tree
-from virtmix.util.files import write_atomic
+from virtmix.util.files import fsync_dir, fsync_file, write_atomic
 from virtmix.util.identity import mac_address
 from virtmix.util.layout import GUESTS_DIR
 
@@ -133,6 +133,32 @@ def _config_initrd(storage: Storage, entry: Entry, gdir: Path, base_initrd: Path
     write_atomic(stamp, digest.encode(), mode=0o600)
 
 
+def check_reused_disk(path: Path, base: Path | None, where: str) -> None:
+    """A guest disk apply finds already there is checked before it is used again: its
+    qcow2 metadata (`qemu-img check`) and, for an overlay, that it still sits on `base`.
+    A bad one is an error naming the file (never silently replaced: it holds the guest)."""
+    res = subprocess.run(["qemu-img", "check", "-q", "-f", "qcow2", str(path)], capture_output=True,
+                         text=True)
+    if res.returncode not in (0, 3):  # 3: leaked clusters only, harmless
+        raise RootfsError(f"{where}: the kept disk {path} is damaged (qemu-img check exit "
+                          f"{res.returncode}: {(res.stderr or res.stdout).strip()[-300:]})",
+                          hint=f"virtmix destroy {path.parent.name} (deletes its disks), then "
+                               "apply again")
+    if base is None:
+        return
+    info = subprocess.run(["qemu-img", "info", "--output=json", str(path)],
+                          capture_output=True, text=True)
+    try:
+        backing = json.loads(info.stdout).get("backing-filename")
+    except ValueError:
+        backing = None
+    if backing is not None and Path(backing) != Path(base):
+        raise RootfsError(f"{where}: the kept disk {path} is an overlay of {backing}, the "
+                          f"inventory now names {base}",
+                          hint=f"virtmix destroy {path.parent.name} (deletes its disks), then "
+                               "apply again")
+
+
 def _qemu_img(*args: str) -> None:
     res = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
     if res.returncode != 0:
@@ -168,7 +194,7 @@ def prepare_guest(site: Site, entry: Entry, progress: Progress | None = None) ->
         if gdir.exists() and not (gdir / MARKER).is_file():
             raise RootfsError(f"{gdir}: exists and virtmix did not create it")
         gdir.mkdir(mode=0o711, parents=True, exist_ok=True)
-        (gdir / MARKER).write_text(entry.name + "\n")
+        write_atomic(gdir / MARKER, (entry.name + "\n").encode())
         image: CachedImage | None = None
         if spec.image is not None and spec.image.path:
             base, fmt = Path(spec.image.path), _base_format(Path(spec.image.path))
@@ -181,11 +207,19 @@ def prepare_guest(site: Site, entry: Entry, progress: Progress | None = None) ->
         if created:
             _qemu_img("create", "-q", "-f", "qcow2", "-b", str(base), "-F", fmt,
                       str(gdir / "root.qcow2.tmp"))
+            fsync_file(gdir / "root.qcow2.tmp")
             os.replace(gdir / "root.qcow2.tmp", gdir / "root.qcow2")
+            fsync_dir(gdir)
+        else:  # reused (kept by destroy --keep-disks, or a crash): checked, not trusted
+            check_reused_disk(gdir / "root.qcow2", base, entry.keypath)
         for i, disk in enumerate(spec.disks):
             path = gdir / f"disk{i}.{disk.format}"
             if disk.path is None and not path.exists():
-                _qemu_img("create", "-q", "-f", disk.format, str(path), f"{disk.size}K")
+                tmp = path.with_name(f".{path.name}.part")
+                _qemu_img("create", "-q", "-f", disk.format, str(tmp), f"{disk.size}K")
+                fsync_file(tmp)
+                os.replace(tmp, path)
+                fsync_dir(gdir)
         pub_path = gdir / "host_key.pub"
         if created or not pub_path.is_file():
             # A new disk is a new machine: it gets a new host key, pinned before first boot.

@@ -378,6 +378,8 @@ class Settings(Strict):
     storage_dir: str = Field("/var/lib/virtmix", description="Trees, images, caches.")
     mirror: Mirror | None = Field(None, description="Debian mirror; default: host apt "
                                   "sources. A plain http(s):// or file:// URL; no apt options.")
+    shutdown_timeout: float = Field(30.0, ge=0, description="Seconds a guest gets to shut "
+                                    "down (ACPI) on stop/destroy/apply before it is forced off.")
 
     @field_validator("storage_dir")
     @classmethod

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from virtmix.errors import BackendError, StateError
 from virtmix.hosts.ssh import SshHost, cgroup_dir_sh, init_pid_sh, run_remote, ssh_argv
+from virtmix.util.faults import fault_point
 from virtmix.util.polling import wait_until
 from virtmix.util.uris import is_ssh_uri
 
@@ -151,6 +152,66 @@ def set_frozen(uri: str, dom_id: int, on: bool, address: str, timeout: float = 1
 
 # -- trees of nested containers: built on the host, pushed into the guest ------------------
 PUSHED = ".virtmix-pushed"
+# A manifest of the package-managed part of a tree (sizes and paths of the files under
+# usr/ and the top-level lib/bin dirs), digested: the same shell runs on the host over the
+# staged tree and in the guest over the pushed one. A file left empty or short by a power
+# cut before the guest synced it ("libkmod.so.2: file too short") changes the digest.
+MANIFEST_SH = (
+    "for d in usr bin sbin lib lib32 lib64 libx32; do "
+    "if [ -d \"$d\" ] && [ ! -L \"$d\" ]; then find \"$d\" -xdev -type f -printf '%s %p\\n'; fi; "
+    "done | LC_ALL=C sort | sha256sum | cut -d' ' -f1")
+
+
+def push_key(site, entry) -> str:
+    """A digest of what would be pushed now: the tree's spec and the container's setup."""
+    import dataclasses
+    import hashlib
+    import json
+
+    from virtmix.render.views import is_privileged
+    from virtmix.rootfs.from_model import setup_from_model, spec_from_model
+
+    spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
+                           mirror=site.inventory.settings.mirror)
+    setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
+    blob = json.dumps([spec.cache_key(), dataclasses.asdict(setup), is_privileged(entry)],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def local_manifest(tree) -> str:
+    res = subprocess.run(["sh", "-c", MANIFEST_SH], cwd=str(tree), capture_output=True,
+                         text=True, check=False)
+    if res.returncode != 0 or not res.stdout.strip():
+        raise BackendError(f"cannot list {tree} for its manifest: {res.stderr.strip()}")
+    return res.stdout.strip()
+
+
+def pushed_state(uri: str, dest: str) -> tuple[str, str]:
+    """(marker, manifest digest of the tree now) in the guest; '' where absent."""
+    import posixpath
+
+    q = shlex.quote
+    marker = posixpath.join(posixpath.dirname(dest), PUSHED)
+    out = run_remote(uri, f"echo \"M:$(cat {q(marker)} 2>/dev/null)\"; "
+                          f"if [ -d {q(dest)} ]; then cd {q(dest)} && echo \"D:$({MANIFEST_SH})\"; "
+                          "fi", timeout=120)
+    got = dict(line.split(":", 1) for line in out.splitlines() if line[:2] in ("M:", "D:"))
+    return got.get("M", "").strip(), got.get("D", "").strip()
+
+
+def pushed_tree_ok(site, entry, dest: str) -> tuple[bool, str]:
+    """Is the tree in the guest the one that would be pushed now, whole? (ok, why not)"""
+    marker, digest = pushed_state(entry.uri, dest)
+    if not marker:
+        return False, "no marker (never pushed, or interrupted)"
+    key, _, want = marker.partition(" ")
+    if key != push_key(site, entry):
+        return False, "its marker records another tree (the inventory changed)"
+    if not digest or digest != want:
+        return False, "its files no longer match the marker's manifest (not synced before " \
+                      "a crash?)"
+    return True, ""
 
 
 def push_tree(site, entry) -> str:
@@ -160,7 +221,9 @@ def push_tree(site, entry) -> str:
     clone, ownership shifted for <idmap> unless privileged) in a staging storage of the
     guest's own; tar streams it over ssh to the path the definition names, under a
     temporary name renamed at the end, so an interrupted push is redone, never half used.
-    A tree already pushed is kept. Returns the tree's path in the guest.
+    The guest syncs the tree before the marker is written (and syncs the marker); the
+    marker records what was pushed (push_key) and a manifest digest of the tree. A tree is
+    reused only when both still match; otherwise it is pushed again. Returns its path.
     """
     import posixpath
 
@@ -171,10 +234,10 @@ def push_tree(site, entry) -> str:
 
     dest = container_rootfs(site, entry)
     cdir = posixpath.dirname(dest)
-    q = shlex.quote
-    if run_remote(entry.uri, f"test -f {q(cdir + '/' + PUSHED)} && echo yes || true"
-                  ).strip() == "yes":
+    ok, _why = pushed_tree_ok(site, entry, dest)
+    if ok:
         return dest
+    fault_point("push-begin")
     # Staged in the site's own storage (its base-tree cache is shared) under a name no
     # container of this host has; hostname and the rest are the nested container's.
     storage = Storage(site.inventory.settings.storage_dir)
@@ -189,7 +252,11 @@ def push_tree(site, entry) -> str:
     made = provision_container(staged, spec, setup, storage, privileged=is_privileged(entry),
                                idmap=container_idmap(site, entry), check_overlap=False)
     try:
-        SshHost(entry.uri).push_tree(made.path, dest, cdir + "/" + PUSHED)
+        want = local_manifest(made.path)
+        SshHost(entry.uri).push_tree(made.path, dest, posixpath.join(cdir, PUSHED),
+                                     marker_line=f"{push_key(site, entry)} {want}",
+                                     check_sh=MANIFEST_SH, expect=want)
+        fault_point("push-done")
     except BackendError as exc:
         raise BackendError(f"{entry.address}: pushing its tree to {dest} in guest "
                            f"{entry.parent} failed: {exc.message}") from None

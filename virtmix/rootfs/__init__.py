@@ -30,6 +30,8 @@ from virtmix.rootfs.storage import (
     Storage,
     remove_container_dir,
 )
+from virtmix.util.faults import fault_point
+from virtmix.util.files import sync_filesystem
 from virtmix.util.identity import IDMAP
 from virtmix.util.idranges import IdMap, as_idmap, conflicting, pick_for
 from virtmix.util.layout import TREE_DIR
@@ -131,6 +133,10 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
             return _existing(storage, name, state, _effective_spec(spec, setup), privileged,
                              idmap)
         cdir = storage.container_dir(name)
+        if os.path.lexists(cdir) and _half_marked(cdir):
+            for p in cdir.iterdir():  # an older virtmix killed while writing the marker
+                p.unlink()
+            cdir.rmdir()
         if os.path.lexists(cdir):
             if not (cdir / CONTAINER_MARKER).is_file():
                 raise ConflictError(f"{cdir}: exists and virtmix did not create it")
@@ -139,8 +145,7 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
         t0 = time.monotonic()
         lower = _lower(_effective_spec(spec, setup), storage, chosen, progress)
         lower_seconds = time.monotonic() - t0
-        cdir.mkdir(mode=0o711)  # traversable by the container's mapped root, see Storage
-        (cdir / CONTAINER_MARKER).write_text(name + "\n")
+        storage.make_container_dir(name)
         try:
             return _clone_and_customise(name, setup, storage, lower, chosen, clone,
                                         progress, lower_seconds)
@@ -148,6 +153,15 @@ def provision_container(name: str, spec: RootfsSpec, setup: ContainerSetup, stor
             with contextlib.suppress(VirtmixError, OSError):
                 remove_container_tree(storage, name)
             raise
+
+
+def _half_marked(cdir: Path) -> bool:
+    """A dir holding nothing but the temporary file of its marker: ours, killed early."""
+    if cdir.is_symlink() or not cdir.is_dir():
+        return False
+    names = [p.name for p in cdir.iterdir()]
+    return bool(names) and all(n.startswith(f".{CONTAINER_MARKER}.") and n.endswith(".part")
+                               for n in names)
 
 
 def _existing(storage: Storage, name: str, state: dict, spec: RootfsSpec,
@@ -179,7 +193,9 @@ def _clone_and_customise(name: str, setup: ContainerSetup, storage: Storage, low
     t0 = time.monotonic()
     if progress:
         progress(f"cloning {lower.entry} for {name}")
+    fault_point("rootfs-clone-begin")
     path, method = make_clone(lower.tree, cdir, clone)
+    fault_point("rootfs-clone-made")
     password = customise(path, setup, cdir / PASSWORD_FILE)
     privileged = idmap is None
     if idmap is not None:
@@ -200,6 +216,8 @@ def _clone_and_customise(name: str, setup: ContainerSetup, storage: Storage, low
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "clone_seconds": round(time.monotonic() - t0, 3),
     }
+    fault_point("rootfs-clone-before-state")
+    sync_filesystem(cdir)  # the clone's files on disk before the state says it is complete
     storage.write_state(name, state)  # last: a state file means the tree is complete
     return _result(storage, name, state, password, created=True)
 

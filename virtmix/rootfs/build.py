@@ -21,6 +21,8 @@ from virtmix.rootfs.sources import resolve_sources
 from virtmix.rootfs.spec import RootfsSpec, host_architecture
 from virtmix.rootfs.storage import CACHE_MARKER, Storage, remove_tree
 from virtmix.util import children
+from virtmix.util.faults import fault_point
+from virtmix.util.files import fsync_dir, sync_filesystem, write_atomic
 
 Progress = Callable[[str], None]
 BUILD_MARKER = ".virtmix-build"
@@ -128,7 +130,7 @@ def _bootstrap_cmd(tool: str, spec: RootfsSpec, arch: str, tree: Path) -> tuple[
 def _new_tmp(storage: Storage, entry: str) -> Path:
     tmp = storage.cache_root / f".build-{entry}-{os.getpid()}-{time.monotonic_ns()}"
     tmp.mkdir(mode=0o711)  # traversable by _apt (see Storage.ensure)
-    (tmp / BUILD_MARKER).write_text(entry + "\n")
+    write_atomic(tmp / BUILD_MARKER, (entry + "\n").encode())
     return tmp
 
 
@@ -139,16 +141,34 @@ def _clean_stale(storage: Storage, entry: str) -> None:
 
 
 def _promote(storage: Storage, tmp: Path, entry: str, meta: dict) -> Path:
-    (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    fault_point("rootfs-build-before-marker")
+    sync_filesystem(tmp)  # every file of the tree on disk before the marker says complete
+    write_atomic(tmp / CACHE_MARKER, (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
     final = storage.cache_entry(entry)
     os.rename(tmp, final)  # atomic: the entry appears complete or not at all
+    fsync_dir(final.parent)
     return final
+
+
+def _check_cached(final: Path) -> None:
+    """A cache entry is reused only if its marker reads and its tree is there: a marker is
+    written after the tree was synced, but entries older than that were not."""
+    try:
+        json.loads((final / CACHE_MARKER).read_text())
+        ok = (final / "tree" / "usr").is_dir() or (final / "tree" / "bin").exists()
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        raise RootfsError(f"cached base tree {final} is incomplete (its marker or tree is "
+                          "damaged)", hint=f"delete {final} (no container may use it), then "
+                          "apply again to rebuild it")
 
 
 def _locked_build(storage: Storage, entry: str,
                   make: Callable[[Path, Path], dict]) -> BaseTree:
     final = storage.cache_entry(entry)
     if (final / CACHE_MARKER).is_file():
+        _check_cached(final)
         return BaseTree(entry, final, cached=True)
     with storage.lock(f"cache-{entry}"):
         if (final / CACHE_MARKER).is_file():  # a concurrent build finished it meanwhile
@@ -158,6 +178,7 @@ def _locked_build(storage: Storage, entry: str,
         try:
             # The log lives outside the temp dir, so it outlasts a failed build.
             log = storage.log_path("build", entry)
+            fault_point("rootfs-build-begin")
             meta = make(tmp, log)
             meta["log"] = str(log)
             return BaseTree(entry, _promote(storage, tmp, entry, meta), cached=False)

@@ -129,9 +129,31 @@ class Storage:
             raise RootfsError(f"{path}: unreadable state file ({e})") from e
 
     def write_state(self, name: str, state: dict) -> None:
+
         path = self.container_dir(name) / STATE_FILE
         write_atomic(path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode(),
                      mode=0o600)
+
+    def make_container_dir(self, name: str) -> Path:
+        """STORAGE/containers/NAME with its marker, appearing whole: made under a temporary
+        name, marker written, renamed. A kill in between leaves a `.new-NAME-*` dir (cleaned
+        by the next call), never a NAME dir without marker that looks like someone else's."""
+        from virtmix.util.files import fsync_dir
+
+        cdir = self.container_dir(name)
+        for stale in cdir.parent.glob(f".new-{name}-*"):
+            if stale.is_dir() and not stale.is_symlink() and all(
+                    p.name == CONTAINER_MARKER or p.name.endswith(".part")
+                    for p in stale.iterdir()):
+                for p in stale.iterdir():
+                    p.unlink()
+                stale.rmdir()
+        tmp = cdir.with_name(f".new-{name}-{os.getpid()}")
+        tmp.mkdir(mode=0o711)  # traversable by the container's mapped root, see Storage
+        write_atomic(tmp / CONTAINER_MARKER, (name + "\n").encode())
+        os.rename(tmp, cdir)
+        fsync_dir(cdir.parent)
+        return cdir
 
     def container_names(self) -> list[str]:
         if not self.containers_root.is_dir():
@@ -139,6 +161,7 @@ class Storage:
         return sorted(
             p.name for p in self.containers_root.iterdir()
             if (p / CONTAINER_MARKER).is_file() and not p.is_symlink()
+            and not p.name.startswith(".")  # a .new-NAME-* being made
         )
 
 
