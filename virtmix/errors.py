@@ -7,7 +7,8 @@ Exit codes (documented in the README):
   5 libvirt/connection failure, 6 not found, 7 rootfs build failed,
   8 wrong state (e.g. needs a running domain), 9 conflict (foreign domain, lock held),
   10 plan: changes pending (not an error), 11 apply finished with failures,
-  12 doctor: a host check failed, 130 interrupted (Ctrl-C).
+  12 doctor: a host check failed, 13 apply PLAN: the saved plan is stale,
+  130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -103,6 +104,13 @@ class ApplyFailedError(VirtmixError):
     """Raised at the end of an apply in which some entries failed (the rest went on)."""
 
     exit_code = 11
+
+
+class StalePlanError(VirtmixError):
+    """Raised by `apply PLAN` when the inventory, a profile or template, or what libvirt
+    holds changed since the plan was saved (Terraform's "Saved plan is stale")."""
+
+    exit_code = 13
 
 
 # Exit codes that are outcomes rather than errors, shared by the commands that return them.

@@ -38,6 +38,8 @@ from virtmix.inventory.site import Site
 from virtmix.util.locking import locked
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
+APPLY_ARG = typer.Argument(..., metavar="INVENTORY | PLAN",
+                           help="The inventory YAML file, or a plan saved by `plan --out`.")
 PRUNE = typer.Option(False, "--prune", help="Also remove virtmix domains and networks of this "
                      "site that are no longer in the inventory.")
 ADOPT = typer.Option(False, "--adopt", help="Take over domains/networks of the same name that "
@@ -98,10 +100,16 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
              diff: bool = typer.Option(True, "--diff/--no-diff", help="Show XML diffs."),
              tree: bool = typer.Option(False, "--tree", help="Also draw host -> guests -> "
                                        "containers with what apply would do to each."),
+             save: Path = typer.Option(None, "--out", metavar="PLAN", help="Also save the "
+                                       "plan (JSON) for `apply PLAN`, which applies exactly "
+                                       "it or refuses it once stale."),
              ) -> None:
     """Show what apply would change. Exit 0: nothing to do; 10: changes pending."""
-    _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
+    opts = Options(prune=prune, adopt=adopt, restart=restart)
+    _site, plan, conns = _plan(inventory, opts)
     close_all(conns)
+    if save is not None:
+        _save_plan(save, _site, plan, opts)
     if output == Output.json:
         print_json(plan_to_dict(plan))
     else:
@@ -120,6 +128,18 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
                             f"with domains virtmix does not own: {refused[0].reason}")
     if plan.pending:
         raise typer.Exit(EXIT_PENDING)
+
+
+def _save_plan(path: Path, site: Site, plan: Plan, opts: Options) -> None:
+    from virtmix.converge.saved import saved_section, write_plan
+
+    data = plan_to_dict(plan)
+    data["saved"] = saved_section(site, plan, {"prune": opts.prune, "adopt": opts.adopt,
+                                               "restart": opts.restart,
+                                               "connect": OPTIONS.connect})
+    write_plan(path, data)
+    err.print(f"virtmix: plan saved to {path}; `virtmix apply {path}` applies exactly it",
+              markup=False)
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -149,19 +169,51 @@ def _progress_reporter(total: int):
 
 
 @app.command("apply")
-def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PRUNE,
+def apply_cmd(inventory: Path = APPLY_ARG, yes: bool = YES, prune: bool = PRUNE,
               adopt: bool = ADOPT, restart: bool = RESTART, wait: bool = WAIT,
               lock_timeout: float = LOCK_TIMEOUT,
               jobs: int = typer.Option(4, "--jobs", "-j", min=1,
                                        help="Entries of one host applied at once."),
               quiet: bool = QUIET_OPTION) -> None:
-    """Converge the inventory: define, start, tune live, (with --prune) remove."""
+    """Converge the inventory: define, start, tune live, (with --prune) remove.
+
+    Given a plan saved by `plan --out`, apply exactly it (no confirmation: the plan was the
+    review), or exit 13 when it is stale."""
+    from virtmix.converge.saved import is_saved_plan
+
+    if is_saved_plan(inventory):
+        _apply_saved(inventory, wait, lock_timeout, jobs)
+        return
     site = load_site(inventory)
     with locked(_lock_targets(site), purpose=f"apply {site.path}", wait=wait,
                 timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
         _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
         try:
             _apply(site, plan, conns, yes, jobs)
+        finally:
+            close_all(conns)
+
+
+def _apply_saved(path: Path, wait: bool, lock_timeout: float, jobs: int) -> None:
+    """Check the saved plan's files, lock, read libvirt again, check it, apply it."""
+    from virtmix.converge import saved
+
+    data = saved.read_plan(path)
+    saved.check_files(path, data)
+    opts_saved = data["saved"]["options"]
+    OPTIONS.connect = opts_saved.get("connect")
+    inventory = Path(data["saved"]["inventory"]["path"])
+    site = load_site(inventory)
+    saved.check_site_files(path, data, site)
+    opts = Options(prune=opts_saved["prune"], adopt=opts_saved["adopt"],
+                   restart=opts_saved["restart"])
+    with locked(_lock_targets(site), purpose=f"apply {path}", wait=wait,
+                timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
+        saved.check_files(path, data)  # again: it may have changed while we waited
+        _site, plan, conns = _plan(inventory, opts)
+        try:
+            saved.check_plan(path, data, plan)
+            _apply(site, plan, conns, True, jobs)
         finally:
             close_all(conns)
 
