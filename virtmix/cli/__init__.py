@@ -82,6 +82,11 @@ def __getattr__(name: str) -> Any:
 
 def main() -> None:
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
+    if completing and os.environ.get("_VIRTMIX_COMPLETE"):
+        from virtmix.cli.complete import fast_complete
+
+        if fast_complete("virtmix"):  # names, keys, hosts: before any command module loads
+            return
     verb = None if completing else verb_of(sys.argv[1:])
     app = load([VERBS[verb]] if verb in VERBS else MODULES)
     app(prog_name="virtmix")

@@ -17,9 +17,11 @@ from virtmix.admin.domxml import parse_domain
 from virtmix.admin.targets import Session
 from virtmix.admin.trees import remount
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.cli.completers import complete_cgroup_key, complete_domain
 from virtmix.hosts.local import is_local
 
-NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
+NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).",
+                          autocompletion=complete_domain)
 
 
 @contextmanager
@@ -166,7 +168,8 @@ def console_domain(name: str = NAME_ARG) -> None:
 @app.command("cgroup", context_settings={"ignore_unknown_options": True})
 def cgroup_domain(
     name: str = NAME_ARG,
-    key: str = typer.Argument(..., help="cpuset.cpus, cpu.shares, cpu.weight, "
+    key: str = typer.Argument(..., autocompletion=complete_cgroup_key,
+                              help="cpuset.cpus, cpu.shares, cpu.weight, "
                               "cpu.cfs_quota_us, cpu.max, memory.limit_in_bytes, memory.max, "
                               "memory.soft_limit_in_bytes, memory.high, blkio.weight, ..."),
     value: str = typer.Argument(None, help="New value; without it the value is printed."),

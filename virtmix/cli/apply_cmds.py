@@ -22,6 +22,7 @@ from virtmix.cli.apply_output import (
     print_result,
 )
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.cli.completers import complete_domain
 from virtmix.converge.apply import (
     Context,
     close_all,
@@ -299,7 +300,8 @@ def _destroy_all(targets: list[Target], conns: dict, **flags: bool) -> None:
 
 
 @app.command("destroy")
-def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NAME..."),
+def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NAME...",
+                                                   autocompletion=complete_domain),
                 yes: bool = YES,
                 delete_rootfs: bool = typer.Option(False, "--delete-rootfs", help="Also delete "
                                                    "the trees and disk images virtmix made."),

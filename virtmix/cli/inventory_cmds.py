@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from virtmix.cli.base import OUTPUT_OPTION, Output, app, err, out, print_json
+from virtmix.cli.completers import complete_host
 from virtmix.errors import NotFoundError, UsageError
 from virtmix.inventory.load import load_site
 from virtmix.inventory.model import inventory_json_schema
@@ -47,7 +48,8 @@ def validate_inventory(inventory: Path = INVENTORY_ARG,
 @app.command("render")
 def render_inventory(
     inventory: Path = INVENTORY_ARG,
-    host: str = typer.Option(None, "--host", help="Only this inventory host."),
+    host: str = typer.Option(None, "--host", help="Only this inventory host.",
+                             autocompletion=complete_host),
     name: str = typer.Option(None, "--name", help="Only this entry (NAME or GUEST/NAME)."),
     out_dir: Path = typer.Option(None, "--out", help="Write NAME.xml files into this directory."),
 ) -> None:
