@@ -60,13 +60,18 @@ def blkio_parameters(conn: Connection, name: str, *, live: bool) -> dict[str, in
 
 def send_signal(conn: Connection, name: str, signal: str, pid: int = 1) -> None:
     """Send a signal to a process of a container (pid as seen inside it; 1 = its init)."""
-    with _translate(f"sending {signal} to {name}", conn.uri):
+    from virtmix.util.oplog import own_operation
+
+    with _translate(f"sending {signal} to {name}", conn.uri), \
+            own_operation(conn.uri, name, f"signal {signal}"):
         _dom(conn, name).sendProcessSignal(pid, SIGNALS[signal], 0)
 
 
 def request_shutdown(conn: Connection, name: str) -> None:
     """libvirt's default shutdown: ACPI for guests; initctl, then SIGTERM for containers."""
-    with _translate(f"shutting down {name}", conn.uri):
+    from virtmix.util.oplog import own_operation
+
+    with _translate(f"shutting down {name}", conn.uri), own_operation(conn.uri, name, "stop"):
         _dom(conn, name).shutdown()
 
 

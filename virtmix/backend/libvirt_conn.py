@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -11,11 +12,13 @@ import libvirt
 
 from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_name
 from virtmix.errors import BackendError, NotFoundError, StateError
+from virtmix.util.oplog import own_operation
 
 # libvirt prints every error to stderr by default; we raise exceptions instead.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 _NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_NETWORK}
+_NAME = re.compile(r"<name>([^<]*)</name>")
 
 
 def _start_hint(uri: str) -> str:
@@ -39,6 +42,12 @@ def _translate(what: str, uri: str) -> Iterator[None]:
         if code == libvirt.VIR_ERR_OPERATION_INVALID:
             raise StateError(msg) from None
         raise BackendError(msg) from None
+
+
+def _name_of(xml: str) -> str:
+    """A domain document's <name> (for the operation mark; cheap, no parse)."""
+    match = _NAME.search(xml)
+    return match.group(1).strip() if match else ""
 
 
 class Connection:
@@ -133,7 +142,8 @@ class Connection:
 
         Plain defineXML silently accepts unknown elements, hence VALIDATE.
         """
-        with _translate("defining domain", self.uri):
+        with _translate("defining domain", self.uri), \
+                own_operation(self.uri, _name_of(xml), "define"):
             dom = self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
             return self._record(dom)
 
@@ -145,7 +155,7 @@ class Connection:
         flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        with _translate(f"undefining {name}", self.uri):
+        with _translate(f"undefining {name}", self.uri), own_operation(self.uri, name, "undefine"):
             try:
                 dom.undefineFlags(flags)
             except libvirt.libvirtError as exc:
@@ -155,23 +165,24 @@ class Connection:
                 dom.undefine()
 
     def start(self, name: str) -> None:
-        with _translate(f"starting {name}", self.uri):
+        with _translate(f"starting {name}", self.uri), own_operation(self.uri, name, "start"):
             self._lookup(name).create()
 
     def shutdown(self, name: str) -> None:
-        with _translate(f"shutting down {name}", self.uri):
+        with _translate(f"shutting down {name}", self.uri), \
+                own_operation(self.uri, name, "shutdown"):
             self._lookup(name).shutdown()
 
     def destroy(self, name: str) -> None:
-        with _translate(f"stopping {name}", self.uri):
+        with _translate(f"stopping {name}", self.uri), own_operation(self.uri, name, "destroy"):
             self._lookup(name).destroy()
 
     def suspend(self, name: str) -> None:
-        with _translate(f"freezing {name}", self.uri):
+        with _translate(f"freezing {name}", self.uri), own_operation(self.uri, name, "suspend"):
             self._lookup(name).suspend()
 
     def resume(self, name: str) -> None:
-        with _translate(f"unfreezing {name}", self.uri):
+        with _translate(f"unfreezing {name}", self.uri), own_operation(self.uri, name, "resume"):
             self._lookup(name).resume()
 
     def set_autostart(self, name: str, on: bool) -> None:
@@ -370,5 +381,6 @@ class Connection:
         VIR_DOMAIN_DEFINE_VALIDATE makes libvirtd parse domain.rng again on every call
         (~17 ms, more under load): apply validates locally and skips that here.
         """
-        with _translate("defining domain", self.uri):
+        with _translate("defining domain", self.uri), \
+                own_operation(self.uri, _name_of(xml), "define"):
             self._conn.defineXMLFlags(xml, 0)

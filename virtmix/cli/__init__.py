@@ -23,6 +23,7 @@ MODULES = (
     "host_cmds",       # import, doctor
     "nesting_cmds",    # image build/ls/rm/prune, inventory ansible
     "rootfs_cmds",     # rootfs build/ls/prune
+    "machines_cmds",   # metrics, watch
 )
 # Which module a verb lives in (tests/core/test_cli_lazy.py checks it against the app).
 VERBS = {
@@ -37,6 +38,7 @@ VERBS = {
     "import": "host_cmds", "doctor": "host_cmds",
     "image": "nesting_cmds", "inventory": "nesting_cmds",
     "rootfs": "rootfs_cmds",
+    "metrics": "machines_cmds", "watch": "machines_cmds",
 }
 # Global options that take a value (the verb is the first word that is neither).
 _VALUED = {"-c", "--connect", "-i", "--inventory"}
