@@ -17,7 +17,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from virtmix.machines import cgroup_stats
 
 MAIN = [sys.executable, "-c", "from virtmix.cli import main; main()"]
-NS = "https://virtmix.invalid/ns"
 
 
 def node(tmp_path: Path, n: int, running: int) -> str:
@@ -130,9 +129,9 @@ def test_cgroup_figures(files, expect):
 def test_net_dev_skips_lo():
     text = ("Inter-|   Receive                            |  Transmit\n"
             " face |bytes    packets errs drop fifo frame compressed multicast|bytes\n"
-            "    lo:   1000      10    0    0    0     0          0         0     1000 10 0 0 0 0 0 0\n"
-            "  eth0:    500       5    0    0    0     0          0         0      300 3 0 0 0 0 0 0\n"
-            "  eth1:     50       5    0    0    0     0          0         0       30 3 0 0 0 0 0 0\n")
+            "    lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0\n"
+            "  eth0:  500  5 0 0 0 0 0 0  300  3 0 0 0 0 0 0\n"
+            "  eth1:   50  5 0 0 0 0 0 0   30  3 0 0 0 0 0 0\n")
     assert cgroup_stats.figures({"net/dev": text}) == {"net_rx_bytes": 550, "net_tx_bytes": 330}
 
 
