@@ -66,6 +66,8 @@ def metrics_cmd(listen: str = typer.Option(None, "--listen", metavar="ADDR:PORT"
 @app.command("watch")
 def watch_cmd(output: Output = OUTPUT_OPTION,
               drift_only: bool = typer.Option(False, "--drift-only", help="Only drift."),
+              every: bool = typer.Option(False, "--all", help="Also events of domains that "
+                                         "are not the site's (or not virtmix's)."),
               count: int = typer.Option(0, "--count", min=0, help="Stop after this many "
                                         "events (0: run until stopped)."),
               timeout: float = typer.Option(0, "--timeout", min=0, metavar="SECONDS",
@@ -95,7 +97,7 @@ def watch_cmd(output: Output = OUTPUT_OPTION,
             raise BackendError("no connection to watch could be opened")
         err.print(f"virtmix: watching {watching} connection{'s' if watching != 1 else ''}"
                   f" ({len(watched.managed)} managed domains)", markup=False)
-        _loop(stream, watched, output, drift_only, count, timeout)
+        _loop(stream, watched, output, drift_only, every, count, timeout)
     except KeyboardInterrupt:
         pass
     finally:
@@ -103,7 +105,7 @@ def watch_cmd(output: Output = OUTPUT_OPTION,
         stream.close()
 
 
-def _loop(stream, watched, output: Output, drift_only: bool, count: int,
+def _loop(stream, watched, output: Output, drift_only: bool, every: bool, count: int,
           timeout: float) -> None:
     from virtmix.machines import events
 
@@ -117,7 +119,7 @@ def _loop(stream, watched, output: Output, drift_only: bool, count: int,
             err.print(f"virtmix: warning: lost the connection to {ev[1]}", markup=False)
             continue
         rec = events.classify(watched, ev)
-        if drift_only and not rec["drift"]:
+        if (drift_only and not rec["drift"]) or not (every or rec["managed"]):
             continue
         sys.stdout.write((json.dumps(rec) if output == Output.json else events.line(rec))
                          + "\n")
