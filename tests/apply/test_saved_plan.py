@@ -107,8 +107,8 @@ def test_saved_plan_without_changes_is_a_noop(held, tmp_path, tree):
     assert held.get(PFX + "a") == before
 
 
-@pytest.mark.parametrize("cause", ["inventory", "profile", "template", "state", "redefined",
-                                   "undefined", "new-profile-dir-file"])
+@pytest.mark.parametrize("cause", ["inventory", "profile", "template", "state", "autostart",
+                                   "redefined", "undefined", "new-profile-dir-file"])
 def test_stale_plan_is_refused(held, tmp_path, tree, cause):
     names = [PFX + "a", PFX + "b"]
     inv = site(tmp_path, tree, names)
@@ -144,8 +144,14 @@ def test_stale_plan_is_refused(held, tmp_path, tree, cause):
     elif cause == "state":
         held.destroy(PFX + "a")  # stopped behind virtmix's back
         expect = f"domain {PFX}a on {URI} changed"
-    elif cause == "redefined":
+    elif cause == "autostart":
         held.set_autostart(PFX + "b", True)
+        expect = f"domain {PFX}b on {URI} changed"
+    elif cause == "redefined":  # e.g. `virsh edit` gave it another vCPU
+        xml = held.raw.lookupByName(PFX + "b").XMLDesc(2)  # inactive
+        held.raw.defineXML(xml.replace("<vcpu placement='static'>1</vcpu>",
+                                       "<vcpu placement='static'>2</vcpu>"))
+        assert "<vcpu placement='static'>2" in held.raw.lookupByName(PFX + "b").XMLDesc(2)
         expect = f"domain {PFX}b on {URI} changed"
     elif cause == "undefined":
         held.destroy(PFX + "b")
@@ -162,6 +168,15 @@ def test_stale_plan_is_refused(held, tmp_path, tree, cause):
     assert "Traceback" not in res.output
     assert mine(held) == states  # nothing was applied
     assert held.get(PFX + "a").xml.count("<memory unit='KiB'>65536") == 1  # still 64 MiB
+
+
+def test_saved_plan_refuses_new_options(held, tmp_path, tree):
+    inv = str(site(tmp_path, tree, [PFX + "a"]))
+    plan = tmp_path / "p.json"
+    run("plan", inv, "--out", str(plan))
+    res = run("apply", str(plan), "--prune")
+    assert res.exit_code == 2 and "fixed when it was made" in res.output
+    assert mine(held) == {}
 
 
 def test_not_a_plan_file(held, tmp_path):

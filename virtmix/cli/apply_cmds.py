@@ -183,6 +183,10 @@ def apply_cmd(inventory: Path = APPLY_ARG, yes: bool = YES, prune: bool = PRUNE,
     from virtmix.converge.saved import is_saved_plan
 
     if is_saved_plan(inventory):
+        if prune or adopt or restart or OPTIONS.connect:
+            raise UsageError(f"{inventory} is a saved plan: --prune, --adopt, --restart and "
+                             "-c were fixed when it was made",
+                             hint="give them to `virtmix plan INVENTORY --out PLAN`")
         _apply_saved(inventory, wait, lock_timeout, jobs)
         return
     site = load_site(inventory)
