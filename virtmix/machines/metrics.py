@@ -61,8 +61,10 @@ def labels_of(xml: str, name: str, host: str, parent: str | None) -> dict[str, s
             "profile": meta.get("profile", ""), "parent": meta.get("parent", parent or "")}
 
 
-def _fill_from_cgroups(place, conn, stats: list) -> None:
-    """LXC: figures from the cgroups, on this machine or inside the guest."""
+def _fill_from_cgroups(place, conn, stats: list, errors: list[str]) -> None:
+    """LXC: figures from the cgroups, on this machine or inside the guest (a guest that
+    cannot be reached over ssh leaves its containers with state only, and an error)."""
+    from virtmix.errors import VirtmixError
     from virtmix.hosts.local import is_local
     from virtmix.machines import cgroup_stats
 
@@ -74,7 +76,11 @@ def _fill_from_cgroups(place, conn, stats: list) -> None:
 
         if not is_ssh_uri(place.uri):
             return
-        per_id = cgroup_stats.remote_files(place.uri, [s.id for s in active])
+        try:
+            per_id = cgroup_stats.remote_files(place.uri, [s.id for s in active])
+        except VirtmixError as exc:
+            errors.append(f"{place.uri}: container figures: {exc.message}")
+            return
     for s in active:
         found = cgroup_stats.figures(per_id.get(s.id, {}))
         for key, value in found.items():
@@ -96,7 +102,7 @@ def scrape(session, host: str | None = None) -> Scrape:
         try:
             stats, bulk = domain_stats(conn)
             if not bulk and conn.driver == "lxc":
-                _fill_from_cgroups(place, conn, stats)
+                _fill_from_cgroups(place, conn, stats, result.errors)
         except VirtmixError as exc:
             result.errors.append(f"{place.uri}: {exc.message}")
             continue
