@@ -125,3 +125,21 @@ def _timed(argv: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(argv, capture_output=True, check=True)
     return time.perf_counter() - t0
+
+
+def test_real_bash_with_the_installed_script(node500, tmp_path):
+    """The script `--show-completion bash` prints, sourced in bash, fills COMPREPLY."""
+    import shutil
+
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "virtmix").exists() or not shutil.which("bash"):
+        pytest.fail("needs the venv's virtmix script and bash (make venv)")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SHELL": "/bin/bash"}
+    script = subprocess.run([str(bin_dir / "virtmix"), "--show-completion", "bash"],
+                            capture_output=True, text=True, env=env, check=True).stdout
+    (tmp_path / "complete.bash").write_text(script)
+    line = (f"source {tmp_path / 'complete.bash'}; COMP_WORDS=(virtmix -c {node500} start "
+            "web-49); COMP_CWORD=4; _virtmix_completion virtmix; printf '%s\\n' \"${COMPREPLY[@]}\"")
+    out = subprocess.run(["bash", "--norc", "-c", line], capture_output=True, text=True,
+                         env=env, timeout=60).stdout
+    assert out.split() == [f"web-49{i}" for i in range(10)]
