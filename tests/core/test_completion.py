@@ -139,7 +139,8 @@ def test_real_bash_with_the_installed_script(node500, tmp_path):
                             capture_output=True, text=True, env=env, check=True).stdout
     (tmp_path / "complete.bash").write_text(script)
     line = (f"source {tmp_path / 'complete.bash'}; COMP_WORDS=(virtmix -c {node500} start "
-            "web-49); COMP_CWORD=4; _virtmix_completion virtmix; printf '%s\\n' \"${COMPREPLY[@]}\"")
+            "web-49); COMP_CWORD=4; _virtmix_completion virtmix; "
+            "printf '%s\\n' \"${COMPREPLY[@]}\"")
     out = subprocess.run(["bash", "--norc", "-c", line], capture_output=True, text=True,
                          env=env, timeout=60).stdout
     assert out.split() == [f"web-49{i}" for i in range(10)]
