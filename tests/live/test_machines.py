@@ -186,3 +186,25 @@ def test_completion_of_real_domain_names(lxc_conn, storage, busybox_tree):
     env["COMP_CWORD"] = "5"
     out = subprocess.run(virtmix_argv(), capture_output=True, text=True, env=env).stdout
     assert out.split() == ["memory.limit_in_bytes"]
+
+
+def test_metrics_of_a_qemu_guest_come_in_bulk(qemu_conn, domain_cleanup):
+    """A QEMU guest with no disk (SeaBIOS finds nothing to boot and idles): its figures
+    come from virConnectGetAllDomainStats."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    domain_cleanup(qemu_conn, PFX)
+    name = PFX + "qemu"
+    qemu_conn.defineXML(f"""<domain type='qemu'><name>{name}</name>
+      <memory unit='MiB'>64</memory><vcpu>1</vcpu>
+      <os><type arch='x86_64' machine='pc'>hvm</type></os>
+      <devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>""")
+    qemu_conn.lookupByName(name).create()
+    time.sleep(1)
+    res = virtmix("-c", "qemu:///system", "metrics", check=0)
+    fams = {f.name: {s.labels.get("entry"): s for s in f.samples}
+            for f in text_string_to_metric_families(res.stdout)}
+    assert fams["virtmix_domain_running"][name].labels["kind"] == "guest"
+    assert fams["virtmix_domain_cpu_seconds"][name].value > 0
+    assert fams["virtmix_domain_memory_limit_bytes"][name].value == 64 * 1024 * 1024
+    assert fams["virtmix_domain_memory_usage_bytes"][name].value > 0

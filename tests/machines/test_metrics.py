@@ -147,3 +147,21 @@ def test_local_cgroup_files_of_a_real_process():
     """This process' own cgroups, read as a container's are (v1 here, v2 where unified)."""
     found = cgroup_stats.figures(cgroup_stats.local_files("no-such-container", os.getpid()))
     assert found.get("cpu_ns", 0) > 0 and found.get("memory_bytes", 0) > 0
+
+
+def test_bulk_stats_are_summed_per_domain():
+    """virConnectGetAllDomainStats' flat keys (as QEMU reports them) -> one record."""
+    from virtmix.backend.stats import DomainStats, _from_bulk
+
+    rec = DomainStats("g", "u", "running", 1, 5, "<domain/>")
+    _from_bulk(rec, {"state.state": 1, "cpu.time": 5_000_000_000, "balloon.current": 65536,
+                     "balloon.rss": 30000, "balloon.maximum": 65536, "block.count": 2,
+                     "block.0.rd.bytes": 100, "block.1.rd.bytes": 20, "block.0.wr.bytes": 3,
+                     "net.count": 1, "net.0.rx.bytes": 7, "net.0.tx.bytes": 8})
+    assert (rec.cpu_ns, rec.memory_bytes, rec.memory_limit_bytes) == (
+        5_000_000_000, 30000 * 1024, 65536 * 1024)
+    assert (rec.block_read_bytes, rec.block_write_bytes) == (120, 3)
+    assert (rec.net_rx_bytes, rec.net_tx_bytes, rec.source) == (7, 8, "bulk")
+    bare = DomainStats("g", "u", "shutoff", 5, None, "<domain/>")
+    _from_bulk(bare, {"state.state": 5})
+    assert bare.block_read_bytes is None and bare.cpu_ns is None
