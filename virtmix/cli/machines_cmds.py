@@ -85,7 +85,10 @@ def watch_cmd(output: Output = OUTPUT_OPTION,
         if session.site is not None:
             watched = events.from_site(session.site, places)
         else:
-            watched = events.from_connections([(p, session.conn(p)) for p in places])
+            watched = events.from_connections([(p, c) for p, c in session.reachable()
+                                               if p in places])
+            for warning in session.warnings:
+                err.print(f"virtmix: warning: {warning}", markup=False)
         watching = 0
         for place in places:
             try:
