@@ -28,7 +28,7 @@ def ops_dir() -> Path | None:
         path = lock_dir() / "ops"
         path.mkdir(mode=0o700, exist_ok=True)
         return path
-    except (OSError, Exception):  # noqa: BLE001 - marks never fail an operation
+    except Exception:  # noqa: BLE001 - marks never fail an operation
         return None
 
 
