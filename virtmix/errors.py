@@ -8,8 +8,9 @@ Exit codes (documented in the README):
   8 wrong state (e.g. needs a running domain; a started domain died at once),
   9 conflict (foreign domain, lock held),
   10 plan: changes pending (not an error), 11 apply finished with failures,
-  12 doctor: a host check failed, 126/127 attach/execute: the command cannot be run / was
-  not found (as a shell), 130 interrupted (Ctrl-C).
+  12 doctor: a host check failed, 13 apply PLAN: the saved plan is stale, 126/127
+  attach/execute: the command cannot be run / was not found (as a shell), 130 interrupted
+  (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -124,6 +125,13 @@ class ApplyFailedError(VirtmixError):
     """Raised at the end of an apply in which some entries failed (the rest went on)."""
 
     exit_code = 11
+
+
+class StalePlanError(VirtmixError):
+    """Raised by `apply PLAN` when the inventory, a profile or template, or what libvirt
+    holds changed since the plan was saved (Terraform's "Saved plan is stale")."""
+
+    exit_code = 13
 
 
 # Exit codes that are outcomes rather than errors, shared by the commands that return them.

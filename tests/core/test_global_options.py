@@ -26,7 +26,8 @@ COMMANDS = {
     "import": ["--name", "nope"], "doctor": ["-o", "json"], "image": ["ls"],
     "inventory": ["ansible", EXAMPLE], "rootfs": ["ls"],
     "snapshot": ["nope", "--name", "s1"], "backup": ["nope", "--to", "/nonexistent"],
-    "restore": ["nope.vmxbak.tar"],
+    "restore": ["nope.vmxbak.tar"], "metrics": ["--listen", "nope"],
+    "watch": ["--count", "0", "--timeout", "0.1"],
 }
 
 

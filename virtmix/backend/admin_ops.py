@@ -64,12 +64,17 @@ class AdminOps:
 
     def send_signal(self, name: str, signal: str, pid: int = 1) -> None:
         """Send a signal to a process of a container (pid as seen inside it; 1 = its init)."""
-        with translate(f"sending {signal} to {name}", self.uri):
+        from virtmix.util.oplog import own_operation
+
+        with translate(f"sending {signal} to {name}", self.uri), \
+                own_operation(self.uri, name, f"signal {signal}"):
             self._lookup(name).sendProcessSignal(pid, SIGNALS[signal], 0)
 
     def request_shutdown(self, name: str) -> None:
         """libvirt's default shutdown: ACPI for guests; initctl, then SIGTERM for containers."""
-        with translate(f"shutting down {name}", self.uri):
+        from virtmix.util.oplog import own_operation
+
+        with translate(f"shutting down {name}", self.uri), own_operation(self.uri, name, "stop"):
             self._lookup(name).shutdown()
 
     def create_transient(self, xml: str, *, autodestroy: bool) -> DomainRecord:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,6 +15,15 @@ from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_na
 from virtmix.backend.snapshots import SnapshotOps
 from virtmix.backend.translate import start_hint, translate
 from virtmix.errors import BackendError, NotFoundError
+from virtmix.util.oplog import own_operation
+
+_NAME = re.compile(r"<name>([^<]*)</name>")
+
+
+def _name_of(xml: str) -> str:
+    """A domain document's <name> (for the operation mark; cheap, no parse)."""
+    match = _NAME.search(xml)
+    return match.group(1).strip() if match else ""
 
 
 class Connection(AdminOps, SnapshotOps):
@@ -115,7 +125,8 @@ class Connection(AdminOps, SnapshotOps):
 
         Plain defineXML silently accepts unknown elements, hence VALIDATE.
         """
-        with translate("defining domain", self.uri):
+        with translate("defining domain", self.uri), \
+                own_operation(self.uri, _name_of(xml), "define"):
             dom = self._conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
             return self._record(dom)
 
@@ -127,7 +138,7 @@ class Connection(AdminOps, SnapshotOps):
         flags = (libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                  | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
                  | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        with translate(f"undefining {name}", self.uri):
+        with translate(f"undefining {name}", self.uri), own_operation(self.uri, name, "undefine"):
             try:
                 dom.undefineFlags(flags)
             except libvirt.libvirtError as exc:
@@ -137,23 +148,24 @@ class Connection(AdminOps, SnapshotOps):
                 dom.undefine()
 
     def start(self, name: str) -> None:
-        with translate(f"starting {name}", self.uri):
+        with translate(f"starting {name}", self.uri), own_operation(self.uri, name, "start"):
             self._lookup(name).create()
 
     def shutdown(self, name: str) -> None:
-        with translate(f"shutting down {name}", self.uri):
+        with translate(f"shutting down {name}", self.uri), \
+                own_operation(self.uri, name, "shutdown"):
             self._lookup(name).shutdown()
 
     def destroy(self, name: str) -> None:
-        with translate(f"stopping {name}", self.uri):
+        with translate(f"stopping {name}", self.uri), own_operation(self.uri, name, "destroy"):
             self._lookup(name).destroy()
 
     def suspend(self, name: str) -> None:
-        with translate(f"freezing {name}", self.uri):
+        with translate(f"freezing {name}", self.uri), own_operation(self.uri, name, "suspend"):
             self._lookup(name).suspend()
 
     def resume(self, name: str) -> None:
-        with translate(f"unfreezing {name}", self.uri):
+        with translate(f"unfreezing {name}", self.uri), own_operation(self.uri, name, "resume"):
             self._lookup(name).resume()
 
     def set_autostart(self, name: str, on: bool) -> None:
@@ -348,5 +360,6 @@ class Connection(AdminOps, SnapshotOps):
         VIR_DOMAIN_DEFINE_VALIDATE makes libvirtd parse domain.rng again on every call
         (~17 ms, more under load): apply validates locally and skips that here.
         """
-        with translate("defining domain", self.uri):
+        with translate("defining domain", self.uri), \
+                own_operation(self.uri, _name_of(xml), "define"):
             self._conn.defineXMLFlags(xml, 0)

@@ -24,6 +24,7 @@ MODULES = (
     "nesting_cmds",    # image build/ls/rm/prune, inventory ansible
     "rootfs_cmds",     # rootfs build/ls/prune
     "snapshot_cmds",   # snapshot [create]/ls/restore/rm, backup, restore
+    "machines_cmds",   # metrics, watch
 )
 # Which module a verb lives in (tests/core/test_cli_lazy.py checks it against the app).
 VERBS = {
@@ -39,6 +40,7 @@ VERBS = {
     "image": "nesting_cmds", "inventory": "nesting_cmds",
     "rootfs": "rootfs_cmds",
     "snapshot": "snapshot_cmds", "backup": "snapshot_cmds", "restore": "snapshot_cmds",
+    "metrics": "machines_cmds", "watch": "machines_cmds",
 }
 # Global options that take a value (the verb is the first word that is neither).
 _VALUED = {"-c", "--connect", "-i", "--inventory"}
@@ -84,6 +86,11 @@ def __getattr__(name: str) -> Any:
 
 def main() -> None:
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
+    if completing and os.environ.get("_VIRTMIX_COMPLETE"):
+        from virtmix.cli.complete import fast_complete
+
+        if fast_complete("virtmix"):  # names, keys, hosts: before any command module loads
+            return
     verb = None if completing else verb_of(sys.argv[1:])
     app = load([VERBS[verb]] if verb in VERBS else MODULES)
     app(prog_name="virtmix")

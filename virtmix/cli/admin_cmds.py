@@ -16,12 +16,14 @@ from virtmix.admin import cgroup_verbs, lifecycle, listing
 from virtmix.admin.targets import Session, env_limit
 from virtmix.admin.trees import remount
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, QUIET_OPTION, Output, app, err, out, print_json
+from virtmix.cli.completers import complete_cgroup_key, complete_domain
 from virtmix.converge.verify import WAIT_SECONDS
 from virtmix.domain.settings import parse_domain
 from virtmix.domain.tunables import cgroup_keys
 from virtmix.hosts import is_local
 
-NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).")
+NAME_ARG = typer.Argument(..., metavar="NAME", help="Domain name, or GUEST/NAME (needs -i).",
+                          autocompletion=complete_domain)
 
 
 @contextmanager
@@ -220,7 +222,8 @@ def console_domain(name: str = NAME_ARG) -> None:
 @app.command("cgroup", context_settings={"ignore_unknown_options": True})
 def cgroup_domain(
     name: str = NAME_ARG,
-    key: str = typer.Argument(None, help=", ".join(cgroup_keys())
+    key: str = typer.Argument(None, autocompletion=complete_cgroup_key,
+                              help=", ".join(cgroup_keys())
                               + "; without it every key is listed with its value."),
     value: str = typer.Argument(None, help="New value; without it the value is printed."),
     output: Output = OUTPUT_OPTION,

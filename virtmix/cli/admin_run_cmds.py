@@ -12,6 +12,7 @@ from virtmix.admin import namespaces
 from virtmix.backend import open_connection
 from virtmix.cli.admin_cmds import NAME_ARG, admin_session, print_columns
 from virtmix.cli.base import OPTIONS, OUTPUT_OPTION, Output, app, print_json
+from virtmix.cli.completers import complete_domain
 from virtmix.errors import UsageError
 from virtmix.util.units import parse_size_kib
 
@@ -30,7 +31,8 @@ KEEP_ENV = typer.Option(False, "--keep-env", help="Pass this environment on (def
 
 @app.command("ps")
 def ps_containers(
-    names: list[str] = typer.Argument(None, metavar="[NAME...]", help="Containers to show."),
+    names: list[str] = typer.Argument(None, metavar="[NAME...]", help="Containers to show.",
+                                      autocompletion=complete_domain),
     all_processes: bool = typer.Option(False, "--all", "-a", help="Every process of this "
                                        "host, '-' in the CONTAINER column for host ones."),
     output: Output = OUTPUT_OPTION,

@@ -35,6 +35,7 @@ from virtmix.cli.base import (
     print_json,
     print_warnings,
 )
+from virtmix.cli.completers import complete_domain
 from virtmix.converge.apply import (
     Context,
     close_all,
@@ -65,6 +66,8 @@ from virtmix.nesting.guests import open_site as load_site
 from virtmix.util.locking import locked
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
+APPLY_ARG = typer.Argument(..., metavar="INVENTORY | PLAN",
+                           help="The inventory YAML file, or a plan saved by `plan --out`.")
 PRUNE = typer.Option(False, "--prune", help="Also remove virtmix domains and networks of this "
                      "site that are no longer in the inventory.")
 ADOPT = typer.Option(False, "--adopt", help="Take over domains/networks of the same name that "
@@ -133,10 +136,16 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
              tree: bool = typer.Option(False, "--tree", help="Also draw host -> guests -> "
                                        "containers with what apply would do to each."),
              allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION,
+             save: Path = typer.Option(None, "--out", metavar="PLAN", help="Also save the "
+                                       "plan (JSON) for `apply PLAN`, which applies exactly "
+                                       "it or refuses it once stale."),
              ) -> None:
     """Show what apply would change. Exit 0: nothing to do; 10: changes pending."""
-    _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
+    opts = Options(prune=prune, adopt=adopt, restart=restart)
+    _site, plan, conns = _plan(inventory, opts)
     close_all(conns)
+    if save is not None:
+        _save_plan(save, _site, plan, opts)
     if output == Output.json:  # warnings in the document; stderr stays quiet for scripts
         print_json({**plan_to_dict(plan), "warnings": _site.warnings})
     else:
@@ -156,6 +165,18 @@ def plan_cmd(inventory: Path = INVENTORY_ARG, prune: bool = PRUNE, adopt: bool =
                             f"with domains virtmix does not own: {refused[0].reason}")
     if plan.pending:
         raise typer.Exit(EXIT_PENDING)
+
+
+def _save_plan(path: Path, site: Site, plan: Plan, opts: Options) -> None:
+    from virtmix.converge.saved import saved_section, write_plan
+
+    data = plan_to_dict(plan)
+    data["saved"] = saved_section(site, plan, {"prune": opts.prune, "adopt": opts.adopt,
+                                               "restart": opts.restart,
+                                               "connect": OPTIONS.connect})
+    write_plan(path, data)
+    err.print(f"virtmix: plan saved to {path}; `virtmix apply {path}` applies exactly it",
+              markup=False)
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -185,7 +206,7 @@ def _progress_reporter(total: int):
 
 
 @app.command("apply")
-def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PRUNE,
+def apply_cmd(inventory: Path = APPLY_ARG, yes: bool = YES, prune: bool = PRUNE,
               adopt: bool = ADOPT, restart: bool = RESTART, wait: bool = WAIT,
               lock_timeout: float = LOCK_TIMEOUT,
               jobs: int = typer.Option(4, "--jobs", "-j", min=1,
@@ -200,7 +221,19 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
     """Converge the inventory: define, start (verified), tune live, (with --prune) remove.
 
     Every domain it starts must stay up for a settle window (~1.5 s); one that dies fails
-    its entry (its log's last lines are shown) and the others carry on (exit 11)."""
+    its entry (its log's last lines are shown) and the others carry on (exit 11).
+
+    Given a plan saved by `plan --out`, apply exactly it (no confirmation: the plan was the
+    review), or exit 13 when it is stale."""
+    from virtmix.converge.saved import is_saved_plan
+
+    if is_saved_plan(inventory):
+        if prune or adopt or restart or OPTIONS.connect:
+            raise UsageError(f"{inventory} is a saved plan: --prune, --adopt, --restart and "
+                             "-c were fixed when it was made",
+                             hint="give them to `virtmix plan INVENTORY --out PLAN`")
+        _apply_saved(inventory, wait, lock_timeout, jobs)
+        return
     site = load_site(inventory)
     with locked(_lock_targets(site), purpose=f"apply {site.path}", wait=wait,
                 timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
@@ -208,6 +241,30 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
         try:
             _apply(site, plan, conns, yes, jobs, ready=ready, ready_timeout=ready_timeout,
                    stop_timeout=timeout)
+        finally:
+            close_all(conns)
+
+
+def _apply_saved(path: Path, wait: bool, lock_timeout: float, jobs: int) -> None:
+    """Check the saved plan's files, lock, read libvirt again, check it, apply it."""
+    from virtmix.converge import saved
+
+    data = saved.read_plan(path)
+    saved.check_files(path, data)
+    opts_saved = data["saved"]["options"]
+    OPTIONS.connect = opts_saved.get("connect")
+    inventory = Path(data["saved"]["inventory"]["path"])
+    site = load_site(inventory)
+    saved.check_site_files(path, data, site)
+    opts = Options(prune=opts_saved["prune"], adopt=opts_saved["adopt"],
+                   restart=opts_saved["restart"])
+    with locked(_lock_targets(site), purpose=f"apply {path}", wait=wait,
+                timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
+        saved.check_files(path, data)  # again: it may have changed while we waited
+        _site, plan, conns = _plan(inventory, opts)
+        try:
+            saved.check_plan(path, data, plan)
+            _apply(site, plan, conns, True, jobs)
         finally:
             close_all(conns)
 
@@ -336,7 +393,8 @@ def _destroy_all(targets: list[Target], conns: dict[str, Backend], **flags: Any)
 
 
 @app.command("destroy")
-def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NAME..."),
+def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NAME...",
+                                                   autocompletion=complete_domain),
                 yes: bool = YES,
                 delete_rootfs: bool = typer.Option(False, "--delete-rootfs", help="Also delete "
                                                    "the trees and disk images virtmix made."),

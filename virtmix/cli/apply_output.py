@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from virtmix.converge.apply import ApplyResult, Outcome
 from virtmix.converge.plan import Item, Plan
+from virtmix.converge.saved import FORMAT_VERSION as PLAN_FORMAT_VERSION
 from virtmix.domain.tunables import UNLIMITED_KIB
 from virtmix.util.units import format_kib
 
@@ -49,7 +50,9 @@ def item_to_dict(item: Item) -> dict[str, Any]:
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    return {"site": plan.site, "pending": len(plan.pending), "prune": plan.prune,
+    """The plan as `plan -o json` prints it: schemas/plan-v1.json describes it."""
+    return {"format_version": PLAN_FORMAT_VERSION, "site": plan.site,
+            "pending": len(plan.pending), "prune": plan.prune,
             "items": [item_to_dict(i) for i in plan.items]}
 
 

@@ -17,6 +17,7 @@ from virtmix.cli.base import (
     print_json,
     print_warnings,
 )
+from virtmix.cli.completers import complete_host
 from virtmix.errors import NotFoundError, UsageError
 from virtmix.inventory.load import load_site
 from virtmix.inventory.model import inventory_json_schema
@@ -59,7 +60,8 @@ def validate_inventory(inventory: Path = INVENTORY_ARG,
 @app.command("render")
 def render_inventory(
     inventory: Path = INVENTORY_ARG,
-    host: str = typer.Option(None, "--host", help="Only this inventory host."),
+    host: str = typer.Option(None, "--host", help="Only this inventory host.",
+                             autocompletion=complete_host),
     name: str = typer.Option(None, "--name", help="Only this entry (NAME or GUEST/NAME)."),
     out_dir: Path = typer.Option(None, "--out", help="Write NAME.xml files into this directory."),
     allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION,

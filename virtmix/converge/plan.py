@@ -80,6 +80,8 @@ class Plan:
     site: str
     items: list[Item]
     prune: bool = False
+    # What the plan was made from, by URI (ObservedConnection): saved plans fingerprint it.
+    observed: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def pending(self) -> list[Item]:
@@ -349,7 +351,7 @@ def build_plan(site: str, domains: list[DesiredDomain], networks: list[DesiredNe
         if not conn.error:
             items += _orphans(site, desired, conn, opts, set(hosts))
     items.sort(key=lambda i: i.phase)  # stable: inventory order inside a phase
-    return Plan(site, items, opts.prune)
+    return Plan(site, items, opts.prune, observed=observed)
 
 
 def _unreachable(item: Item, conn: ObservedConnection | None) -> Item:

@@ -106,6 +106,10 @@ class ProfileLibrary:
     def names(self) -> list[str]:
         return sorted(self._files)
 
+    def used_files(self) -> list[Path]:
+        """The files of every profile loaded so far (what an inventory's entries used)."""
+        return sorted(self._files[n] for n in self._loaded if n in self._files)
+
     def get(self, name: str, *, used_at: tuple[Any, ...]) -> Profile:
         """Load profile `name`; `used_at` is (file, keypath[, line]) of the reference, for
         errors."""
