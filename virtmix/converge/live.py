@@ -12,7 +12,7 @@ from virtmix.backend.protocol import Backend
 from virtmix.converge.plan import Item
 from virtmix.domain import tunables
 from virtmix.errors import BackendError, StateError
-from virtmix.hosts.local import LocalHost
+from virtmix.hosts import host_for
 from virtmix.util.units import parse_cpuset
 from virtmix.util.uris import is_local
 
@@ -30,7 +30,7 @@ def _lxc_cpuset(conn: Backend, item: Item, cpuset: str) -> None:
     pid = conn.domain_pid(item.name)
     if not pid:
         raise BackendError(f"{item.address}: no cpuset cgroup found for its process {pid}")
-    LocalHost(conn.uri).write_cpuset(pid, parse_cpuset(cpuset))
+    host_for(conn.uri).write_cpuset(pid, parse_cpuset(cpuset))
 
 
 def apply_live(conn: Backend, item: Item) -> None:

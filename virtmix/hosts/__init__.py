@@ -3,9 +3,10 @@
 A domain's URI decides which machine its processes live on: a local URI is this machine
 (`hosts.local.LocalHost`, reading /proc and the cgroup filesystem directly), a
 `driver+ssh://` URI of a guest virtmix built is that guest (`hosts.ssh.SshHost`, reading the
-same files with a shell over ssh). apply, the admin verbs and nesting ask `host_for(uri,
-parent)` and use whichever comes back. The rules that do not need a machine at all (is a URI
-local, are shares weights where a domain runs) are here too, each written once.
+same files with a shell over ssh). apply, the admin verbs and nesting ask `host_for(uri)`
+and use whichever comes back. The rules that need no machine are here too, each written once:
+are shares weights where a domain runs (`cgroup_version_where`), and, re-exported from
+util.uris, is a URI local or ssh.
 """
 
 from __future__ import annotations
