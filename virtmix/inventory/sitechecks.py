@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
-from ipaddress import IPv4Address
 from typing import Any
 
 from virtmix.inventory import uris
@@ -78,7 +77,7 @@ def _is_host_address(iface) -> bool:
 
 
 def _dhcp_ranges(site: Site) -> Iterator[tuple[str, tuple[Any, ...]]]:
-    from virtmix.render.views import network_view  # views imports site: no import cycle
+    from virtmix.render.views import dhcp_range  # views imports site: no import cycle
 
     for name, net in site.networks.items():
         if net.ipv4 is not None and not _is_host_address(net.ipv4):
@@ -87,8 +86,8 @@ def _dhcp_ranges(site: Site) -> Iterator[tuple[str, tuple[Any, ...]]]:
             continue
         rng = net.dhcp
         if rng is True and net.ipv4 is not None and net.mode != "bridge":
-            view = network_view(site, name, net)
-            if view.dhcp_start and IPv4Address(view.dhcp_start) > IPv4Address(view.dhcp_end):
+            start, end = dhcp_range(net)
+            if start > end:
                 yield (f"network {name!r} ({net.ipv4.network}) is too small for a DHCP range; "
                        "use a larger network or dhcp: {start, end}", ("networks", name, "dhcp"))
         if isinstance(rng, bool) or net.ipv4 is None:

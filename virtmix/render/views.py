@@ -222,25 +222,43 @@ class NetworkView:
     dhcp_hosts: list[tuple[str, str, str]] = field(default_factory=list)  # mac, name, ip
 
 
+def dhcp_range(net: Network) -> tuple[IPv4Address, IPv4Address]:
+    """The DHCP range of a network with `dhcp:` (and an ipv4): the given one, or for
+    `dhcp: true` the subnet above the static part."""
+    if net.dhcp is True:
+        subnet = net.ipv4.network
+        # Leave the low addresses of a /24 or larger for static assignments.
+        first = int(subnet.network_address) + 2 + (
+            STATIC_HOSTS if subnet.num_addresses >= 256 else 0)
+        return IPv4Address(first), subnet.broadcast_address - 1
+    return net.dhcp.start, net.dhcp.end
+
+
 def network_view(site: Site, name: str, net: Network) -> NetworkView:
     view = NetworkView(name, network_uuid(net.host, name), net.mode, net.bridge)
     if net.mode == "bridge" or net.ipv4 is None:
         return view
     view.address, view.netmask = str(net.ipv4.ip), str(net.ipv4.netmask)
     if net.dhcp:
-        subnet = net.ipv4.network
-        if net.dhcp is True:
-            # Leave the low addresses of a /24 or larger for static assignments.
-            first = int(subnet.network_address) + 2 + (
-                STATIC_HOSTS if subnet.num_addresses >= 256 else 0)
-            start, end = IPv4Address(first), subnet.broadcast_address - 1
-        else:
-            start, end = net.dhcp.start, net.dhcp.end
+        start, end = dhcp_range(net)
         view.dhcp_start, view.dhcp_end = str(start), str(end)
+        for e, i, iface in _static_interfaces(site).get(name, ()):
+            if not (e.parent and net.host != e.parent):
+                mac = iface.mac or mac_address(e.uri, e.name, i)
+                view.dhcp_hosts.append((mac, e.name, str(iface.ipv4.ip)))
+    return view
+
+
+def _static_interfaces(site: Site) -> dict[str, list]:
+    """network name -> (entry, index, interface) with a static ipv4, made once per site
+    (kept on it): a scan of every entry per network made many networks quadratic."""
+    index = getattr(site, "_static_interfaces", None)
+    if index is None or index[0] != len(site.entries):
+        table: dict[str, list] = {}
         for e in site.entries:
             for i, iface in enumerate(e.spec.interfaces):
-                if iface.network == name and iface.ipv4 is not None and not (
-                        e.parent and net.host != e.parent):
-                    mac = iface.mac or mac_address(e.uri, e.name, i)
-                    view.dhcp_hosts.append((mac, e.name, str(iface.ipv4.ip)))
-    return view
+                if iface.network is not None and iface.ipv4 is not None:
+                    table.setdefault(iface.network, []).append((e, i, iface))
+        index = (len(site.entries), table)
+        site._static_interfaces = index  # type: ignore[attr-defined]
+    return index[1]
