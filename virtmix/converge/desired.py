@@ -26,10 +26,8 @@ def network_uri(site: Site, name: str) -> str:
     net = site.networks[name]
     host = site.inventory.hosts.get(net.host)
     if host is None:
-        for e in site.entries:
-            if e.parent == net.host:
-                return e.uri
-        return f"unknown host {net.host}"
+        uri = _by_guest(site)[0].get(net.host)
+        return uri if uri is not None else f"unknown host {net.host}"
     if not host.guests and host.containers:
         return host.lxc_uri
     return host.uri
@@ -40,10 +38,24 @@ def network_host(site: Site, name: str) -> str:
     net = site.networks[name]
     if net.host in site.inventory.hosts:
         return net.host
-    for e in site.entries:
-        if e.name == net.host and e.kind == "guest":
-            return e.host
-    return net.host
+    return _by_guest(site)[1].get(net.host, net.host)
+
+
+def _by_guest(site: Site) -> tuple[dict[str, str], dict[str, str]]:
+    """(guest -> URI of its containers' daemon, guest -> its inventory host), made once per
+    site and kept on it: a scan of every entry per network made many networks quadratic."""
+    index = getattr(site, "_by_guest", None)
+    if index is None or index[0] != len(site.entries):
+        uris: dict[str, str] = {}
+        hosts: dict[str, str] = {}
+        for e in site.entries:
+            if e.parent is not None:
+                uris.setdefault(e.parent, e.uri)
+            if e.kind == "guest":
+                hosts.setdefault(e.name, e.host)
+        index = (len(site.entries), (uris, hosts))
+        site._by_guest = index  # type: ignore[attr-defined]
+    return index[1]
 
 
 def desired_documents(site: Site, names: set[str] | None = None

@@ -433,9 +433,9 @@ def _check_site(site: Site, loader: _Loader) -> None:
         if len(loader.errors) > MAX_ERRORS:
             return
     loader.collect(_check_idmaps, site, loader)
+    guests = {e.name for e in site.entries if e.kind == "guest"}  # once, not per network
     for nname, net in inv.networks.items():
-        if net.host not in inv.hosts and not any(
-                e.kind == "guest" and e.name == net.host for e in site.entries):
+        if net.host not in inv.hosts and net.host not in guests:
             loader.collect(loader.fail, f"network host {net.host!r} is not a host (or guest) "
                            "of this inventory", ("networks", nname, "host"))
     for message, keypath in sitechecks.conflicts(site):

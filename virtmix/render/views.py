@@ -285,10 +285,23 @@ def network_view(site: Site, name: str, net: Network) -> NetworkView:
     if net.dhcp:
         start, end = dhcp_range(net)
         view.dhcp_start, view.dhcp_end = str(start), str(end)
+        for e, i, iface in _static_interfaces(site).get(name, ()):
+            if not (e.parent and net.host != e.parent):
+                mac = iface.mac or mac_address(e.uri, e.name, i)
+                view.dhcp_hosts.append((mac, e.name, str(iface.ipv4.ip)))
+    return view
+
+
+def _static_interfaces(site: Site) -> dict[str, list]:
+    """network name -> (entry, index, interface) with a static ipv4, made once per site
+    (kept on it): a scan of every entry per network made many networks quadratic."""
+    index = getattr(site, "_static_interfaces", None)
+    if index is None or index[0] != len(site.entries):
+        table: dict[str, list] = {}
         for e in site.entries:
             for i, iface in enumerate(e.spec.interfaces):
-                if iface.network == name and iface.ipv4 is not None and not (
-                        e.parent and net.host != e.parent):
-                    mac = iface.mac or mac_address(e.uri, e.name, i)
-                    view.dhcp_hosts.append((mac, e.name, str(iface.ipv4.ip)))
-    return view
+                if iface.network is not None and iface.ipv4 is not None:
+                    table.setdefault(iface.network, []).append((e, i, iface))
+        index = (len(site.entries), table)
+        site._static_interfaces = index  # type: ignore[attr-defined]
+    return index[1]
