@@ -39,6 +39,7 @@ from virtmix.converge.destroy import (
     domain_target,
     site_targets,
 )
+from virtmix.converge.placement import observe_and_place, placement_uris
 from virtmix.converge.plan import Item, Options, Plan
 from virtmix.errors import ApplyFailedError, BackendError, ConflictError, UsageError
 from virtmix.inventory.site import Site
@@ -62,6 +63,7 @@ EXIT_PENDING = 10
 
 def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict[str, Backend]]:
     site = load_site(inventory)
+    site, *read = observe_and_place(site)  # entries with host: auto / hosts: / group:
     domains, networks = desired_documents(site)
     if OPTIONS.connect:  # -c with an inventory: only what lives on that connection
         uris = sorted({d.entry.uri for d in domains} | {n.uri for n in networks})
@@ -70,12 +72,14 @@ def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict[str, Backend
         if not domains and not networks:  # not "nothing to do": nothing was compared
             raise UsageError(f"-c {OPTIONS.connect}: no host of {site.path} uses it",
                              hint="its connections: " + ", ".join(uris))
-    plan, conns = observe_and_plan(site, domains, networks, opts)
+    plan, conns = observe_and_plan(site, domains, networks, opts,
+                                   read=(read[0], read[1]) if read[1] else None)
     return site, plan, conns
 
 
 def _lock_targets(site: Site, plan: Plan | None = None) -> list[tuple[str, str]]:
     uris = {e.uri for e in site.entries} | {network_uri(site, n) for n in site.networks}
+    uris |= set(placement_uris(site))  # every host an entry may be placed on
     return [("inventory", str(site.path))] + [("uri", u) for u in uris]
 
 
@@ -169,7 +173,7 @@ def apply_cmd(inventory: Path = INVENTORY_ARG, yes: bool = YES, prune: bool = PR
                 timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
         _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
         try:
-            _apply(site, plan, conns, yes, jobs)
+            _apply(_site, plan, conns, yes, jobs)
         finally:
             close_all(conns)
 

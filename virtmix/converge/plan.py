@@ -69,6 +69,7 @@ class Item:
     parent: str | None = None
     state: str | None = None      # the domain's state as observed
     autostart: bool = False
+    placement: str = ""           # why placement chose its host (new placements only)
 
     @property
     def pending(self) -> bool:
@@ -215,6 +216,7 @@ def plan_domain(d: DesiredDomain, obs: ObservedDomain | None, site: str,
                 "ok", entry=e, parent=e.parent, autostart=spec.autostart)
     running = spec.state == "running"
     if obs is None:
+        item.placement = e.placed_why
         item.status, item.xml = "create", d.xml
         item.ops = ["prepare", "define"] + (["start"] if running else [])
         item.ops += ["autostart"] if spec.autostart else []

@@ -71,6 +71,7 @@ CpuSet = Annotated[
     ),
 ]
 MIN_MEMORY_KIB = 4 * 1024
+Policy = Literal["spread", "pack"]
 IfName = Annotated[str, AfterValidator(check_ifname),
                    WithJsonSchema({"type": "string", "pattern": IFNAME_RE.pattern,
                                    "description": "A Linux interface name (15 characters)."})]
@@ -212,6 +213,18 @@ class Common(Strict):
     interfaces: list[Interface] = Field(default_factory=list)
     state: Literal["running", "stopped"] = Field("running", description="Desired state.")
     autostart: bool = False
+    # Placement (virtmix.converge.placement). host/hosts/group are for entries of the
+    # top-level containers:/guests: sections; anti_affinity counts everywhere.
+    host: Name | None = Field(None, description="Top-level entries: 'auto' (any host) or "
+                              "the host it lives on.")
+    hosts: list[Name] = Field(default_factory=list, description="Top-level entries: the hosts "
+                              "(or host groups) virtmix may place it on.")
+    group: Name | None = Field(None, description="Top-level entries: place it on a host of "
+                               "this host group (hosts' `group:`).")
+    placement: Policy | None = Field(None, description="spread (most free memory) or pack "
+                                     "(fullest host that fits); default: settings.placement.")
+    anti_affinity: Name | None = Field(None, description="Entries of one anti-affinity group "
+                                       "never share a host.")
 
     @field_validator("memory")
     @classmethod
@@ -322,6 +335,9 @@ class Host(Strict):
     cgroups: Literal["v1", "v2"] = Field(
         "v1", description="cgroup version of the host: shares are written as v2 weights on v2."
     )
+    group: Name | None = Field(None, description="Host group, for entries' `group:`/`hosts:`.")
+    max_domains: int | None = Field(None, ge=0, description="Placement puts no more domains "
+                                    "than this on the host.")
     containers: dict[Name, Container] = Field(default_factory=dict)
     guests: dict[Name, Guest] = Field(default_factory=dict)
 
@@ -329,6 +345,8 @@ class Host(Strict):
 class Settings(Strict):
     storage_dir: str = Field("/var/lib/virtmix", description="Trees, images, caches.")
     mirror: str | None = Field(None, description="Debian mirror; default: host apt sources.")
+    placement: Policy = Field("spread", description="Default placement policy of entries "
+                              "with host: auto / hosts: / group:.")
 
     @field_validator("storage_dir")
     @classmethod
@@ -348,6 +366,11 @@ class Inventory(Strict):
     settings: Settings = Field(default_factory=Settings)
     networks: dict[Name, Network] = Field(default_factory=dict)
     hosts: dict[Name, Host] = Field(default_factory=dict)
+    containers: dict[Name, Container] = Field(
+        default_factory=dict, description="Containers virtmix places on a host (host: auto, "
+        "hosts: [...], group: G).")
+    guests: dict[Name, Guest] = Field(
+        default_factory=dict, description="Guests virtmix places on a host.")
 
 
 def inventory_json_schema() -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from virtmix.errors import NotFoundError, UsageError
-from virtmix.inventory.model import Container, Guest, Inventory, Network
+from virtmix.inventory.model import Container, Guest, Host, Inventory, Network
 
 DEFAULT_MEMORY_KIB = {"container": 512 * 1024, "guest": 1024 * 1024}
 
@@ -25,6 +25,8 @@ class Entry:
     parent: str | None = None  # the guest that hosts a nested container
     profiles: tuple[str, ...] = ()  # profile chain, nearest first
     keypath: str = ""         # where it sits in the inventory, e.g. hosts.hv1.containers.vm0
+    placed: str = ""          # policy that placed it (spread|pack), recorded in its metadata
+    placed_why: str = ""      # why placement chose this host, for plan (new placements only)
 
     @property
     def address(self) -> str:
@@ -36,6 +38,52 @@ class Entry:
         return self.spec.memory or DEFAULT_MEMORY_KIB[self.kind]
 
 
+@dataclass(frozen=True)
+class Unplaced:
+    """An entry of the top-level containers:/guests: sections: its host is chosen by
+    placement (virtmix.converge.placement) from `candidates`, once hosts were read."""
+
+    name: str
+    kind: Literal["container", "guest"]
+    spec: Container | Guest
+    candidates: tuple[str, ...]   # inventory hosts it may go to, in inventory order
+    policy: str                   # spread | pack
+    profiles: tuple[str, ...] = ()
+    keypath: str = ""
+    nested_profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def memory_kib(self) -> int:
+        return self.spec.memory or DEFAULT_MEMORY_KIB[self.kind]
+
+    def uri_on(self, host: Host) -> str:
+        return host.lxc_uri if self.kind == "container" else host.uri
+
+    def entries_on(self, hname: str, host: Host, *, placed: str = "",
+                   why: str = "") -> list[Entry]:
+        """Its Entry on host `hname` (and the entries of the containers a guest holds)."""
+        me = Entry(self.name, self.kind, hname, self.uri_on(host), self.spec,
+                   profiles=self.profiles, keypath=self.keypath, placed=placed, placed_why=why)
+        out = [me]
+        if isinstance(self.spec, Guest) and self.spec.containers:
+            uri = guest_lxc_uri(self.name, self.spec)
+            for cname, c in self.spec.containers.items():
+                out.append(Entry(cname, "container", hname, uri, c, parent=self.name,
+                                 profiles=self.nested_profiles.get(cname, ()),
+                                 keypath=f"{self.keypath}.containers.{cname}"))
+        return out
+
+
+def guest_lxc_uri(name: str, guest: Guest) -> str:
+    """How virtmix reaches the libvirt inside a guest: lxc_uri, or ssh to its static address."""
+    if guest.lxc_uri:
+        return guest.lxc_uri
+    for iface in guest.interfaces:
+        if iface.ipv4 is not None:
+            return f"lxc+ssh://root@{iface.ipv4.ip}/system"
+    return f"lxc+ssh://root@{name}/system"
+
+
 @dataclass
 class Site:
     """A loaded, validated inventory."""
@@ -45,6 +93,8 @@ class Site:
     entries: list[Entry] = field(default_factory=list)
     profiles: Any = None  # the ProfileLibrary the entries were merged with
     own_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # keypath -> own keys
+    # Entries whose host placement chooses; placement moves them into `entries`.
+    unplaced: list[Unplaced] = field(default_factory=list)
 
     @property
     def name(self) -> str:
