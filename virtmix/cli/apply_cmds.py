@@ -214,6 +214,9 @@ def _destroy_targets(targets: list[str]
     first = Path(targets[0])
     if len(targets) == 1 and first.suffix in (".yaml", ".yml") and first.is_file():
         site = load_site(first)
+        # Placed entries: destroyed where they were placed; those never placed are not there.
+        site, placing, _read = observe_and_place(site, existing_only=True)
+        close_all(placing)
         entries = [e for e in site.entries if not OPTIONS.connect or e.uri == OPTIONS.connect]
         nets = {n: network_uri(site, n) for n in site.networks
                 if not OPTIONS.connect or network_uri(site, n) == OPTIONS.connect}

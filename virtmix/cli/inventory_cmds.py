@@ -18,7 +18,7 @@ INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAM
 
 
 def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None):
-    site = load_site(inventory)
+    site = load_site(inventory).provisional()  # placed entries: as on their first host
     for missing in site.profiles.missing_dirs():
         err.print(f"virtmix: warning: {site.path}: profiles_dir {missing} does not exist "
                   "(only the shipped profiles are used)", markup=False)
@@ -75,7 +75,7 @@ def explain(inventory: Path = INVENTORY_ARG,
             name: str = typer.Argument(..., help="Entry name (or GUEST/NAME)."),
             output: Output = OUTPUT_OPTION) -> None:
     """How each setting of an entry maps onto libvirt, where it came from, what has no effect."""
-    site = load_site(inventory)
+    site = load_site(inventory).provisional()
     entry = site.find(name)
     rows, warnings = explain_entry(site, entry)
     if output == Output.json:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -103,6 +103,18 @@ class Site:
     @property
     def networks(self) -> dict[str, Network]:
         return self.inventory.networks
+
+    def provisional(self) -> Site:
+        """This site with each unplaced entry as on its first candidate host, for the
+        commands that read no host (validate, render, explain): the documents are the same
+        wherever placement puts it, except host, URI and UUID. plan says where it goes."""
+        if not self.unplaced:
+            return self
+        entries = list(self.entries)
+        for u in self.unplaced:
+            first = u.candidates[0]
+            entries += u.entries_on(first, self.inventory.hosts[first])
+        return replace(self, entries=entries, unplaced=[])
 
     def by_uri(self) -> dict[str, list[Entry]]:
         out: dict[str, list[Entry]] = defaultdict(list)
