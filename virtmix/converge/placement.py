@@ -21,6 +21,7 @@ renderer, so the next plan reads it back from the observed domain.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from dataclasses import dataclass, field
 
 from virtmix.backend.protocol import Backend
@@ -147,6 +148,45 @@ def _choose(r: Request, fits: list[HostState]) -> tuple[HostState, str]:
     return best, why
 
 
+def _fits(r: Request, h: HostState) -> bool:
+    return (h.down is None and not (r.anti_affinity and r.anti_affinity in h.groups)
+            and (h.max_domains is None or h.domains < h.max_domains)
+            and r.memory_kib <= h.memory_kib - h.used_kib
+            and (not r.cpuset or r.cpuset <= h.cpus))
+
+
+class _SpreadQueue:
+    """The candidates of one host list by most free memory, fewest domains, list order:
+    what spread picks without a cpuset, in O(log n) a request for a fleet of hosts.
+
+    Lazy: a host's entry is refreshed when popped if the host changed since (placements only
+    take memory, so a stale entry never ranks a host lower than it really is)."""
+
+    def __init__(self, candidates: tuple[str, ...], hosts: dict[str, HostState]) -> None:
+        self.heap = [(-h.free_kib, h.domains, i, h.name) for i, h in
+                     enumerate(hosts[c] for c in candidates if c in hosts)]
+        heapq.heapify(self.heap)
+        self.hosts = hosts
+
+    def pick(self, r: Request) -> HostState | None:
+        rejected = []
+        found = None
+        while self.heap:
+            neg_free, domains, i, name = heapq.heappop(self.heap)
+            h = self.hosts[name]
+            if (-neg_free, domains) != (h.free_kib, h.domains):
+                heapq.heappush(self.heap, (-h.free_kib, h.domains, i, name))
+                continue
+            if _fits(r, h):
+                found = (neg_free, domains, i, name)
+                break
+            if h.down is None and (h.max_domains is None or h.domains < h.max_domains):
+                rejected.append((neg_free, domains, i, name))  # may fit a smaller entry
+        for entry in rejected + ([found] if found else []):
+            heapq.heappush(self.heap, entry)  # the chosen one is refreshed when next popped
+        return self.hosts[found[3]] if found else None
+
+
 def place(requests: list[Request], hosts: dict[str, HostState]) -> list[Decision]:
     """A host for every request, in order; raises PlacementFailure for the first that has
     none. Mutates `hosts` (each choice takes its capacity) so that callers can show the
@@ -159,23 +199,35 @@ def place(requests: list[Request], hosts: dict[str, HostState]) -> list[Decision
                                          f"placed earlier ({policy}), kept")
             if r.anti_affinity:  # its memory and CPUs are counted from the domain itself
                 hosts[r.current].groups.add(r.anti_affinity)
+    queues: dict[tuple[str, ...], _SpreadQueue] = {}
+    down_of: dict[tuple[str, ...], list[str]] = {}
     for r in requests:
         if r.name in decisions:
             continue
-        refusals: dict[str, str] = {}
-        fits = []
-        for name in r.candidates:
-            why_not = _refusal(r, hosts.get(name))
-            if why_not is None:
-                fits.append(hosts[name])
-            else:
-                refusals[name] = why_not
-        if not fits:
+        best: HostState | None = None
+        if r.policy == SPREAD and not r.cpuset:
+            queue = queues.get(r.candidates)
+            if queue is None:
+                queue = queues[r.candidates] = _SpreadQueue(r.candidates, hosts)
+            best = queue.pick(r)
+            why = f"placed: spread, most free memory {format_kib(best.free_kib)}" if best \
+                else ""
+        else:
+            fits = [hosts[c] for c in r.candidates if c in hosts and _fits(r, hosts[c])]
+            if fits:
+                best, why = _choose(r, fits)
+        if best is not None:  # say which hosts it could not go to because they were down
+            if r.candidates not in down_of:
+                down_of[r.candidates] = [c for c in r.candidates
+                                         if c not in hosts or hosts[c].down is not None]
+            refusals = {c: _refusal(r, hosts.get(c)) or "" for c in down_of[r.candidates]}
+        else:
+            refusals = {c: _refusal(r, hosts.get(c)) or "" for c in r.candidates}
+        if best is None:
             raise PlacementFailure(r.name, _constraint(r, refusals), refusals)
-        best, why = _choose(r, fits)
-        skipped = [f"{h}: {why_not}" for h, why_not in refusals.items()]
-        if skipped:
-            why += "; not " + "; ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        if refusals:
+            why += "; not " + "; ".join(f"{h}: {w}" for h, w in list(refusals.items())[:3])
+            why += " ..." if len(refusals) > 3 else ""
         best.take(r.memory_kib, r.cpuset, r.anti_affinity)
         decisions[r.name] = Decision(r.name, best.name, r.policy, True, why)
     return [decisions[r.name] for r in requests]
@@ -186,18 +238,18 @@ def placement_uris(site: Site) -> list[str]:
     """The connections placement reads: every candidate host's, for the kinds it places."""
     hosts = site.inventory.hosts
     uris: dict[str, None] = {}
-    for u in site.unplaced:
-        for h in u.candidates:
-            uris[u.uri_on(hosts[h])] = None
+    for kind, candidates in {(u.kind, u.candidates) for u in site.unplaced}:
+        for h in candidates:
+            uris[hosts[h].lxc_uri if kind == "container" else hosts[h].uri] = None
     return list(uris)
 
 
 def host_states(site: Site, observed: dict[str, ObservedConnection]) -> dict[str, HostState]:
     """Capacity and use of every inventory host, from its declaration and its daemons."""
     kinds_of: dict[str, set[str]] = {}
-    for u in site.unplaced:
-        for h in u.candidates:
-            kinds_of.setdefault(h, set()).add(u.kind)
+    for kind, candidates in {(u.kind, u.candidates) for u in site.unplaced}:
+        for h in candidates:
+            kinds_of.setdefault(h, set()).add(kind)
     states: dict[str, HostState] = {}
     for hname, host in site.inventory.hosts.items():
         needed = [host.lxc_uri if k == "container" else host.uri
@@ -235,14 +287,27 @@ def host_states(site: Site, observed: dict[str, ObservedConnection]) -> dict[str
     return states
 
 
-def _request(site: Site, u: Unplaced, observed: dict[str, ObservedConnection]) -> Request:
-    current, recorded = None, ""
-    for h in u.candidates:
-        obs = observed.get(u.uri_on(site.inventory.hosts[h]))
-        dom = obs.domains.get(u.name) if obs and not obs.error else None
-        if dom is not None and dom.metadata and dom.metadata.get("site") == site.name:
-            current, recorded = h, dom.metadata.get("placed", "")
-            break
+def _existing(site: Site, observed: dict[str, ObservedConnection]
+              ) -> dict[tuple[str, str], tuple[str, str]]:
+    """(kind, name) -> (host, recorded policy) of every domain of this site on any host,
+    first host in inventory order; read once for all entries."""
+    out: dict[tuple[str, str], tuple[str, str]] = {}
+    for hname, host in site.inventory.hosts.items():
+        for kind, uri in (("container", host.lxc_uri), ("guest", host.uri)):
+            obs = observed.get(uri)
+            if obs is None or obs.error:
+                continue
+            for dom in obs.domains.values():
+                meta = dom.metadata
+                if meta and meta.get("site") == site.name:
+                    out.setdefault((kind, dom.name), (hname, meta.get("placed", "")))
+    return out
+
+
+def _request(u: Unplaced, existing: dict[tuple[str, str], tuple[str, str]]) -> Request:
+    current, recorded = existing.get((u.kind, u.name), (None, ""))
+    if current is not None and current not in u.candidates:
+        current, recorded = None, ""  # on a host it may no longer use: not ours to keep
     cs = u.spec.cpu.cpuset
     return Request(u.name, u.memory_kib, u.candidates, u.policy,
                    parse_cpuset(cs) if cs else None, u.spec.anti_affinity, current, recorded)
@@ -258,7 +323,8 @@ def place_site(site: Site, observed: dict[str, ObservedConnection], *,
     BackendError when every candidate host was unreachable."""
     if not site.unplaced:
         return site
-    requests = [_request(site, u, observed) for u in site.unplaced]
+    existing = _existing(site, observed)
+    requests = [_request(u, existing) for u in site.unplaced]
     if existing_only:
         requests = [r for r in requests if r.current is not None]
     try:
@@ -285,22 +351,31 @@ def place_site(site: Site, observed: dict[str, ObservedConnection], *,
     return dataclasses.replace(site, entries=entries, unplaced=[])
 
 
-def observe_and_place(site: Site, *, existing_only: bool = False
+def observe_and_place(site: Site, *, existing_only: bool = False,
+                      read: dict[str, Backend] | None = None
                       ) -> tuple[Site, dict[str, Backend], dict[str, ObservedConnection]]:
     """Read every host placement may use (and the hosts of fixed entries, whose domains
     take capacity too), then place. Returns the placed site and what was opened and read,
-    for plan to reuse; nothing is read when no entry needs placing."""
+    for plan to reuse; nothing is read when no entry needs placing.
+
+    read: connections already open (a fleet kept connected); they are read, not reopened,
+    and any other URI is opened."""
     from virtmix.converge.apply import close_all, connect_and_observe
+    from virtmix.converge.observe import observe_connection
 
     if not site.unplaced:
         return site, {}, {}
     hosts = site.inventory.hosts
     uris = placement_uris(site) + [u for h in hosts.values() for u in (h.uri, h.lxc_uri)
                                    if any(e.uri == u and not e.parent for e in site.entries)]
-    conns, observed = connect_and_observe(list(dict.fromkeys(uris)))
+    uris = list(dict.fromkeys(uris))
+    given = {u: c for u, c in (read or {}).items() if u in uris}
+    conns, observed = connect_and_observe([u for u in uris if u not in given])
+    conns |= given
+    observed |= {u: observe_connection(c) for u, c in given.items()}
     try:
         placed = place_site(site, observed, existing_only=existing_only)
     except BaseException:
-        close_all(conns)
+        close_all({u: c for u, c in conns.items() if u not in given})
         raise
     return placed, conns, observed

@@ -325,6 +325,7 @@ def _unplaced(inv: Inventory, loader: _Loader) -> list[Unplaced]:
         if host.group is not None:
             groups.setdefault(host.group, []).append(hname)
     out: list[Unplaced] = []
+    resolved: dict[tuple[str, ...], tuple[str, ...]] = {}
     for section, kind in ENTRY_KINDS.items():
         entries: dict[str, Container | Guest] = getattr(inv, section)
         for name, spec in entries.items():
@@ -342,7 +343,12 @@ def _unplaced(inv: Inventory, loader: _Loader) -> list[Unplaced]:
                 names, key = [str(spec.host)], "host"
             else:
                 names, key = list(inv.hosts), "host"
-            candidates: list[str] = []
+            key_names = tuple(names)
+            if key_names in resolved:  # 10,000 entries saying host: auto resolve it once
+                candidates = list(resolved[key_names])
+                names = []
+            else:
+                candidates = []
             for i, n in enumerate(names):
                 if n in inv.hosts and n in groups:
                     loader.fail(f"{n!r} is both a host and a host group; rename one",
@@ -358,6 +364,8 @@ def _unplaced(inv: Inventory, loader: _Loader) -> list[Unplaced]:
                                    + (f"; groups: {', '.join(sorted(groups))}" if groups
                                       else "") + ")"), where)
                 candidates += [m for m in members if m not in candidates]
+            if names:
+                resolved[key_names] = tuple(candidates)
             for i, iface in enumerate(spec.interfaces):
                 if iface.network is None:
                     continue
