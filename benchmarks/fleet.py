@@ -37,7 +37,7 @@ from virtmix.converge.apply import (  # noqa: E402
     run_plan,  # noqa: E402
 )
 from virtmix.converge.desired import desired_documents  # noqa: E402
-from virtmix.converge.placement import observe_and_place  # noqa: E402
+from virtmix.converge.placement import observe_and_place, place_site  # noqa: E402
 from virtmix.converge.plan import Options, Plan  # noqa: E402
 from virtmix.inventory.load import load_site  # noqa: E402
 from virtmix.inventory.site import Site  # noqa: E402
@@ -89,8 +89,12 @@ def plan_on(inv: Path, conns: dict) -> tuple[Site, Plan, dict[str, float]]:
     site = load_site(inv)
     t["load"] = time.perf_counter() - t0
     t1 = time.perf_counter()
+    loaded = site
     site, read_conns, observed = observe_and_place(site, read=conns)
     t["read + place"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    place_site(loaded, observed)  # the placement step alone, again on what was read
+    t["(place alone)"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     domains, networks = desired_documents(site)
     t["render"] = time.perf_counter() - t1
@@ -98,7 +102,7 @@ def plan_on(inv: Path, conns: dict) -> tuple[Site, Plan, dict[str, float]]:
     plan, _ = observe_and_plan(site, domains, networks, Options(),
                                read=(read_conns, observed))
     t["compare"] = time.perf_counter() - t1
-    t["plan total"] = time.perf_counter() - t0
+    t["plan total"] = time.perf_counter() - t0 - t["(place alone)"]
     return site, plan, t
 
 
@@ -145,7 +149,8 @@ def main() -> None:
             _s, again, t2 = plan_on(inv, conns)
             assert not again.pending, [i.name for i in again.pending][:3]
             print(f"  plan again (all {n} exist): {t2['plan total']:6.3f} s, nothing to do, "
-                  "no entry moved")
+                  f"no entry moved (placement step alone {t2['(place alone)']:.3f} s; the "
+                  "rest reads and compares 10,000 defined domains)")
         finally:
             close_all(conns)
         conns = open_fleet(site)  # fresh hosts: the test driver forgets at close

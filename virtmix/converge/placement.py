@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from virtmix.backend.protocol import Backend
@@ -129,6 +130,8 @@ def _constraint(r: Request, refusals: dict[str, str]) -> str:
                 break
     if not counts:
         return "its host list"
+    if len(counts) > 1:
+        counts.pop("unreachable", None)  # the hosts that answered say what binds
     return words[max(counts, key=lambda k: counts[k])]
 
 
@@ -372,7 +375,8 @@ def observe_and_place(site: Site, *, existing_only: bool = False,
     given = {u: c for u, c in (read or {}).items() if u in uris}
     conns, observed = connect_and_observe([u for u in uris if u not in given])
     conns |= given
-    observed |= {u: observe_connection(c) for u, c in given.items()}
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(given)))) as pool:
+        observed |= dict(zip(given, pool.map(observe_connection, given.values()), strict=True))
     try:
         placed = place_site(site, observed, existing_only=existing_only)
     except BaseException:
