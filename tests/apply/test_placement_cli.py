@@ -182,3 +182,17 @@ def test_placement_keys_on_a_fixed_entry_and_name_clashes(site, tmp_path, tree):
     res = run("validate", str(inv))
     assert res.exit_code == 3 and "name 'web' is also used at hosts.hv1.containers.web" \
         in res.output
+
+
+def test_a_placed_guest_takes_its_containers_along(site, tmp_path, tree):
+    inv = site({"hv1": (1, {}), "hv2": (8, {})}, {})
+    doc = yaml.safe_load(inv.read_text())
+    doc["guests"] = {"g1": {"host": "auto", "memory": "2GiB", "virt_type": "qemu",
+                            "disks": [{"path": str(tmp_path / "g1.qcow2")}],
+                            "lxc_uri": f"test://{tmp_path}/inside-g1.xml",
+                            "containers": {"c1": {"rootfs": {"path": str(tree)}}}}}
+    inv.write_text(yaml.safe_dump(doc))
+    data = json.loads(run("plan", str(inv), "-o", "json").stdout)
+    items = {i["name"]: i for i in data["items"]}
+    assert items["g1"]["host"] == "hv2" and items["g1"]["placement"]["policy"] == "spread"
+    assert items["c1"]["host"] == "hv2" and items["c1"]["status"] == "waiting"

@@ -44,6 +44,7 @@ from virtmix.converge.plan import Item, Options, Plan
 from virtmix.errors import ApplyFailedError, BackendError, ConflictError, UsageError
 from virtmix.inventory.site import Site
 from virtmix.nesting.guests import open_site as load_site
+from virtmix.nesting.guests import register_transports
 from virtmix.util.locking import locked
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
@@ -63,7 +64,10 @@ EXIT_PENDING = 10
 
 def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict[str, Backend]]:
     site = load_site(inventory)
-    site, *read = observe_and_place(site)  # entries with host: auto / hosts: / group:
+    placed, *read = observe_and_place(site)  # entries with host: auto / hosts: / group:
+    if placed is not site:  # containers of placed guests: reached through virtmix's ssh
+        register_transports(placed)
+    site = placed
     domains, networks = desired_documents(site)
     if OPTIONS.connect:  # -c with an inventory: only what lives on that connection
         uris = sorted({d.entry.uri for d in domains} | {n.uri for n in networks})
