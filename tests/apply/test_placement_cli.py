@@ -196,3 +196,20 @@ def test_a_placed_guest_takes_its_containers_along(site, tmp_path, tree):
     items = {i["name"]: i for i in data["items"]}
     assert items["g1"]["host"] == "hv2" and items["g1"]["placement"]["policy"] == "spread"
     assert items["c1"]["host"] == "hv2" and items["c1"]["status"] == "waiting"
+
+
+def test_fixed_entries_take_capacity_and_bind_anti_affinity(site, tree):
+    inv = site({"hv1": (2, {}), "hv2": (1, {}), "hv3": (4, {})},
+               {"web": {}, "db2": {"anti_affinity": "db", "hosts": ["hv1", "hv3"],
+                                  "memory": "128MiB"}})
+    doc = yaml.safe_load(inv.read_text())
+    doc["hosts"]["hv1"]["containers"] = {"big": {"rootfs": {"path": str(tree)},
+                                                 "memory": "1792MiB"}}
+    doc["hosts"]["hv3"]["containers"] = {"db1": {"rootfs": {"path": str(tree)},
+                                                 "memory": "3584MiB", "anti_affinity": "db"}}
+    inv.write_text(yaml.safe_dump(doc))
+    res = run("plan", str(inv), "-o", "json")
+    assert res.exit_code == 10, res.output
+    hosts = {i["name"]: i["host"] for i in json.loads(res.stdout)["items"]}
+    # hv3 has 512MiB left, hv1 256MiB, hv2 1GiB: web goes to hv2; db2 may not join db1.
+    assert hosts["web"] == "hv2" and hosts["db2"] == "hv1"
