@@ -75,8 +75,13 @@ def explain(inventory: Path = INVENTORY_ARG,
             name: str = typer.Argument(..., help="Entry name (or GUEST/NAME)."),
             output: Output = OUTPUT_OPTION) -> None:
     """How each setting of an entry maps onto libvirt, where it came from, what has no effect."""
-    site = load_site(inventory).provisional()
+    loaded = load_site(inventory)
+    site = loaded.provisional()
     entry = site.find(name)
+    placed = next((u for u in loaded.unplaced if u.name == entry.name), None)
+    if placed is not None:
+        err.print(f"virtmix: {entry.name} is placed by plan/apply (on one of "
+                  f"{', '.join(placed.candidates)}); shown as on the first", markup=False)
     rows, warnings = explain_entry(site, entry)
     if output == Output.json:
         print_json({"name": entry.address, "kind": entry.kind, "host": entry.host,
