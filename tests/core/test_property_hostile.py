@@ -125,11 +125,39 @@ def from_schema(node: dict, field: str = "", depth: int = 0) -> st.SearchStrateg
     return st.just("x1")
 
 
+PLACEMENT_KEYS = ("host", "hosts", "group", "anti_affinity", "placement")
+
+
+def _thin_placement(draw, inventory: Any) -> None:
+    """Placement (top-level containers:/guests:, and the keys that choose a host) stays
+    rare: an entry under hosts: with placement keys, or a placed name used twice, is an
+    error, and nearly every example would be refused before the XML checks run."""
+    if not isinstance(inventory, dict):
+        return
+    for key in ("containers", "guests"):
+        if key in inventory and draw(st.integers(0, 7)) != 7:
+            del inventory[key]
+
+    def entries(section: Any) -> list[dict]:
+        found = [e for e in (section.values() if isinstance(section, dict) else [])
+                 if isinstance(e, dict)]
+        return found + [n for e in found for n in entries(e.get("containers"))]
+
+    hosts = inventory.get("hosts")
+    for host in (hosts.values() if isinstance(hosts, dict) else []):
+        if isinstance(host, dict):
+            for entry in entries(host.get("containers")) + entries(host.get("guests")):
+                if draw(st.integers(0, 7)) != 7:
+                    for key in PLACEMENT_KEYS:
+                        entry.pop(key, None)
+
+
 @st.composite
 def mutated(draw, clean: st.SearchStrategy) -> Any:
     """A plausible inventory with 0-3 hostile changes at random places: a value replaced by
     a hostile scalar or structure, or a hostile key added to a mapping."""
     inventory = draw(clean)
+    _thin_placement(draw, inventory)
     for _ in range(draw(st.integers(0, 3))):
         node = inventory
         while True:

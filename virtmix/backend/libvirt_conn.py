@@ -11,7 +11,7 @@ from typing import Any
 import libvirt
 
 from virtmix.backend.admin_ops import AdminOps
-from virtmix.backend.records import DomainRecord, NetworkRecord, domain_state_name
+from virtmix.backend.records import DomainRecord, NetworkRecord, NodeInfo, domain_state_name
 from virtmix.backend.snapshots import SnapshotOps
 from virtmix.backend.translate import start_hint, translate
 from virtmix.errors import BackendError, NotFoundError
@@ -67,6 +67,13 @@ class Connection(AdminOps, SnapshotOps):
             return bool(self._conn.isAlive())
         except libvirt.libvirtError:
             return False
+
+    def node_info(self) -> NodeInfo:
+        """The host's memory and CPU count (placement's capacity when the inventory
+        declares none); one round trip."""
+        with translate("reading the host's memory and CPUs", self.uri):
+            info = self._conn.getInfo()
+        return NodeInfo(memory_kib=int(info[1]) * 1024, cpus=int(info[2]))
 
     # -- domains: reading ----------------------------------------------------------------
     def _record(self, dom: libvirt.virDomain) -> DomainRecord:

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from virtmix.backend.records import DomainRecord, GuestSnapshot, NetworkRecord, RuntimeInfo
+from virtmix.backend.records import (
+    DomainRecord,
+    GuestSnapshot,
+    NetworkRecord,
+    NodeInfo,
+    RuntimeInfo,
+)
 
 
 @runtime_checkable
@@ -35,6 +41,7 @@ class Backend(Protocol):
     def __exit__(self, *exc: object) -> None: ...
     def is_alive(self) -> bool: ...
     def capabilities(self) -> str: ...
+    def node_info(self) -> NodeInfo: ...
 
     # -- domains: reading --------------------------------------------------------------
     def list_domains(self) -> list[DomainRecord]: ...

@@ -69,6 +69,14 @@ class NetworkRecord:
 
 
 @dataclass(frozen=True)
+class NodeInfo:
+    """virNodeGetInfo: what the host has, for placement's capacity."""
+
+    memory_kib: int
+    cpus: int
+
+
+@dataclass(frozen=True)
 class RuntimeInfo:
     """virDomainGetInfo: memory in use and CPU time, for `info`."""
 

@@ -52,6 +52,7 @@ from virtmix.converge.destroy import (
     domain_target,
     site_targets,
 )
+from virtmix.converge.placement import observe_and_place, placement_uris
 from virtmix.converge.plan import Item, Options, Plan
 from virtmix.converge.verify import WAIT_SECONDS
 from virtmix.errors import (
@@ -63,6 +64,7 @@ from virtmix.errors import (
 )
 from virtmix.inventory.site import Site
 from virtmix.nesting.guests import open_site as load_site
+from virtmix.nesting.guests import register_transports
 from virtmix.util.locking import locked
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
@@ -91,6 +93,10 @@ EXIT_PENDING = 10
 
 def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict[str, Backend]]:
     site = load_site(inventory)
+    placed, *read = observe_and_place(site)  # entries with host: auto / hosts: / group:
+    if placed is not site:  # containers of placed guests: reached through virtmix's ssh
+        register_transports(placed)
+    site = placed
     domains, networks = desired_documents(site)
     if OPTIONS.connect:  # -c with an inventory: only what lives on that connection
         uris = sorted({d.entry.uri for d in domains} | {n.uri for n in networks})
@@ -99,12 +105,14 @@ def _plan(inventory: Path, opts: Options) -> tuple[Site, Plan, dict[str, Backend
         if not domains and not networks:  # not "nothing to do": nothing was compared
             raise UsageError(f"-c {OPTIONS.connect}: no host of {site.path} uses it",
                              hint="its connections: " + ", ".join(uris))
-    plan, conns = observe_and_plan(site, domains, networks, opts)
+    plan, conns = observe_and_plan(site, domains, networks, opts,
+                                   read=(read[0], read[1]) if read[1] else None)
     return site, plan, conns
 
 
 def _lock_targets(site: Site, plan: Plan | None = None) -> list[tuple[str, str]]:
     uris = {e.uri for e in site.entries} | {network_uri(site, n) for n in site.networks}
+    uris |= set(placement_uris(site))  # every host an entry may be placed on
     return [("inventory", str(site.path))] + [("uri", u) for u in uris]
 
 
@@ -239,7 +247,7 @@ def apply_cmd(inventory: Path = APPLY_ARG, yes: bool = YES, prune: bool = PRUNE,
                 timeout=lock_timeout, on_wait=lambda m: err.print(f"virtmix: {m}")):
         _site, plan, conns = _plan(inventory, Options(prune=prune, adopt=adopt, restart=restart))
         try:
-            _apply(site, plan, conns, yes, jobs, ready=ready, ready_timeout=ready_timeout,
+            _apply(_site, plan, conns, yes, jobs, ready=ready, ready_timeout=ready_timeout,
                    stop_timeout=timeout)
         finally:
             close_all(conns)
@@ -264,7 +272,7 @@ def _apply_saved(path: Path, wait: bool, lock_timeout: float, jobs: int) -> None
         _site, plan, conns = _plan(inventory, opts)
         try:
             saved.check_plan(path, data, plan)
-            _apply(site, plan, conns, True, jobs)
+            _apply(_site, plan, conns, True, jobs)
         finally:
             close_all(conns)
 
@@ -312,6 +320,9 @@ def _destroy_targets(targets: list[str]
     first = Path(targets[0])
     if len(targets) == 1 and first.suffix in (".yaml", ".yml") and first.is_file():
         site = load_site(first)
+        # Placed entries: destroyed where they were placed; those never placed are not there.
+        site, placing, _read = observe_and_place(site, existing_only=True)
+        close_all(placing)
         entries = [e for e in site.entries if not OPTIONS.connect or e.uri == OPTIONS.connect]
         nets = {n: network_uri(site, n) for n in site.networks
                 if not OPTIONS.connect or network_uri(site, n) == OPTIONS.connect}

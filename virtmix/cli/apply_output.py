@@ -35,7 +35,8 @@ def fmt_value(field: str, value: Any) -> str:
 
 def item_title(item: Item) -> str:
     where = f"on {item.host} ({item.uri})" if item.host != "?" else f"on {item.uri}"
-    return f"{item.kind} {item.address} {where}"
+    placed = f" ({item.placement})" if item.placement else ""
+    return f"{item.kind} {item.address} {where}{placed}"
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
@@ -46,7 +47,16 @@ def item_to_dict(item: Item) -> dict[str, Any]:
                     for c in item.changes],
         "live": item.live, "pending_restart": item.pending_restart, "reason": item.reason,
         "state": item.state, "diff": item.diff,
+        "placement": _placement(item),
     }
+
+
+def _placement(item: Item) -> dict[str, Any] | None:
+    """Where placement put a new entry and why; None for entries that did not need it."""
+    if not item.placement:
+        return None
+    policy = item.entry.placed if item.entry is not None else ""
+    return {"host": item.host, "policy": policy, "reason": item.placement}
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:

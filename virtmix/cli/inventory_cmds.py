@@ -28,7 +28,7 @@ INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAM
 
 
 def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None):
-    site = load_site(inventory, connecting=False)
+    site = load_site(inventory, connecting=False).provisional()  # placed: first host
     for missing in site.profiles.missing_dirs():
         err.print(f"virtmix: warning: {site.path}: profiles_dir {missing} does not exist "
                   "(only the shipped profiles are used)", markup=False)
@@ -91,8 +91,13 @@ def explain(inventory: Path = INVENTORY_ARG,
             output: Output = OUTPUT_OPTION,
             allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
     """How each setting of an entry maps onto libvirt, where it came from, what has no effect."""
-    site = load_site(inventory, connecting=False)
+    loaded = load_site(inventory, connecting=False)
+    site = loaded.provisional()
     entry = site.find(name)
+    placed = next((u for u in loaded.unplaced if u.name == entry.name), None)
+    if placed is not None:
+        err.print(f"virtmix: {entry.name} is placed by plan/apply (on one of "
+                  f"{', '.join(placed.candidates)}); shown as on the first", markup=False)
     rows, warnings = explain_entry(site, entry)
     if output == Output.json:
         print_json({"name": entry.address, "kind": entry.kind, "host": entry.host,

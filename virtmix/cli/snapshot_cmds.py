@@ -56,6 +56,12 @@ def resolve(session: Session, args: list[str]) -> tuple[list[Target], object]:
         from virtmix.inventory.load import load_site
 
         site = load_site(Path(arg))
+        if site.unplaced:  # placed entries: snapshot them on the host placement chose
+            from virtmix.converge.apply import close_all
+            from virtmix.converge.placement import observe_and_place
+
+            site, placing, _read = observe_and_place(site, existing_only=True)
+            close_all(placing)
         storage = Storage(site.inventory.settings.storage_dir)
         for entry in site.entries:
             if entry.parent:

@@ -466,13 +466,20 @@ def connection_failures(observed: dict[str, ObservedConnection]) -> dict[str, st
 
 
 def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list[DesiredNetwork],
-                     opts: Options) -> tuple[Plan, dict[str, Backend]]:
-    """Read host connections first, then those inside guests that run, then plan."""
+                     opts: Options, *, read: tuple[dict[str, Backend],
+                                                   dict[str, ObservedConnection]] | None = None
+                     ) -> tuple[Plan, dict[str, Backend]]:
+    """Read host connections first, then those inside guests that run, then plan.
+
+    read: connections already open and read (placement read the hosts first), reused."""
     nested = {d.entry.uri: d.entry.parent for d in domains if d.entry.parent}
     nested |= {n.uri: n.host for n in networks if n.nested}
     top = [d.entry.uri for d in domains if d.entry.uri not in nested]
     top += [n.uri for n in networks if n.uri not in nested]
-    conns, observed = connect_and_observe(top)
+    conns, observed = (dict(read[0]), dict(read[1])) if read else ({}, {})
+    more_conns, more = connect_and_observe([u for u in top if u not in observed])
+    conns |= more_conns
+    observed |= more
     guests = {d.entry.name: d.entry.uri for d in domains if d.entry.kind == "guest"}
     skip = {}
     for uri, guest in nested.items():

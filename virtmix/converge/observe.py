@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from virtmix.backend.protocol import Backend
+from virtmix.backend.records import NodeInfo
 from virtmix.domain import metadata, network
 from virtmix.domain.fields import owned_fields
 from virtmix.domain.xmlnode import parse
@@ -69,11 +70,12 @@ class ObservedConnection:
     domains: dict[str, ObservedDomain] = field(default_factory=dict)
     networks: dict[str, ObservedNetwork] = field(default_factory=dict)
     error: str | None = None
+    node: NodeInfo | None = None  # the host's memory and CPUs (placement's capacity)
 
 
 def observe_connection(conn: Backend, *, read_cgroups: bool | None = None) -> ObservedConnection:
     """One bulk read of a connection: every domain (config + running XML) and network."""
-    obs = ObservedConnection(conn.uri)
+    obs = ObservedConnection(conn.uri, node=conn.node_info())
     if read_cgroups is None:  # only the real LXC driver's ids are pids of this machine
         read_cgroups = is_local(conn.uri) and conn.driver == "lxc"
     autostart = conn.autostart_names()

@@ -69,6 +69,7 @@ class Item:
     parent: str | None = None
     state: str | None = None      # the domain's state as observed
     autostart: bool = False
+    placement: str = ""           # why placement chose its host (new placements only)
 
     @property
     def pending(self) -> bool:
@@ -217,6 +218,7 @@ def plan_domain(d: DesiredDomain, obs: ObservedDomain | None, site: str,
                 "ok", entry=e, parent=e.parent, autostart=spec.autostart)
     running = spec.state == "running"
     if obs is None:
+        item.placement = e.placed_why
         item.status, item.xml = "create", d.xml
         item.ops = ["prepare", "define"] + (["start"] if running else [])
         item.ops += ["autostart"] if spec.autostart else []
@@ -295,10 +297,11 @@ def plan_network(d: DesiredNetwork, obs: ObservedNetwork | None, opts: Options,
 
 
 def _orphans(site: str, desired: set[tuple[str, str]], conn: ObservedConnection,
-             opts: Options, hosts: set[str]) -> list[Item]:
+             opts: Options, hosts: set[str], desired_names: set[str] | None = None
+             ) -> list[Item]:
     # Two URIs may reach one daemon (lxc:///system and lxc+ssh://root@127.0.0.1/system):
     # a name the inventory wants on any connection is never an orphan.
-    wanted = {name for _uri, name in desired}
+    wanted = desired_names if desired_names is not None else {n for _u, n in desired}
     out = []
     for obs in conn.domains.values():
         meta = obs.metadata
@@ -347,9 +350,10 @@ def build_plan(site: str, domains: list[DesiredDomain], networks: list[DesiredNe
         items.append(plan_domain(d, conn.domains.get(e.name), site, opts))
     desired = {(d.entry.uri, d.entry.name) for d in domains}
     desired |= {(n.uri, "network:" + n.name) for n in networks}
+    names = {name for _uri, name in desired}  # once, not once per connection of a fleet
     for conn in observed.values():
         if not conn.error:
-            items += _orphans(site, desired, conn, opts, set(hosts))
+            items += _orphans(site, desired, conn, opts, set(hosts), names)
     items.sort(key=lambda i: i.phase)  # stable: inventory order inside a phase
     return Plan(site, items, opts.prune, observed=observed)
 

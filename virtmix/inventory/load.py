@@ -19,7 +19,7 @@ from virtmix.inventory import sitechecks, strings, uris, walk
 from virtmix.inventory.addresses import allocate_guest_addresses
 from virtmix.inventory.model import Container, Guest, Inventory
 from virtmix.inventory.profiles import ProfileLibrary, deep_merge, fold_cgroup
-from virtmix.inventory.site import Entry, Site
+from virtmix.inventory.site import Entry, Site, Unplaced, guest_lxc_uri
 from virtmix.inventory.yamlio import line_of, read_yaml
 from virtmix.util import paths
 from virtmix.util.gcpause import gc_paused
@@ -110,6 +110,9 @@ class _Loader:
     def expand(self) -> dict[str, Any]:
         """The raw tree with every entry's profiles merged in and cgroup keys folded."""
         tree = dict(self.raw)
+        for section, kind in ENTRY_KINDS.items():  # entries placement puts on a host
+            if isinstance(tree.get(section), dict):
+                tree[section] = self._expand_entries(tree[section], kind, (section,))
         hosts = tree.get("hosts")
         if not isinstance(hosts, dict):
             return tree
@@ -352,7 +355,9 @@ def load_site(path: str | Path, *, allow_uri_commands: bool | None = None,
         site = Site(path=loader.path.resolve(), inventory=inventory, profiles=loader.library,
                     own_settings={".".join(k): v for k, v in loader.entry_own.items()})
         site.entries = _entries(inventory, loader)
+        site.unplaced = _unplaced(inventory, loader)
         _check_site(site, loader)
+        loader.collect(_check_placement, site, loader)
         loader.raise_collected()
         site.warnings = sitechecks.warnings(site)
     return site
@@ -381,14 +386,129 @@ def _entries(inv: Inventory, loader: _Loader) -> list[Entry]:
     return entries
 
 
-def guest_lxc_uri(name: str, guest: Guest) -> str:
-    """How virtmix reaches the libvirt inside a guest: lxc_uri, or ssh to its static address."""
-    if guest.lxc_uri:
-        return guest.lxc_uri
-    for iface in guest.interfaces:
-        if iface.ipv4 is not None:
-            return f"lxc+ssh://root@{iface.ipv4.ip}/system"
-    return f"lxc+ssh://root@{name}/system"
+PLACEMENT_KEYS = ("host", "hosts", "group")
+
+
+def _unplaced(inv: Inventory, loader: _Loader) -> list[Unplaced]:
+    """The top-level containers:/guests: entries, with the hosts each may go to.
+
+    `hosts:` names hosts or host groups (a group stands for its members); `group: G` is
+    the same as `hosts: [G]`; `host: auto` (or no key) means every host; `host: NAME` one.
+    A placed entry on an inventory network can only go to that network's host."""
+    groups: dict[str, list[str]] = {}
+    for hname, host in inv.hosts.items():
+        if host.group is not None:
+            groups.setdefault(host.group, []).append(hname)
+    out: list[Unplaced] = []
+    resolved: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for section, kind in ENTRY_KINDS.items():
+        entries: dict[str, Container | Guest] = getattr(inv, section)
+        for name, spec in entries.items():
+            kp = (section, name)
+            given = [k for k in PLACEMENT_KEYS if k in spec.model_fields_set
+                     and getattr(spec, k) not in (None, [])]
+            if len(given) > 1:
+                loader.fail(f"say where it may go with one of host:, hosts: or group:, not "
+                            f"{' and '.join(given)}", (*kp, given[1]))
+            if spec.hosts:
+                names, key = list(spec.hosts), "hosts"
+            elif spec.group is not None:
+                names, key = [spec.group], "group"
+            elif spec.host not in (None, "auto"):
+                names, key = [str(spec.host)], "host"
+            else:
+                names, key = list(inv.hosts), "host"
+            key_names = tuple(names)
+            if key_names in resolved:  # 10,000 entries saying host: auto resolve it once
+                candidates = list(resolved[key_names])
+                names = []
+            else:
+                candidates = []
+            for i, n in enumerate(names):
+                if n in inv.hosts and n in groups:
+                    loader.fail(f"{n!r} is both a host and a host group; rename one",
+                                (*kp, key, i) if key == "hosts" else (*kp, key))
+                members = [n] if n in inv.hosts else groups.get(n)
+                if members is None:
+                    known = sorted(inv.hosts) + sorted(groups)
+                    close = difflib.get_close_matches(n, known, n=1)
+                    where = (*kp, key, i) if key == "hosts" else (*kp, key)
+                    loader.fail(f"{n!r} is neither a host nor a host group of this inventory"
+                                + (f"; did you mean {close[0]!r}?" if close else
+                                   f" (hosts: {', '.join(sorted(inv.hosts)) or 'none'}"
+                                   + (f"; groups: {', '.join(sorted(groups))}" if groups
+                                      else "") + ")"), where)
+                candidates += [m for m in members if m not in candidates]
+            if names:
+                resolved[key_names] = tuple(candidates)
+            for i, iface in enumerate(spec.interfaces):
+                if iface.network is None:
+                    continue
+                net = inv.networks.get(iface.network)
+                if net is None:
+                    loader.fail(f"network {iface.network!r} is not declared under networks: "
+                                "(for an existing host bridge use 'bridge:')",
+                                (*kp, "interfaces", i, "network"))
+                if net.host not in candidates:
+                    loader.fail(f"network {iface.network!r} lives on {net.host!r}, which is "
+                                f"not among the hosts this entry may go to "
+                                f"({', '.join(candidates) or 'none'})",
+                                (*kp, "interfaces", i, "network"))
+                candidates = [net.host]
+            if not candidates:
+                loader.fail("there is no host to place it on: declare hosts under hosts:",
+                            (*kp, key))
+            policy = spec.placement or inv.settings.placement
+            nested: dict[str, tuple[str, ...]] = {}
+            if isinstance(spec, Guest):
+                nested = {c: loader.entry_profiles.get((*kp, "containers", c), ())
+                          for c in spec.containers}
+            out.append(Unplaced(name, "guest" if kind == "guest" else "container", spec,
+                                tuple(candidates), policy,
+                                profiles=loader.entry_profiles.get(kp, ()),
+                                keypath=".".join(kp), nested_profiles=nested))
+    return out
+
+
+def _check_placement(site: Site, loader: _Loader) -> None:
+    """Placement keys only where placement acts, unique names for placed entries, and no
+    two fixed entries of one anti-affinity group on one host."""
+    for e in site.entries:
+        kp = tuple(e.keypath.split("."))
+        for key in PLACEMENT_KEYS:
+            if key in e.spec.model_fields_set and getattr(e.spec, key) not in (None, []):
+                loader.fail(f"'{key}:' chooses a host for entries of the top-level "
+                            "containers:/guests: sections; this entry already lives on "
+                            f"host {e.host!r}", (*kp, key))
+    names = {e.name: e.keypath for e in site.entries}
+    for u in site.unplaced:
+        kp = tuple(u.keypath.split("."))
+        if u.name in names:
+            loader.fail(f"name {u.name!r} is also used at {names[u.name]}; an entry placement "
+                        "puts on a host needs a name of its own in the inventory", kp)
+        names[u.name] = u.keypath
+        if isinstance(u.spec, Guest):
+            for cname, c in u.spec.containers.items():
+                ckp = (*kp, "containers", cname)
+                for key in PLACEMENT_KEYS:
+                    if key in c.model_fields_set and getattr(c, key) not in (None, []):
+                        loader.fail(f"'{key}:' is not for containers inside a guest: they "
+                                    "live in their guest", (*ckp, key))
+                for key, cpuset in (("cpuset", c.cpu.cpuset),):
+                    if cpuset and max(parse_cpuset(cpuset)) >= u.spec.vcpus:
+                        loader.fail(f"cpuset {cpuset!r} names CPU {max(parse_cpuset(cpuset))}"
+                                    f", which guest {u.name!r} ({u.spec.vcpus} vcpus) does "
+                                    "not have", (*ckp, "cpu", key))
+    seen: dict[tuple[str, str], str] = {}
+    for e in site.entries:
+        group = e.spec.anti_affinity
+        if group is None or e.parent:
+            continue
+        other = seen.get((e.host, group))
+        if other is not None:
+            loader.fail(f"anti_affinity {group!r}: {e.name} and {other} both live on host "
+                        f"{e.host!r}", (*e.keypath.split("."), "anti_affinity"))
+        seen[(e.host, group)] = e.name
 
 
 def _profile_values(loader: _Loader, tree: dict[str, Any]) -> dict[str, Any]:

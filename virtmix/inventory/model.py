@@ -88,6 +88,9 @@ def _uri(value: str | None, info: ValidationInfo) -> str | None:
 
 
 Uri = Annotated[str, AfterValidator(_uri)]
+
+
+Policy = Literal["spread", "pack"]
 IfName = Annotated[str, AfterValidator(check_ifname),
                    WithJsonSchema({"type": "string", "pattern": IFNAME_RE.pattern,
                                    "description": "A Linux interface name (15 characters)."})]
@@ -230,6 +233,18 @@ class Common(Strict):
     interfaces: list[Interface] = Field(default_factory=list)
     state: Literal["running", "stopped"] = Field("running", description="Desired state.")
     autostart: bool = False
+    # Placement (virtmix.converge.placement). host/hosts/group are for entries of the
+    # top-level containers:/guests: sections; anti_affinity counts everywhere.
+    host: Name | None = Field(None, description="Top-level entries: 'auto' (any host) or "
+                              "the host it lives on.")
+    hosts: list[Name] = Field(default_factory=list, description="Top-level entries: the hosts "
+                              "(or host groups) virtmix may place it on.")
+    group: Name | None = Field(None, description="Top-level entries: place it on a host of "
+                               "this host group (hosts' `group:`).")
+    placement: Policy | None = Field(None, description="spread (most free memory) or pack "
+                                     "(fullest host that fits); default: settings.placement.")
+    anti_affinity: Name | None = Field(None, description="Entries of one anti-affinity group "
+                                       "never share a host.")
 
     @field_validator("memory")
     @classmethod
@@ -370,6 +385,9 @@ class Host(Strict):
     cgroups: Literal["v1", "v2"] = Field(
         "v1", description="cgroup version of the host: shares are written as v2 weights on v2."
     )
+    group: Name | None = Field(None, description="Host group, for entries' `group:`/`hosts:`.")
+    max_domains: int | None = Field(None, ge=0, description="Placement puts no more domains "
+                                    "than this on the host.")
     containers: dict[Name, Container] = Field(default_factory=dict)
     guests: dict[Name, Guest] = Field(default_factory=dict)
 
@@ -380,6 +398,8 @@ class Settings(Strict):
                                   "sources. A plain http(s):// or file:// URL; no apt options.")
     shutdown_timeout: float = Field(30.0, ge=0, description="Seconds a guest gets to shut "
                                     "down (ACPI) on stop/destroy/apply before it is forced off.")
+    placement: Policy = Field("spread", description="Default placement policy of entries "
+                              "with host: auto / hosts: / group:.")
 
     @field_validator("storage_dir")
     @classmethod
@@ -401,6 +421,11 @@ class Inventory(Strict):
     settings: Settings = Field(default_factory=Settings)
     networks: dict[Name, Network] = Field(default_factory=dict)
     hosts: dict[Name, Host] = Field(default_factory=dict)
+    containers: dict[Name, Container] = Field(
+        default_factory=dict, description="Containers virtmix places on a host (host: auto, "
+        "hosts: [...], group: G).")
+    guests: dict[Name, Guest] = Field(
+        default_factory=dict, description="Guests virtmix places on a host.")
 
     @model_validator(mode="after")
     def _one_site_name(self) -> Inventory:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from virtmix.errors import NotFoundError, UsageError
-from virtmix.inventory.model import Container, Guest, Inventory, Network, RootfsPath
+from virtmix.inventory.model import Container, Guest, Host, Inventory, Network, RootfsPath
 from virtmix.util.suggest import did_you_mean
 
 DEFAULT_MEMORY_KIB = {"container": 512 * 1024, "guest": 1024 * 1024}
@@ -26,6 +26,8 @@ class Entry:
     parent: str | None = None  # the guest that hosts a nested container
     profiles: tuple[str, ...] = ()  # profile chain, nearest first
     keypath: str = ""         # where it sits in the inventory, e.g. hosts.hv1.containers.vm0
+    placed: str = ""          # policy that placed it (spread|pack), recorded in its metadata
+    placed_why: str = ""      # why placement chose this host, for plan (new placements only)
 
     @property
     def address(self) -> str:
@@ -35,6 +37,52 @@ class Entry:
     @property
     def memory_kib(self) -> int:
         return self.spec.memory or DEFAULT_MEMORY_KIB[self.kind]
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    """An entry of the top-level containers:/guests: sections: its host is chosen by
+    placement (virtmix.converge.placement) from `candidates`, once hosts were read."""
+
+    name: str
+    kind: Literal["container", "guest"]
+    spec: Container | Guest
+    candidates: tuple[str, ...]   # inventory hosts it may go to, in inventory order
+    policy: str                   # spread | pack
+    profiles: tuple[str, ...] = ()
+    keypath: str = ""
+    nested_profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def memory_kib(self) -> int:
+        return self.spec.memory or DEFAULT_MEMORY_KIB[self.kind]
+
+    def uri_on(self, host: Host) -> str:
+        return host.lxc_uri if self.kind == "container" else host.uri
+
+    def entries_on(self, hname: str, host: Host, *, placed: str = "",
+                   why: str = "") -> list[Entry]:
+        """Its Entry on host `hname` (and the entries of the containers a guest holds)."""
+        me = Entry(self.name, self.kind, hname, self.uri_on(host), self.spec,
+                   profiles=self.profiles, keypath=self.keypath, placed=placed, placed_why=why)
+        out = [me]
+        if isinstance(self.spec, Guest) and self.spec.containers:
+            uri = guest_lxc_uri(self.name, self.spec)
+            for cname, c in self.spec.containers.items():
+                out.append(Entry(cname, "container", hname, uri, c, parent=self.name,
+                                 profiles=self.nested_profiles.get(cname, ()),
+                                 keypath=f"{self.keypath}.containers.{cname}"))
+        return out
+
+
+def guest_lxc_uri(name: str, guest: Guest) -> str:
+    """How virtmix reaches the libvirt inside a guest: lxc_uri, or ssh to its static address."""
+    if guest.lxc_uri:
+        return guest.lxc_uri
+    for iface in guest.interfaces:
+        if iface.ipv4 is not None:
+            return f"lxc+ssh://root@{iface.ipv4.ip}/system"
+    return f"lxc+ssh://root@{name}/system"
 
 
 @dataclass
@@ -47,6 +95,8 @@ class Site:
     profiles: Any = None  # the ProfileLibrary the entries were merged with
     own_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # keypath -> own keys
     warnings: list[str] = field(default_factory=list)  # legal but dangerous settings
+    # Entries whose host placement chooses; placement moves them into `entries`.
+    unplaced: list[Unplaced] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -59,6 +109,18 @@ class Site:
     @property
     def networks(self) -> dict[str, Network]:
         return self.inventory.networks
+
+    def provisional(self) -> Site:
+        """This site with each unplaced entry as on its first candidate host, for the
+        commands that read no host (validate, render, explain): the documents are the same
+        wherever placement puts it, except host, URI and UUID. plan says where it goes."""
+        if not self.unplaced:
+            return self
+        entries = list(self.entries)
+        for u in self.unplaced:
+            first = u.candidates[0]
+            entries += u.entries_on(first, self.inventory.hosts[first])
+        return replace(self, entries=entries, unplaced=[])
 
     def by_uri(self) -> dict[str, list[Entry]]:
         out: dict[str, list[Entry]] = defaultdict(list)

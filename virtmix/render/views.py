@@ -190,6 +190,8 @@ def _common(site: Site, entry: Entry) -> DomainView:
         metadata["parent"] = entry.parent
     if entry.profiles:
         metadata["profile"] = entry.profiles[0]
+    if entry.placed:  # chosen by placement: the next plan reads it back and keeps it there
+        metadata["placed"] = entry.placed
     return DomainView(
         name=entry.name, kind=entry.kind, uuid=domain_uuid(entry.uri, entry.name),
         description=spec.description, memory_kib=entry.memory_kib, vcpus=spec.vcpus,
