@@ -201,3 +201,17 @@ def test_a_tree_is_never_made_for_a_range_another_container_holds(tmp_path):
     picked = _choose_idmap("a", st, None)
     assert picked == slot_range(home_slot("a")) and not overlaps(picked, (0, 300000, 65536,
                                                                           300000))
+
+
+def test_shared_mode_gives_every_new_built_container_the_old_range(tmp_path, monkeypatch):
+    """settings.idmap: shared (or VIRTMIX_IDMAP=shared): for hosts whose containers share one
+    name=systemd cgroup v1 tree, where systemd fails in any range but the one that owns it."""
+    inv = site_file(tmp_path, "a: {rootfs: {suite: bookworm}}\n"
+                              "b: {rootfs: {suite: bookworm}}\n")
+    text = inv.read_text().replace("settings: {", "settings: {idmap: shared, ")
+    inv.write_text(text)
+    assert set(idmaps(inv).values()) == {("100000", "100000", "65536", "65536")}
+    monkeypatch.setenv("VIRTMIX_IDMAP", "shared")
+    assert pick_for("a", str(tmp_path / "none")) == (0, 100000, 65536, 100000)
+    inv.write_text(text.replace("idmap: shared", "idmap: isolated"))
+    assert idmaps(inv)["a"][0] == str(slot_range(home_slot("a"))[1])  # the setting wins

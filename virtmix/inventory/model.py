@@ -370,6 +370,10 @@ class Host(Strict):
 class Settings(Strict):
     storage_dir: str = Field("/var/lib/virtmix", description="Trees, images, caches.")
     mirror: str | None = Field(None, description="Debian mirror; default: host apt sources.")
+    idmap: Literal["isolated", "shared"] | None = Field(
+        None, description="Id ranges of built unprivileged containers: 'isolated' (default, "
+        "each its own) or 'shared' (all 0 -> 100000, for hosts whose containers share one "
+        "name=systemd cgroup v1 hierarchy; env VIRTMIX_IDMAP sets the default).")
 
     @field_validator("storage_dir")
     @classmethod

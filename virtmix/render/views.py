@@ -114,7 +114,9 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
     if cached is not None and cached[0] == len(site.entries):
         return cached[1]
     from virtmix.hosts.local import is_local
-    from virtmix.rootfs.idranges import Allocator, recorded_ranges
+    from virtmix.rootfs.idranges import Allocator, isolated, recorded_ranges
+
+    own = isolated(site.inventory.settings.idmap)
 
     recorded: dict[str, tuple[int, int, int, int]] | None = None
     spaces: dict[str, Allocator] = {}
@@ -137,7 +139,8 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
     out = {}
     for space, e in sorted(todo, key=lambda t: t[1].name):
         mine = (recorded or {}).get(e.name) if not e.parent and is_local(e.uri) else None
-        out[(e.uri, e.name)] = mine or spaces[space].pick(e.name)
+        out[(e.uri, e.name)] = mine or (spaces[space].pick(e.name) if own
+                                        else (*IDMAP, IDMAP[1]))
     site.__dict__["_idmaps"] = (len(site.entries), out)
     return out
 

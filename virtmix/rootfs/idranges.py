@@ -110,6 +110,19 @@ def recorded_ranges(storage_root: str) -> dict[str, IdMap]:
     return out
 
 
+def isolated(setting: str | None = None) -> bool:
+    """Whether new built containers get ranges of their own (the default), or all share
+    LEGACY: the inventory's settings.idmap, else env VIRTMIX_IDMAP, else isolated.
+
+    'shared' exists for hosts without systemd whose cgroup v1 name=systemd hierarchy is one
+    tree for all containers: libvirt chowns it to the mapped root of the container that
+    starts last, and systemd in a container with another range then exits right after
+    "Welcome" (seen on the project's CI hosts, see docs/rootfs.md).
+    """
+    choice = setting or os.environ.get("VIRTMIX_IDMAP") or "isolated"
+    return choice != "shared"
+
+
 def pick_for(name: str, storage_root: str, explicit: IdMap | None = None) -> IdMap:
     """The range of container `name` in this storage: recorded, explicit, or a new slot."""
     recorded = recorded_ranges(storage_root)
@@ -117,6 +130,8 @@ def pick_for(name: str, storage_root: str, explicit: IdMap | None = None) -> IdM
         return explicit
     if name in recorded:
         return recorded[name]
+    if not isolated():
+        return (*LEGACY, LEGACY[1])
     return Allocator(list(recorded.values())).pick(name)
 
 
