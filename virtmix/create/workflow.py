@@ -130,9 +130,10 @@ def _body(req: CreateRequest) -> dict[str, Any]:
         # A given tree to the inventory, but built here: it gets its own id range too.
         from virtmix.util.idranges import pick_for
 
-        # busybox init is no systemd: the shared name=systemd hierarchy of a cgroup v1 host
-        # does not stop it, so it is isolated there too (isolated() treats that like v2).
-        _s, uid, count, gid = pick_for(req.name, storage_root(req), cgroup_version="v2")
+        from virtmix.hosts import cgroup_version_where
+
+        _s, uid, count, gid = pick_for(req.name, storage_root(req),
+                                       cgroup_version=cgroup_version_where(req.uri, None))
         body["idmap"] = {"uid": uid, "gid": gid, "count": count}
     if req.hostname:
         body["hostname"] = req.hostname
