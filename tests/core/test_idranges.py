@@ -20,6 +20,7 @@ from virtmix.util.idranges import (
     MAX_ID,
     Allocator,
     home_slot,
+    isolated,
     overlaps,
     pick_for,
     recorded_ranges,
@@ -27,6 +28,13 @@ from virtmix.util.idranges import (
 )
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def isolated_ranges(monkeypatch):
+    """These tests are about the allocator: ranges isolated whatever this machine's cgroups
+    are (the default 'auto' shares them on a cgroup v1 host, tested at the end)."""
+    monkeypatch.setenv("VIRTMIX_IDMAP", "isolated")
 
 
 def site_file(tmp_path: Path, containers: str, storage: Path | None = None) -> Path:
@@ -201,3 +209,41 @@ def test_a_tree_is_never_made_for_a_range_another_container_holds(tmp_path):
     picked = _choose_idmap("a", st, None)
     assert picked == slot_range(home_slot("a")) and not overlaps(picked, (0, 300000, 65536,
                                                                           300000))
+
+
+def test_shared_mode_gives_every_new_built_container_the_old_range(tmp_path, monkeypatch):
+    """settings.idmap: shared (or VIRTMIX_IDMAP=shared): for hosts whose containers share one
+    name=systemd cgroup v1 tree, where systemd fails in any range but the one that owns it."""
+    inv = site_file(tmp_path, "a: {rootfs: {suite: bookworm}}\n"
+                              "b: {rootfs: {suite: bookworm}}\n")
+    text = inv.read_text().replace("settings: {", "settings: {idmap: shared, ")
+    inv.write_text(text)
+    assert set(idmaps(inv).values()) == {("100000", "100000", "65536", "65536")}
+    monkeypatch.setenv("VIRTMIX_IDMAP", "shared")
+    assert pick_for("a", str(tmp_path / "none")) == (0, 100000, 65536, 100000)
+    inv.write_text(text.replace("idmap: shared", "idmap: isolated"))
+    assert idmaps(inv)["a"][0] == str(slot_range(home_slot("a"))[1])  # the setting wins
+
+
+def test_auto_isolates_on_cgroup_v2_and_shares_on_v1(tmp_path, monkeypatch):
+    """'auto' (the default): a host declared `cgroups: v2` and a guest virtmix built give
+    each container its own range; a cgroup v1 host, whose one name=systemd hierarchy libvirt
+    hands to the last container started, keeps the shared range."""
+    monkeypatch.delenv("VIRTMIX_IDMAP")
+    assert isolated(None, "v2") and not isolated(None, "v1") and not isolated(None, None)
+    assert isolated("isolated", "v1") and not isolated("shared", "v2")
+    inv = tmp_path / "site.yaml"
+    inv.write_text(textwrap.dedent(f"""\
+        settings: {{storage_dir: {tmp_path / 'st'}}}
+        hosts:
+          v1host: {{uri: "qemu+ssh://root@v1.example/system",
+                    lxc_uri: "lxc+ssh://root@v1.example/system", cgroups: v1,
+                    containers: {{a: {{rootfs: {{suite: bookworm}}}}}}}}
+          v2host: {{uri: "qemu+ssh://root@v2.example/system",
+                    lxc_uri: "lxc+ssh://root@v2.example/system", cgroups: v2,
+                    containers: {{b: {{rootfs: {{suite: bookworm}}}}}}}}
+        """))
+    got = idmaps(inv)
+    assert got["a"] == ("100000", "100000", "65536", "65536")
+    assert got["b"] == tuple(str(x) for x in (slot_range(home_slot("b"))[1],) * 2) + (
+        "65536", "65536")

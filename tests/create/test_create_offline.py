@@ -39,7 +39,8 @@ def rendered(tmp_path: Path, **kw) -> etree._Element:
     return etree.fromstring(xml.encode())
 
 
-def test_created_definition_is_valid_and_marked(tmp_path: Path):
+def test_created_definition_is_valid_and_marked(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("VIRTMIX_IDMAP", "isolated")  # not this machine's cgroup layout's
     root = rendered(tmp_path, memory="256MiB", cpuset="0", shares=512, network="net0",
                     ipv4="192.0.2.5/24", gateway="192.0.2.1")
     meta = root.find(f"metadata/{{{VIRTMIX_NS}}}entry").attrib

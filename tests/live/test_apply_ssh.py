@@ -113,21 +113,21 @@ def test_second_host_over_ssh(lxc_conn, storage, loopback_ssh, busybox_tree):
     hosts = {"h1": lxc_host({local: busybox(busybox_tree)}),
              "h2": {"uri": uri, "lxc_uri": uri, "containers": {remote: busybox(busybox_tree)}}}
     inv = str(write_inventory(storage, hosts))
-    res = virtmix("plan", inv, check=10)
+    res = virtmix("plan", inv, "--allow-uri-commands", check=10)
     assert f"+ container {remote} on h2 ({uri}): create" in res.stdout
-    virtmix("apply", inv, "--yes", check=0)
+    virtmix("apply", inv, "--yes", "--allow-uri-commands", check=0)
     assert names_with_prefix(lxc_conn, PFX + "ssh") == [local, remote]
     assert lxc_conn.lookupByName(remote).isActive()
     assert lxc_conn.lookupByName(remote).UUIDString() == domain_uuid(uri, remote)
-    res = virtmix("plan", inv, check=0)
+    res = virtmix("plan", inv, "--allow-uri-commands", check=0)
     assert "nothing to do (2 up to date)" in res.stdout
 
     # The host key is checked: the same host with the wrong known key is refused.
     bad = loopback_ssh.uri(loopback_ssh.bad_wrapper)
     hosts["h2"] = {"uri": bad, "lxc_uri": bad, "containers": {remote: busybox(busybox_tree)}}
     bad_inv = str(write_inventory(storage, hosts, file="bad.yaml"))
-    res = virtmix("plan", bad_inv, check=5)
+    res = virtmix("plan", bad_inv, "--allow-uri-commands", check=5)
     assert f"could not read {bad}" in res.stderr and "Host key verification failed" in res.stderr
 
-    virtmix("destroy", inv, "--yes", check=0)
+    virtmix("destroy", inv, "--yes", "--allow-uri-commands", check=0)
     assert names_with_prefix(lxc_conn, PFX + "ssh") == []

@@ -279,10 +279,15 @@ def test_nested_debian_tree_is_built_on_the_host_and_pushed(nest_site, tmp_path)
 
     res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
     assert res.returncode == 0, res.stdout + res.stderr
-    # Built and customised on the host, unprivileged (owned by the <idmap> range), in the
-    # guest at the path its definition names; nothing staged is left on the host.
+    # Built and customised on the host, unprivileged (owned by the <idmap> range: its own
+    # in the guest's id space), in the guest at the path its definition names; nothing
+    # staged is left on the host.
+    from virtmix.render.views import container_idmap
+
+    loaded = load_site(site_path)
+    own = container_idmap(loaded, loaded.find(f"{guest}/{ct}"))
     assert guest_sh(address, f"cat {tree}/etc/hostname; stat -c %u {tree}/etc/hostname"
-                    ).split() == [ct, "100000"]
+                    ).split() == [ct, str(own[1])]
     assert not (STORAGE / "containers" / f"push--{guest}--{ct}").exists()
     assert guest_sh(address, "virsh -q -c lxc:///system domstate " + ct).strip() == "running"
     deadline = time.monotonic() + 120

@@ -79,7 +79,8 @@ def make_site(busybox_tree: Path | None, n: int = 3, *, network: bool = True,
     storage = storage or root / "storage"
     for d in (storage, trees, locks):
         d.mkdir(exist_ok=True)
-        d.chmod(0o755)
+        # The lock directory must be root's alone (util/locking.py refuses any other).
+        d.chmod(0o700 if d == locks else 0o755)
     names = [f"{PFX}c{i}" for i in range(n)]
     containers = {}
     for name in names:

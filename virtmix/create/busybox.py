@@ -97,7 +97,7 @@ def make_tree(storage: Any, name: str, setup: Any, privileged: bool,
 
     storage.ensure()
     if not privileged and idmap is None:
-        idmap = pick_for(name, str(storage.root))
+        idmap = pick_for(name, str(storage.root))  # 'auto': shared unless told the host
     cdir = storage.make_container_dir(name)
     t0 = time.monotonic()
     try:

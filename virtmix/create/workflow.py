@@ -128,9 +128,11 @@ def _body(req: CreateRequest) -> dict[str, Any]:
     }
     if req.template == "busybox" and not req.privileged:
         # A given tree to the inventory, but built here: it gets its own id range too.
+        from virtmix.hosts import cgroup_version_where
         from virtmix.util.idranges import pick_for
 
-        _s, uid, count, gid = pick_for(req.name, storage_root(req))
+        _s, uid, count, gid = pick_for(req.name, storage_root(req),
+                                       cgroup_version=cgroup_version_where(req.uri, None))
         body["idmap"] = {"uid": uid, "gid": gid, "count": count}
     if req.hostname:
         body["hostname"] = req.hostname

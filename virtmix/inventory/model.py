@@ -400,6 +400,11 @@ class Settings(Strict):
                                     "down (ACPI) on stop/destroy/apply before it is forced off.")
     placement: Policy = Field("spread", description="Default placement policy of entries "
                               "with host: auto / hosts: / group:.")
+    idmap: Literal["auto", "isolated", "shared"] | None = Field(
+        None, description="Id ranges of built unprivileged containers: 'isolated' (each its "
+        "own), 'shared' (all 0 -> 100000) or 'auto' (the default; env VIRTMIX_IDMAP sets "
+        "it): isolated where the containers' cgroups are cgroup v2, shared on a cgroup v1 "
+        "host, whose one name=systemd hierarchy libvirt hands to the last container started.")
 
     @field_validator("storage_dir")
     @classmethod

@@ -65,7 +65,7 @@ def _fill_from_cgroups(place, conn, stats: list, errors: list[str]) -> None:
     """LXC: figures from the cgroups, on this machine or inside the guest (a guest that
     cannot be reached over ssh leaves its containers with state only, and an error)."""
     from virtmix.errors import VirtmixError
-    from virtmix.hosts.local import is_local
+    from virtmix.hosts import is_local
     from virtmix.machines import cgroup_stats
 
     active = [s for s in stats if s.active]

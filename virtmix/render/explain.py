@@ -176,6 +176,9 @@ def _explain_container(site, entry, spec: Container, add, warnings: list[str]) -
         add(("idmap",), f"uid {idmap[1]}, gid {idmap[3]}, count {idmap[2]}", "<idmap>",
             "set in the inventory" if spec.idmap is not None else
             "given tree: the shared range 100000" if isinstance(spec.rootfs, RootfsPath)
+            else f"the shared range {IDMAP_OFFSET}: settings.idmap "
+            f"{site.inventory.settings.idmap or 'auto'} on a cgroup v1 host (its containers "
+            "share one name=systemd tree)" if idmap[1] == IDMAP_OFFSET
             else "a range of its own, chosen from its name (recorded once built)")
     if privileged:
         warnings.append("the container runs privileged (root inside is root on the host)"

@@ -96,7 +96,9 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
     if cached is not None and cached[0] == len(site.entries):
         return cached[1]
     from virtmix.hosts import is_local
-    from virtmix.util.idranges import Allocator, recorded_ranges
+    from virtmix.util.idranges import Allocator, isolated, recorded_ranges
+
+    setting = site.inventory.settings.idmap
 
     recorded: dict[str, tuple[int, int, int, int]] | None = None
     spaces: dict[str, Allocator] = {}
@@ -119,7 +121,9 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
     out = {}
     for space, e in sorted(todo, key=lambda t: t[1].name):
         mine = (recorded or {}).get(e.name) if not e.parent and is_local(e.uri) else None
-        out[(e.uri, e.name)] = mine or spaces[space].pick(e.name)
+        own = isolated(setting, cgroup_version(site, e))
+        out[(e.uri, e.name)] = mine or (spaces[space].pick(e.name) if own
+                                        else (*IDMAP, IDMAP[1]))
     site.__dict__["_idmaps"] = (len(site.entries), out)
     return out
 

@@ -88,7 +88,7 @@ def run_logged(cmd: list[str], log: Path, progress: Progress | None, what: str,
             proc.wait()
             raise
     if rc < 0:
-        raise RootfsError(f"{what} was killed by signal {-rc} (Ctrl-C twice, or another "
+        raise RootfsError(f"{what} failed: killed by signal {-rc} (Ctrl-C twice, or another "
                           "process)")
     if rc != 0:
         tail = log.read_text(errors="replace").splitlines()[-12:]

@@ -112,13 +112,34 @@ def recorded_ranges(storage_root: str) -> dict[str, IdMap]:
     return out
 
 
-def pick_for(name: str, storage_root: str, explicit: IdMap | None = None) -> IdMap:
-    """The range of container `name` in this storage: recorded, explicit, or a new slot."""
+def isolated(setting: str | None = None, cgroup_version: str | None = None) -> bool:
+    """Whether a new built container gets a range of its own or shares LEGACY: the
+    inventory's settings.idmap, else env VIRTMIX_IDMAP, else 'auto'.
+
+    'auto' isolates where the containers' cgroups are cgroup v2 (each container its own
+    tree: guests virtmix builds, v2 hosts) and shares on a cgroup v1 host or where the
+    version is unknown. On a v1 host without systemd (the project's CI hosts) the
+    name=systemd hierarchy is one tree for all containers: libvirt chowns it to the mapped
+    root of the container that starts last, and systemd in a container with another range
+    exits right after "Welcome" (reproduced with 200000, 1376256, 2^31; docs/rootfs.md).
+    """
+    choice = setting or os.environ.get("VIRTMIX_IDMAP") or "auto"
+    if choice == "auto":
+        return cgroup_version == "v2"
+    return choice != "shared"
+
+
+def pick_for(name: str, storage_root: str, explicit: IdMap | None = None, *,
+             cgroup_version: str | None = None) -> IdMap:
+    """The range of container `name` in this storage: recorded, explicit, or a new slot
+    (LEGACY where ranges are shared, see isolated())."""
     recorded = recorded_ranges(storage_root)
     if explicit is not None:
         return explicit
     if name in recorded:
         return recorded[name]
+    if not isolated(cgroup_version=cgroup_version):
+        return (*LEGACY, LEGACY[1])
     return Allocator(list(recorded.values())).pick(name)
 
 
