@@ -66,3 +66,4 @@ class NetworkRecord:
     autostart: bool
     xml: str
     bridge: str | None = None
+    live_xml: str | None = None  # the running network's document (its dnsmasq's view)

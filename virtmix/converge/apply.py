@@ -130,6 +130,9 @@ def _run_op(ctx: Context, item: Item, conn: Any, op: str) -> None:
         conn.undefine(item.name)
     elif op == "network-define" or op == "network-redefine":
         conn.define_network(item.xml)
+    elif op == "network-dns":
+        conn.update_network_dns(item.name, item.live.get("dns_add", []),
+                                item.live.get("dns_remove", []), live=True, config=False)
     elif op == "network-start":
         conn.start_network(item.name)
     elif op == "network-remove":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virtmix.converge.observe import is_local_uri, parse_xml
+from virtmix.converge.observe import dns_hosts, is_local_uri, parse_xml
 from virtmix.errors import NotFoundError, VirtmixError
 from virtmix.inventory.site import Site
 from virtmix.util import layout
@@ -131,6 +131,25 @@ def delete_files(name: str, xml: str) -> list[str]:
     return removed
 
 
+def forget_names(conn: Any, name: str, xml: str) -> list[str]:
+    """Remove `name` from the DNS of the networks its definition names (live and persistent);
+    returns the networks it was removed from. A network gone meanwhile has nothing to do."""
+    nets = {s.get("network") for s in parse_xml(xml).findall("devices/interface/source")
+            if s.get("network")}
+    if not nets or not hasattr(conn, "list_networks"):
+        return []
+    done = []
+    for rec in conn.list_networks():
+        if rec.name not in nets:
+            continue
+        for doc, live in ((rec.xml, False), (rec.live_xml, True)):
+            gone = [h for h in dns_hosts(parse_xml(doc)) if name in h[1]] if doc else []
+            if gone:
+                conn.update_network_dns(rec.name, [], gone, live=live, config=not live)
+                done.append(rec.name)
+    return sorted(set(done))
+
+
 def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
                    delete_rootfs: bool) -> None:
     """Remove one target, recording the result on it; errors are recorded, not raised."""
@@ -149,6 +168,7 @@ def destroy_target(conn: Any, t: Target, *, force_foreign: bool,
             conn.destroy(t.name)
         conn.undefine(t.name)
         t.result = "removed"
+        forget_names(conn, t.name, t.xml)
         if delete_rootfs or t.owns_tree:
             if is_local_uri(t.uri):
                 gone = delete_files(t.name, t.xml)

@@ -170,7 +170,15 @@ def network_fields(xml: str) -> Fields:
         if ip is not None else None,
         "dhcp": (rng.get("start"), rng.get("end")) if rng is not None else None,
         "dhcp_hosts": tuple(hosts),
+        "dns_hosts": dns_hosts(root),
     }
+
+
+def dns_hosts(root) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A network's <dns><host ip><hostname>...: ((ip, (names...)), ...), sorted."""
+    return tuple(sorted((h.get("ip", ""), tuple(sorted(n.text or "" for n in
+                                                        h.findall("hostname"))))
+                        for h in root.findall("dns/host")))
 
 
 @dataclass
@@ -202,6 +210,7 @@ class ObservedNetwork:
     persistent: bool
     xml: str
     fields: Fields
+    live_fields: Fields | None = None  # of the running network (None when inactive)
 
 
 @dataclass
@@ -274,5 +283,6 @@ def observe_connection(conn: Any, *, read_cgroups: bool | None = None) -> Observ
         obs.domains[rec.name] = dom
     for net in conn.list_networks():
         obs.networks[net.name] = ObservedNetwork(
-            net.name, net.uuid, net.active, net.persistent, net.xml, network_fields(net.xml))
+            net.name, net.uuid, net.active, net.persistent, net.xml, network_fields(net.xml),
+            network_fields(net.live_xml) if net.live_xml else None)
     return obs

@@ -220,6 +220,7 @@ class NetworkView:
     dhcp_start: str | None = None
     dhcp_end: str | None = None
     dhcp_hosts: list[tuple[str, str, str]] = field(default_factory=list)  # mac, name, ip
+    dns_hosts: list[tuple[str, str]] = field(default_factory=list)  # ip, name
 
 
 def network_view(site: Site, name: str, net: Network) -> NetworkView:
@@ -227,6 +228,12 @@ def network_view(site: Site, name: str, net: Network) -> NetworkView:
     if net.mode == "bridge" or net.ipv4 is None:
         return view
     view.address, view.netmask = str(net.ipv4.ip), str(net.ipv4.netmask)
+    # Every entry with a static address on this network is a name in its dnsmasq, so
+    # containers and guests find each other by name.
+    view.dns_hosts = sorted({(str(iface.ipv4.ip), e.name) for e in site.entries
+                             for iface in e.spec.interfaces
+                             if iface.network == name and iface.ipv4 is not None and not (
+                                 e.parent and net.host != e.parent)})
     if net.dhcp:
         subnet = net.ipv4.network
         if net.dhcp is True:
