@@ -18,7 +18,8 @@ from virtmix.inventory.site import Site
 from virtmix.util import layout
 from virtmix.util.identity import network_uuid
 
-GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img")
+GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img", "seed.iso", "host_key",
+               "host_key.pub")
 
 
 @dataclass

@@ -77,7 +77,8 @@ def _provision(site: Site, entry: Entry, progress: Progress | None = None) -> Pa
     spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
                            mirror=site.inventory.settings.mirror)
     privileged = is_privileged(entry)
-    setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
+    setup = with_cloud_seed(setup_from_model(entry.name, entry.spec, site.inventory.networks),
+                            site, entry)
     result = provision_container(entry.name, spec, setup,
                                  storage, privileged=privileged, progress=progress)
     if result.privileged != privileged:
@@ -126,6 +127,50 @@ def _qemu_img_create(path: Path, fmt: str, size_kib: int, *backing: str) -> None
     os.replace(tmp, path)
 
 
+def with_cloud_seed(setup, site: Site, entry: Entry):
+    """The container's setup with cloud-init's seed (written only into a tree that has
+    cloud-init: the same user-data then serves containers and guests)."""
+    from dataclasses import replace
+
+    from virtmix.handoff.cloudinit import seed_documents
+
+    docs = seed_documents(entry.name, entry.uri, entry.kind, entry.spec,
+                          site.inventory.networks)
+    return replace(setup, cloud_seed=tuple(docs.items()))
+
+
+def seed_pins_host_key(entry: Entry) -> bool:
+    """Whether a guest on a given image gets a host key virtmix makes and pins: through
+    cloud-init's user-data, so not when the admin passes their own user-data text."""
+    spec = entry.spec
+    ci = spec.cloud_init
+    return bool(spec.image is not None and spec.image.given
+                and not (ci is not None and isinstance(ci.user_data, str))
+                and any(i.ipv4 is not None for i in spec.interfaces))
+
+
+def write_seed(site: Site, entry: Entry, gdir: Path) -> None:
+    """The guest's cloud-init seed ISO (rewritten from the inventory on every prepare)."""
+    from virtmix.handoff.cloudinit import seed_documents, write_seed_iso
+    from virtmix.render.views import SEED_ISO
+
+    host_key = None
+    if seed_pins_host_key(entry):
+        from virtmix.images import keys
+        from virtmix.images.guest import guest_address
+        from virtmix.rootfs.storage import Storage
+
+        key = gdir / "host_key"
+        if not key.is_file():
+            keys.make_host_key(key, entry.name)
+        pub = key.with_name("host_key.pub").read_text().strip()
+        keys.pin_host_key(Storage(storage_dir(site)), guest_address(entry), pub)
+        host_key = (key.read_text(), pub)
+    docs = seed_documents(entry.name, entry.uri, entry.kind, entry.spec,
+                          site.inventory.networks, host_key)
+    write_seed_iso(gdir / SEED_ISO, docs)
+
+
 def prepare_guest(site: Site, entry: Entry) -> None:
     spec = entry.spec
     assert isinstance(spec, Guest)
@@ -133,7 +178,7 @@ def prepare_guest(site: Site, entry: Entry) -> None:
     if not is_local_uri(entry.uri):
         return  # images on a remote host are the admin's (nothing created remotely)
     if spec.boot is None and (spec.image is not None or spec.containers) and \
-            (spec.image is None or not spec.image.path):
+            (spec.image is None or not spec.image.given):
         from virtmix.images import prepare_guest as prepare_built_guest
 
         # A Debian image virtmix builds: cached base, overlay, kernel, initrd, host key.
@@ -149,15 +194,23 @@ def prepare_guest(site: Site, entry: Entry) -> None:
     by_path = {d.path: d for d in view.disks}
     root = gdir / "root.qcow2"
     if str(root) in by_path and not root.exists():
-        if image is None or not image.path:
+        if image is None or not image.given:
             raise RootfsError(f"{entry.keypath}.image: guest images built by virtmix are not "
                               "available in apply yet",
                               hint="give image: {path: BASE.qcow2}, or boot: {kernel, ...}")
-        base = Path(image.path)
+        if image.url:
+            from virtmix.images.download import fetch_image
+            from virtmix.rootfs.storage import Storage
+
+            base = fetch_image(Storage(storage_dir(site)), image.url, image.checksum or "")
+        else:
+            base = Path(image.path or "")
         if not base.is_file():
             raise RootfsError(f"{entry.keypath}.image.path: {base} does not exist")
         fmt = "qcow2" if base.suffix == ".qcow2" else "raw"
         _qemu_img_create(root, "qcow2", image.size, "-b", str(base), "-F", fmt)
+    if image is not None and image.given:
+        write_seed(site, entry, gdir)
     for disk, dview in zip(spec.disks, view.disks[-len(spec.disks):] if spec.disks else [],
                            strict=True):
         path = Path(dview.path)

@@ -65,10 +65,14 @@ def _container_vars(site: Site, e: Entry) -> dict[str, Any]:
 
 
 def has_pinned_key(e: Entry) -> bool:
-    """A guest on an image virtmix builds: its ssh host key is made and pinned by virtmix."""
+    """A guest whose ssh host key virtmix made and pinned: on an image virtmix builds, or on
+    a given (cloud) image that receives the key through cloud-init's seed."""
+    from virtmix.converge.prepare import seed_pins_host_key
+
     spec = e.spec
-    return spec.boot is None and (spec.image is not None or bool(spec.containers)) and \
-        (spec.image is None or not spec.image.path)
+    return seed_pins_host_key(e) or spec.boot is None and (
+        spec.image is not None or bool(spec.containers)) and (
+        spec.image is None or not spec.image.given)
 
 
 def _guest_vars(site: Site, e: Entry) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class DiskView:
     format: str
     target: str
     bus: str
+    device: str = "disk"  # disk | cdrom (read-only)
 
 
 @dataclass
@@ -176,6 +177,9 @@ def container_view(site: Site, entry: Entry) -> DomainView:
     return view
 
 
+SEED_ISO = "seed.iso"  # a guest's cloud-init seed (virtmix.handoff.cloudinit)
+
+
 def guest_view(site: Site, entry: Entry) -> DomainView:
     spec = entry.spec
     assert isinstance(spec, Guest)
@@ -189,7 +193,7 @@ def guest_view(site: Site, entry: Entry) -> DomainView:
         image = spec.image
         # The root disk is a copy-on-write overlay over the cached or given base image.
         disks.append(DiskView(f"{gdir}/root.qcow2", "qcow2", "vda", "virtio"))
-        if (image is None or not image.path) and spec.boot is None:
+        if (image is None or not image.given) and spec.boot is None:
             # Images virtmix builds boot their own kernel directly (no bootloader to install).
             view.kernel, view.initrd = f"{gdir}/vmlinuz", f"{gdir}/initrd.img"
             view.cmdline = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
@@ -197,6 +201,11 @@ def guest_view(site: Site, entry: Entry) -> DomainView:
         path = disk.path or f"{gdir}/disk{i}.{disk.format}"
         target = ("vd" if disk.bus == "virtio" else "sd") + chr(ord("a") + len(disks))
         disks.append(DiskView(path, disk.format, target, disk.bus))
+    if spec.image is not None and spec.image.given:
+        # cloud-init's NoCloud seed (label cidata); i440fx has IDE, q35 only SATA.
+        bus = "sata" if "q35" in (spec.machine or "") else "ide"
+        disks.append(DiskView(f"{gdir}/{SEED_ISO}", "raw", "sdz" if bus == "sata" else "hdd",
+                              bus, "cdrom"))
     view.disks = disks
     if spec.boot is not None:
         boot = spec.boot
