@@ -154,7 +154,7 @@ def write_seed(site: Site, entry: Entry, gdir: Path) -> None:
     from virtmix.handoff.cloudinit import seed_documents, write_seed_iso
     from virtmix.render.views import SEED_ISO
 
-    host_key = None
+    host_key, extra = None, ()
     if seed_pins_host_key(entry):
         from virtmix.images import keys
         from virtmix.images.guest import guest_address
@@ -164,10 +164,15 @@ def write_seed(site: Site, entry: Entry, gdir: Path) -> None:
         if not key.is_file():
             keys.make_host_key(key, entry.name)
         pub = key.with_name("host_key.pub").read_text().strip()
-        keys.pin_host_key(Storage(storage_dir(site)), guest_address(entry), pub)
+        storage = Storage(storage_dir(site))
+        keys.pin_host_key(storage, guest_address(entry), pub)
+        keys.ssh_config(storage)  # what the Ansible export and admins' ssh -F use
         host_key = (key.read_text(), pub)
+        # virtmix's own key too, as on the images it builds: its ssh (and the Ansible
+        # export's) reaches the guest with the pinned host key.
+        extra = tuple(keys.authorized_keys(Storage(storage_dir(site))).split("\n")[:-1])
     docs = seed_documents(entry.name, entry.uri, entry.kind, entry.spec,
-                          site.inventory.networks, host_key)
+                          site.inventory.networks, host_key, extra)
     write_seed_iso(gdir / SEED_ISO, docs)
 
 

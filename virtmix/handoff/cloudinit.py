@@ -59,18 +59,22 @@ def _network_config(name: str, uri: str, spec: Any, networks: dict[str, Any]) ->
 
 
 def seed_documents(name: str, uri: str, kind: str, spec: Any, networks: dict[str, Any],
-                   host_key: tuple[str, str] | None = None) -> dict[str, str]:
+                   host_key: tuple[str, str] | None = None,
+                   extra_keys: tuple[str, ...] = ()) -> dict[str, str]:
     """file name -> text of an entry's NoCloud seed (kind: container | guest; spec: its
     model). host_key = (private, public) ed25519 key cloud-init installs as the guest's host
-    key (virtmix pins it)."""
+    key (virtmix pins it); extra_keys: more keys for root (virtmix's own, for guests)."""
     hostname = getattr(spec, "hostname", None) or name
     ci = spec.cloud_init
+    # locale: false leaves the image's locale alone (cc_locale fails in images without the
+    # `locales` package, e.g. minbase builds, and marks the whole boot as an error).
     defaults: dict[str, Any] = {"hostname": hostname.split(".")[0], "disable_root": False,
-                                "ssh_pwauth": False}
+                                "ssh_pwauth": False, "locale": False}
     if "." in hostname:
         defaults["fqdn"] = hostname
-    if spec.ssh_keys:
-        defaults["ssh_authorized_keys"] = list(spec.ssh_keys)
+    authorized = list(dict.fromkeys([*spec.ssh_keys, *extra_keys]))
+    if authorized:
+        defaults["ssh_authorized_keys"] = authorized
     if host_key is not None:
         defaults["ssh_deletekeys"] = True
         defaults["ssh_keys"] = {"ed25519_private": host_key[0], "ed25519_public": host_key[1]}
