@@ -46,9 +46,8 @@ def site(lxc_conn):
     _clean(lxc_conn)
     work = Path(tempfile.mkdtemp(prefix=PFX, dir="/var/tmp"))
     work.chmod(0o755)
-    repo = local_repo(work / "repo", "hello")
-    mount = [{"source": str(repo), "target": "/srv/repo", "readonly": True}]
-    common = {"profile": "ansible", "memory": "256MiB", "mounts": mount}
+    local_repo(work / "repo", "hello")
+    common = {"profile": "ansible", "memory": "256MiB"}
     doc = {"name": "vmixt-ans-site", "settings": {"storage_dir": str(STORAGE)},
            "networks": {f"{PFX}net": {"host": "hv1", "mode": "isolated", "bridge": "vmixtans0",
                                       "ipv4": "10.213.77.1/24"}},
@@ -76,7 +75,9 @@ def site(lxc_conn):
 
 
 def test_playbook_with_ordinary_modules_in_both_kinds(site):
-    first = run("ansible-playbook", "-i", str(site / "inv.yml"), str(PLAYBOOK))
+    play = ("ansible-playbook", "-i", str(site / "inv.yml"), "-e", f"repo_dir={site / 'repo'}",
+            str(PLAYBOOK))
+    first = run(*play)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
     counts = recap(first.stdout)
     for name in (UNPRIV, PRIV):
@@ -87,7 +88,7 @@ def test_playbook_with_ordinary_modules_in_both_kinds(site):
         path = STORAGE / "containers" / name / "rootfs" / "root" / "hello.txt"
         assert path.read_text() == "from ansible\n"
         assert path.stat().st_uid == uid and oct(path.stat().st_mode & 0o777) == "0o600"
-    again = run("ansible-playbook", "-i", str(site / "inv.yml"), str(PLAYBOOK))
+    again = run(*play)
     assert again.returncode == 0, again.stdout[-4000:]
     assert all(c["changed"] == 0 for c in recap(again.stdout).values()), again.stdout[-3000:]
 
