@@ -11,19 +11,22 @@ stays right when a systemd inside moves processes between cgroups.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from virtmix.admin.targets import Session, Target
-from virtmix.errors import StateError, UsageError
+from virtmix.errors import StateError
 from virtmix.hosts import cgroupfs
-from virtmix.hosts.local import init_pid, is_local, require_local
+from virtmix.hosts.local import (  # noqa: F401 - CONTAINER_PATH, enter_command: attach's API
+    CONTAINER_PATH,
+    enter_command,
+    init_pid,
+    is_local,
+    require_local,
+)
 from virtmix.nesting.ops import is_ssh_uri
-
-CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def container_env(keep: bool) -> dict[str, str]:
@@ -32,13 +35,6 @@ def container_env(keep: bool) -> dict[str, str]:
         return dict(os.environ)
     return {"PATH": CONTAINER_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "linux"),
             "container": "lxc-libvirt"}
-
-
-def enter_command(pid: int, argv: list[str]) -> list[str]:
-    nsenter = shutil.which("nsenter")
-    if not nsenter:
-        raise UsageError("attach needs nsenter (util-linux); install util-linux")
-    return [nsenter, "-t", str(pid), "-a", "--", *(argv or ["/bin/sh"])]
 
 
 def run_inside(name: str, controller_pid: int | None, argv: list[str], *,

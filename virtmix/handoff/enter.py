@@ -15,9 +15,9 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from virtmix.admin.namespaces import CONTAINER_PATH, enter_command
+# Only light modules: Ansible imports this in every forked worker, once per task and host.
 from virtmix.hosts import cgroupfs
-from virtmix.hosts.local import init_pid
+from virtmix.hosts.local import CONTAINER_PATH, enter_command, init_pid
 from virtmix.nesting.ops import _init_pid_sh
 
 # The environment commands see inside: clean (host variables can hold secrets), as attach.

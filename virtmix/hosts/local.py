@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -10,6 +11,17 @@ from virtmix.errors import StateError, UsageError
 
 # libvirt 9.0 keeps a running container's status (with <init pid='N'/>) here.
 LXC_STATE_DIR = Path("/run/libvirt/lxc")
+
+
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def enter_command(pid: int, argv: list[str]) -> list[str]:
+    """nsenter into every namespace of pid (the user namespace too: root inside is uid 0)."""
+    nsenter = shutil.which("nsenter")
+    if not nsenter:
+        raise UsageError("attach needs nsenter (util-linux); install util-linux")
+    return [nsenter, "-t", str(pid), "-a", "--", *(argv or ["/bin/sh"])]
 
 
 def is_local(uri: str) -> bool:
