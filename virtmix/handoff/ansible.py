@@ -50,7 +50,8 @@ def _ssh_config(site: Site) -> str:
 
 
 def _container_vars(site: Site, e: Entry) -> dict[str, Any]:
-    out = {"ansible_connection": LXC_PLUGIN, "ansible_host": e.name,
+    # Pipelining: modules go over the command's stdin, no temporary files to copy first.
+    out = {"ansible_connection": LXC_PLUGIN, "ansible_host": e.name, "ansible_pipelining": True,
            "ansible_python_interpreter": "auto_silent", **_common_vars(e)}
     if e.parent:
         from virtmix.images.guest import guest_address
