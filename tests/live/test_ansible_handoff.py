@@ -108,3 +108,18 @@ def test_inventory_plugin_reads_the_virtmix_inventory(site):
               "-a", "id -u")
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("| CHANGED | rc=0 >>\n0") == 2, res.stdout
+
+
+def test_the_script_for_nested_containers_enters_the_container(site):
+    """What the plugin runs in a guest for a nested container, run here on the host: the
+    init pid from libvirt's status file, then nsenter -a (uid 0 in the idmapped one)."""
+    import subprocess
+
+    from virtmix.handoff.enter import remote_script
+
+    res = subprocess.run(["sh", "-c", remote_script(UNPRIV, "id -u; cat /etc/hostname")],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0 and res.stdout.split() == ["0", UNPRIV], res
+    res = subprocess.run(["sh", "-c", remote_script(f"{PFX}absent", "true")],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 125 and "is not running there" in res.stderr
