@@ -51,13 +51,16 @@ def test_adapt_keeps_uuid_and_mac_and_diff_hides_runtime_parts():
 
 def test_network_fields():
     xml = """<network><name>n</name><uuid>1</uuid><mac address='52:54:00:00:00:01'/>
-      <bridge name='br' stp='on' delay='0'/><ip address='10.0.0.1' netmask='255.255.255.0'>
+      <bridge name='br' stp='on' delay='0'/>
+      <dns><host ip='10.0.0.6'><hostname>b</hostname><hostname>a2</hostname></host></dns>
+      <ip address='10.0.0.1' netmask='255.255.255.0'>
       <dhcp><range start='10.0.0.100' end='10.0.0.254'/>
       <host mac='52:54:00:AA:00:01' name='a' ip='10.0.0.5'/></dhcp></ip></network>"""
     assert network_fields(xml) == {
         "mode": "isolated", "bridge": "br", "ipv4": ("10.0.0.1", "255.255.255.0"),
         "dhcp": ("10.0.0.100", "10.0.0.254"),
-        "dhcp_hosts": (("52:54:00:aa:00:01", "a", "10.0.0.5"),)}
+        "dhcp_hosts": (("52:54:00:aa:00:01", "a", "10.0.0.5"),),
+        "dns_hosts": (("10.0.0.6", ("a2", "b")),)}
 
 
 @pytest.mark.parametrize(("uri", "local"), [

@@ -453,4 +453,4 @@ def test_many_networks_and_entries_render_in_linear_time(tmp_path):
     docs = render_all(site, check=False, workers=1)
     assert time.process_time() - t0 < 4.0
     net0 = next(d for d in docs if d.address == "n0")
-    assert net0.xml.count("<host ") == 10
+    assert net0.xml.count("<host mac=") == 10

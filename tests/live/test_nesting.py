@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_helpers import PLAYBOOK, local_repo, recap
+from ansible_helpers import run as ansible
 
 from virtmix.images import guest_dir, remove_guest_files, run_ssh
 from virtmix.images.recipe import BUSYBOX_TREE
@@ -264,7 +266,8 @@ hosts:
         memory: 768MiB
         interfaces: [{{network: {name}-net}}]   # no ipv4: virtmix picks the guest's address
         containers:
-          {name}-deb: {{rootfs: {{distro: debian, suite: bookworm}}, cpu: {{shares: 256}}}}
+          # the ansible profile: Debian bookworm plus python3 and python3-apt
+          {name}-deb: {{profile: ansible, cpu: {{shares: 256}}}}
 """
 
 
@@ -299,6 +302,18 @@ def test_nested_debian_tree_is_built_on_the_host_and_pushed(nest_site, tmp_path)
             break
         time.sleep(3)
     assert state in ("running", "degraded"), (res.returncode, res.stdout, res.stderr)
+
+    # A stock ansible-playbook through the export reaches the container through its guest
+    # (virtmix.site.lxc: ssh with virtmix's key and pinned host key, nsenter there).
+    inv = tmp_path / "inv.yml"
+    res = virtmix("inventory", "ansible", str(site_path), "--out", str(inv))
+    assert res.returncode == 0, res.stdout + res.stderr
+    local_repo(tmp_path / "repo", "hello")
+    play = ansible("ansible-playbook", "-i", str(inv), "-e", f"repo_dir={tmp_path / 'repo'}",
+                   "-e", f"target={ct}", str(PLAYBOOK), timeout=900)
+    assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-2000:]
+    assert recap(play.stdout)[ct]["failed"] == 0 and recap(play.stdout)[ct]["changed"] >= 6
+    assert guest_sh(address, f"stat -c %u {tree}/root/hello.txt").strip() == "100000"
 
     gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{ct}", "--yes",
                    "--delete-rootfs")

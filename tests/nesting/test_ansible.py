@@ -30,11 +30,15 @@ def test_groups_and_connection_vars(nested_site):
     assert set(cts) == {"hv1-web", "db", "g1-web"}
     db = cts["db"]
     assert db["ansible_connection"] == LXC_PLUGIN and db["ansible_host"] == "db"
-    assert db["virtmix_parent"] == "g1" and db["virtmix_run_on"] == "g1"
+    assert db["virtmix_parent"] == "g1"
     assert db["virtmix_uri"] == "lxc+ssh://root@10.213.99.10/system"
     assert (db["virtmix_cpuset"], db["virtmix_shares"]) == ("1", 512)
     assert set(ch["guest_g1"]["hosts"]) == {"db", "g1-web"}
-    assert set(ch["host_hv1"]["hosts"]) == {"g1", "plain", "hv1-web"}
+    assert set(ch["host_hv1"]["hosts"]) == {"g1", "plain", "hv1-web", "db", "g1-web"}
+    assert set(ch["kind_guest"]["hosts"]) == {"g1", "plain"}
+    assert db["virtmix_lxc_guest"] == "10.213.99.10"
+    assert db["virtmix_lxc_ssh_config"] == "/var/tmp/vmixt-nest-unit-storage/ssh/config"
+    assert db["virtmix_settings"]["cpu"]["shares"] == 512
 
 
 def test_cli_yaml_and_json_agree():
@@ -63,3 +67,31 @@ def test_image_ls_reads_the_inventory_storage(tmp_path):
     assert res.exit_code == 0 and f"no guest images in {tmp_path}/st/images" in res.output
     res = CliRunner().invoke(app, ["image", "ls", "--storage", str(tmp_path), "-o", "json"])
     assert res.exit_code == 0 and json.loads(res.stdout) == []
+
+
+def test_inventory_plugin_with_the_real_ansible_inventory(tmp_path):
+    """plugin: virtmix.site.inventory, read by ansible-inventory itself (no libvirt needed)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = HERE.parents[1]
+    (tmp_path / "site.yaml").write_text((HERE / "site_nested.yaml").read_text())
+    (tmp_path / "site.virtmix.yml").write_text("plugin: virtmix.site.inventory\n"
+                                               "inventory: site.yaml\n")
+    env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(repo),
+           "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
+                          str(tmp_path / "site.virtmix.yml"), "--list"], capture_output=True,
+                         text=True, env=env, cwd="/", timeout=120)
+    assert res.returncode == 0 and "WARNING" not in res.stderr, res.stderr
+    # ansible-core 2.19 marks what inventory plugins give as untrusted: {"__ansible_unsafe": v}
+    data = json.loads(res.stdout, object_hook=lambda d: d.get("__ansible_unsafe", d))
+    assert set(data["guest_g1"]["hosts"]) == {"db", "g1-web"}
+    assert set(data["kind_container"]["hosts"]) == {"hv1-web", "db", "g1-web"}
+    db = data["_meta"]["hostvars"]["db"]
+    assert db["ansible_connection"] == "virtmix.site.lxc"
+    assert db["virtmix_lxc_guest"] == "10.213.99.10"
+    assert db["virtmix_settings"]["cpu"]["cpuset"] == "1"
+    assert db["virtmix_site_settings"]["storage_dir"] == "/var/tmp/vmixt-nest-unit-storage"
+    assert data["_meta"]["hostvars"]["g1"]["ansible_connection"] == "ssh"

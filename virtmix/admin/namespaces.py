@@ -14,7 +14,6 @@ cannot be executed), as a shell does. ps finds a container's processes by its PI
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +23,13 @@ from virtmix.errors import (
     CommandNotExecutableError,
     CommandNotFoundError,
     StateError,
-    UsageError,
 )
 from virtmix.hosts import cgroupfs, is_local, is_ssh_uri, require_local
-from virtmix.hosts.local import init_pid
-
-CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+from virtmix.hosts.local import (  # noqa: F401 - CONTAINER_PATH, enter_command: attach's API
+    CONTAINER_PATH,
+    enter_command,
+    init_pid,
+)
 
 
 def container_env(keep: bool) -> dict[str, str]:
@@ -38,13 +38,6 @@ def container_env(keep: bool) -> dict[str, str]:
         return dict(os.environ)
     return {"PATH": CONTAINER_PATH, "HOME": "/root", "TERM": os.environ.get("TERM", "linux"),
             "container": "lxc-libvirt"}
-
-
-def enter_command(pid: int, argv: list[str]) -> list[str]:
-    nsenter = shutil.which("nsenter")
-    if not nsenter:
-        raise UsageError("attach needs nsenter (util-linux); install util-linux")
-    return [nsenter, "-t", str(pid), "-a", "--", *(argv or ["/bin/sh"])]
 
 
 def _lookup_in_root(root: str, word: str, path: str) -> int:

@@ -250,10 +250,12 @@ class Connection(AdminOps, SnapshotOps):
                         bridge = n.bridgeName()
                     except libvirt.libvirtError:
                         bridge = None
+                    active = bool(n.isActive())
                     out.append(NetworkRecord(
                         uri=self.uri, name=n.name(), uuid=n.UUIDString(),
-                        active=bool(n.isActive()), persistent=bool(n.isPersistent()),
-                        autostart=bool(n.autostart()), xml=xml, bridge=bridge))
+                        active=active, persistent=bool(n.isPersistent()),
+                        autostart=bool(n.autostart()), xml=xml, bridge=bridge,
+                        live_xml=n.XMLDesc(0) if active else None))
                 except libvirt.libvirtError as exc:
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
                         raise
@@ -273,6 +275,25 @@ class Connection(AdminOps, SnapshotOps):
             if not net.isActive():
                 net.create()
             net.setAutostart(1)
+
+    def update_network_dns(self, name: str, add: list[tuple[str, tuple[str, ...]]],
+                           remove: list[tuple[str, tuple[str, ...]]], *, live: bool,
+                           config: bool) -> None:
+        """Add and remove <dns><host> entries with virNetworkUpdate (no restart: libvirt
+        rewrites the running dnsmasq's hosts file and signals it)."""
+        from xml.sax.saxutils import escape, quoteattr
+
+        flags = ((libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE if live else 0)
+                 | (libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG if config else 0))
+        with translate(f"updating the DNS of network {name}", self.uri):
+            net = self._net(name)
+            for command, hosts in ((libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, remove),
+                                   (libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, add)):
+                for ip, names in hosts:
+                    xml = (f"<host ip={quoteattr(ip)}>"
+                           + "".join(f"<hostname>{escape(n)}</hostname>" for n in names)
+                           + "</host>")
+                    net.update(command, libvirt.VIR_NETWORK_SECTION_DNS_HOST, -1, xml, flags)
 
     def remove_network(self, name: str) -> None:
         with translate(f"removing network {name}", self.uri):

@@ -66,6 +66,7 @@ class NetworkRecord:
     autostart: bool
     xml: str
     bridge: str | None = None
+    live_xml: str | None = None  # the running network's document (its dnsmasq's view)
 
 
 @dataclass(frozen=True)

@@ -132,8 +132,9 @@ def ansible_inventory_cmd(
     fmt: str = typer.Option("yaml", "--output", "-o", "--format", "-f", help="yaml or json."),
     dest: Path = typer.Option(None, "--out", help="Write to this file (default stdout)."),
 ) -> None:
-    """An Ansible inventory of the site: hosts, guests and containers, with the
-    community.libvirt connection plugins (libvirt_lxc, libvirt_qemu) and virtmix_* vars."""
+    """An Ansible inventory of the site: hosts, guests and containers with virtmix_* vars.
+    Containers use the virtmix.site.lxc connection (the collection in
+    ansible_collections/virtmix/site), guests on virtmix's images ssh with its pinned keys."""
     from virtmix.handoff.ansible import render
     from virtmix.nesting.guests import open_site as load_site
 

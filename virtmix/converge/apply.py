@@ -212,6 +212,9 @@ OPS: dict[Op, OpRunner] = {
     Op.REMOVE: _remove,
     Op.NETWORK_DEFINE: lambda ctx, item, conn, _s: conn.define_network(_document(item)),
     Op.NETWORK_REDEFINE: lambda ctx, item, conn, _s: conn.define_network(_document(item)),
+    Op.NETWORK_DNS: lambda ctx, item, conn, _s: conn.update_network_dns(
+        item.name, item.live.get("dns_add", []), item.live.get("dns_remove", []),
+        live=True, config=False),
     Op.NETWORK_START: lambda ctx, item, conn, _s: conn.start_network(item.name),
     Op.NETWORK_REMOVE: lambda ctx, item, conn, _s: conn.remove_network(item.name),
 }

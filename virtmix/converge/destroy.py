@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from virtmix.backend.protocol import Backend
-from virtmix.converge.observe import parse_xml
+from virtmix.converge.observe import dns_hosts, parse_xml
 from virtmix.domain import disk, filesystem
 from virtmix.errors import NotFoundError, VirtmixError
 from virtmix.inventory.site import Site
@@ -21,7 +21,8 @@ from virtmix.util import layout
 from virtmix.util.identity import owns_network
 from virtmix.util.uris import is_local
 
-GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img")
+GUEST_FILES = ("root.qcow2", "serial.log", "vmlinuz", "initrd.img", "seed.iso", "host_key",
+               "host_key.pub")
 
 
 class Outcome(Enum):
@@ -165,6 +166,27 @@ def delete_files(name: str, xml: str) -> list[str]:
     return removed
 
 
+def forget_names(conn: Backend, name: str, xml: str) -> list[str]:
+    """Remove `name` from the DNS of the networks its definition names (live and persistent);
+    returns the networks it was removed from. A network gone meanwhile has nothing to do."""
+    if not xml:
+        return []
+    nets = {s.get("network") for s in parse_xml(xml).findall("devices/interface/source")
+            if s.get("network")}
+    if not nets:
+        return []
+    done = []
+    for rec in conn.list_networks():
+        if rec.name not in nets:
+            continue
+        for doc, live in ((rec.xml, False), (rec.live_xml, True)):
+            gone = [h for h in dns_hosts(parse_xml(doc)) if name in h[1]] if doc else []
+            if gone:
+                conn.update_network_dns(rec.name, [], gone, live=live, config=not live)
+                done.append(rec.name)
+    return sorted(set(done))
+
+
 def _init_is_systemd(conn: Backend, name: str) -> bool:
     """Is a local container's init systemd? Unknown (remote, unreadable): assume so, and
     libvirt's own shutdown is used."""
@@ -265,6 +287,7 @@ def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
         conn.undefine(t.name)
         t.outcome = Outcome.REMOVED
         t.how = how
+        forget_names(conn, t.name, t.xml)
         guest = bool(t.xml) and parse_xml(t.xml).get("type") != "lxc"
         nested = not is_local(t.uri)
         # By default a guest's disks and files apply made, and a nested container's pushed

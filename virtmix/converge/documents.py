@@ -47,5 +47,6 @@ class Op(StrEnum):
     REMOVE = "remove"
     NETWORK_DEFINE = "network-define"
     NETWORK_REDEFINE = "network-redefine"
+    NETWORK_DNS = "network-dns"  # the running dnsmasq's <dns><host> entries (virNetworkUpdate)
     NETWORK_START = "network-start"
     NETWORK_REMOVE = "network-remove"

@@ -22,6 +22,7 @@ __all__ = ["ObservedConnection", "ObservedDomain", "ObservedNetwork", "metadata_
 
 Fields = dict[str, Any]
 parse_xml = parse  # the reader of every document plan and observe handle
+dns_hosts = network.dns_hosts
 metadata_of = metadata.read
 
 
@@ -60,6 +61,7 @@ class ObservedNetwork:
     persistent: bool
     xml: str
     fields: Fields
+    live_fields: Fields | None = None  # of the running network (None when inactive)
 
 
 @dataclass
@@ -93,5 +95,6 @@ def observe_connection(conn: Backend, *, read_cgroups: bool | None = None) -> Ob
         obs.domains[rec.name] = dom
     for net in conn.list_networks():
         obs.networks[net.name] = ObservedNetwork(
-            net.name, net.uuid, net.active, net.persistent, net.xml, network_fields(net.xml))
+            net.name, net.uuid, net.active, net.persistent, net.xml, network_fields(net.xml),
+            network_fields(net.live_xml) if net.live_xml else None)
     return obs

@@ -284,12 +284,19 @@ def plan_network(d: DesiredNetwork, obs: ObservedNetwork | None, opts: Options,
         return item
     item.xml = adapt_network_xml(d.xml, obs.uuid)
     want, have = network_fields(item.xml), obs.fields
-    for name in ("mode", "bridge", "ipv4", "dhcp", "dhcp_hosts"):
+    for name in ("mode", "bridge", "ipv4", "dhcp", "dhcp_hosts", "dns_hosts"):
         if want[name] != have[name] and not (name == "bridge" and want[name] is None):
-            item.changes.append(Change(name, have[name], want[name], RESTART))
+            mode = LIVE if name == "dns_hosts" else RESTART
+            item.changes.append(Change(name, have[name], want[name], mode))
     if item.changes:
         item.ops.append("network-redefine")
         item.diff = xml_diff(obs.xml, item.xml, f"network {d.name}")
+    running = obs.live_fields["dns_hosts"] if obs.active and obs.live_fields else None
+    if running is not None and running != want["dns_hosts"]:
+        # Names reach the running dnsmasq with virNetworkUpdate, without a restart.
+        item.live["dns_add"] = [h for h in want["dns_hosts"] if h not in running]
+        item.live["dns_remove"] = [h for h in running if h not in want["dns_hosts"]]
+        item.ops.append("network-dns")
     if not obs.active:
         item.ops.append("network-start")
     item.status = "update" if item.ops else "ok"

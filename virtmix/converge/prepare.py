@@ -16,6 +16,7 @@ from virtmix.errors import RootfsError
 from virtmix.inventory.model import Container, Guest, RootfsBuild
 from virtmix.inventory.site import Entry, Site, is_privileged
 from virtmix.render.views import container_idmap, domain_view, storage_dir
+from virtmix.rootfs.spec import ContainerSetup
 from virtmix.util import layout
 from virtmix.util.files import fsync_dir, fsync_file, write_atomic
 from virtmix.util.identity import IDMAP
@@ -81,7 +82,8 @@ def _provision(site: Site, entry: Entry, progress: Progress | None = None) -> Pa
     spec = spec_from_model(entry.spec.rootfs, base_dir=site.path.parent,
                            mirror=site.inventory.settings.mirror)
     privileged = is_privileged(entry)
-    setup = setup_from_model(entry.name, entry.spec, site.inventory.networks)
+    setup = with_cloud_seed(setup_from_model(entry.name, entry.spec, site.inventory.networks),
+                            site, entry)
     # The range the definition names (views.container_idmap): the tree is made for it.
     result = provision_container(entry.name, spec, setup, storage, privileged=privileged,
                                  progress=progress, idmap=container_idmap(site, entry))
@@ -134,6 +136,58 @@ def _qemu_img_create(path: Path, fmt: str, size_kib: int, *backing: str) -> None
     fsync_dir(path.parent)
 
 
+def with_cloud_seed(setup: ContainerSetup, site: Site, entry: Entry) -> ContainerSetup:
+    """The container's setup with cloud-init's seed (written only into a tree that has
+    cloud-init: the same user-data then serves containers and guests)."""
+    from dataclasses import replace
+
+    from virtmix.rootfs.cloudinit import seed_documents
+
+    docs = seed_documents(entry.name, entry.uri, entry.kind, entry.spec,
+                          site.inventory.networks)
+    return replace(setup, cloud_seed=tuple(docs.items()))
+
+
+def seed_pins_host_key(entry: Entry) -> bool:
+    """Whether a guest on a given image gets a host key virtmix makes and pins: through
+    cloud-init's user-data, so not when the admin passes their own user-data text."""
+    spec = entry.spec
+    if not isinstance(spec, Guest):
+        return False
+    ci = spec.cloud_init
+    return bool(spec.image is not None and spec.image.given
+                and not (ci is not None and isinstance(ci.user_data, str))
+                and any(i.ipv4 is not None for i in spec.interfaces))
+
+
+def write_seed(site: Site, entry: Entry, gdir: Path) -> None:
+    """The guest's cloud-init seed ISO (rewritten from the inventory on every prepare)."""
+    from virtmix.rootfs.cloudinit import seed_documents, write_seed_iso
+    from virtmix.render.views import SEED_ISO
+
+    host_key = None
+    extra: tuple[str, ...] = ()
+    if seed_pins_host_key(entry):
+        from virtmix.images import keys
+        from virtmix.images.guest import guest_address
+        from virtmix.rootfs.storage import Storage
+
+        key = gdir / "host_key"
+        if not key.is_file():
+            keys.make_host_key(key, entry.name)
+        pub = key.with_name("host_key.pub").read_text().strip()
+        storage = Storage(storage_dir(site))
+        keys.pin_host_key(storage, guest_address(entry), pub)
+        keys.ssh_config(storage)  # what the Ansible export and admins' ssh -F use
+        host_key = (key.read_text(), pub)
+        # virtmix's own key too, as on the images it builds: its ssh (and the Ansible
+        # export's) reaches the guest with the pinned host key.
+        extra = tuple(keys.authorized_keys(Storage(storage_dir(site))).split("\n")[:-1])
+    docs = seed_documents(entry.name, entry.uri, entry.kind, entry.spec,
+                          site.inventory.networks, host_key, extra)
+    write_seed_iso(gdir / SEED_ISO, docs)
+
+
 def prepare_guest(site: Site, entry: Entry) -> None:
     spec = entry.spec
     assert isinstance(spec, Guest)
@@ -141,7 +195,7 @@ def prepare_guest(site: Site, entry: Entry) -> None:
     if not is_local(entry.uri):
         return  # images on a remote host are the admin's (nothing created remotely)
     if spec.boot is None and (spec.image is not None or spec.containers) and \
-            (spec.image is None or not spec.image.path):
+            (spec.image is None or not spec.image.given):
         from virtmix.images import prepare_guest as prepare_built_guest
 
         # A Debian image virtmix builds: cached base, overlay, kernel, initrd, host key.
@@ -158,11 +212,17 @@ def prepare_guest(site: Site, entry: Entry) -> None:
     by_path = {d.path: d for d in view.disks}
     root = gdir / "root.qcow2"
     if str(root) in by_path and not root.exists():
-        if image is None or not image.path:
+        if image is None or not image.given:
             raise RootfsError(f"{entry.keypath}.image: guest images built by virtmix are not "
                               "available in apply yet",
                               hint="give image: {path: BASE.qcow2}, or boot: {kernel, ...}")
-        base = Path(image.path)
+        if image.url:
+            from virtmix.images.download import fetch_image
+            from virtmix.rootfs.storage import Storage
+
+            base = fetch_image(Storage(storage_dir(site)), image.url, image.checksum or "")
+        else:
+            base = Path(image.path or "")
         if not base.is_file():
             raise RootfsError(f"{entry.keypath}.image.path: {base} does not exist")
         fmt = "qcow2" if base.suffix == ".qcow2" else "raw"
@@ -171,6 +231,8 @@ def prepare_guest(site: Site, entry: Entry) -> None:
         from virtmix.images.guest import check_reused_disk
 
         check_reused_disk(root, Path(image.path), f"{entry.keypath}.image")
+    if image is not None and image.given:
+        write_seed(site, entry, gdir)
     for disk, dview in zip(spec.disks, view.disks[-len(spec.disks):] if spec.disks else [],
                            strict=True):
         disk_path = Path(dview.path)

@@ -1,4 +1,4 @@
-"""A libvirt <network> document: the fields virtmix owns (mode, bridge, address, DHCP)."""
+"""A libvirt <network> document: the fields virtmix owns (mode, bridge, address, DHCP, DNS)."""
 
 from __future__ import annotations
 
@@ -22,4 +22,12 @@ def fields(xml: str | Element) -> dict[str, Any]:
         if ip is not None else None,
         "dhcp": (rng.get("start"), rng.get("end")) if rng is not None else None,
         "dhcp_hosts": tuple(hosts),
+        "dns_hosts": dns_hosts(root),
     }
+
+
+def dns_hosts(root: Element) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A network's <dns><host ip><hostname>...: ((ip, (names...)), ...), sorted."""
+    return tuple(sorted((h.get("ip", ""), tuple(sorted(n.text or "" for n in
+                                                        h.findall("hostname"))))
+                        for h in root.findall("dns/host")))

@@ -2,9 +2,12 @@
 
 The result is the structure of Ansible's YAML inventory format (`all: children: ...`),
 written as YAML or JSON (the yaml inventory plugin reads both). Containers get the
-community.libvirt.libvirt_lxc connection; guests virtmix reaches over ssh (those that host
-containers) get ssh with virtmix's key and pinned known_hosts, other guests
-community.libvirt.libvirt_qemu (which needs the QEMU guest agent in the guest).
+virtmix.site.lxc connection shipped in ansible_collections/virtmix/site, which enters them
+as `virtmix attach` does (community.libvirt.libvirt_lxc misses the user namespace: in an
+unprivileged container its commands run as uid 65534); a nested container is reached
+through its guest. Guests whose host key virtmix made and pinned (built images) get ssh
+with virtmix's key and known_hosts, other guests community.libvirt.libvirt_qemu (which needs
+the QEMU guest agent in the guest).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from urllib.parse import urlsplit
 
 from virtmix.inventory.site import Entry, Site
 
-LXC_PLUGIN = "community.libvirt.libvirt_lxc"
+LXC_PLUGIN = "virtmix.site.lxc"
 QEMU_PLUGIN = "community.libvirt.libvirt_qemu"
 
 
@@ -36,23 +39,46 @@ def _common_vars(e: Entry) -> dict[str, Any]:
         out["virtmix_shares"] = spec.cpu.shares
     if e.profiles:
         out["virtmix_profile"] = e.profiles[0]
+    # The entry's merged settings (profiles applied), as the inventory has them.
+    out["virtmix_settings"] = spec.model_dump(
+        mode="json", exclude_none=True, exclude={"containers"} if e.kind == "guest" else None)
     return out
 
 
-def _container_vars(e: Entry) -> dict[str, Any]:
-    out = {"ansible_connection": LXC_PLUGIN, "ansible_host": e.name,
-           # SELinux is not in use on these hosts; virsh needs --noseclabel then.
-           "ansible_libvirt_lxc_noseclabel": True, **_common_vars(e)}
+def _ssh_config(site: Site) -> str:
+    return f"{site.inventory.settings.storage_dir}/ssh/config"
+
+
+def _container_vars(site: Site, e: Entry) -> dict[str, Any]:
+    # Pipelining: modules go over the command's stdin, no temporary files to copy first.
+    out = {"ansible_connection": LXC_PLUGIN, "ansible_host": e.name, "ansible_pipelining": True,
+           "ansible_python_interpreter": "auto_silent", **_common_vars(e)}
     if e.parent:
-        # libvirt_lxc enters the container's namespaces on the machine it runs on: for a
-        # nested container that is its guest (e.g. delegate the play to the guest).
-        out["virtmix_run_on"] = e.parent
+        from virtmix.images.guest import guest_address
+
+        # Its namespaces are in the guest: the plugin goes there over ssh, with virtmix's
+        # key and the host key virtmix pinned (no ssh setup of the admin's own).
+        guest = next(g for g in site.entries
+                     if g.kind == "guest" and g.name == e.parent and g.host == e.host)
+        out["virtmix_lxc_guest"] = guest_address(guest)
+        out["virtmix_lxc_ssh_config"] = _ssh_config(site)
     return out
+
+
+def has_pinned_key(e: Entry) -> bool:
+    """A guest whose ssh host key virtmix made and pinned: on an image virtmix builds, or on
+    a given (cloud) image that receives the key through cloud-init's seed."""
+    from virtmix.converge.prepare import seed_pins_host_key
+
+    spec = e.spec
+    return seed_pins_host_key(e) or spec.boot is None and (
+        spec.image is not None or bool(spec.containers)) and (
+        spec.image is None or not spec.image.given)
 
 
 def _guest_vars(site: Site, e: Entry) -> dict[str, Any]:
     out = _common_vars(e)
-    if e.spec.containers:
+    if has_pinned_key(e):
         from virtmix.images.guest import guest_address
 
         storage = site.inventory.settings.storage_dir
@@ -60,7 +86,7 @@ def _guest_vars(site: Site, e: Entry) -> dict[str, Any]:
             "ansible_connection": "ssh", "ansible_host": guest_address(e),
             "ansible_user": "root",
             "ansible_ssh_private_key_file": f"{storage}/ssh/id_ed25519",
-            "ansible_ssh_common_args": f"-F {storage}/ssh/config",
+            "ansible_ssh_common_args": f"-F {_ssh_config(site)}",
         })
     else:
         out.update({"ansible_connection": QEMU_PLUGIN, "ansible_host": e.name,
@@ -95,9 +121,14 @@ def ansible_inventory(site: Site) -> dict[str, Any]:
             guests[name] = _guest_vars(site, e)
             place = f"host_{_group(e.host)}"
         else:
-            containers[name] = _container_vars(e)
+            containers[name] = _container_vars(site, e)
             place = f"guest_{_group(e.parent)}" if e.parent else f"host_{_group(e.host)}"
         per_place.setdefault(place, {})[name] = {}
+        if e.parent:  # what runs on a host includes what runs in its guests
+            per_place.setdefault(f"host_{_group(e.host)}", {})[name] = {}
+        per_place.setdefault(f"kind_{e.kind}", {})[name] = {}
+        for profile in e.profiles:
+            per_place.setdefault(f"profile_{_group(profile)}", {})[name] = {}
     children: dict[str, Any] = {
         "virtmix_hosts": {"hosts": hosts},
         "virtmix_guests": {"hosts": guests},
@@ -105,7 +136,9 @@ def ansible_inventory(site: Site) -> dict[str, Any]:
     }
     for place, members in sorted(per_place.items()):
         children[place] = {"hosts": members}
-    return {"all": {"vars": {"virtmix_site": site.name, "virtmix_inventory": str(site.path)},
+    settings = site.inventory.settings.model_dump(mode="json", exclude_none=True)
+    return {"all": {"vars": {"virtmix_site": site.name, "virtmix_inventory": str(site.path),
+                             "virtmix_site_settings": settings},
                     "children": children}}
 
 

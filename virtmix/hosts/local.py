@@ -22,6 +22,17 @@ LXC_STATE_DIR = Path("/run/libvirt/lxc")
 INIT_WAIT = 5.0  # seconds: right after a start the status file can still say pid 0
 
 
+CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def enter_command(pid: int, argv: list[str]) -> list[str]:
+    """nsenter into every namespace of pid (the user namespace too: root inside is uid 0)."""
+    nsenter = shutil.which("nsenter")
+    if not nsenter:
+        raise UsageError("attach needs nsenter (util-linux); install util-linux")
+    return [nsenter, "-t", str(pid), "-a", "--", *(argv or ["/bin/sh"])]
+
+
 def _status_pid(name: str) -> int | None:
     """The init pid libvirt's status file names; None when absent or still 0 ("Init process
     ID is not yet known" right after a start)."""

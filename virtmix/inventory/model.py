@@ -219,6 +219,13 @@ class Mount(Strict):
     readonly: bool = False
 
 
+class CloudInit(Strict):
+    """Passed to cloud-init through the NoCloud seed (a mapping is written as #cloud-config)."""
+
+    user_data: str | dict[str, Any] | None = None
+    vendor_data: str | dict[str, Any] | None = None
+
+
 class Common(Strict):
     """Settings shared by containers and guests."""
 
@@ -245,6 +252,9 @@ class Common(Strict):
                                      "(fullest host that fits); default: settings.placement.")
     anti_affinity: Name | None = Field(None, description="Entries of one anti-affinity group "
                                        "never share a host.")
+    cloud_init: CloudInit | None = Field(
+        None, description="user_data / vendor_data for cloud-init's NoCloud seed (cloud "
+        "images, and built trees that contain cloud-init).")
 
     @field_validator("memory")
     @classmethod
@@ -321,13 +331,32 @@ class Disk(Strict):
 
 
 class GuestImage(Strict):
-    """The guest's root disk: built by virtmix from Debian, or a base image the admin names."""
+    """The guest's root disk: built by virtmix from Debian, or a base image the admin names
+    (a local `path`, or a `url` downloaded once into the storage cache), e.g. a cloud image."""
 
     path: AbsPath | None = None
+    url: str | None = Field(None, description="Downloaded once (http, https, file).")
+    checksum: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$",
+                                 description="sha256:HEX of the file at url (required).")
     distro: Literal["debian"] = "debian"
     suite: Suite = "bookworm"
     packages: list[Package] = Field(default_factory=list)
     size: SizeKiB = Field(default=4 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GuestImage:
+        if self.path and self.url:
+            raise ValueError("an image has one of 'path' or 'url', not both")
+        if self.url and not self.checksum:
+            raise ValueError("'url' needs 'checksum: sha256:HEX' (a download is verified)")
+        if self.url and not self.url.startswith(("http://", "https://", "file://")):
+            raise ValueError(f"url {self.url!r}: expected http://, https:// or file://")
+        return self
+
+    @property
+    def given(self) -> bool:
+        """A base image the admin provides (a file or a download), not one virtmix builds."""
+        return bool(self.path or self.url)
 
 
 class Boot(Strict):
@@ -346,6 +375,8 @@ class Guest(Common):
     arch: Word = "x86_64"
     disks: list[Disk] = Field(default_factory=list)
     image: GuestImage | None = None
+    ssh_keys: list[str] = Field(default_factory=list, description="Public keys for root "
+                                "(through cloud-init's seed on a given image).")
     boot: Boot | None = None
     lxc_uri: Uri | None = Field(None, description="How to reach the guest's own libvirt.")
     containers: dict[Name, Container] = Field(default_factory=dict)

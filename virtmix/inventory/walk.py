@@ -15,7 +15,8 @@ from virtmix.inventory.strings import control_character
 # Keys whose mapping has integer keys by design (vCPU number -> cpuset).
 INT_KEYED = frozenset({"vcpupin"})
 # Free text that may span lines: newlines and tabs are allowed there (never other controls).
-MULTILINE = frozenset({"description", "cgroup"})
+# cloud-init's user_data/vendor_data are scripts or cloud-config passed through as text.
+MULTILINE = frozenset({"description", "cgroup", "user_data", "vendor_data"})
 MAX_DEPTH = 64  # an inventory is ~8 levels deep; deeper is hostile or a mistake
 _SCALARS = (bool, int, float)
 

@@ -17,12 +17,11 @@ import sys
 from dataclasses import dataclass, replace
 
 from virtmix.errors import BackendError, StateError
+from virtmix.hosts.local import CONTAINER_PATH
 from virtmix.hosts.ssh import SshHost, cgroup_dir_sh, init_pid_sh, run_remote, ssh_argv
 from virtmix.util.faults import fault_point
 from virtmix.util.polling import wait_until
 from virtmix.util.uris import is_ssh_uri
-
-CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _command_check_sh(name: str, word: str) -> str:

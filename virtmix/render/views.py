@@ -35,6 +35,7 @@ class DiskView:
     format: str
     target: str
     bus: str
+    device: str = "disk"  # disk | cdrom (read-only)
 
 
 @dataclass
@@ -227,6 +228,9 @@ def container_view(site: Site, entry: Entry) -> DomainView:
     return view
 
 
+SEED_ISO = "seed.iso"  # a guest's cloud-init seed (virtmix.rootfs.cloudinit)
+
+
 def guest_view(site: Site, entry: Entry) -> DomainView:
     spec = entry.spec
     assert isinstance(spec, Guest)
@@ -240,7 +244,7 @@ def guest_view(site: Site, entry: Entry) -> DomainView:
         image = spec.image
         # The root disk is a copy-on-write overlay over the cached or given base image.
         disks.append(DiskView(f"{gdir}/root.qcow2", "qcow2", "vda", "virtio"))
-        if (image is None or not image.path) and spec.boot is None:
+        if (image is None or not image.given) and spec.boot is None:
             # Images virtmix builds boot their own kernel directly (no bootloader to install).
             view.kernel, view.initrd = f"{gdir}/vmlinuz", f"{gdir}/initrd.img"
             view.cmdline = "root=/dev/vda rw console=ttyS0 net.ifnames=0"
@@ -248,6 +252,11 @@ def guest_view(site: Site, entry: Entry) -> DomainView:
         path = disk.path or f"{gdir}/disk{i}.{disk.format}"
         target = ("vd" if disk.bus == "virtio" else "sd") + chr(ord("a") + len(disks))
         disks.append(DiskView(path, disk.format, target, disk.bus))
+    if spec.image is not None and spec.image.given:
+        # cloud-init's NoCloud seed (label cidata); i440fx has IDE, q35 only SATA.
+        bus = "sata" if "q35" in (spec.machine or "") else "ide"
+        disks.append(DiskView(f"{gdir}/{SEED_ISO}", "raw", "sdz" if bus == "sata" else "hdd",
+                              bus, "cdrom"))
     view.disks = disks
     if spec.boot is not None:
         boot = spec.boot
@@ -281,6 +290,7 @@ class NetworkView:
     dhcp_start: str | None = None
     dhcp_end: str | None = None
     dhcp_hosts: list[tuple[str, str, str]] = field(default_factory=list)  # mac, name, ip
+    dns_hosts: list[tuple[str, str]] = field(default_factory=list)  # ip, name
 
 
 def network_view(site: Site, name: str, net: Network) -> NetworkView:
@@ -288,6 +298,12 @@ def network_view(site: Site, name: str, net: Network) -> NetworkView:
     if net.mode == "bridge" or net.ipv4 is None:
         return view
     view.address, view.netmask = str(net.ipv4.ip), str(net.ipv4.netmask)
+    # Every entry with a static address on this network is a name in its dnsmasq, so
+    # containers and guests find each other by name.
+    view.dns_hosts = sorted({(str(iface.ipv4.ip), e.name) for e in site.entries
+                             for iface in e.spec.interfaces
+                             if iface.network == name and iface.ipv4 is not None and not (
+                                 e.parent and net.host != e.parent)})
     if net.dhcp:
         start, end = dhcp_range(net)
         view.dhcp_start, view.dhcp_end = str(start), str(end)

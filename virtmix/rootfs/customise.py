@@ -165,4 +165,13 @@ def customise(tree: Path, setup: ContainerSetup, password_file: Path) -> str | N
     set_network(tree, setup)
     set_locale_time(tree, setup)
     set_ssh_host_keys(tree, setup)
+    set_cloud_seed(tree, setup)
     return set_credentials(tree, setup, password_file)
+
+
+def set_cloud_seed(tree: Path, setup: ContainerSetup) -> None:
+    """cloud-init's NoCloud seed, in a tree that has cloud-init (others ignore it)."""
+    from virtmix.rootfs.cloudinit import has_cloud_init, write_seed_dir
+
+    if setup.cloud_seed and has_cloud_init(tree):
+        write_seed_dir(tree, dict(setup.cloud_seed))

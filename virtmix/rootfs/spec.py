@@ -147,6 +147,8 @@ class ContainerSetup:
     locale: str = "C.UTF-8"
     timezone: str = "Etc/UTC"
     nameservers: tuple[str, ...] = ()  # /etc/resolv.conf; none: no resolver configured
+    # cloud-init's NoCloud seed, (file name, text) pairs: written into trees with cloud-init
+    cloud_seed: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for ns in self.nameservers:
