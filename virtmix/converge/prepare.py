@@ -162,8 +162,8 @@ def seed_pins_host_key(entry: Entry) -> bool:
 
 def write_seed(site: Site, entry: Entry, gdir: Path) -> None:
     """The guest's cloud-init seed ISO (rewritten from the inventory on every prepare)."""
-    from virtmix.rootfs.cloudinit import seed_documents, write_seed_iso
     from virtmix.render.views import SEED_ISO
+    from virtmix.rootfs.cloudinit import seed_documents, write_seed_iso
 
     host_key = None
     extra: tuple[str, ...] = ()
