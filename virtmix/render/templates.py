@@ -31,6 +31,7 @@ from virtmix.render.views import (
     NetworkView,
     domain_view,
     network_view,
+    warm_site_caches,
 )
 from virtmix.util import paths
 from virtmix.util.gcpause import gc_paused
@@ -414,6 +415,7 @@ def _render_parallel(site: Site, jobs: list, check: bool, workers: int,
                      keep: bool = True) -> list[str]:
     """Render slices in forked workers; they inherit the loaded site instead of pickling it."""
     global _FORKED
+    warm_site_caches(site)  # once here, not once per worker
     _FORKED = (site, jobs, check, keep)
     step = -(-len(jobs) // (workers * 4))
     bounds = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]

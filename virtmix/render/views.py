@@ -124,6 +124,14 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
     return out
 
 
+def warm_site_caches(site: Site) -> None:
+    """Compute what views share across a site (the containers' id ranges) before rendering
+    forks workers: each worker would otherwise compute it again for all entries (~0.5 s of
+    CPU per worker for 85,000 containers)."""
+    if any(e.kind == "container" for e in site.entries):
+        _site_idmaps(site)
+
+
 def container_idmap(site: Site, entry: Entry) -> tuple[int, int, int, int] | None:
     """(start 0, host uid, count, host gid) of an unprivileged container; None if privileged."""
     spec = entry.spec
