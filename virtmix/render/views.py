@@ -125,11 +125,13 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
 
 
 def warm_site_caches(site: Site) -> None:
-    """Compute what views share across a site (the containers' id ranges) before rendering
+    """Compute what views share across a site (id ranges, static addresses) before rendering
     forks workers: each worker would otherwise compute it again for all entries (~0.5 s of
     CPU per worker for 85,000 containers)."""
     if any(e.kind == "container" for e in site.entries):
         _site_idmaps(site)
+    if site.networks:
+        _static_addresses(site)
 
 
 def container_idmap(site: Site, entry: Entry) -> tuple[int, int, int, int] | None:
@@ -293,10 +295,24 @@ def network_view(site: Site, name: str, net: Network) -> NetworkView:
     if net.dhcp:
         start, end = dhcp_range(net)
         view.dhcp_start, view.dhcp_end = str(start), str(end)
-        for e in site.entries:
-            for i, iface in enumerate(e.spec.interfaces):
-                if iface.network == name and iface.ipv4 is not None and not (
-                        e.parent and net.host != e.parent):
-                    mac = iface.mac or mac_address(e.uri, e.name, i)
-                    view.dhcp_hosts.append((mac, e.name, str(iface.ipv4.ip)))
+        for e, i, iface in _static_addresses(site).get(name, ()):
+            if not (e.parent and net.host != e.parent):
+                mac = iface.mac or mac_address(e.uri, e.name, i)
+                view.dhcp_hosts.append((mac, e.name, str(iface.ipv4.ip)))
     return view
+
+
+def _static_addresses(site: Site) -> dict[str, list]:
+    """network name -> (entry, interface index, interface) of every interface with a static
+    address on it, in inventory order; once per site, instead of one pass over every entry
+    per network."""
+    cached = site.__dict__.get("_static_addresses")
+    if cached is not None and cached[0] == len(site.entries):
+        return cached[1]
+    out: dict[str, list] = {}
+    for e in site.entries:
+        for i, iface in enumerate(e.spec.interfaces):
+            if iface.network is not None and iface.ipv4 is not None:
+                out.setdefault(iface.network, []).append((e, i, iface))
+    site.__dict__["_static_addresses"] = (len(site.entries), out)
+    return out
