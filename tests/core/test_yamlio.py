@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,21 @@ def test_tagged_documents_mean_the_same_whichever_loader(tmp_path, text, monkeyp
     fast = loaded(tmp_path, text)
     monkeypatch.setattr(yamlio, "_fast", None)
     assert loaded(tmp_path, text) == fast == reference(text)
+
+
+_REFERENCE_BOOL = re.compile(r"<<|(?:^|[\s\[{,:-])(?i:yes|no|on|off|y|n)\s*(?:$|[,\]}#])",
+                             re.MULTILINE)
+
+
+def _reference_version_sensitive(text: str) -> bool:
+    """The plain form of yamlio._version_sensitive: one search, every token looked at."""
+    if _REFERENCE_BOOL.search(text) or ("!" in text and yamlio._TAG.search(text)):
+        return True
+    return any("_" in t or ":" in t or yamlio._NUMERIC_DIFFERS.fullmatch(t)
+               for t in yamlio._NUMERIC_TOKEN.findall(text))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(" \t\r\n[]{},:#-+.!<012789eEobxyYnNOofF_", max_size=40))
+def test_version_sensitive_scan_agrees_with_its_plain_form(text):
+    assert yamlio._version_sensitive(text) == _reference_version_sensitive(text)
