@@ -95,12 +95,20 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
     cached = site.__dict__.get("_idmaps")
     if cached is not None and cached[0] == len(site.entries):
         return cached[1]
-    from virtmix.hosts import is_local
+    from virtmix.hosts import is_local as hosts_is_local
     from virtmix.util.idranges import Allocator, recorded_ranges
 
     recorded: dict[str, tuple[int, int, int, int]] | None = None
     spaces: dict[str, Allocator] = {}
     todo = []
+    local: dict[str, bool] = {}  # is_local per URI (urlsplit per entry was a third of this)
+
+    def is_local(uri: str) -> bool:
+        known = local.get(uri)
+        if known is None:
+            known = local[uri] = hosts_is_local(uri)
+        return known
+
     for e in site.entries:
         if e.kind != "container":
             continue
