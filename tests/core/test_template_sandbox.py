@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from virtmix.cli import app
+from virtmix.errors import TemplateError
 from virtmix.render.templates import environment
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,3 +158,71 @@ def test_render_out_writes_both_hosts_files(tmp_path):
     result = runner.invoke(app, ["render", str(inv), "--out", str(out)])
     assert result.exit_code == 0, result.stderr
     assert (out / "h1" / "c.xml").is_file() and (out / "h2" / "c.xml").is_file()
+
+
+# -- output escaping and the per-document deadline ---------------------------------------------
+def test_output_escaping_matches_markupsafe():
+    """Templates escape through _escape_output (plain strings, no Markup per value): the
+    same text as markupsafe.escape for hostile strings, numbers, Markup and other objects."""
+    import markupsafe
+
+    from virtmix.render.templates import _escape_output
+
+    values = ["<a href='x'>&amp;\"</a>", "", "plain", "é\u2028<", 0, -12, 10**30, 1.5, True,
+              None, markupsafe.Markup("<b>kept</b>"), ["<x>"], {"k": "'"}]
+    for value in values:
+        assert str(_escape_output(value)) == str(markupsafe.escape(value)), value
+
+
+def test_hostile_value_is_escaped_in_the_rendered_xml(site):
+    site.write_text(site.read_text().replace(
+        "c: {rootfs: {path: /srv/x}}",
+        "c: {rootfs: {path: /srv/x}, description: '</description><devices x=''1''>&\"'}"))
+    result = runner.invoke(app, ["render", str(site)])
+    assert result.exit_code == 0, result.stderr
+    assert ("<description>&lt;/description&gt;&lt;devices x=&#39;1&#39;&gt;&amp;&#34;"
+            "</description>") in result.stdout
+
+
+def _slow_templates(inv: Path, loops: int) -> None:
+    """Templates that run `loops` thousand empty loop turns per document."""
+    _with_payload(inv, f"{{% for i in range({loops}) %}}{{% for j in range(1000) %}}"
+                       "{% endfor %}{% endfor %}")
+
+
+def test_deadline_is_per_document_not_per_batch(tmp_path, monkeypatch):
+    """One timer runs for a whole batch, but each document gets TEMPLATE_SECONDS of its own:
+    eight documents of ~0.45 s each render, a document that never ends is stopped."""
+    from virtmix.inventory.load import load_site
+    from virtmix.render import templates
+
+    monkeypatch.setattr(templates, "TEMPLATE_SECONDS", 1.5)
+    monkeypatch.setattr(templates, "CLOCK_TICK", 0.05)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    environment.cache_clear()
+    shutil.copytree(REPO / "domain_templates", tmp_path / "tpl")
+    inv = tmp_path / "s.yaml"
+    inv.write_text("templates_dir: tpl\nhosts:\n  h:\n    containers:\n" + "".join(
+        f"      c{i}: {{rootfs: {{path: /srv/x}}}}\n" for i in range(8)))
+    _slow_templates(inv, 20)  # calibrate
+    site = load_site(inv)
+    templates.render_all(site, name="c0", workers=1)  # compiled
+    started = time.monotonic()
+    templates.render_all(site, name="c0", workers=1)
+    per_loop = (time.monotonic() - started) / 20
+    environment.cache_clear()
+    loops = max(1, int(0.45 / per_loop))  # ~8 x 0.45 s: past 1.5 s even if calibration is off 2x
+    _slow_templates(inv, loops)
+    started = time.monotonic()
+    docs = templates.render_all(load_site(inv), workers=1)
+    took = time.monotonic() - started
+    assert len(docs) == 8 and took > 1.5, took
+    environment.cache_clear()
+    _with_payload(inv, "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+                       "{% endfor %}")
+    started = time.monotonic()
+    with pytest.raises(TemplateError, match="took more than 1.5 s"):
+        templates.render_all(load_site(inv), workers=1)
+    assert time.monotonic() - started < 5
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # no timer left running
+    environment.cache_clear()

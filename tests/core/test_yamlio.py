@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,62 @@ def test_tagged_documents_mean_the_same_whichever_loader(tmp_path, text, monkeyp
     fast = loaded(tmp_path, text)
     monkeypatch.setattr(yamlio, "_fast", None)
     assert loaded(tmp_path, text) == fast == reference(text)
+
+
+_REFERENCE_BOOL = re.compile(r"<<|(?:^|[\s\[{,:-])(?i:yes|no|on|off|y|n)\s*(?:$|[,\]}#])",
+                             re.MULTILINE)
+
+
+def _reference_version_sensitive(text: str) -> bool:
+    """The plain form of yamlio._version_sensitive: one search, every token looked at."""
+    if _REFERENCE_BOOL.search(text) or ("!" in text and yamlio._TAG.search(text)):
+        return True
+    return any("_" in t or ":" in t or yamlio._NUMERIC_DIFFERS.fullmatch(t)
+               for t in yamlio._NUMERIC_TOKEN.findall(text))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(" \t\r\n[]{},:#-+.!<012789eEobxyYnNOofF_", max_size=40))
+def test_version_sensitive_scan_agrees_with_its_plain_form(text):
+    assert yamlio._version_sensitive(text) == _reference_version_sensitive(text)
+
+
+def _big(tail: str) -> str:
+    """A document over PARALLEL_SCAN_BYTES (lowered by the test), whose last line decides
+    its YAML version."""
+    lines = [f"k{i}: {{memory: 128MiB, shares: {i % 7}, note: entry {i}}}" for i in range(300)]
+    text = "\n".join(lines) + "\n" + tail
+    assert len(text) > yamlio.PARALLEL_SCAN_BYTES
+    return text
+
+
+@pytest.mark.parametrize("tail", ["last: yes\n", "last: plain\n"])
+def test_large_documents_scan_beside_the_parse_with_the_same_result(tmp_path, monkeypatch,
+                                                                    tail):
+    """Above PARALLEL_SCAN_BYTES the YAML-version scan runs in a forked child while pyyaml-rs
+    parses; where fork fails it runs in-process. Either way the document means what PyYAML
+    reads, and no child is left behind."""
+    monkeypatch.setattr(yamlio, "PARALLEL_SCAN_BYTES", 1000)
+    forks = []
+    real_fork = os.fork
+
+    def counted_fork():
+        forks.append(1)
+        return real_fork()
+
+    monkeypatch.setattr(yamlio.os, "fork", counted_fork)
+    # Other tests may leave threads behind (virtmix then scans in-process); the child here
+    # only scans and exits.
+    monkeypatch.setattr(yamlio.threading, "active_count", lambda: 1)
+    text = _big(tail)
+    expected = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    assert loaded(tmp_path, text) == expected
+    assert forks == [1]  # the scan ran in a child
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # every child reaped
+
+    def no_fork():
+        raise OSError("no fork here")
+
+    monkeypatch.setattr(yamlio.os, "fork", no_fork)
+    assert loaded(tmp_path, text) == expected

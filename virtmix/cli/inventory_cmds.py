@@ -27,7 +27,8 @@ from virtmix.render.templates import render_all, write_rendered
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
 
 
-def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None):
+def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None,
+                         keep: bool = True):
     site = load_site(inventory, connecting=False).provisional()  # placed: first host
     for missing in site.profiles.missing_dirs():
         err.print(f"virtmix: warning: {site.path}: profiles_dir {missing} does not exist "
@@ -38,7 +39,7 @@ def rendered_and_checked(inventory: Path, host: str | None = None, name: str | N
                             hint="hosts: " + ", ".join(site.inventory.hosts))
     if name is not None:
         site.find(name)  # unknown: not found; a bare name in two guests: ambiguous
-    return site, render_all(site, host=host, name=name, check=True)
+    return site, render_all(site, host=host, name=name, check=True, keep=keep)
 
 
 @app.command("validate")
@@ -47,7 +48,7 @@ def validate_inventory(inventory: Path = INVENTORY_ARG,
                        allow_uri_commands: bool = ALLOW_URI_COMMANDS_OPTION) -> None:
     """Check an inventory: YAML, keys, types, profiles, and every rendered document against
     libvirt's RelaxNG schema. Nothing is written."""
-    site, items = rendered_and_checked(inventory)
+    site, items = rendered_and_checked(inventory, keep=False)  # counted, not printed
     counts = {k: sum(1 for i in items if i.kind == k) for k in ("container", "guest", "network")}
     if output == Output.json:
         print_json({"inventory": str(site.path), "valid": True, **counts,

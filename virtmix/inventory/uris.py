@@ -26,6 +26,7 @@ _DEFAULT_PATH = {"lxc": "/system", "qemu": "/system", "test": "/default"}
 
 
 @lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)  # called per entry on a handful of distinct URIs (urlsplit is slow)
 def canonical(uri: str) -> str:
     """The spelling libvirt treats as the same daemon: `LXC:///` -> `lxc:///system`."""
     try:

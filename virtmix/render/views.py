@@ -96,7 +96,7 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
     cached = site.__dict__.get("_idmaps")
     if cached is not None and cached[0] == len(site.entries):
         return cached[1]
-    from virtmix.hosts import is_local
+    from virtmix.hosts import is_local as hosts_is_local
     from virtmix.util.idranges import Allocator, isolated, recorded_ranges
 
     setting = site.inventory.settings.idmap
@@ -104,6 +104,14 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
     recorded: dict[str, tuple[int, int, int, int]] | None = None
     spaces: dict[str, Allocator] = {}
     todo = []
+    local: dict[str, bool] = {}  # is_local per URI (urlsplit per entry was a third of this)
+
+    def is_local(uri: str) -> bool:
+        known = local.get(uri)
+        if known is None:
+            known = local[uri] = hosts_is_local(uri)
+        return known
+
     for e in site.entries:
         if e.kind != "container":
             continue
@@ -127,6 +135,16 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
                                         else (*IDMAP, IDMAP[1]))
     site.__dict__["_idmaps"] = (len(site.entries), out)
     return out
+
+
+def warm_site_caches(site: Site) -> None:
+    """Compute what views share across a site (id ranges, static addresses) before rendering
+    forks workers: each worker would otherwise compute it again for all entries (~0.5 s of
+    CPU per worker for 85,000 containers)."""
+    if any(e.kind == "container" for e in site.entries):
+        _site_idmaps(site)
+    if site.networks:
+        _static_interfaces(site)
 
 
 def container_idmap(site: Site, entry: Entry) -> tuple[int, int, int, int] | None:

@@ -6,14 +6,27 @@ The same inventory renders the same XML on every run, so golden files and plans 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 VIRTMIX_NS = "https://virtmix.dev/xmlns/domain/1"
 _UUID_NS = uuid.uuid5(uuid.NAMESPACE_URL, VIRTMIX_NS)
+_NS_BYTES = _UUID_NS.bytes
+
+
+def _uuid5_text(name: str) -> str:
+    """str(uuid.uuid5(_UUID_NS, name)) without building a UUID object (a third of the cost
+    of a domain's view when rendering 85,000 containers): SHA-1 of namespace and name, the
+    version nibble set to 5 and the variant bits to RFC 4122, as uuid.uuid5 does."""
+    digest = bytearray(hashlib.sha1(_NS_BYTES + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def domain_uuid(uri: str, name: str) -> str:
-    return str(uuid.uuid5(_UUID_NS, f"domain|{uri}|{name}"))
+    return _uuid5_text(f"domain|{uri}|{name}")
 
 
 def network_uuid(site: str, host: str, name: str) -> str:
