@@ -313,7 +313,7 @@ def test_nested_debian_tree_is_built_on_the_host_and_pushed(nest_site, tmp_path)
                    "-e", f"target={ct}", str(PLAYBOOK), timeout=900)
     assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-2000:]
     assert recap(play.stdout)[ct]["failed"] == 0 and recap(play.stdout)[ct]["changed"] >= 6
-    assert guest_sh(address, f"stat -c %u {tree}/root/hello.txt").strip() == "100000"
+    assert guest_sh(address, f"stat -c %u {tree}/root/hello.txt").strip() == str(own[1])
 
     gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{ct}", "--yes",
                    "--delete-rootfs")

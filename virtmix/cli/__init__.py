@@ -44,7 +44,7 @@ VERBS = {
 }
 # Global options that take a value (the verb is the first word that is neither).
 _VALUED = {"-c", "--connect", "-i", "--inventory"}
-_FLAGS = {"-q", "--quiet", "--debug"}
+_FLAGS = {"-q", "--quiet", "--debug", "--allow-uri-commands"}
 
 
 def load(names: tuple[str, ...] | list[str] = MODULES):

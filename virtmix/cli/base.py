@@ -43,7 +43,7 @@ OPTIONS = Options()
 
 # Global options: their words, and which take a value.
 GLOBAL_VALUED = frozenset({"-c", "--connect", "-i", "--inventory"})
-GLOBAL_FLAGS = frozenset({"-q", "--quiet", "--debug"})
+GLOBAL_FLAGS = frozenset({"-q", "--quiet", "--debug", "--allow-uri-commands"})
 # Verbs whose trailing words are a command to run inside (their parsing stops there): how
 # many positionals they take before it, and their own options that take a value.
 _COMMAND_VERBS = {"attach": (1, frozenset()),

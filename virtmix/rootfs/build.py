@@ -89,7 +89,7 @@ def run_logged(cmd: list[str], log: Path, progress: Progress | None, what: str,
             raise
     if rc < 0:
         raise RootfsError(f"{what} failed: killed by signal {-rc} (Ctrl-C twice, or another "
-                          "process)")
+                          f"process); log {log}:")
     if rc != 0:
         tail = log.read_text(errors="replace").splitlines()[-12:]
         raise RootfsError(f"{what} failed (exit {rc}); log {log}:\n" + "\n".join(tail))
