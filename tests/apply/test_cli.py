@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.testdriver import held_test_driver
 from typer.testing import CliRunner
 
-from virtmix.backend import open_connection
 from virtmix.cli import app
 from virtmix.util.locking import lock_name
 
@@ -26,15 +26,7 @@ URI = "test:///default"
 
 @pytest.fixture
 def held(monkeypatch, tmp_path):
-    monkeypatch.setenv("VIRTMIX_LOCK_DIR", str(tmp_path / "locks"))
-    conn = open_connection(URI)
-    yield conn
-    for rec in conn.list_domains():
-        if rec.name.startswith(PFX):
-            if rec.active:
-                conn.destroy(rec.name)
-            conn.undefine(rec.name)
-    conn.close()
+    yield from held_test_driver(monkeypatch, tmp_path, PFX)
 
 
 def inventory(tmp_path: Path, tree: Path, names: list[str], **extra) -> Path:

@@ -7,8 +7,8 @@ import time
 from datetime import datetime
 
 import pytest
+from support.testdriver import held_test_driver
 
-from virtmix.backend import open_connection
 from virtmix.backend.events import EventStream
 from virtmix.machines import events
 from virtmix.util import oplog
@@ -27,15 +27,7 @@ def xml(name: str, managed: bool = True) -> str:
 
 @pytest.fixture
 def held(monkeypatch, tmp_path):
-    monkeypatch.setenv("VIRTMIX_LOCK_DIR", str(tmp_path / "locks"))
-    conn = open_connection(URI)
-    yield conn
-    for rec in conn.list_domains():
-        if rec.name.startswith(PFX):
-            if rec.active:
-                conn.destroy(rec.name)
-            conn.undefine(rec.name)
-    conn.close()
+    yield from held_test_driver(monkeypatch, tmp_path, PFX)
 
 
 def collect(stream, watched, n: int, timeout: float = 5) -> list[dict]:
