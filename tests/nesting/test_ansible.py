@@ -21,7 +21,13 @@ def test_groups_and_connection_vars(nested_site):
     assert ch["virtmix_hosts"]["hosts"]["hv1"]["ansible_connection"] == "local"
     g1 = ch["virtmix_guests"]["hosts"]["g1"]
     assert g1["ansible_connection"] == "ssh" and g1["ansible_host"] == "10.213.99.10"
-    assert g1["ansible_ssh_common_args"] == "-F /var/tmp/vmixt-nest-unit-storage/ssh/config"
+    st = "/var/tmp/vmixt-nest-unit-storage/ssh"
+    # Only the host key virtmix pinned is trusted, whatever ansible.cfg says.
+    assert g1["ansible_ssh_common_args"] == (
+        f"-F {st}/config -o UserKnownHostsFile={st}/known_hosts "
+        "-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes")
+    assert g1["ansible_host_key_checking"] is True and g1["ansible_user"] == "root"
+    assert g1["ansible_ssh_private_key_file"] == f"{st}/id_ed25519"
     plain = ch["virtmix_guests"]["hosts"]["plain"]
     assert plain["ansible_connection"] == QEMU_PLUGIN
     assert plain["ansible_libvirt_uri"] == "qemu:///system"
