@@ -83,8 +83,20 @@ def test_guest_on_a_cloud_image_takes_hostname_key_and_address(work, busybox_tre
            }}, "containers": {BOX: busybox(busybox_tree, interfaces=[
                {"network": net, "ipv4": f"{BOX_ADDR}/24"}])}}}}
     inv = work / "site.yaml"
+    # First the network and the container alone: the guest's name then reaches the running
+    # network's dnsmasq live (virNetworkUpdate) when the guest is added.
+    guests = doc["hosts"]["hv1"].pop("guests")
+    inv.write_text(yaml.safe_dump(doc, sort_keys=False))
+    virtmix("apply", str(inv), "--yes", check=0, timeout=300)
+    network = lxc_conn.networkLookupByName(net)
+    ifindex = Path(f"/sys/class/net/{network.bridgeName()}/ifindex").read_text()
+    doc["hosts"]["hv1"]["guests"] = guests
     inv.write_text(yaml.safe_dump(doc, sort_keys=False))
     virtmix("apply", str(inv), "--yes", check=0, timeout=900)
+    # not restarted: the same bridge device (a restart makes a new one)
+    assert Path(f"/sys/class/net/{network.bridgeName()}/ifindex").read_text() == ifindex
+    for flags in (0, libvirt.VIR_NETWORK_XML_INACTIVE):  # live and persistent
+        assert f"<hostname>{GUEST}</hostname>" in network.XMLDesc(flags)
     downloads = list((work / "st/images/downloads").iterdir())
     assert [p.name for p in downloads] == [f"{sha256(image.base)}.qcow2"]
 
@@ -157,7 +169,6 @@ def test_guest_on_a_cloud_image_takes_hostname_key_and_address(work, busybox_tre
     # Destroying the guest takes its name out of the network's DNS (live and persistent)
     # and its pin out of known_hosts; the container stays and no longer resolves it.
     virtmix("destroy", GUEST, "--yes", "--force", check=0)
-    network = lxc_conn.networkLookupByName(net)
     for flags in (0, libvirt.VIR_NETWORK_XML_INACTIVE):
         xml = network.XMLDesc(flags)
         assert GUEST not in xml and BOX in xml, xml
