@@ -204,3 +204,19 @@ def test_destroy_forgets_a_cloud_guests_pinned_key(tmp_path):
     assert delete_files("cg", xml) == [str(gdir)]
     assert not gdir.exists()
     assert keys.known_hosts(storage).read_text() == f"10.213.90.21 {' '.join(KEY.split()[:2])}\n"
+
+
+def test_relative_image_path_is_taken_from_the_inventory_directory(tmp_path):
+    """The issue's own example: `image: {path: debian-12-genericcloud-amd64.qcow2}` beside
+    site.yaml. A base image is only an overlay's backing file: no "guest can write" warning."""
+    guest = {**GUEST, "image": {"path": "debian-12-genericcloud-amd64.qcow2"}}
+    site = load_site(site_file(tmp_path, guest))
+    g = site.find("cg")
+    assert g.spec.image.path == f"{tmp_path}/debian-12-genericcloud-amd64.qcow2"
+    assert not [w for w in site.warnings if "image.path" in w], site.warnings
+    guest = {**GUEST, "image": {"path": "../images/x.qcow2"}}
+    assert load_site(site_file(tmp_path, guest)).find("cg").spec.image.path == \
+        f"{tmp_path.parent}/images/x.qcow2"
+    res = CliRunner().invoke(app, ["validate", str(site_file(tmp_path, {
+        **GUEST, "image": {"path": "a\x01b.qcow2"}}))])
+    assert res.exit_code == 3 and "image.path" in res.output, res.output
