@@ -83,8 +83,11 @@ def test_inventory_plugin_with_the_real_ansible_inventory(tmp_path):
 
     repo = HERE.parents[1]
     (tmp_path / "site.yaml").write_text((HERE / "site_nested.yaml").read_text())
-    (tmp_path / "site.virtmix.yml").write_text("plugin: virtmix.site.inventory\n"
-                                               "inventory: site.yaml\n")
+    # Ansible's constructed options on top: a keyed group and a composed variable.
+    (tmp_path / "site.virtmix.yml").write_text(
+        "plugin: virtmix.site.inventory\ninventory: site.yaml\n"
+        "keyed_groups: [{key: virtmix_kind, prefix: k}]\n"
+        "compose: {mem_mib: virtmix_memory_kib // 1024}\n")
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(repo),
            "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
@@ -101,3 +104,5 @@ def test_inventory_plugin_with_the_real_ansible_inventory(tmp_path):
     assert db["virtmix_settings"]["cpu"]["cpuset"] == "1"
     assert db["virtmix_site_settings"]["storage_dir"] == "/var/tmp/vmixt-nest-unit-storage"
     assert data["_meta"]["hostvars"]["g1"]["ansible_connection"] == "ssh"
+    assert set(data["k_guest"]["hosts"]) == {"g1", "plain"}
+    assert data["_meta"]["hostvars"]["g1"]["mem_mib"] == 1024
