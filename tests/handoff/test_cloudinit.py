@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from virtmix.cli import app
+from virtmix.converge.prepare import seed_pins_host_key
 from virtmix.errors import RootfsError
 from virtmix.images.download import fetch_image
 from virtmix.inventory.load import load_site
@@ -67,12 +68,47 @@ def test_user_data_mapping_is_merged_and_text_passed_through(tmp_path):
     assert user["packages"] == ["hello"] and user["hostname"] == "other"
     assert user["ssh_authorized_keys"] == [KEY]
     assert docs["vendor-data"] == "#cloud-config\nruncmd: [true]\n"
-    text = {**GUEST, "cloud_init": {"user_data": "#!/bin/sh\necho hi\n"}}
-    site = load_site(site_file(tmp_path, text))
+    mime = {**GUEST, "cloud_init": {"user_data": "Content-Type: multipart/mixed\n..."}}
+    site = load_site(site_file(tmp_path, mime))
     g = site.find("cg")
     docs = seed_documents(g.name, g.uri, g.kind, g.spec, site.inventory.networks)
-    assert docs["user-data"] == "#!/bin/sh\necho hi\n"
+    assert docs["user-data"] == "Content-Type: multipart/mixed\n...\n"  # as it is
     assert yaml.safe_load(docs["meta-data"])["public-keys"] == [KEY]
+    assert not seed_pins_host_key(g)
+
+
+def parts(user_data: str) -> list[tuple[str, str]]:
+    """(type, text) of each part, as cloud-init reads a multipart user-data."""
+    import email
+
+    msg = email.message_from_string(user_data)
+    assert msg.get_content_type() == "multipart/mixed"
+    return [(p.get_content_type(), p.get_payload(decode=True).decode())
+            for p in msg.walk() if not p.is_multipart()]
+
+
+@pytest.mark.parametrize(("text", "mime"), [
+    ("#!/bin/sh\necho hi > /run/x\n", "text/x-shellscript"),
+    ("#cloud-config\npackages: [hello]\n", "text/cloud-config"),
+    ("#cloud-boothook\n#!/bin/sh\necho é\n", "text/cloud-boothook"),
+])
+def test_user_data_text_goes_beside_virtmix_part_and_the_key_is_pinned(tmp_path, text, mime):
+    """A script or #cloud-config text: a second part after virtmix's #cloud-config, so the
+    guest still gets the host key virtmix pins, its hostname and the keys."""
+    site = load_site(site_file(tmp_path, {**GUEST, "cloud_init": {"user_data": text}}))
+    g = site.find("cg")
+    assert seed_pins_host_key(g)
+    host_key = ("-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n", "ssh-ed25519 AAAA root@cg")
+    docs = seed_documents(g.name, g.uri, g.kind, g.spec, site.inventory.networks, host_key)
+    (t1, ours), (t2, theirs) = parts(docs["user-data"])
+    assert (t1, t2) == ("text/cloud-config", mime) and theirs == text
+    ours = yaml.safe_load(ours)
+    assert ours["hostname"] == "cg" and ours["ssh_authorized_keys"] == [KEY]
+    assert ours["ssh_keys"] == {"ed25519_private": host_key[0], "ed25519_public": host_key[1]}
+    if text.isascii():  # 8bit: the admin's text is readable in the seed as written
+        assert text in docs["user-data"]
+    again = seed_documents(g.name, g.uri, g.kind, g.spec, site.inventory.networks, host_key)
+    assert again == docs  # a fixed boundary: the seed changes only with the inventory
 
 
 def test_seed_iso_is_labelled_cidata_with_the_documents(tmp_path):
@@ -146,3 +182,41 @@ def test_bad_image_source_is_an_inventory_error(tmp_path, image, message):
     res = CliRunner().invoke(app, ["validate", str(site_file(tmp_path, {**GUEST,
                                                                       "image": image}))])
     assert res.exit_code == 3 and message in res.output, res.output
+
+
+def test_destroy_forgets_a_cloud_guests_pinned_key(tmp_path):
+    """delete_files of a cloud-image guest's directory removes its host key's pin (any
+    address), and leaves other pins alone."""
+    from virtmix.converge.destroy import delete_files
+    from virtmix.images import keys
+    from virtmix.util import layout
+
+    storage = Storage(tmp_path / "st")
+    gdir = tmp_path / "st/guests/cg"
+    gdir.mkdir(parents=True)
+    (gdir / layout.GUEST_FILES_MARKER).write_bytes(b"")
+    pub = keys.make_host_key(gdir / "host_key", "cg")
+    (gdir / "root.qcow2").write_bytes(b"")
+    keys.pin_host_key(storage, "10.213.90.20", pub)
+    keys.pin_host_key(storage, "10.213.90.21", KEY)
+    xml = (f"<domain type='qemu'><name>cg</name><devices><disk type='file' device='disk'>"
+           f"<source file='{gdir}/root.qcow2'/><target dev='vda'/></disk></devices></domain>")
+    assert delete_files("cg", xml) == [str(gdir)]
+    assert not gdir.exists()
+    assert keys.known_hosts(storage).read_text() == f"10.213.90.21 {' '.join(KEY.split()[:2])}\n"
+
+
+def test_relative_image_path_is_taken_from_the_inventory_directory(tmp_path):
+    """The issue's own example: `image: {path: debian-12-genericcloud-amd64.qcow2}` beside
+    site.yaml. A base image is only an overlay's backing file: no "guest can write" warning."""
+    guest = {**GUEST, "image": {"path": "debian-12-genericcloud-amd64.qcow2"}}
+    site = load_site(site_file(tmp_path, guest))
+    g = site.find("cg")
+    assert g.spec.image.path == f"{tmp_path}/debian-12-genericcloud-amd64.qcow2"
+    assert not [w for w in site.warnings if "image.path" in w], site.warnings
+    guest = {**GUEST, "image": {"path": "../images/x.qcow2"}}
+    assert load_site(site_file(tmp_path, guest)).find("cg").spec.image.path == \
+        f"{tmp_path.parent}/images/x.qcow2"
+    res = CliRunner().invoke(app, ["validate", str(site_file(tmp_path, {
+        **GUEST, "image": {"path": "a\x01b.qcow2"}}))])
+    assert res.exit_code == 3 and "image.path" in res.output, res.output

@@ -21,7 +21,13 @@ def test_groups_and_connection_vars(nested_site):
     assert ch["virtmix_hosts"]["hosts"]["hv1"]["ansible_connection"] == "local"
     g1 = ch["virtmix_guests"]["hosts"]["g1"]
     assert g1["ansible_connection"] == "ssh" and g1["ansible_host"] == "10.213.99.10"
-    assert g1["ansible_ssh_common_args"] == "-F /var/tmp/vmixt-nest-unit-storage/ssh/config"
+    st = "/var/tmp/vmixt-nest-unit-storage/ssh"
+    # Only the host key virtmix pinned is trusted, whatever ansible.cfg says.
+    assert g1["ansible_ssh_common_args"] == (
+        f"-F {st}/config -o UserKnownHostsFile={st}/known_hosts "
+        "-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes")
+    assert g1["ansible_host_key_checking"] is True and g1["ansible_user"] == "root"
+    assert g1["ansible_ssh_private_key_file"] == f"{st}/id_ed25519"
     plain = ch["virtmix_guests"]["hosts"]["plain"]
     assert plain["ansible_connection"] == QEMU_PLUGIN
     assert plain["ansible_libvirt_uri"] == "qemu:///system"
@@ -77,8 +83,11 @@ def test_inventory_plugin_with_the_real_ansible_inventory(tmp_path):
 
     repo = HERE.parents[1]
     (tmp_path / "site.yaml").write_text((HERE / "site_nested.yaml").read_text())
-    (tmp_path / "site.virtmix.yml").write_text("plugin: virtmix.site.inventory\n"
-                                               "inventory: site.yaml\n")
+    # Ansible's constructed options on top: a keyed group and a composed variable.
+    (tmp_path / "site.virtmix.yml").write_text(
+        "plugin: virtmix.site.inventory\ninventory: site.yaml\n"
+        "keyed_groups: [{key: virtmix_kind, prefix: k}]\n"
+        "compose: {mem_mib: virtmix_memory_kib // 1024}\n")
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(repo),
            "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i",
@@ -95,3 +104,5 @@ def test_inventory_plugin_with_the_real_ansible_inventory(tmp_path):
     assert db["virtmix_settings"]["cpu"]["cpuset"] == "1"
     assert db["virtmix_site_settings"]["storage_dir"] == "/var/tmp/vmixt-nest-unit-storage"
     assert data["_meta"]["hostvars"]["g1"]["ansible_connection"] == "ssh"
+    assert set(data["k_guest"]["hosts"]) == {"g1", "plain"}
+    assert data["_meta"]["hostvars"]["g1"]["mem_mib"] == 1024

@@ -155,6 +155,12 @@ def delete_files(name: str, xml: str) -> list[str]:
             remove_guest_dir(Storage(d.parent.parent), name)
             removed.append(str(d))
         elif (d / layout.GUEST_FILES_MARKER).is_file():  # made by prepare: disks by size
+            pub = d / "host_key.pub"
+            if pub.is_file():  # a cloud image's host key, made and pinned by virtmix
+                from virtmix.images.keys import unpin_key
+                from virtmix.rootfs import Storage
+
+                unpin_key(Storage(d.parent.parent), pub.read_text())
             for f in d.iterdir():
                 if f.name in GUEST_FILES or f.name.startswith("disk"):
                     f.unlink()

@@ -150,13 +150,17 @@ def with_cloud_seed(setup: ContainerSetup, site: Site, entry: Entry) -> Containe
 
 def seed_pins_host_key(entry: Entry) -> bool:
     """Whether a guest on a given image gets a host key virtmix makes and pins: through
-    cloud-init's user-data, so not when the admin passes their own user-data text."""
+    cloud-init's user-data, so not when the admin's own user-data text cannot go beside
+    virtmix's #cloud-config in a multipart (MIME already, a jinja template)."""
+    from virtmix.rootfs.cloudinit import wraps_user_data
+
     spec = entry.spec
     if not isinstance(spec, Guest):
         return False
     ci = spec.cloud_init
     return bool(spec.image is not None and spec.image.given
-                and not (ci is not None and isinstance(ci.user_data, str))
+                and not (ci is not None and isinstance(ci.user_data, str)
+                         and not wraps_user_data(ci.user_data))
                 and any(i.ipv4 is not None for i in spec.interfaces))
 
 

@@ -94,6 +94,17 @@ def unpin_host_key(storage: Storage, address: str) -> None:
         _write_known(path, [x for x in lines if x.split(" ", 1)[0] != address])
 
 
+def unpin_key(storage: Storage, pub_line: str) -> None:
+    """Forget every pin of one host key (a cloud-image guest's, whatever its address was)."""
+    key = pub_line.split()[1]
+    with storage.lock("known-hosts"):
+        path = known_hosts(storage)
+        lines = path.read_text().splitlines()
+        kept = [x for x in lines if x.split()[2:3] != [key]]
+        if kept != lines:
+            _write_known(path, kept)
+
+
 def _write_known(path: Path, lines: list[str]) -> None:
     write_atomic(path, "".join(x + "\n" for x in lines).encode(), mode=0o600)
 

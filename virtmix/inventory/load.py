@@ -348,7 +348,8 @@ def load_site(path: str | Path, *, allow_uri_commands: bool | None = None,
             raise
         loader.check_raw(_profile_values(loader, tree))
         inventory = loader.validate(tree, {"allow_uri_commands": allow_uri_commands,
-                                           "allow_ext": allow_uri_commands or not connecting})
+                                           "allow_ext": allow_uri_commands or not connecting,
+                                           "base_dir": str(loader.path.resolve().parent)})
         loader.raise_collected()
         loader.collect(allocate_guest_addresses, inventory, loader.fail)
         loader.raise_collected()  # entries' URIs use the picked addresses

@@ -6,6 +6,7 @@ and render them without parsing again. Every model forbids unknown keys.
 
 from __future__ import annotations
 
+import posixpath
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Annotated, Any, Literal
 
@@ -88,6 +89,20 @@ def _uri(value: str | None, info: ValidationInfo) -> str | None:
 
 
 Uri = Annotated[str, AfterValidator(_uri)]
+
+
+def _file_path(value: Any, info: ValidationInfo) -> Any:
+    """A file the admin names (a cloud image): absolute, or relative to the inventory
+    file's directory (`image: {path: debian-12-genericcloud-amd64.qcow2}` beside site.yaml),
+    made absolute here so everything downstream sees one spelling."""
+    base = (info.context or {}).get("base_dir")
+    if isinstance(value, str) and value and not value.startswith("/") and base:
+        strings.no_control(value)
+        value = posixpath.normpath(posixpath.join(base, value))
+    return strings.check_abs_path(value)
+
+
+FilePath = Annotated[str, AfterValidator(_file_path)]
 
 
 Policy = Literal["spread", "pack"]
@@ -334,7 +349,8 @@ class GuestImage(Strict):
     """The guest's root disk: built by virtmix from Debian, or a base image the admin names
     (a local `path`, or a `url` downloaded once into the storage cache), e.g. a cloud image."""
 
-    path: AbsPath | None = None
+    path: FilePath | None = Field(None, description="A local base image; a relative path is "
+                                  "taken from the inventory file's directory.")
     url: str | None = Field(None, description="Downloaded once (http, https, file).")
     checksum: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$",
                                  description="sha256:HEX of the file at url (required).")

@@ -161,9 +161,9 @@ def _mount_warnings(e: Entry, spec: Container) -> list[str]:
 
 def _disk_warnings(e: Entry, spec: Guest, storage: str) -> list[str]:
     out = []
+    # Not image.path: a given base image is only the backing file of the guest's own
+    # overlay (STORAGE/guests/NAME/root.qcow2), which the guest cannot write through.
     paths = [(f"disks[{i}].path", d.path) for i, d in enumerate(spec.disks) if d.path]
-    if spec.image is not None and spec.image.path:
-        paths.append(("image.path", spec.image.path))
     for key, path in paths:
         path = _norm(path)
         if path.startswith("/dev/"):

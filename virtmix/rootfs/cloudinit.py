@@ -3,8 +3,11 @@
 One seed for both kinds, so one user-data works for guests and containers:
   meta-data       instance-id, local-hostname
   user-data       #cloud-config with the hostname, root's keys (`ssh_keys`), root login
-                  allowed; an entry's `cloud_init.user_data` mapping is merged over it, a
-                  string is passed through as it is
+                  allowed; an entry's `cloud_init.user_data` mapping is merged over it; a
+                  string (a script, a #cloud-config, a boothook, an #include) becomes the
+                  second part of a MIME multipart after virtmix's own #cloud-config (so the
+                  pinned host key and the keys still reach the guest); a string cloud-init
+                  would not take as a part (already MIME, a jinja template) goes as it is
   network-config  version 2: each interface's static address (matched by MAC) and the
                   network's dnsmasq as nameserver; containers get `config: disabled`, libvirt
                   sets their addresses
@@ -33,9 +36,56 @@ def _dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
+# First line of a user-data text -> its MIME type as a part (cloud-init's own table, in
+# cloudinit/handlers/__init__.py); longest prefix first (#cloud-config-archive).
+_PART_TYPES = (("#cloud-config-archive", "cloud-config-archive"),
+               ("#cloud-config", "cloud-config"), ("#cloud-boothook", "cloud-boothook"),
+               ("#include", "x-include-url"), ("#!", "x-shellscript"))
+
+
+def _part_type(text: str) -> str | None:
+    """The MIME subtype cloud-init gives TEXT as one part of a multipart, or None when
+    it is not one virtmix wraps (MIME already, a jinja template, gzip, unknown)."""
+    return next((sub for prefix, sub in _PART_TYPES if text.startswith(prefix)), None)
+
+
+def wraps_user_data(text: str) -> bool:
+    """Whether a user-data text goes into a multipart beside virtmix's #cloud-config (and so
+    a guest on a given image still gets the host key virtmix pins)."""
+    return _part_type(text) is not None
+
+
+def _multipart(parts: list[tuple[str, str]]) -> str:
+    """A MIME multipart/mixed of (subtype, text) parts, as cloud-init reads user-data made
+    by `cloud-init devel make-mime`: the standard library's email package, 8bit (the text
+    as it is) where it can, base64 otherwise; a fixed boundary, so the seed only changes
+    when the inventory does."""
+    from email import policy
+    from email.message import MIMEPart
+
+    pol = policy.default.clone(utf8=True, linesep="\n", max_line_length=0)
+    msg = MIMEPart(policy=pol)
+    msg.make_mixed()
+    for sub, text in parts:
+        part = MIMEPart(policy=pol)
+        part.set_content(text, subtype=sub, cte="8bit")
+        msg.attach(part)
+    boundary = "virtmix-user-data"
+    while any(boundary in text for _, text in parts):
+        boundary += "-x"
+    msg.set_boundary(boundary)
+    msg["MIME-Version"] = "1.0"
+    return msg.as_string()
+
+
 def _cloud_config(doc: str | dict[str, Any] | None, defaults: dict[str, Any]) -> str:
     if isinstance(doc, str):
-        return doc if doc.endswith("\n") else doc + "\n"
+        text = doc if doc.endswith("\n") else doc + "\n"
+        sub = _part_type(text)
+        if sub is None or not defaults:
+            return text
+        return _multipart([("cloud-config", "#cloud-config\n" + _dump(defaults)),
+                           (sub, text)])
     return "#cloud-config\n" + _dump({**defaults, **(doc or {})})
 
 

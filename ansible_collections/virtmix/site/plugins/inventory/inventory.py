@@ -9,15 +9,19 @@ short_description: Hosts, guests and containers of a virtmix inventory
 description:
   - Reads a virtmix inventory (site.yaml) and gives every host, guest and container of it,
     with the connection settings of C(virtmix inventory ansible) (containers through
-    C(virtmix.site.lxc), guests on virtmix's images over ssh with the host key virtmix
-    pinned).
+    C(virtmix.site.lxc), guests on virtmix's images and on cloud images with a static
+    address over ssh with the host key virtmix pinned).
   - "Groups: virtmix_hosts, virtmix_guests, virtmix_containers; host_HOST (what runs on a
     host), guest_GUEST (containers nested in a guest), kind_container, kind_guest,
     profile_PROFILE (every profile in an entry's chain)."
   - Each entry's merged settings are the host variable C(virtmix_settings); the inventory's
     own C(settings:) are the group variable C(virtmix_site_settings) of C(all).
+  - "Ansible's C(constructed) options work on top: C(compose), C(groups), C(keyed_groups)
+    (for example a group per state with key C(virtmix_settings.state), prefix C(state))."
   - Needs C(virtmix) importable by Ansible's Python.
 author: virtmix contributors
+extends_documentation_fragment:
+  - constructed
 options:
   plugin:
     description: The name of this plugin.
@@ -34,15 +38,19 @@ EXAMPLES = r"""
 # site.virtmix.yml
 plugin: virtmix.site.inventory
 inventory: site.yaml
+# optional, as for any constructed inventory:
+keyed_groups:
+  - key: virtmix_settings.state
+    prefix: state
 """
 
 import os
 
 from ansible.errors import AnsibleParserError
-from ansible.plugins.inventory import BaseInventoryPlugin
+from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 
 
-class InventoryModule(BaseInventoryPlugin):
+class InventoryModule(BaseInventoryPlugin, Constructable):
     NAME = "virtmix.site.inventory"
 
     def verify_file(self, path):
@@ -66,9 +74,19 @@ class InventoryModule(BaseInventoryPlugin):
             raise AnsibleParserError(f"{path}: {exc}") from None
         for key, value in data["vars"].items():
             self.inventory.set_variable("all", key, value)
+        mine = {}  # this source's hosts only (other sources may share the inventory)
         for group, members in data["children"].items():
             self.inventory.add_group(group)
             for host, hvars in members["hosts"].items():
                 self.inventory.add_host(host, group=group)
+                mine[host] = None
                 for key, value in (hvars or {}).items():
                     self.inventory.set_variable(host, key, value)
+        strict = self.get_option("strict")
+        for host in mine:
+            hvars = {**data["vars"], **self.inventory.get_host(host).get_vars()}
+            self._set_composite_vars(self.get_option("compose"), hvars, host, strict=strict)
+            self._add_host_to_composed_groups(self.get_option("groups"), hvars, host,
+                                              strict=strict)
+            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hvars, host,
+                                           strict=strict)
