@@ -5,6 +5,13 @@ the guest's cgroup v2 files over ssh), idempotent, visible from the host's admin
 then destroyed with nothing left in the guest or on the host. And the failure path: a
 guest the host cannot reach makes apply fail naming the guest and the containers not
 applied; once the network is fixed the next apply converges.
+
+The three scenarios share ONE guest (booting a Debian guest under TCG and shutting it down
+cost about a minute each time): they run in the order of this file, each rewrites the same
+inventory file with its own containers and leaves the guest up and empty, the last one
+destroys it all and checks that nothing is left. A scenario that fails leaves the shared
+guest untidy; the next one then starts from nothing (its first apply boots a new guest), so
+any one of them also runs alone.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 import pytest
 from ansible_helpers import PLAYBOOK, local_repo, recap
 from ansible_helpers import run as ansible
+from support import cleanup_domains
 
 from virtmix.images import guest_dir, remove_guest_files, run_ssh
 from virtmix.images.recipe import BUSYBOX_TREE
@@ -33,6 +41,12 @@ PREFIX = "vmixt-nest-"
 STORAGE = Path("/var/tmp/vmixt-nest-storage")
 VIRTMIX = str(Path(sys.executable).parent / "virtmix")
 INIT = '[/bin/sh, -c, "while :; do sleep 3600; done"]'
+# The nested containers' init ends when libvirt's shutdown asks it to: libvirt writes a
+# runlevel request into the container's /dev/initctl (its own tmpfs) when a reader has it
+# open, and sends nothing at all to an init without one, so a bare `sh -c` loop was forced
+# off after the whole shutdown timeout (30 s) on every destroy.
+NESTED_INIT = ('[/bin/sh, -c, "mkfifo /dev/initctl; sleep 3600 & cat /dev/initctl >/dev/null; '
+               'exit 0"]')
 
 SITE = """\
 name: {name}
@@ -63,13 +77,6 @@ hosts:
 """
 
 
-def write_site(tmp_path: Path, name: str, bridge: str, net: str) -> Path:
-    path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(name=name, storage=STORAGE, bridge=bridge, net=net,
-                                tree=BUSYBOX_TREE, init=INIT))
-    return path
-
-
 def virtmix(*args: str, timeout: float = 480, env: dict | None = None
             ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([VIRTMIX, *args], capture_output=True, text=True, timeout=timeout,
@@ -87,29 +94,98 @@ def nested_cgroup(address: str, name: str, filename: str) -> str:
                     ).strip()
 
 
-@pytest.fixture
-def nest_site(libvirtd, domain_cleanup, tmp_path):
-    """Factory: a site named vmixt-nest-<tag>; its domains, network, guest files and pins
-    are removed before (leftovers) and after the test, even when it failed."""
+# The guest the three scenarios share, and the containers each of them puts in it.
+NAME = f"{PREFIX}one"
+GUEST = f"{NAME}-g"
+NEST_SITE = """\
+name: {name}
+settings: {{storage_dir: {storage}}}
+networks:
+  {name}-net: {{host: hv, mode: isolated, bridge: vmixtnest1, ipv4: 10.213.71.1/24}}
+hosts:
+  hv:
+    uri: qemu:///system
+    lxc_uri: lxc:///system
+    virt_type: qemu
+    guests:
+      {name}-g:
+        vcpus: 2
+        memory: 768MiB
+        interfaces: [{{network: {name}-net}}]   # no ipv4: virtmix picks the guest's address
+        containers:
+{containers}"""
+BUSYBOX_CONTAINERS = """\
+          {name}-c1:
+            rootfs: {{path: {tree}}}
+            init: {init}
+            cpu: {{cpuset: "0", shares: 512}}
+            memory: 64MiB
+          {name}-c2:
+            rootfs: {{path: {tree}}}
+            init: {init}
+            cpu: {{cpuset: "1", shares: 2048}}
+            memory: 64MiB
+"""
+DEBIAN_CONTAINERS = """\
+          # the ansible profile: Debian bookworm plus python3 and python3-apt
+          {name}-deb: {{profile: ansible, cpu: {{shares: 256}}}}
+"""
+
+
+class SharedGuest:
+    """The one guest (and its network) of the scenarios below, and its inventory file.
+
+    `tidy` says the guest is either absent or up with no container in it, as the next
+    scenario expects; a scenario sets it at its very end, so a failed one leaves it False.
+    """
+
+    def __init__(self, conn, path: Path) -> None:
+        self.conn, self.path, self.tidy = conn, path, False
+
+    def write(self, containers: str) -> Path:
+        """The same file for every scenario: the inventory path is part of each domain's
+        metadata, so another path would be another desired guest."""
+        self.path.write_text(NEST_SITE.format(
+            name=NAME, storage=STORAGE,
+            containers=containers.format(name=NAME, tree=BUSYBOX_TREE, init=NESTED_INIT)))
+        return self.path
+
+    @property
+    def address(self) -> str:
+        return str(load_site(self.path).find(GUEST).spec.interfaces[0].ipv4.ip)
+
+    def reset(self) -> None:
+        """From nothing: the guest, its network and its files (with its pin) removed."""
+        cleanup_domains(self.conn, PREFIX)
+        if self.path.exists():
+            _remove_files(self.path)
+        self.tidy = True
+
+
+@pytest.fixture(scope="module")
+def shared_guest(libvirtd, tmp_path_factory):
     import libvirt
 
-    # A connection of this test's own: these tests run for minutes, and a session-wide one
-    # may have been closed by a libvirtd restart meanwhile.
+    # A connection of this module's own: these tests run for minutes, and a session-wide
+    # one may have been closed by a libvirtd restart meanwhile.
     conn = libvirt.open(libvirtd.qemu_uri)
-    made: list[tuple[str, Path]] = []
+    guest = SharedGuest(conn, tmp_path_factory.mktemp("nest") / "site.yaml")
+    guest.write(BUSYBOX_CONTAINERS)
+    guest.reset()  # leftovers of an earlier run
+    try:
+        yield guest
+    finally:
+        guest.reset()
+        conn.close()
 
-    def make(tag: str, bridge: str, net: str) -> Path:
-        name = f"{PREFIX}{tag}"
-        domain_cleanup(conn, name)
-        path = write_site(tmp_path, name, bridge, net)
-        made.append((name, path))
-        _remove_files(path)
-        return path
 
-    yield make
-    for _name, path in made:
-        _remove_files(path)
-    # conn stays open: domain_cleanup's teardown (after this one) still uses it.
+@pytest.fixture
+def nest(shared_guest):
+    """The shared guest, tidy: after a failed scenario everything is removed first."""
+    if not shared_guest.tidy:
+        shared_guest.reset()
+    shared_guest.tidy = False
+    return shared_guest
 
 
 def _remove_files(path: Path) -> None:
@@ -119,11 +195,108 @@ def _remove_files(path: Path) -> None:
             remove_guest_files(site, e.name)
 
 
-def test_guest_with_two_containers_end_to_end(nest_site):
+@pytest.fixture
+def blackhole():
+    """ip route blackhole ADDR: the host cannot reach the guest (removed at the end)."""
+    added: list[str] = []
+
+    def add(address: str) -> None:
+        subprocess.run(["ip", "route", "replace", "blackhole", f"{address}/32"], check=True)
+        added.append(address)
+
+    def remove(address: str) -> None:
+        subprocess.run(["ip", "route", "del", "blackhole", f"{address}/32"], check=False)
+
+    add.remove = remove
+    yield add
+    for a in added:
+        remove(a)
+
+
+def test_unreachable_guest_names_it_and_next_apply_converges(nest, blackhole):
+    # First of the three: the guest is created by an apply that cannot reach it (the
+    # original failure case), and boots meanwhile.
+    site_path = nest.write(BUSYBOX_CONTAINERS)
+    address = nest.address
+    guest, c1, c2 = GUEST, f"{NAME}-c1", f"{NAME}-c2"
+    blackhole(address)
+
+    res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "30"})
+    assert res.returncode == 11, res.stdout + res.stderr
+    text = res.stdout + res.stderr
+    assert f"guest {guest}: its libvirt did not answer within 30s" in text, text
+    assert f"not applied: {guest}/{c1}, {guest}/{c2}" in text, text
+
+    blackhole.remove(address)  # the network is fixed
+    fixed = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert set(guest_sh(address, "virsh -q -c lxc:///system list --name").split()) == {c1, c2}
+    assert "nothing to do" in virtmix("apply", str(site_path), "--yes").stdout
+
+    # The guest stays for the next scenario, without containers.
+    gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{c1}", f"{guest}/{c2}", "--yes")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert guest_sh(address, "virsh -q -c lxc:///system list --all --name").strip() == ""
+    nest.tidy = True
+
+
+def test_nested_debian_tree_is_built_on_the_host_and_pushed(nest, tmp_path):
+    site_path = nest.write(DEBIAN_CONTAINERS)
+    guest, ct = GUEST, f"{NAME}-deb"
+    address = str(load_site(site_path).find(guest).spec.interfaces[0].ipv4.ip)
+    assert address.startswith("10.213.71.")  # picked by virtmix (the inventory gives none)
+    tree = f"{STORAGE}/containers/{ct}/rootfs"
+
+    res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    # Built and customised on the host, unprivileged (owned by the <idmap> range: its own
+    # in the guest's id space), in the guest at the path its definition names; nothing
+    # staged is left on the host.
+    from virtmix.render.views import container_idmap
+
+    loaded = load_site(site_path)
+    own = container_idmap(loaded, loaded.find(f"{guest}/{ct}"))
+    assert guest_sh(address, f"cat {tree}/etc/hostname; stat -c %u {tree}/etc/hostname"
+                    ).split() == [ct, str(own[1])]
+    assert not (STORAGE / "containers" / f"push--{guest}--{ct}").exists()
+    assert guest_sh(address, "virsh -q -c lxc:///system domstate " + ct).strip() == "running"
+    deadline = time.monotonic() + 120
+    while True:  # its systemd comes up inside the container inside the guest
+        res = virtmix("-i", str(site_path), "attach", ct, "--", "systemctl",
+                      "is-system-running")
+        state = res.stdout.strip()
+        if state in ("running", "degraded") or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert state in ("running", "degraded"), (res.returncode, res.stdout, res.stderr)
+
+    # A stock ansible-playbook through the export reaches the container through its guest
+    # (virtmix.site.lxc: ssh with virtmix's key and pinned host key, nsenter there).
+    inv = tmp_path / "inv.yml"
+    res = virtmix("inventory", "ansible", str(site_path), "--out", str(inv))
+    assert res.returncode == 0, res.stdout + res.stderr
+    local_repo(tmp_path / "repo", "hello")
+    play = ansible("ansible-playbook", "-i", str(inv), "-e", f"repo_dir={tmp_path / 'repo'}",
+                   "-e", f"target={ct}", str(PLAYBOOK), timeout=900)
+    assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-2000:]
+    assert recap(play.stdout)[ct]["failed"] == 0 and recap(play.stdout)[ct]["changed"] >= 6
+    assert guest_sh(address, f"stat -c %u {tree}/root/hello.txt").strip() == str(own[1])
+
+    gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{ct}", "--yes",
+                   "--delete-rootfs")
+    assert gone.returncode == 0 and "(in the guest)" in gone.stdout, gone.stdout + gone.stderr
+    assert guest_sh(address, f"ls {STORAGE}/containers 2>/dev/null | wc -l").strip() == "0"
+    # The guest stays for the next scenario (its destroy is checked there).
+    assert guest_sh(address, "virsh -q -c lxc:///system list --all --name").strip() == ""
+    nest.tidy = True
+
+
+def test_guest_with_two_containers_end_to_end(nest):
+    # Last of the three: it ends by destroying the shared guest and checking what is left.
     t0 = time.monotonic()
-    site_path = nest_site("e2e", "vmixtnest1", "10.213.71")
-    name, address = "vmixt-nest-e2e", "10.213.71.10"
-    guest, c1, c2 = f"{name}-g", f"{name}-c1", f"{name}-c2"
+    site_path = nest.write(BUSYBOX_CONTAINERS)
+    name, address = NAME, nest.address
+    guest, c1, c2 = GUEST, f"{name}-c1", f"{name}-c2"
 
     res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
     assert res.returncode == 0, res.stdout + res.stderr
@@ -194,6 +367,7 @@ def test_guest_with_two_containers_end_to_end(nest_site):
     # Containers first: nothing of theirs is left in the guest.
     gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{c1}", f"{guest}/{c2}", "--yes")
     assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert gone.stdout.count("removed (shut down)") == 2, gone.stdout  # asked, not forced
     assert guest_sh(address, "virsh -q -c lxc:///system list --all --name").strip() == ""
     assert guest_sh(address, "ls /sys/fs/cgroup/machine/ 2>/dev/null | grep -c lxc- || true"
                     ).strip() == "0"
@@ -201,6 +375,9 @@ def test_guest_with_two_containers_end_to_end(nest_site):
     # Then the rest: nothing left on the host either.
     down = virtmix("destroy", str(site_path), "--yes", "--delete-rootfs")
     assert down.returncode == 0, down.stdout + down.stderr
+    # The guest heard the ACPI power button (acpid in virtmix's image) and powered off.
+    g_line = next(x for x in down.stdout.splitlines() if x.lstrip().startswith(f"{guest}:"))
+    assert "(shut down)" in g_line, down.stdout
     listed = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"],
                             capture_output=True, text=True).stdout.split()
     assert guest not in listed
@@ -210,117 +387,7 @@ def test_guest_with_two_containers_end_to_end(nest_site):
     assert not guest_dir(Storage(STORAGE), guest).exists()
     assert address not in (STORAGE / "ssh/known_hosts").read_text()
     assert time.monotonic() - t0 < 600
-
-
-@pytest.fixture
-def blackhole():
-    """ip route blackhole ADDR: the host cannot reach the guest (removed at the end)."""
-    added: list[str] = []
-
-    def add(address: str) -> None:
-        subprocess.run(["ip", "route", "replace", "blackhole", f"{address}/32"], check=True)
-        added.append(address)
-
-    def remove(address: str) -> None:
-        subprocess.run(["ip", "route", "del", "blackhole", f"{address}/32"], check=False)
-
-    add.remove = remove
-    yield add
-    for a in added:
-        remove(a)
-
-
-def test_unreachable_guest_names_it_and_next_apply_converges(nest_site, blackhole):
-    site_path = nest_site("fail", "vmixtnest2", "10.213.72")
-    name, address = "vmixt-nest-fail", "10.213.72.10"
-    guest, c1, c2 = f"{name}-g", f"{name}-c1", f"{name}-c2"
-    blackhole(address)
-
-    res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "30"})
-    assert res.returncode == 11, res.stdout + res.stderr
-    text = res.stdout + res.stderr
-    assert f"guest {guest}: its libvirt did not answer within 30s" in text, text
-    assert f"not applied: {guest}/{c1}, {guest}/{c2}" in text, text
-
-    blackhole.remove(address)  # the network is fixed
-    fixed = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert set(guest_sh(address, "virsh -q -c lxc:///system list --name").split()) == {c1, c2}
-    assert "nothing to do" in virtmix("apply", str(site_path), "--yes").stdout
-
-    down = virtmix("destroy", str(site_path), "--yes", "--delete-rootfs")
-    assert down.returncode == 0, down.stdout + down.stderr
-
-
-DEBIAN_SITE = """\
-name: {name}
-settings: {{storage_dir: {storage}}}
-networks:
-  {name}-net: {{host: hv, mode: isolated, bridge: vmixtnest4, ipv4: 10.213.74.1/24}}
-hosts:
-  hv:
-    virt_type: qemu
-    guests:
-      {name}-g:
-        vcpus: 2
-        memory: 768MiB
-        interfaces: [{{network: {name}-net}}]   # no ipv4: virtmix picks the guest's address
-        containers:
-          # the ansible profile: Debian bookworm plus python3 and python3-apt
-          {name}-deb: {{profile: ansible, cpu: {{shares: 256}}}}
-"""
-
-
-def test_nested_debian_tree_is_built_on_the_host_and_pushed(nest_site, tmp_path):
-    site_path = nest_site("deb", "vmixtnest4", "10.213.74")
-    name = "vmixt-nest-deb"
-    site_path.write_text(DEBIAN_SITE.format(name=name, storage=STORAGE))
-    guest, ct = f"{name}-g", f"{name}-deb"
-    address = str(load_site(site_path).find(guest).spec.interfaces[0].ipv4.ip)
-    assert address.startswith("10.213.74.")
-    tree = f"{STORAGE}/containers/{ct}/rootfs"
-
-    res = virtmix("apply", str(site_path), "--yes", env={"VIRTMIX_GUEST_WAIT": "300"})
-    assert res.returncode == 0, res.stdout + res.stderr
-    # Built and customised on the host, unprivileged (owned by the <idmap> range: its own
-    # in the guest's id space), in the guest at the path its definition names; nothing
-    # staged is left on the host.
-    from virtmix.render.views import container_idmap
-
-    loaded = load_site(site_path)
-    own = container_idmap(loaded, loaded.find(f"{guest}/{ct}"))
-    assert guest_sh(address, f"cat {tree}/etc/hostname; stat -c %u {tree}/etc/hostname"
-                    ).split() == [ct, str(own[1])]
-    assert not (STORAGE / "containers" / f"push--{guest}--{ct}").exists()
-    assert guest_sh(address, "virsh -q -c lxc:///system domstate " + ct).strip() == "running"
-    deadline = time.monotonic() + 120
-    while True:  # its systemd comes up inside the container inside the guest
-        res = virtmix("-i", str(site_path), "attach", ct, "--", "systemctl",
-                      "is-system-running")
-        state = res.stdout.strip()
-        if state in ("running", "degraded") or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    assert state in ("running", "degraded"), (res.returncode, res.stdout, res.stderr)
-
-    # A stock ansible-playbook through the export reaches the container through its guest
-    # (virtmix.site.lxc: ssh with virtmix's key and pinned host key, nsenter there).
-    inv = tmp_path / "inv.yml"
-    res = virtmix("inventory", "ansible", str(site_path), "--out", str(inv))
-    assert res.returncode == 0, res.stdout + res.stderr
-    local_repo(tmp_path / "repo", "hello")
-    play = ansible("ansible-playbook", "-i", str(inv), "-e", f"repo_dir={tmp_path / 'repo'}",
-                   "-e", f"target={ct}", str(PLAYBOOK), timeout=900)
-    assert play.returncode == 0, play.stdout[-4000:] + play.stderr[-2000:]
-    assert recap(play.stdout)[ct]["failed"] == 0 and recap(play.stdout)[ct]["changed"] >= 6
-    assert guest_sh(address, f"stat -c %u {tree}/root/hello.txt").strip() == str(own[1])
-
-    gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{ct}", "--yes",
-                   "--delete-rootfs")
-    assert gone.returncode == 0 and "(in the guest)" in gone.stdout, gone.stdout + gone.stderr
-    assert guest_sh(address, f"ls {STORAGE}/containers 2>/dev/null | wc -l").strip() == "0"
-    down = virtmix("destroy", str(site_path), "--yes", "--delete-rootfs")
-    assert down.returncode == 0, down.stdout + down.stderr
+    nest.tidy = True
 
 
 def test_second_guest_of_a_spec_is_an_overlay_with_its_own_identity(tmp_path):

@@ -20,7 +20,10 @@ from support import GuestKernel, wait_for
 
 pytestmark = pytest.mark.live
 SNAP_PFX = PFX + "snap-"
-SLEEP = ["/bin/sh", "-c", "sleep infinity"]
+# An init that ends on what destroy sends it (SIGPWR, as to busybox init): a bare
+# `sh -c` as pid 1 ignores it, and destroy then waited its whole timeout (30 s) before
+# forcing the container off. `sleep & wait` lets the trap run at once.
+SLEEP = ["/bin/sh", "-c", "trap 'exit 0' PWR TERM; sleep infinity & wait"]
 
 
 @pytest.fixture

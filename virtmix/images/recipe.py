@@ -94,6 +94,12 @@ KbdInteractiveAuthentication no
 UseDNS no
 """
 
+# acpid runs this on the ACPI power button, which is how libvirt asks a guest to shut down
+# (virtmix stop/destroy/apply wait settings.shutdown_timeout for it, then force it off).
+# Debian's acpid ships no events; logind would handle the button, but it needs dbus.
+POWER_EVENT = "event=button/power.*\naction=/bin/systemctl poweroff\n"
+POWER_EVENT_PATH = "etc/acpi/events/virtmix-power"
+
 # Nothing in a provisioning guest needs them, and under software emulation each costs
 # seconds of boot or background CPU.
 MASKED_UNITS = (
@@ -103,7 +109,9 @@ MASKED_UNITS = (
     "systemd-timesyncd.service", "man-db.timer", "systemd-networkd-wait-online.service",
 )
 ENABLED = {
-    "multi-user.target.wants": ("systemd-networkd.service", "libvirtd.service", "ssh.service"),
+    # acpid: Debian enables only its socket, which nothing connects to at boot.
+    "multi-user.target.wants": ("systemd-networkd.service", "libvirtd.service", "ssh.service",
+                                "acpid.service"),
     "sockets.target.wants": ("systemd-networkd.socket",),
     "sysinit.target.wants": ("virtmix-config.service",),
 }
@@ -163,6 +171,7 @@ def customise_image_tree(tree: Path) -> None:
     write_file(sysdir / "virtmix-config.service", CONFIG_UNIT)
     write_file(sysdir / "libvirtd.service", LIBVIRTD_UNIT)
     (tree / "var/log/libvirt").mkdir(parents=True, exist_ok=True)
+    write_file(tree / POWER_EVENT_PATH, POWER_EVENT)
     _qemu_driver_users(tree)
     for unit in MASKED_UNITS:
         (sysdir / "getty.target.wants" / unit).unlink(missing_ok=True)

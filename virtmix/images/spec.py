@@ -11,15 +11,18 @@ from virtmix.errors import InventoryError
 
 # Bumped whenever the recipe (packages, units, files written into the tree) changes, so an
 # image built by an older virtmix is never reused as if it were the same.
-RECIPE_VERSION = 1
+# 2: acpid and its power-button event (ACPI shutdown works; it was always forced off).
+RECIPE_VERSION = 2
 
 # What every guest that hosts containers needs (seen working in LIBVIRT-HERE.md):
 # a kernel and initramfs for direct boot, systemd, libvirt with the LXC driver (virt-ssh-
 # helper, the remote end of libvirt's ssh transport, is in libvirt-daemon), sshd, udev and
-# kmod for the virtio modules, busybox for test containers, iproute2 for the admin.
+# kmod for the virtio modules, busybox for test containers, iproute2 for the admin, acpid
+# for the ACPI power button (stop/destroy ask a guest to shut down that way; without logind,
+# which needs dbus, nothing in the image heard it).
 BASE_PACKAGES = (
     "systemd-sysv", "linux-image-cloud-amd64", "libvirt-daemon", "libvirt-daemon-driver-lxc",
-    "libvirt-clients", "openssh-server", "udev", "kmod", "busybox-static", "iproute2",
+    "libvirt-clients", "openssh-server", "udev", "kmod", "busybox-static", "iproute2", "acpid",
 )
 _WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+:-]*$")
 MIN_SIZE_KIB = 1024 * 1024  # the base tree alone is ~450 MB
