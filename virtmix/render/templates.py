@@ -408,9 +408,10 @@ PARALLEL_THRESHOLD = 2000  # below this, starting workers costs more than it sav
 
 def _render_jobs(site: Site, jobs: list, check: bool, keep: bool = True) -> list[str]:
     """The documents of `jobs` in order (none when not `keep`); the first failure raises."""
-    from virtmix.render.schema_check import check_xml
+    from virtmix.render.schema_check import ShapeChecker
 
     env = environment(user_templates(site))
+    checker = ShapeChecker()  # same-shape documents are schema-checked once (schema_check.py)
     out = []
     with _deadline_clock(env):  # one timer for the batch (user templates only)
         for kind, address, _host, entry in jobs:
@@ -419,7 +420,8 @@ def _render_jobs(site: Site, jobs: list, check: bool, keep: bool = True) -> list
             else:
                 xml = render_domain(site, entry, env)
             if check:
-                check_xml(xml, "network" if kind == "network" else "domain", f"{kind} {address}")
+                checker.check(xml, "network" if kind == "network" else "domain",
+                              f"{kind} {address}")
             if keep:
                 out.append(xml)
     return out
