@@ -11,7 +11,11 @@ checked against the installed copy.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -278,3 +282,123 @@ def test_golden_documents_pass_through_the_cache_as_through_check_xml():
         except TemplateError:
             continue
         checker.check(xml, kind, str(path))
+
+
+# --- EarlyRender: validate renders while the site-wide checks run ---------------------------
+
+def _many(tmp_path: Path, n: int = 2500, extra: str = "", template: str | None = None) -> Path:
+    head = ""
+    if template is not None:
+        tpl = tmp_path / "tpl"
+        tpl.mkdir()
+        (tpl / "lxc.xml.j2").write_text(template)
+        head = "templates_dir: tpl\n"
+    inv = tmp_path / "site.yaml"
+    inv.write_text(head + extra + "hosts:\n  h:\n    containers:\n" + "".join(
+        f"      c{i}: {{memory: {128 + i % 3 * 64}MiB, description: number {i}}}\n"
+        for i in range(n)))
+    return inv
+
+
+def _broken_uuid_template(name: str) -> str:
+    shipped = (paths.templates_dir() / "lxc.xml.j2").read_text()
+    return shipped.replace("<uuid>{{ d.uuid }}</uuid>",
+                           f"<uuid>{{{{ 'zz' if d.name == '{name}' else d.uuid }}}}</uuid>")
+
+
+needs_two_cpus = pytest.mark.skipif((os.cpu_count() or 1) < 2,
+                                    reason="EarlyRender forks only with two CPUs or more")
+
+# EarlyRender refuses to fork beside other threads (a lock one holds would never be released
+# in the child), and a long pytest run may have some: each scenario runs in a fresh Python.
+SCENARIO = """
+import json, os, signal, sys
+from virtmix.errors import TemplateError
+from virtmix.inventory.load import load_site
+from virtmix.render.templates import EarlyRender, render_all
+
+def error_of(fn):
+    try:
+        return None, fn()
+    except TemplateError as exc:
+        return str(exc), None
+
+early = EarlyRender()
+site = load_site(sys.argv[1], connecting=False, on_entries=early.start)
+pids = list(early.pids)
+if sys.argv[2] == "kill":
+    for pid in pids:  # whatever it had taken, it never reports
+        os.kill(pid, signal.SIGKILL)
+early_error, got = error_of(lambda: early.finish(site))
+early.abort()
+reaped = []
+for pid in pids:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        reaped.append(pid)
+direct_error, expected = error_of(lambda: render_all(site, check=True, keep=False, workers=1))
+print(json.dumps({"pids": pids, "reaped": reaped, "early_error": early_error,
+                  "direct_error": direct_error, "same": got == expected,
+                  "count": len(got or [])}))
+"""
+
+
+def _scenario(inv: Path, mode: str = "") -> dict:
+    r = subprocess.run([sys.executable, "-c", SCENARIO, str(inv), mode], capture_output=True,
+                       text=True, check=True, timeout=120)
+    return json.loads(r.stdout)
+
+
+@needs_two_cpus
+@pytest.mark.parametrize("bad", [None, "c0", "c1777", "c2499"])
+def test_early_render_gives_render_alls_result_and_first_error(tmp_path, bad):
+    inv = _many(tmp_path, template=_broken_uuid_template(bad) if bad else None)
+    out = _scenario(inv)
+    assert out["pids"], "2,500 documents on two CPUs: workers were forked"
+    assert out["reaped"] == out["pids"]
+    assert out["early_error"] == out["direct_error"]
+    if bad is None:
+        assert out["early_error"] is None and out["same"] and out["count"] == 2500
+    else:
+        assert f"container {bad}: rendered XML fails libvirt's domain.rng" in \
+            out["early_error"]
+
+
+@needs_two_cpus
+def test_early_render_redoes_the_slices_of_a_worker_that_died(tmp_path):
+    out = _scenario(_many(tmp_path, template=_broken_uuid_template("c2400")), "kill")
+    assert out["pids"] and out["reaped"] == out["pids"]
+    assert "container c2400: rendered XML fails" in out["early_error"]
+    assert out["early_error"] == out["direct_error"]
+
+
+@needs_two_cpus
+def test_an_inventory_error_after_early_start_kills_the_workers(tmp_path):
+    """A site-wide check (after the entries exist) fails: the network's host is unknown.
+    The workers forked before it are killed and reaped: no process is left behind."""
+    inv = _many(tmp_path, extra="networks:\n  n0: {host: nohost, bridge: vbrx0}\n")
+    script = (
+        "import os, sys\n"
+        "from virtmix.render import templates\n"
+        "real = templates.EarlyRender.start\n"
+        "def start(self, site):\n"
+        "    real(self, site)\n"
+        "    print('forked', *self.pids, file=sys.stderr, flush=True)\n"
+        "templates.EarlyRender.start = start\n"
+        "from virtmix.cli import main\n"
+        "sys.argv = ['virtmix', 'validate', sys.argv[1]]\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    try:\n"
+        "        print('children left', os.waitpid(-1, os.WNOHANG), file=sys.stderr)\n"
+        "    except ChildProcessError:\n"
+        "        print('no children left', file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(inv)], capture_output=True,
+                       text=True, timeout=120, check=False)
+    assert r.returncode == 3, r.stderr
+    assert "network host 'nohost' is not a host" in r.stderr
+    assert "forked " in r.stderr, "the workers had been forked before the check failed"
+    assert "no children left" in r.stderr
+    assert "Traceback" not in r.stderr
