@@ -128,9 +128,13 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
         elif isinstance(e.spec.rootfs, RootfsBuild) and not is_privileged(e):
             todo.append((space, e))
     out = {}
+    own_by_version: dict[str, bool] = {}  # isolated() per cgroup version: it reads the env
     for space, e in sorted(todo, key=lambda t: t[1].name):
         mine = (recorded or {}).get(e.name) if not e.parent and is_local(e.uri) else None
-        own = isolated(setting, cgroup_version(site, e))
+        version = cgroup_version(site, e)
+        own = own_by_version.get(version)
+        if own is None:
+            own = own_by_version[version] = isolated(setting, version)
         out[(e.uri, e.name)] = mine or (spaces[space].pick(e.name) if own
                                         else (*IDMAP, IDMAP[1]))
     site.__dict__["_idmaps"] = (len(site.entries), out)
