@@ -413,12 +413,15 @@ def _jobs(site: Site, host: str | None = None,
     return jobs
 
 
-def _render_jobs(site: Site, jobs: list, check: bool, keep: bool = True) -> list[str]:
-    """The documents of `jobs` in order (none when not `keep`); the first failure raises."""
+def _render_jobs(site: Site, jobs: list, check: bool, keep: bool = True,
+                 checker=None) -> list[str]:
+    """The documents of `jobs` in order (none when not `keep`); the first failure raises.
+    `checker`: a ShapeChecker to share between batches of one process."""
     from virtmix.render.schema_check import ShapeChecker
 
     env = environment(user_templates(site))
-    checker = ShapeChecker()  # same-shape documents are schema-checked once (schema_check.py)
+    if checker is None:  # same-shape documents are schema-checked once (schema_check.py)
+        checker = ShapeChecker()
     out = []
     with _deadline_clock(env):  # one timer for the batch (user templates only)
         for kind, address, _host, entry in jobs:
@@ -534,12 +537,16 @@ class EarlyRender:
 
     def _take_tickets(self) -> Iterator[tuple[int, bool]]:
         """Render the slices of the tickets this process takes; stop at a failed one."""
+        from virtmix.render.schema_check import ShapeChecker
+
+        checker = ShapeChecker()  # one per process: its shapes serve every slice it takes
         while True:
             ticket = os.read(self.tickets, 1)
             if not ticket:
                 return
             try:
-                _render_jobs(self.site, self._slice(ticket[0]), self.check, keep=False)
+                _render_jobs(self.site, self._slice(ticket[0]), self.check, keep=False,
+                             checker=checker)
             except Exception:  # noqa: BLE001 - the parent renders it again and reports it
                 yield ticket[0], False
                 return
