@@ -402,3 +402,14 @@ def test_an_inventory_error_after_early_start_kills_the_workers(tmp_path):
     assert "forked " in r.stderr, "the workers had been forked before the check failed"
     assert "no children left" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_doctype_is_never_cached():
+    """An internal DTD sits outside the root element the key is made of."""
+    checker = ShapeChecker()
+    checker.check(_doc(), "domain", "d")
+    dtd = '<!DOCTYPE domain [<!ENTITY n "c1">]>\n'
+    xml = dtd + _doc().replace("<name>c1</name>", "<name>&n;</name>", 1)
+    checker.check(xml, "domain", "d")
+    checker.check(xml, "domain", "d")
+    assert checker.validated == 3
