@@ -413,3 +413,21 @@ def test_a_doctype_is_never_cached():
     checker.check(xml, "domain", "d")
     checker.check(xml, "domain", "d")
     assert checker.validated == 3
+
+
+def test_the_virtmix_process_prints_its_answer_before_its_fast_exit(tmp_path):
+    """validate leaves its site for the exit (cli.main ends the process without freeing it):
+    the answer still reaches a pipe, in text and JSON, with exit code 0; errors keep theirs."""
+    inv = _many(tmp_path, n=50)
+    cmd = [sys.executable, "-m", "virtmix", "validate", str(inv)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0 and r.stdout.strip().endswith(
+        "valid (50 containers, 0 guests, 0 networks on 1 hosts)"), r
+    r = subprocess.run(cmd + ["--output", "json"], capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0 and json.loads(r.stdout)["container"] == 50
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hosts: {h: {containers: {c: {memory: lots}}}}\n")
+    r = subprocess.run([sys.executable, "-m", "virtmix", "validate", str(bad)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 3 and "memory" in r.stderr

@@ -13,6 +13,7 @@ from virtmix.cli.base import (
     Output,
     app,
     err,
+    leave_for_exit,
     out,
     print_json,
     print_warnings,
@@ -60,6 +61,7 @@ def validate_inventory(inventory: Path = INVENTORY_ARG,
     """Check an inventory: YAML, keys, types, profiles, and every rendered document against
     libvirt's RelaxNG schema. Nothing is written."""
     site, items = rendered_and_checked(inventory, keep=False)  # counted, not printed
+    leave_for_exit(site, items)  # not freed one object at a time once the answer is out
     counts = {k: sum(1 for i in items if i.kind == k) for k in ("container", "guest", "network")}
     if output == Output.json:
         print_json({"inventory": str(site.path), "valid": True, **counts,
