@@ -80,13 +80,14 @@ _NAME = re.compile(r"[^\n\r]+").fullmatch  # stricter than objectNameWithSlash (
 _UUID = re.compile(r"[a-fA-F0-9]{32}|[a-fA-F0-9]{8}-(?:[a-fA-F0-9]{4}-){3}[a-fA-F0-9]{12}"
                    ).fullmatch
 _ABS_DIR = re.compile(r"/[^\n\r]*").fullmatch  # XSD's '.' matches anything but \n and \r
-# xsd:unsignedInt, stricter: plain digits (the type also allows '+' and spaces), <= 2**32 - 1
-_UINT9 = re.compile(r"[0-9]{1,9}").fullmatch
-_UINT10 = re.compile(r"[0-9]{10}").fullmatch
 
 
 def _uint(value: str) -> bool:
-    return _UINT9(value) is not None or (_UINT10(value) is not None and value <= "4294967295")
+    """xsd:unsignedInt, stricter: 1-10 ASCII digits (the type also allows '+' and spaces)
+    up to 2**32 - 1 (ten digits compare as strings)."""
+    n = len(value)
+    return 0 < n <= 10 and value.isascii() and value.isdigit() and (
+        n < 10 or value <= "4294967295")
 
 
 def _normalise_domain(root: etree._Element) -> None:

@@ -505,7 +505,9 @@ class EarlyRender:
         jobs = _jobs(site)
         if len(jobs) < PARALLEL_THRESHOLD:
             return
-        warm_site_caches(site)  # once here, not once per process
+        # No warm_site_caches here: each process computes the site's id ranges when it
+        # renders its first container (~0.2 s), the parent while the workers already render,
+        # rather than all of them waiting for it before the fork.
         self.site, self.jobs = site, jobs
         self.slices = min(255, workers * 16)
         self.step = -(-len(jobs) // self.slices)
