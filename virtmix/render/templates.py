@@ -508,14 +508,22 @@ class EarlyRender:
         # No warm_site_caches here: each process computes the site's id ranges when it
         # renders its first container (~0.2 s), the parent while the workers already render,
         # rather than all of them waiting for it before the fork.
-        self.site, self.jobs = site, jobs
-        self.slices = min(255, workers * 16)
-        self.step = -(-len(jobs) // self.slices)
-        self.slices = -(-len(jobs) // self.step)
-        tickets_r, tickets_w = os.pipe()
-        os.write(tickets_w, bytes(range(self.slices)))  # < 256 bytes: never blocks
+        slices = min(255, workers * 16)
+        step = -(-len(jobs) // slices)
+        slices = -(-len(jobs) // step)
+        try:
+            tickets_r, tickets_w = os.pipe()
+        except OSError:
+            return  # no pipe (out of file descriptors): validate renders as before
+        try:
+            reports_r, reports_w = os.pipe()
+        except OSError:
+            os.close(tickets_r)
+            os.close(tickets_w)
+            return
+        os.write(tickets_w, bytes(range(slices)))  # < 256 bytes: never blocks
         os.close(tickets_w)
-        reports_r, reports_w = os.pipe()
+        self.site, self.jobs, self.step, self.slices = site, jobs, step, slices
         self.tickets, self.reports = tickets_r, reports_r
         for _ in range(workers - 1):
             try:
