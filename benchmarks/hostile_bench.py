@@ -57,7 +57,9 @@ def measured(argv: list[str]) -> tuple[int, float, float, float, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    # cwd: `python -m virtmix` puts the working directory first on sys.path, before
+    # PYTHONPATH; run from another checkout, it would time that checkout's code.
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=REPO)
     wall = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (usage.ru_utime - before.ru_utime) + (usage.ru_stime - before.ru_stime)
