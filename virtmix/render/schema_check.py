@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from functools import lru_cache
@@ -48,7 +47,7 @@ def check_xml(xml: str, kind: str, what: str) -> None:
 # entries that differ only in name, uuid, description, paths and metadata are the same
 # document up to a few values, so the schema's verdict on one of them holds for all the
 # others, as long as each of those values is itself checked. The argument, against libvirt's
-# schemas (domain.rng and what it includes; tests/render/test_shape_cache.py checks these
+# schemas (domain.rng and what it includes; tests/core/test_shape_cache.py checks these
 # facts against the installed copy):
 #
 #  * RelaxNG is a grammar over the tree: whether a document is valid depends on its elements,
@@ -74,7 +73,7 @@ def check_xml(xml: str, kind: str, what: str) -> None:
 #
 # So a document whose key has been seen valid is valid; every other document is validated by
 # libxml2 as before, and a failure is reported from the original document with the same
-# message as check_xml. Only valid shapes are remembered, as 32-byte digests.
+# message as check_xml. Only valid shapes are remembered.
 
 _NAME = re.compile(r"[^\n\r]+").fullmatch  # stricter than objectNameWithSlash (no CR either)
 _UUID = re.compile(r"[a-fA-F0-9]{32}|[a-fA-F0-9]{8}-(?:[a-fA-F0-9]{4}-){3}[a-fA-F0-9]{12}"
@@ -134,19 +133,23 @@ def _normalise_domain(root: etree._Element) -> None:
                                 source.set("dir", "/")
 
 
-def shape_key(root: etree._Element, kind: str) -> bytes:
-    """The digest of `root` with its checked values replaced (changes `root`)."""
+def shape_key(root: etree._Element, kind: str) -> str:
+    """`root` serialised with its checked values replaced (changes `root`), and its kind."""
     if kind == "domain" and root.tag == "domain":
         _normalise_domain(root)
-    return hashlib.blake2b(kind.encode() + b"\0" + etree.tostring(root)).digest()
+    return kind + "\0" + etree.tostring(root, encoding="unicode")
+
+
+MAX_SHAPES = 4096  # remembered per checker (~1.5 KB each); past that, new shapes are validated
 
 
 class ShapeChecker:
     """check_xml with the schema verdicts of shapes already seen valid remembered (see above).
-    One per batch of documents: the set holds digests of valid shapes only."""
+    One per process or batch of documents: the set holds the keys of valid shapes only, in
+    full (no digest, so no collision to argue about), at most MAX_SHAPES of them."""
 
     def __init__(self) -> None:
-        self.valid: set[bytes] = set()
+        self.valid: set[str] = set()
         self.validated = 0  # documents libxml2 checked (for tests and the benchmark)
 
     def check(self, xml: str, kind: str, what: str) -> None:
@@ -166,4 +169,5 @@ class ShapeChecker:
             return
         self.validated += 1
         check_xml(xml, kind, what)  # the original document, messages as ever
-        self.valid.add(key)
+        if len(self.valid) < MAX_SHAPES:
+            self.valid.add(key)
