@@ -32,7 +32,8 @@ from virtmix.util import paths
 
 def _doc(name="c1", uid=None, description="a container", meta_site="s",
          rootfs="/var/lib/virtmix/containers/c1/rootfs", target="100000",
-         count="65536", memory="131072", title=None, meta_tail="\n  ") -> str:
+         count="65536", memory="131072", title=None, meta_tail="\n  ",
+         mac="52:54:00:12:34:56") -> str:
     """A container document shaped like the shipped lxc.xml.j2's output; values are given
     raw and escaped here, as the template escapes them."""
     uid = uid or str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
@@ -59,6 +60,10 @@ def _doc(name="c1", uid=None, description="a container", meta_site="s",
         f"      <source dir={quoteattr(rootfs)}/>\n"
         "      <target dir='/'/>\n"
         "    </filesystem>\n"
+        "    <interface type='network'>\n"
+        f"      <mac address={quoteattr(mac)}/>\n"
+        "      <source network='lan0'/>\n"
+        "    </interface>\n"
         "    <console type='pty'/>\n"
         "  </devices>\n"
         "</domain>\n")
@@ -99,6 +104,7 @@ BAD_VALUES = {  # one value-only defect per normalised position, each refused by
     "target": "4294967296",  # one past unsignedInt
     "count": "-1",
     "title": "a\ntitle",
+    "mac": "53:54:00:12:34:56",  # multicast
 }
 
 
@@ -118,6 +124,17 @@ def test_a_value_only_defect_among_many_same_shape_documents_is_caught(key):
             assert str(exc.value) == expected  # check_xml's own message, unchanged
         else:
             checker.check(xml, "domain", "d")
+
+
+def test_a_checker_that_finds_no_shape_twice_validates_directly_and_still_catches():
+    checker = ShapeChecker()
+    for i in range(ShapeChecker.PROBE + 10):  # each its own shape: memory differs
+        checker.check(_doc(memory=str(131072 + i)), "domain", "d")
+    assert checker.direct and checker.validated == ShapeChecker.PROBE + 10
+    bad = _doc(uid="zz")
+    with pytest.raises(TemplateError) as exc:
+        checker.check(bad, "domain", "d")
+    assert str(exc.value) == _direct(bad)
 
 
 def test_a_defect_in_a_value_that_is_not_normalised_is_caught():
@@ -143,6 +160,9 @@ HOSTILE = {
     "target": ["0", "1", "4294967295", "4294967296", "+1", " 1", "1 ", "01", "-0", "",
                "99999999999", "0x10", "1.0", "٣", "²", "0000000000", "00000000001"],
     "title": ["t", "", "a\nb", "a\rb", " "],
+    "mac": ["52:54:00:00:00:00", "52:54:00:AB:cd:EF", "53:54:00:00:00:00", "52-54-00-00-00-00",
+            "52:54:00:00:00", "52:54:00:00:00:000", "", "fe:ff:ff:ff:ff:ff", "ff:ff:ff:ff:ff:ff",
+            " 52:54:00:00:00:00", "g2:54:00:00:00:00"],
 }
 
 
@@ -235,6 +255,16 @@ def test_the_schema_facts_the_cache_relies_on():
                        namespaces=RNG)
     assert len(dirs) >= 1 and {_only_ref(a) for a in dirs} == {"absDirPath"}
     assert _pattern(_define(basic, "absDirPath")) == ["/.*"]
+    # interface (as a device, defined once) has one mac element: address is uniMacAddr
+    ifaces = [e for e in common.xpath("//r:element[@name='interface']", namespaces=RNG)
+              if e.xpath("ancestor::r:define/@name", namespaces=RNG) == ["interface"]]
+    assert len(ifaces) == 1
+    macs = common.xpath("//r:element[@name='mac']", namespaces=RNG)
+    assert len(macs) == 1
+    (address,) = macs[0].xpath("r:attribute[@name='address']", namespaces=RNG)
+    assert _only_ref(address) == "uniMacAddr"
+    assert _pattern(_define(basic, "uniMacAddr")) == [
+        "[a-fA-F0-9][02468aAcCeE](:[a-fA-F0-9]{2}){5}"]
     # the children of <domain> are one interleave: no other pattern for these names there
     contents = _define(common, "domaincontents")
     assert contents.xpath("r:interleave", namespaces=RNG)

@@ -62,6 +62,7 @@ def check_xml(xml: str, kind: str, what: str) -> None:
 #      what is inside each element child of /domain/metadata: customElement, anything
 #      /domain/idmap/{uid,gid}/@start, @target, @count          unsignedInt
 #      /domain/devices/filesystem/source/@dir  absDirPath      /.* (both branches with a dir)
+#      /domain/devices/interface/mac/@address  uniMacAddr      a unicast MAC
 #  * Each value is tested here with a pattern at least as strict as T (a value that passes it
 #    passes T). A value that passes is replaced by a fixed placeholder that passes too; one
 #    that does not stays in the key as it is, so it is compared exactly. Two documents with
@@ -79,6 +80,7 @@ _NAME = re.compile(r"[^\n\r]+").fullmatch  # stricter than objectNameWithSlash (
 _UUID = re.compile(r"[a-fA-F0-9]{32}|[a-fA-F0-9]{8}-(?:[a-fA-F0-9]{4}-){3}[a-fA-F0-9]{12}"
                    ).fullmatch
 _ABS_DIR = re.compile(r"/[^\n\r]*").fullmatch  # XSD's '.' matches anything but \n and \r
+_MAC = re.compile(r"[a-fA-F0-9][02468aAcCeE](?::[a-fA-F0-9]{2}){5}").fullmatch  # uniMacAddr
 
 
 def _uint(value: str) -> bool:
@@ -125,12 +127,19 @@ def _normalise_domain(root: etree._Element) -> None:
                             attrs[name] = "0"
         elif tag == "devices":
             for dev in child:
-                if dev.tag == "filesystem":
+                dev_tag = dev.tag
+                if dev_tag == "filesystem":
                     for source in dev:
                         if source.tag == "source":
                             value = source.get("dir")
                             if value is not None and _ABS_DIR(value):
                                 source.set("dir", "/")
+                elif dev_tag == "interface":
+                    for mac in dev:
+                        if mac.tag == "mac":
+                            value = mac.get("address")
+                            if value is not None and _MAC(value):
+                                mac.set("address", "52:54:00:00:00:00")
 
 
 def shape_key(root: etree._Element, kind: str) -> str:
@@ -148,11 +157,24 @@ class ShapeChecker:
     One per process or batch of documents: the set holds the keys of valid shapes only, in
     full (no digest, so no collision to argue about), at most MAX_SHAPES of them."""
 
+    # After this many documents, a checker that found almost no shape twice stops making
+    # keys (~18 us a document) and validates each document directly, as check_xml does.
+    PROBE = 512
+
     def __init__(self) -> None:
         self.valid: set[str] = set()
         self.validated = 0  # documents libxml2 checked (for tests and the benchmark)
+        self.seen = 0
+        self.direct = False
 
     def check(self, xml: str, kind: str, what: str) -> None:
+        self.seen += 1
+        if self.direct:
+            self.validated += 1
+            check_xml(xml, kind, what)
+            return
+        if self.seen == self.PROBE and self.validated * 10 > self.PROBE * 9:
+            self.direct = True  # over 90% misses: every document its own shape
         data = xml.encode()
         try:
             doc = etree.fromstring(data)
