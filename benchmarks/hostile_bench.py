@@ -7,9 +7,12 @@
    resident memory. Each run is a fresh subprocess whose peak RSS is read with
    resource.getrusage(RUSAGE_CHILDREN). Two figures: loading and checking the inventory
    (load_site: YAML, every key and string, the model, site-wide conflicts, warnings), and the
-   whole `virtmix validate` (that, plus rendering and RelaxNG-checking 85,000 documents).
+   whole `virtmix validate` (that, plus rendering and RelaxNG-checking 85,000 documents),
+   timed from the interpreter's start to its exit, as `/usr/bin/time virtmix validate` does.
+   validate is run --runs times (default 3; the machine is shared): the median wall time is
+   held against the target, and the largest peak RSS of any of its processes.
 
-    .venv/bin/python benchmarks/hostile_bench.py [--containers N] [--skip-cli]
+    .venv/bin/python benchmarks/hostile_bench.py [--containers N] [--runs N] [--skip-cli]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +57,9 @@ def measured(argv: list[str]) -> tuple[int, float, float, float, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    # cwd: `python -m virtmix` puts the working directory first on sys.path, before
+    # PYTHONPATH; run from another checkout, it would time that checkout's code.
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=REPO)
     wall = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (usage.ru_utime - before.ru_utime) + (usage.ru_stime - before.ru_stime)
@@ -69,6 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--containers", type=int, default=85000)
     ap.add_argument("--skip-cli", action="store_true", help="only the load figure")
+    ap.add_argument("--runs", type=int, default=3, help="validate runs (median wall time)")
     args = ap.parse_args()
     py = sys.executable
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
@@ -90,13 +97,20 @@ def main() -> None:
               f"{rc} in {wall:.2f} s ({cpu:.2f} s CPU), peak RSS {rss:.0f} MiB "
               f"(target < 5 s, < 1024 MiB) {verdict}")
         if not args.skip_cli:
-            rc, wall, cpu, rss, err = measured([py, "-m", "virtmix", "validate", str(big)])
-            verdict = "ok" if rc == 0 and wall < 5.0 and rss < 1024 else "over target"
+            runs = [measured([py, "-m", "virtmix", "validate", str(big)])
+                    for _ in range(max(args.runs, 1))]
+            walls = sorted(r[1] for r in runs)
+            wall, cpu = statistics.median(walls), statistics.median(r[2] for r in runs)
+            rss = max(r[3] for r in runs)
+            codes = sorted({r[0] for r in runs})
+            verdict = "ok" if codes == [0] and wall < 5.0 and rss < 1024 else "over target"
             print(f"{args.containers} containers ({size:.1f} MB): virtmix validate (+ render "
-                  f"and RelaxNG check of every document) exit {rc} in {wall:.2f} s ({cpu:.2f} s "
-                  f"CPU, workers included), peak RSS "
-                  f"{rss:.0f} MiB (of the largest process; render workers are forked) "
+                  f"and RelaxNG check of every document) exit {'/'.join(map(str, codes))} in "
+                  f"{wall:.2f} s (median of {len(runs)}: {', '.join(f'{w:.2f}' for w in walls)}"
+                  f"; {cpu:.2f} s CPU, workers included), peak RSS {rss:.0f} MiB (of the "
+                  f"largest process; render workers are forked) (target < 5 s, < 1024 MiB) "
                   f"{verdict}")
+            print(f"  load average now {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

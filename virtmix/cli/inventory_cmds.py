@@ -13,6 +13,7 @@ from virtmix.cli.base import (
     Output,
     app,
     err,
+    leave_for_exit,
     out,
     print_json,
     print_warnings,
@@ -22,24 +23,35 @@ from virtmix.errors import NotFoundError, UsageError
 from virtmix.inventory.load import load_site
 from virtmix.inventory.model import inventory_json_schema
 from virtmix.render.explain import explain_entry, rows_as_dicts
-from virtmix.render.templates import render_all, write_rendered
+from virtmix.render.templates import EarlyRender, render_all, write_rendered
 
 INVENTORY_ARG = typer.Argument(..., metavar="INVENTORY", help="The inventory YAML file.")
 
 
 def rendered_and_checked(inventory: Path, host: str | None = None, name: str | None = None,
                          keep: bool = True):
-    site = load_site(inventory, connecting=False).provisional()  # placed: first host
-    for missing in site.profiles.missing_dirs():
-        err.print(f"virtmix: warning: {site.path}: profiles_dir {missing} does not exist "
-                  "(only the shipped profiles are used)", markup=False)
-    print_warnings(site)
-    if host is not None and host not in site.inventory.hosts:
-        raise NotFoundError(f"no host named {host!r} in {site.path}",
-                            hint="hosts: " + ", ".join(site.inventory.hosts))
-    if name is not None:
-        site.find(name)  # unknown: not found; a bare name in two guests: ambiguous
-    return site, render_all(site, host=host, name=name, check=True, keep=keep)
+    # validate of a whole inventory renders while the site-wide checks run (EarlyRender)
+    early = EarlyRender() if not keep and host is None and name is None else None
+    try:
+        site = load_site(inventory, connecting=False,
+                         on_entries=early.start if early else None).provisional()
+        for missing in site.profiles.missing_dirs():  # provisional: placed on first host
+            err.print(f"virtmix: warning: {site.path}: profiles_dir {missing} does not "
+                      "exist (only the shipped profiles are used)", markup=False)
+        print_warnings(site)
+        if host is not None and host not in site.inventory.hosts:
+            raise NotFoundError(f"no host named {host!r} in {site.path}",
+                                hint="hosts: " + ", ".join(site.inventory.hosts))
+        if name is not None:
+            site.find(name)  # unknown: not found; a bare name in two guests: ambiguous
+        items = early.finish(site) if early else None
+    except BaseException:
+        if early:
+            early.abort()
+        raise
+    if items is None:
+        items = render_all(site, host=host, name=name, check=True, keep=keep)
+    return site, items
 
 
 @app.command("validate")
@@ -49,6 +61,7 @@ def validate_inventory(inventory: Path = INVENTORY_ARG,
     """Check an inventory: YAML, keys, types, profiles, and every rendered document against
     libvirt's RelaxNG schema. Nothing is written."""
     site, items = rendered_and_checked(inventory, keep=False)  # counted, not printed
+    leave_for_exit(site, items)  # not freed one object at a time once the answer is out
     counts = {k: sum(1 for i in items if i.kind == k) for k in ("container", "guest", "network")}
     if output == Output.json:
         print_json({"inventory": str(site.path), "valid": True, **counts,

@@ -8,6 +8,7 @@ against the host, networks) -> Site of Entries. Errors name the file, key path a
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -321,7 +322,8 @@ def _expand_annotation(annotation: Any) -> list[Any]:
 
 
 def load_site(path: str | Path, *, allow_uri_commands: bool | None = None,
-              connecting: bool = True) -> Site:
+              connecting: bool = True,
+              on_entries: Callable[[Site], None] | None = None) -> Site:
     """Load and validate an inventory file into a Site, or raise InventoryError (all its
     problems, up to MAX_ERRORS, each with file:line and key path).
 
@@ -333,6 +335,9 @@ def load_site(path: str | Path, *, allow_uri_commands: bool | None = None,
     Pure: nothing is registered or opened. Code that connects to the site's domains loads
     it with virtmix.nesting.guests.open_site, which also routes the guests' libvirt URIs
     through virtmix's ssh setup.
+
+    `on_entries(site)` is called once the entries exist, before the site-wide checks and
+    warnings (which only read the site): validate forks its renderers there.
     """
     if allow_uri_commands is None:
         allow_uri_commands = uris.ALLOW_URI_COMMANDS
@@ -357,6 +362,10 @@ def load_site(path: str | Path, *, allow_uri_commands: bool | None = None,
                     own_settings={".".join(k): v for k, v in loader.entry_own.items()})
         site.entries = _entries(inventory, loader)
         site.unplaced = _unplaced(inventory, loader)
+        if on_entries is not None:
+            # validate starts rendering here, beside the site-wide checks below (a failed
+            # check discards it: virtmix.render.templates.EarlyRender)
+            on_entries(site)
         _check_site(site, loader)
         loader.collect(_check_placement, site, loader)
         loader.raise_collected()

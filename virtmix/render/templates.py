@@ -381,17 +381,7 @@ def render_all(site: Site, *, host: str | None = None, name: str | None = None,
     rendered and checked but not kept: each Rendered has an empty `xml`, and workers send
     nothing back (the XML of 85,000 containers is ~110 MB to pickle and copy).
     """
-    jobs: list[tuple[str, str, str, Entry | None]] = []
-    if name is None:
-        for nname, net in site.networks.items():
-            if host is None or net.host == host:
-                jobs.append(("network", nname, net.host, None))
-    for e in site.entries:
-        if host is not None and e.host != host:
-            continue
-        if name is not None and name not in (e.name, e.address):
-            continue
-        jobs.append((e.kind, e.address, e.host, e))
+    jobs = _jobs(site, host, name)
     if workers is None:
         workers = min(os.cpu_count() or 1, 4) if len(jobs) >= PARALLEL_THRESHOLD else 1
     with gc_paused():  # the views and strings made here are freed by reference counting
@@ -406,11 +396,32 @@ def render_all(site: Site, *, host: str | None = None, name: str | None = None,
 PARALLEL_THRESHOLD = 2000  # below this, starting workers costs more than it saves
 
 
-def _render_jobs(site: Site, jobs: list, check: bool, keep: bool = True) -> list[str]:
-    """The documents of `jobs` in order (none when not `keep`); the first failure raises."""
-    from virtmix.render.schema_check import check_xml
+def _jobs(site: Site, host: str | None = None,
+          name: str | None = None) -> list[tuple[str, str, str, Entry | None]]:
+    """(kind, address, host, entry or None for a network) of each document, in order."""
+    jobs: list[tuple[str, str, str, Entry | None]] = []
+    if name is None:
+        for nname, net in site.networks.items():
+            if host is None or net.host == host:
+                jobs.append(("network", nname, net.host, None))
+    for e in site.entries:
+        if host is not None and e.host != host:
+            continue
+        if name is not None and name not in (e.name, e.address):
+            continue
+        jobs.append((e.kind, e.address, e.host, e))
+    return jobs
+
+
+def _render_jobs(site: Site, jobs: list, check: bool, keep: bool = True,
+                 checker=None) -> list[str]:
+    """The documents of `jobs` in order (none when not `keep`); the first failure raises.
+    `checker`: a ShapeChecker to share between batches of one process."""
+    from virtmix.render.schema_check import ShapeChecker
 
     env = environment(user_templates(site))
+    if checker is None:  # same-shape documents are schema-checked once (schema_check.py)
+        checker = ShapeChecker()
     out = []
     with _deadline_clock(env):  # one timer for the batch (user templates only)
         for kind, address, _host, entry in jobs:
@@ -419,7 +430,8 @@ def _render_jobs(site: Site, jobs: list, check: bool, keep: bool = True) -> list
             else:
                 xml = render_domain(site, entry, env)
             if check:
-                check_xml(xml, "network" if kind == "network" else "domain", f"{kind} {address}")
+                checker.check(xml, "network" if kind == "network" else "domain",
+                              f"{kind} {address}")
             if keep:
                 out.append(xml)
     return out
@@ -440,7 +452,9 @@ def _render_parallel(site: Site, jobs: list, check: bool, workers: int,
     global _FORKED
     warm_site_caches(site)  # once here, not once per worker
     _FORKED = (site, jobs, check, keep)
-    step = -(-len(jobs) // (workers * 4))
+    # Many small slices, so that the workers finish together (with 8 the last one alone
+    # could take a third of a second of the wall time).
+    step = -(-len(jobs) // (workers * 16))
     bounds = [(i, min(i + step, len(jobs))) for i in range(0, len(jobs), step)]
     try:
         ctx = multiprocessing.get_context("fork")
@@ -448,6 +462,155 @@ def _render_parallel(site: Site, jobs: list, check: bool, workers: int,
             return [xml for part in pool.map(_render_slice, bounds) for xml in part]
     finally:
         _FORKED = None
+
+
+class EarlyRender:
+    """validate's rendering and schema checks, started while the inventory is still being
+    checked.
+
+    load_site calls `start` (its on_entries hook) once the entries exist; the site-wide
+    checks and warnings that follow only read the site, and take ~1 s on 85,000 containers
+    with one CPU idle. `start` forks workers there (one per CPU but the first: the parent
+    joins them in `finish`), which take slices of the documents from a pipe of tickets (one
+    byte each: a read of one byte from a pipe is atomic, so every slice is taken once) and
+    report each slice as passed or failed on another pipe.
+
+    `finish` runs in the parent after the load succeeded and the warnings were printed: it
+    takes the tickets left, then walks the slices in order and renders again, itself, every
+    slice that was not reported passed (failed, or left by a worker that died), so the first
+    failing document raises exactly what render_all would have raised. Rendering is
+    deterministic; only a passed slice is trusted. If the load fails, `abort` kills and
+    reaps the workers: nothing they did is used. Only a validate of the whole inventory
+    with every entry placed (site.unplaced empty: the provisional site is the site) and
+    enough documents to be worth forking starts early; otherwise `finish` returns None and
+    the caller renders as before.
+    """
+
+    def __init__(self, check: bool = True) -> None:
+        self.check = check
+        self.site: Site | None = None
+        self.jobs: list = []
+        self.step = 0
+        self.slices = 0
+        self.pids: list[int] = []
+        self.tickets = -1  # read end of the tickets pipe
+        self.reports = -1  # read end of the reports pipe
+
+    def start(self, site: Site) -> None:
+        if self.site is not None or site.unplaced:
+            return
+        workers = min(os.cpu_count() or 1, 4)
+        if workers < 2 or threading.active_count() > 1:
+            return
+        jobs = _jobs(site)
+        if len(jobs) < PARALLEL_THRESHOLD:
+            return
+        # No warm_site_caches here: each process computes the site's id ranges when it
+        # renders its first container (~0.2 s), the parent while the workers already render,
+        # rather than all of them waiting for it before the fork.
+        slices = min(255, workers * 16)
+        step = -(-len(jobs) // slices)
+        slices = -(-len(jobs) // step)
+        try:
+            tickets_r, tickets_w = os.pipe()
+        except OSError:
+            return  # no pipe (out of file descriptors): validate renders as before
+        try:
+            reports_r, reports_w = os.pipe()
+        except OSError:
+            os.close(tickets_r)
+            os.close(tickets_w)
+            return
+        os.write(tickets_w, bytes(range(slices)))  # < 256 bytes: never blocks
+        os.close(tickets_w)
+        self.site, self.jobs, self.step, self.slices = site, jobs, step, slices
+        self.tickets, self.reports = tickets_r, reports_r
+        for _ in range(workers - 1):
+            try:
+                pid = os.fork()
+            except OSError:
+                break  # fewer workers: the parent takes more tickets
+            if pid == 0:  # the worker: report slices, never return into the caller
+                code = 1
+                try:
+                    os.close(reports_r)
+                    for i, ok in self._take_tickets():
+                        os.write(reports_w, bytes((i, ok)))
+                    code = 0
+                finally:
+                    os._exit(code)
+            self.pids.append(pid)
+        os.close(reports_w)
+
+    def _slice(self, i: int) -> list:
+        return self.jobs[i * self.step:(i + 1) * self.step]
+
+    def _take_tickets(self) -> Iterator[tuple[int, bool]]:
+        """Render the slices of the tickets this process takes; stop at a failed one."""
+        from virtmix.render.schema_check import ShapeChecker
+
+        checker = ShapeChecker()  # one per process: its shapes serve every slice it takes
+        while True:
+            ticket = os.read(self.tickets, 1)
+            if not ticket:
+                return
+            try:
+                _render_jobs(self.site, self._slice(ticket[0]), self.check, keep=False,
+                             checker=checker)
+            except Exception:  # noqa: BLE001 - the parent renders it again and reports it
+                yield ticket[0], False
+                return
+            yield ticket[0], True
+
+    def finish(self, site: Site) -> list[Rendered] | None:
+        """The Rendered list render_all(site, check=..., keep=False) would return, or None
+        when nothing was started (or for another site)."""
+        if self.site is None:
+            return None
+        if site is not self.site:
+            self.abort()
+            return None
+        passed = set()
+        with gc_paused():
+            for i, ok in self._take_tickets():
+                if ok:
+                    passed.add(i)
+            reports = self._collect()
+            passed.update(i for i, ok in zip(reports[::2], reports[1::2], strict=True) if ok)
+            for i in range(self.slices):
+                if i not in passed:  # failed, or its worker died: render it here
+                    _render_jobs(site, self._slice(i), self.check, keep=False)
+        return [Rendered(kind, address, h, "") for kind, address, h, _ in self.jobs]
+
+    def _collect(self) -> bytes:
+        """Every report, once every worker has exited."""
+        data = b""
+        while chunk := os.read(self.reports, 4096):  # EOF: all workers closed their end
+            data += chunk
+        self._reap()
+        return data
+
+    def _reap(self) -> None:
+        for pid in self.pids:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self.pids = []
+        for fd in (self.tickets, self.reports):
+            if fd >= 0:
+                os.close(fd)
+        self.tickets = self.reports = -1
+
+    def abort(self) -> None:
+        """Stop and reap the workers (the load failed, or Ctrl-C)."""
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._reap()
+        self.site = None
 
 
 def write_rendered(items: list[Rendered], out_dir: Path) -> list[Path]:

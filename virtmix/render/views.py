@@ -128,9 +128,13 @@ def _site_idmaps(site: Site) -> dict[tuple[str, str], tuple[int, int, int, int]]
         elif isinstance(e.spec.rootfs, RootfsBuild) and not is_privileged(e):
             todo.append((space, e))
     out = {}
+    own_by_version: dict[str, bool] = {}  # isolated() per cgroup version: it reads the env
     for space, e in sorted(todo, key=lambda t: t[1].name):
         mine = (recorded or {}).get(e.name) if not e.parent and is_local(e.uri) else None
-        own = isolated(setting, cgroup_version(site, e))
+        version = cgroup_version(site, e)
+        own = own_by_version.get(version)
+        if own is None:
+            own = own_by_version[version] = isolated(setting, version)
         out[(e.uri, e.name)] = mine or (spaces[space].pick(e.name) if own
                                         else (*IDMAP, IDMAP[1]))
     site.__dict__["_idmaps"] = (len(site.entries), out)
@@ -204,7 +208,9 @@ def _common(site: Site, entry: Entry) -> DomainView:
         cputune["period"] = cpu.period
     if cpu.quota is not None:
         cputune["quota"] = cpu.quota
-    memtune = {k: v for k, v in spec.memtune.model_dump().items() if v is not None}
+    # The model's own field values (plain ints or None): what model_dump returns for this
+    # flat model, without its serializer's cost per domain.
+    memtune = {k: v for k, v in vars(spec.memtune).items() if v is not None}
     metadata = {
         "site": site.name, "inventory": str(site.path), "host": entry.host,
         "name": entry.name, "kind": entry.kind,
@@ -318,10 +324,11 @@ def network_view(site: Site, name: str, net: Network) -> NetworkView:
     view.address, view.netmask = str(net.ipv4.ip), str(net.ipv4.netmask)
     # Every entry with a static address on this network is a name in its dnsmasq, so
     # containers and guests find each other by name.
-    view.dns_hosts = sorted({(str(iface.ipv4.ip), e.name) for e in site.entries
-                             for iface in e.spec.interfaces
-                             if iface.network == name and iface.ipv4 is not None and not (
-                                 e.parent and net.host != e.parent)})
+    # (From the per-site index of static addresses: a scan of every entry per network was
+    # 0.2 s for 85,000 containers.)
+    view.dns_hosts = sorted({(str(iface.ipv4.ip), e.name)
+                             for e, _i, iface in _static_interfaces(site).get(name, ())
+                             if not (e.parent and net.host != e.parent)})
     if net.dhcp:
         start, end = dhcp_range(net)
         view.dhcp_start, view.dhcp_end = str(start), str(end)
