@@ -193,11 +193,12 @@ def forget_names(conn: Backend, name: str, xml: str) -> list[str]:
     return sorted(set(done))
 
 
-def _init_is_systemd(conn: Backend, name: str) -> bool:
-    """Is a local container's init systemd? Unknown (remote, unreadable): assume so, and
-    libvirt's own shutdown is used."""
-    if not is_local(conn.uri) or conn.driver != "lxc":
-        return True  # a remote daemon, or libvirt's test driver (no processes to look at)
+def _init_is_systemd(conn: Backend, name: str) -> bool | None:
+    """Is a local container's init systemd? None: unknown (a remote daemon, unreadable)."""
+    if conn.driver != "lxc":
+        return True  # libvirt's test driver: no processes to look at
+    if not is_local(conn.uri):
+        return None
     import os
 
     from virtmix.hosts.local import init_pid
@@ -205,21 +206,23 @@ def _init_is_systemd(conn: Backend, name: str) -> bool:
     try:
         return "systemd" in os.readlink(f"/proc/{init_pid(name, conn.domain_pid(name))}/exe")
     except (OSError, VirtmixError):
-        return True
+        return None
 
 
 def stop_cleanly(conn: Backend, name: str, *, container: bool, timeout: float) -> str:
     """Ask a running domain to shut down, wait up to timeout, then force it off.
 
     Guests get ACPI (libvirt's shutdown); containers whose init is systemd get libvirt's
-    shutdown, others SIGPWR (busybox init halts on it, SIGTERM makes it reboot).
+    shutdown, others SIGPWR (busybox init halts on it, SIGTERM makes it reboot), and one
+    whose init cannot be seen (behind an ssh URI) both.
     Returns "shut down" or "forced off after Ns"."""
     import time
 
     from virtmix.errors import StateError
 
+    systemd = _init_is_systemd(conn, name) if container else True
     try:
-        if container and not _init_is_systemd(conn, name):
+        if systemd is False:
             conn.send_signal(name, "SIGPWR")
         else:
             conn.shutdown(name)
@@ -227,6 +230,13 @@ def stop_cleanly(conn: Backend, name: str, *, container: bool, timeout: float) -
         pass
     except VirtmixError:
         timeout = 0  # it cannot be asked (no ACPI, gone): force it
+    if systemd is None:
+        # Unknown init: libvirt's shutdown only writes to /dev/initctl, which busybox's init
+        # and most non-systemd inits never read (nothing else is sent), so it would wait the
+        # whole timeout. SIGPWR halts those; systemd merely starts sigpwr.target (none
+        # ships), so sending both is safe for either.
+        with contextlib.suppress(VirtmixError):
+            conn.send_signal(name, "SIGPWR")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
