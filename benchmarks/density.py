@@ -1,0 +1,379 @@
+"""Density on this host: N idle Debian systemd containers from the rootfs cache.
+
+Starts N containers (the shipped `debian` profile: bookworm minbase + systemd, unprivileged,
+overlay clones of one cached base) with one `virtmix apply` of one inventory, or with the
+plain tools (a loop of `mount -t overlay`, `virsh define`, `virsh start`), and reports:
+the start rate over time (per 100 containers, from a watcher counting active domains),
+PSS per container (libvirt_lxc controller + the container's processes, from
+/proc/PID/smaps_rollup), disk per container (overlay upper + work), and the teardown time
+(`virtmix destroy INVENTORY --yes --delete-rootfs --force`, or a virsh destroy/undefine +
+umount + rm -rf loop).
+
+Run as root on a host prepared by scripts/setup-host.sh, under the shared live lock:
+  flock /tmp/virtmix-live.lock python benchmarks/density.py --count 300 [--mode apply|virsh]
+Everything it makes is named vmixt-dens-* (domains) and lives under --storage
+(default /var/tmp/virtmix-density; the base cache there is kept between runs, the
+containers are removed by name at the end, also after a failure or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import libvirt
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from virtmix.rootfs import RootfsSpec, Storage  # noqa: E402
+from virtmix.rootfs.build import ensure_lower  # noqa: E402
+from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET  # noqa: E402
+
+URI = "lxc:///system"
+PREFIX = "vmixt-dens-"
+VIRTMIX = [sys.executable, "-m", "virtmix"]
+# The shipped `debian` profile's base (profiles/debian.yaml): what apply builds and clones.
+SPEC = RootfsSpec(suite="bookworm", packages=("iproute2", "procps"))
+# uid, gid, count: the shared range of a cgroup v1 host (settings.idmap: auto)
+SHIFT = (IDMAP_OFFSET, IDMAP_OFFSET, IDMAP_COUNT)
+
+
+def _quiet(_ctx: object, _err: object) -> None:
+    pass
+
+
+def connect() -> libvirt.virConnect:
+    libvirt.registerErrorHandler(_quiet, None)
+    return libvirt.open(URI)
+
+
+def names(count: int) -> list[str]:
+    return [f"{PREFIX}{i:04d}" for i in range(count)]
+
+
+# -- watching the start ----------------------------------------------------------------
+class Watcher(threading.Thread):
+    """Counts active vmixt-dens-* domains every 0.2 s (its own connection): the start rate
+    seen from libvirt, the same for apply and for the virsh loop."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, int]] = []
+        self.halt = threading.Event()
+        self.t0 = time.monotonic()
+
+    def run(self) -> None:
+        conn = connect()
+        try:
+            while not self.halt.is_set():
+                doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                n = sum(1 for d in doms if d.name().startswith(PREFIX))
+                self.samples.append((time.monotonic() - self.t0, n))
+                self.halt.wait(0.2)
+        finally:
+            conn.close()
+
+    def crossing(self, k: int) -> float | None:
+        """Seconds from t0 until k domains were active (None: never)."""
+        for t, n in self.samples:
+            if n >= k:
+                return t
+        return None
+
+
+def rate_table(w: Watcher, count: int, step: int = 100) -> list[tuple[int, float, float]]:
+    """(k, seconds at k, starts/s over the last step) for k = step, 2*step, ..."""
+    out, prev_t = [], 0.0
+    for k in range(step, count + 1, step):
+        t = w.crossing(k)
+        if t is None:
+            break
+        out.append((k, t, step / max(t - prev_t, 1e-9)))
+        prev_t = t
+    return out
+
+
+# -- the two ways of starting ----------------------------------------------------------
+def write_inventory(work: Path, storage: Path, count: int) -> Path:
+    containers = {n: {"profile": "debian"} for n in names(count)}
+    doc = {"site": PREFIX + "site", "settings": {"storage_dir": str(storage)},
+           "hosts": {"local": {"lxc_uri": URI, "containers": containers}}}
+    inv = work / "density.yaml"
+    inv.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return inv
+
+
+def start_apply(inv: Path, jobs: int) -> float:
+    t0 = time.monotonic()
+    subprocess.run([*VIRTMIX, "apply", str(inv), "--yes", "--quiet", "-j", str(jobs)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - t0
+
+
+def plain_xml(name: str, rootfs: Path) -> str:
+    u, g, c = SHIFT
+    return f"""<domain type='lxc'><name>{name}</name><memory unit='MiB'>512</memory>
+<os><type>exe</type><init>/sbin/init</init></os>
+<idmap><uid start='0' target='{u}' count='{c}'/><gid start='0' target='{g}' count='{c}'/></idmap>
+<features><privnet/></features>
+<devices><filesystem type='mount'><source dir='{rootfs}'/><target dir='/'/></filesystem>
+<console type='pty'/></devices></domain>"""
+
+
+def start_virsh(storage: Path, lower: Path, count: int) -> float:
+    """The same by hand: an overlay of the cached base per container, virsh define, start
+    (no customisation: every container keeps the base's hostname and machine-id)."""
+    plain = storage / "plain"
+    plain.mkdir(exist_ok=True)
+    t0 = time.monotonic()
+    for n in names(count):
+        d = plain / n
+        for sub in ("upper", "work", "rootfs"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        os.chown(d / "upper", SHIFT[0], SHIFT[1])
+        os.chown(d / "rootfs", SHIFT[0], SHIFT[1])
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={lower},"
+                        f"upperdir={d / 'upper'},workdir={d / 'work'}", str(d / "rootfs")],
+                       check=True)
+        (d / "dom.xml").write_text(plain_xml(n, d / "rootfs"))
+        subprocess.run(["virsh", "-q", "-c", URI, "define", str(d / "dom.xml")], check=True,
+                       stdout=subprocess.DEVNULL)
+        subprocess.run(["virsh", "-q", "-c", URI, "start", n], check=True,
+                       stdout=subprocess.DEVNULL)
+    return time.monotonic() - t0
+
+
+def destroy_apply(inv: Path) -> float:
+    t0 = time.monotonic()
+    subprocess.run([*VIRTMIX, "destroy", str(inv), "--yes", "--quiet", "--delete-rootfs",
+                    "--force"], check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - t0
+
+
+def destroy_virsh(storage: Path, count: int) -> float:
+    t0 = time.monotonic()
+    for n in names(count):
+        subprocess.run(["virsh", "-q", "-c", URI, "destroy", n], stdout=subprocess.DEVNULL,
+                       check=False)
+        subprocess.run(["virsh", "-q", "-c", URI, "undefine", n], stdout=subprocess.DEVNULL,
+                       check=False)
+        d = storage / "plain" / n
+        subprocess.run(["umount", str(d / "rootfs")], check=False)
+        shutil.rmtree(d)
+    return time.monotonic() - t0
+
+
+# -- what each container costs ---------------------------------------------------------
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(p))
+    return kids
+
+
+def _pss_kib(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    return 0
+
+
+def pss_per_container(conn: libvirt.virConnect) -> tuple[list[int], list[int]]:
+    """(PSS KiB with the libvirt_lxc controller, process count) per running container."""
+    kids = _children_map()
+    pss, procs = [], []
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        if not dom.name().startswith(PREFIX):
+            continue
+        tree, stack = [], [dom.ID()]  # an LXC domain's ID is its controller's pid
+        while stack:
+            p = stack.pop()
+            tree.append(p)
+            stack.extend(kids.get(p, []))
+        pss.append(sum(_pss_kib(p) for p in tree))
+        procs.append(len(tree))
+    return pss, procs
+
+
+def du_kib(path: Path) -> int:
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for n in dirs + files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, n)).st_blocks // 2
+    return total
+
+
+def system_states(conn: libvirt.virConnect, sample: list[str]) -> dict[str, int]:
+    """`systemctl is-system-running` in a sample of the containers (nsenter -a: the user
+    namespace too), counted by answer."""
+    out: dict[str, int] = {}
+    for n in sample:
+        try:
+            ctl = conn.lookupByName(n).ID()
+            with open(f"/proc/{ctl}/task/{ctl}/children") as f:
+                init = f.read().split()[0]
+            r = subprocess.run(["nsenter", "-t", init, "-a", "systemctl",
+                                "is-system-running"], capture_output=True, text=True,
+                               timeout=30)
+            state = r.stdout.strip() or "no answer"
+        except (libvirt.libvirtError, OSError, IndexError, subprocess.TimeoutExpired):
+            state = "not running"
+        out[state] = out.get(state, 0) + 1
+    return out
+
+
+# -- cleanup by name, whatever happened --------------------------------------------------
+def cleanup(storage: Path) -> None:
+    """Every vmixt-dens-* domain killed and undefined (in parallel), every tree of ours
+    unmounted and deleted."""
+    conn = connect()
+    try:
+        doms = [d for d in conn.listAllDomains() if d.name().startswith(PREFIX)]
+
+        def one(d: libvirt.virDomain) -> None:
+            with contextlib.suppress(libvirt.libvirtError):
+                if d.isActive():
+                    d.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                d.undefine()
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(one, doms))
+    finally:
+        conn.close()
+    for sub in ("containers", "plain"):
+        root = storage / sub
+        if not root.is_dir():
+            continue
+        for d in root.iterdir():
+            if d.name.startswith(PREFIX):
+                subprocess.run(["umount", "-q", str(d / "rootfs")], check=False)
+                shutil.rmtree(d, ignore_errors=True)
+    trash = storage / "trash"
+    if trash.is_dir():
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def limits_text(count: int, pss_mib: float, procs: float) -> str:
+    mem_kib = int(next(line.split()[1] for line in open("/proc/meminfo")
+                       if line.startswith("MemTotal:")))
+    read = {k: Path(f"/proc/sys/{k.replace('.', '/')}").read_text().strip()
+            for k in ("kernel.pid_max", "kernel.threads-max", "fs.inotify.max_user_instances",
+                      "kernel.keys.maxkeys", "fs.file-max")}
+    by_mem = int(mem_kib / 1024 * 0.9 / max(pss_mib, 0.1))
+    by_pid = int(int(read["kernel.pid_max"]) / max(procs, 1))
+    by_inotify = int(read["fs.inotify.max_user_instances"]) // 6
+    lines = [f"  what limits N here (measured {pss_mib:.1f} MiB, {procs:.1f} processes per "
+             "container):",
+             f"    memory: {mem_kib // 1024} MiB total -> ~{by_mem} containers at 90 %",
+             f"    kernel.pid_max {read['kernel.pid_max']} -> ~{by_pid} containers",
+             f"    fs.inotify.max_user_instances {read['fs.inotify.max_user_instances']} "
+             f"(~6 per systemd) -> ~{by_inotify} containers",
+             f"    kernel.keys.maxkeys {read['kernel.keys.maxkeys']} (one key quota for the "
+             "shared id range)",
+             f"    fs.file-max {read['fs.file-max']}"]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=100)
+    ap.add_argument("--mode", choices=("apply", "virsh"), default="apply")
+    ap.add_argument("--jobs", type=int, default=4, help="apply -j")
+    ap.add_argument("--settle", type=float, default=30.0,
+                    help="seconds to let the containers go idle before measuring memory")
+    ap.add_argument("--states", type=int, default=20,
+                    help="containers asked `systemctl is-system-running`")
+    ap.add_argument("--storage", type=Path, default=Path("/var/tmp/virtmix-density"))
+    args = ap.parse_args()
+    storage = args.storage.resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    os.chmod(storage, 0o711)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    cleanup(storage)
+    lower = ensure_lower(SPEC, Storage(storage), SHIFT).tree  # the cache, built once
+    inv = write_inventory(storage, storage, args.count)
+    watcher = Watcher()
+    rep: dict = {}
+    try:
+        watcher.start()
+        if args.mode == "apply":
+            rep["start"] = start_apply(inv, args.jobs)
+        else:
+            rep["start"] = start_virsh(storage, lower, args.count)
+        time.sleep(1.0)
+        watcher.halt.set()
+        watcher.join()
+        conn = connect()
+        active = [d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+                  if d.name().startswith(PREFIX)]
+        rep["active"] = len(active)
+        time.sleep(args.settle)
+        step = max(1, args.count // max(1, args.states))
+        rep["states"] = system_states(conn, names(args.count)[::step][:args.states])
+        pss, procs = pss_per_container(conn)
+        rep["pss"], rep["procs"] = pss, procs
+        root = storage / ("containers" if args.mode == "apply" else "plain")
+        rep["disk"] = [du_kib(root / n / "upper") + du_kib(root / n / "work")
+                       for n in names(args.count)[::step]]
+        rep["loadavg"] = os.getloadavg()
+        conn.close()
+        rep["destroy"] = (destroy_apply(inv) if args.mode == "apply"
+                          else destroy_virsh(storage, args.count))
+    finally:
+        watcher.halt.set()
+        cleanup(storage)
+    report(args, rep, watcher)
+    return 0
+
+
+def _median(xs: list[int] | list[float]) -> float:
+    s = sorted(xs)
+    return float(s[len(s) // 2]) if s else 0.0
+
+
+def report(args: argparse.Namespace, rep: dict, w: Watcher) -> None:
+    n = args.count
+    how = (f"virtmix apply -j {args.jobs}" if args.mode == "apply"
+           else "mount + virsh define + virsh start loop")
+    print(f"density: {n} idle Debian bookworm systemd containers, {how}")
+    print(f"  started: {rep['active']}/{n} running, wall {rep['start']:.1f} s = "
+          f"{n / rep['start']:.1f} starts/s")
+    for k, t, r in rate_table(w, n):
+        print(f"    {k:5d} running at {t:6.1f} s   ({r:5.1f} starts/s over the last 100)")
+    first = w.crossing(min(n, 1000))
+    if first:
+        print(f"  first {min(n, 1000)}: {min(n, 1000) / first:.1f} starts/s (target >= 10)")
+    print(f"  systemd states (sample of {sum(rep['states'].values())}): {rep['states']}")
+    pss = rep["pss"]
+    print(f"  PSS per container incl. libvirt_lxc: median {_median(pss) / 1024:.1f} MiB, "
+          f"mean {sum(pss) / max(1, len(pss)) / 1024:.1f} MiB, total "
+          f"{sum(pss) / 1024 / 1024:.2f} GiB; processes per container: median "
+          f"{_median(rep['procs']):.0f}")
+    print(f"  disk per container (upper + work): median {_median(rep['disk']) / 1024:.1f} MiB")
+    print(f"  load average after settling: {rep['loadavg'][0]:.1f}")
+    print(f"  teardown of {n}: {rep['destroy']:.1f} s = {n / rep['destroy']:.1f}/s "
+          f"({rep['destroy'] / n * 1000:.0f} ms each)")
+    print(limits_text(n, _median(pss) / 1024, _median(rep["procs"])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
