@@ -161,9 +161,14 @@ def destroy_apply(inv: Path) -> float:
     return time.monotonic() - t0
 
 
-def destroy_virsh(storage: Path, count: int) -> float:
+def destroy_virsh(storage: Path, count: int, sample: int) -> tuple[float, int]:
+    """The plain teardown loop (virsh destroy, virsh undefine, umount, rm -rf) over the
+    first `sample` containers (libvirt's destroy takes ~1.8 s a systemd container: a loop
+    over all would hold the shared live lock too long); the rest go in cleanup().
+    Returns (seconds, how many)."""
+    todo = names(count)[:sample]
     t0 = time.monotonic()
-    for n in names(count):
+    for n in todo:
         subprocess.run(["virsh", "-q", "-c", URI, "destroy", n], stdout=subprocess.DEVNULL,
                        check=False)
         subprocess.run(["virsh", "-q", "-c", URI, "undefine", n], stdout=subprocess.DEVNULL,
@@ -171,7 +176,7 @@ def destroy_virsh(storage: Path, count: int) -> float:
         d = storage / "plain" / n
         subprocess.run(["umount", str(d / "rootfs")], check=False)
         shutil.rmtree(d)
-    return time.monotonic() - t0
+    return time.monotonic() - t0, len(todo)
 
 
 # -- what each container costs ---------------------------------------------------------
@@ -293,15 +298,102 @@ def limits_text(count: int, pss_mib: float, procs: float) -> str:
     return "\n".join(lines)
 
 
+def start_apply_profiled(inv: Path, jobs: int) -> tuple[float, dict[str, list[float]]]:
+    """apply in this process with every operation timed (wall seconds per op), to see
+    where a container's start goes: prepare (clone + customise), define, start, verify."""
+    from typer.main import get_command
+
+    from virtmix.cli import app
+    from virtmix.converge import apply as applymod
+
+    times: dict[str, list[float]] = {}
+    lock = threading.Lock()
+
+    def timed(op: str, fn):  # type: ignore[no-untyped-def]
+        def run(*a):  # type: ignore[no-untyped-def]
+            t0 = time.monotonic()
+            try:
+                return fn(*a)
+            finally:
+                with lock:
+                    times.setdefault(op, []).append(time.monotonic() - t0)
+        return run
+
+    saved = dict(applymod.OPS)
+    saved_verify = applymod._verify_starts
+    for op, fn in saved.items():
+        applymod.OPS[op] = timed(op.value, fn)
+    applymod._verify_starts = timed("verify (settle window)", saved_verify)
+    t0 = time.monotonic()
+    try:
+        with contextlib.suppress(SystemExit):
+            get_command(app).main(["apply", str(inv), "--yes", "--quiet", "-j", str(jobs)],
+                                  standalone_mode=False)
+    finally:
+        applymod.OPS.update(saved)
+        applymod._verify_starts = saved_verify
+    return time.monotonic() - t0, times
+
+
+def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) -> dict:
+    """Start N containers one way, measure them, tear them down; cleanup() whatever."""
+    inv = write_inventory(storage, storage, args.count)
+    watcher = Watcher()
+    rep: dict = {"mode": mode}
+    try:
+        watcher.start()
+        if mode == "apply" and args.profile:
+            rep["start"], rep["ops"] = start_apply_profiled(inv, args.jobs)
+        elif mode == "apply":
+            rep["start"] = start_apply(inv, args.jobs)
+        else:
+            rep["start"] = start_virsh(storage, lower, args.count)
+        time.sleep(1.0)
+        watcher.halt.set()
+        watcher.join()
+        rep["rates"] = rate_table(watcher, args.count)
+        first = min(args.count, 1000)
+        rep["first"] = (first, watcher.crossing(first))
+        conn = connect()
+        try:
+            rep["active"] = sum(1 for d in conn.listAllDomains(
+                libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE) if d.name().startswith(PREFIX))
+            time.sleep(args.settle)
+            step = max(1, args.count // max(1, args.states))
+            rep["states"] = system_states(conn, names(args.count)[::step][:args.states])
+            rep["pss"], rep["procs"] = pss_per_container(conn)
+            root = storage / ("containers" if mode == "apply" else "plain")
+            rep["disk"] = [du_kib(root / n / "upper") + du_kib(root / n / "work")
+                           for n in names(args.count)[::step]]
+            rep["loadavg"] = os.getloadavg()
+            rep["memfree"] = next(int(line.split()[1]) for line in open("/proc/meminfo")
+                                  if line.startswith("MemAvailable:"))
+        finally:
+            conn.close()
+        if mode == "apply":
+            rep["destroy"], rep["destroyed"] = destroy_apply(inv), args.count
+        else:
+            rep["destroy"], rep["destroyed"] = destroy_virsh(storage, args.count,
+                                                             args.plain_destroy_sample)
+    finally:
+        watcher.halt.set()
+        cleanup(storage)
+    return rep
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=100)
-    ap.add_argument("--mode", choices=("apply", "virsh"), default="apply")
+    ap.add_argument("--mode", choices=("apply", "virsh", "both"), default="apply")
     ap.add_argument("--jobs", type=int, default=4, help="apply -j")
+    ap.add_argument("--profile", action="store_true",
+                    help="run apply in this process and time each operation")
     ap.add_argument("--settle", type=float, default=30.0,
                     help="seconds to let the containers go idle before measuring memory")
     ap.add_argument("--states", type=int, default=20,
                     help="containers asked `systemctl is-system-running`")
+    ap.add_argument("--plain-destroy-sample", type=int, default=50,
+                    help="containers the plain virsh teardown loop is timed on")
     ap.add_argument("--storage", type=Path, default=Path("/var/tmp/virtmix-density"))
     args = ap.parse_args()
     storage = args.storage.resolve()
@@ -310,38 +402,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cleanup(storage)
     lower = ensure_lower(SPEC, Storage(storage), SHIFT).tree  # the cache, built once
-    inv = write_inventory(storage, storage, args.count)
-    watcher = Watcher()
-    rep: dict = {}
-    try:
-        watcher.start()
-        if args.mode == "apply":
-            rep["start"] = start_apply(inv, args.jobs)
-        else:
-            rep["start"] = start_virsh(storage, lower, args.count)
-        time.sleep(1.0)
-        watcher.halt.set()
-        watcher.join()
-        conn = connect()
-        active = [d.name() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                  if d.name().startswith(PREFIX)]
-        rep["active"] = len(active)
-        time.sleep(args.settle)
-        step = max(1, args.count // max(1, args.states))
-        rep["states"] = system_states(conn, names(args.count)[::step][:args.states])
-        pss, procs = pss_per_container(conn)
-        rep["pss"], rep["procs"] = pss, procs
-        root = storage / ("containers" if args.mode == "apply" else "plain")
-        rep["disk"] = [du_kib(root / n / "upper") + du_kib(root / n / "work")
-                       for n in names(args.count)[::step]]
-        rep["loadavg"] = os.getloadavg()
-        conn.close()
-        rep["destroy"] = (destroy_apply(inv) if args.mode == "apply"
-                          else destroy_virsh(storage, args.count))
-    finally:
-        watcher.halt.set()
-        cleanup(storage)
-    report(args, rep, watcher)
+    modes = ("apply", "virsh") if args.mode == "both" else (args.mode,)
+    for mode in modes:
+        rep = run_mode(mode, args, storage, lower)
+        report(args, rep)
+        sys.stdout.flush()
     return 0
 
 
@@ -350,18 +415,21 @@ def _median(xs: list[int] | list[float]) -> float:
     return float(s[len(s) // 2]) if s else 0.0
 
 
-def report(args: argparse.Namespace, rep: dict, w: Watcher) -> None:
+def report(args: argparse.Namespace, rep: dict) -> None:
     n = args.count
-    how = (f"virtmix apply -j {args.jobs}" if args.mode == "apply"
-           else "mount + virsh define + virsh start loop")
+    how = (f"virtmix apply -j {args.jobs}" if rep["mode"] == "apply"
+           else "a mount + virsh define + virsh start loop")
     print(f"density: {n} idle Debian bookworm systemd containers, {how}")
     print(f"  started: {rep['active']}/{n} running, wall {rep['start']:.1f} s = "
           f"{n / rep['start']:.1f} starts/s")
-    for k, t, r in rate_table(w, n):
+    for k, t, r in rep["rates"]:
         print(f"    {k:5d} running at {t:6.1f} s   ({r:5.1f} starts/s over the last 100)")
-    first = w.crossing(min(n, 1000))
-    if first:
-        print(f"  first {min(n, 1000)}: {min(n, 1000) / first:.1f} starts/s (target >= 10)")
+    first, t_first = rep["first"]
+    if t_first:
+        print(f"  first {first}: {first / t_first:.1f} starts/s sustained (target >= 10)")
+    for op, ts in sorted(rep.get("ops", {}).items()):
+        print(f"    op {op:24s}: {len(ts):5d} x, mean {sum(ts) / len(ts) * 1000:7.1f} ms, "
+              f"total {sum(ts):7.1f} s (wall, summed over {args.jobs} workers)")
     print(f"  systemd states (sample of {sum(rep['states'].values())}): {rep['states']}")
     pss = rep["pss"]
     print(f"  PSS per container incl. libvirt_lxc: median {_median(pss) / 1024:.1f} MiB, "
@@ -369,9 +437,12 @@ def report(args: argparse.Namespace, rep: dict, w: Watcher) -> None:
           f"{sum(pss) / 1024 / 1024:.2f} GiB; processes per container: median "
           f"{_median(rep['procs']):.0f}")
     print(f"  disk per container (upper + work): median {_median(rep['disk']) / 1024:.1f} MiB")
-    print(f"  load average after settling: {rep['loadavg'][0]:.1f}")
-    print(f"  teardown of {n}: {rep['destroy']:.1f} s = {n / rep['destroy']:.1f}/s "
-          f"({rep['destroy'] / n * 1000:.0f} ms each)")
+    print(f"  after settling: load average {rep['loadavg'][0]:.1f}, MemAvailable "
+          f"{rep['memfree'] / 1024 / 1024:.1f} GiB")
+    d, k = rep["destroy"], rep["destroyed"]
+    what = ("virtmix destroy --force --delete-rootfs" if rep["mode"] == "apply"
+            else "virsh destroy + undefine + umount + rm -rf loop")
+    print(f"  teardown of {k} ({what}): {d:.1f} s = {k / d:.1f}/s ({d / k * 1000:.0f} ms each)")
     print(limits_text(n, _median(pss) / 1024, _median(rep["procs"])))
 
 

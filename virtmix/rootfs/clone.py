@@ -36,7 +36,7 @@ def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
 def overlay_mounted_here(target: Path, upper: Path) -> bool:
     """True when target carries virtmix's own overlay (upperdir = this container's upper)."""
     t = str(target)
-    for mnt, fstype, opts in mount_points():
+    for mnt, fstype, opts in mount_points(t):
         if mnt == t and fstype == "overlay" and f"upperdir={upper}" in opts.split(","):
             return True
     return False
