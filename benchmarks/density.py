@@ -200,10 +200,42 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def pss_per_container(conn: libvirt.virConnect) -> tuple[list[int], list[int]]:
-    """(PSS KiB with the libvirt_lxc controller, process count) per running container."""
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int, children: bool = True) -> float:
+    """utime + stime (+ the times of its reaped children: what systemd's finished units
+    used) of one process."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])
+        if children:
+            ticks += int(fields[13]) + int(fields[14])
+        return ticks / TICK
+    return 0.0
+
+
+def libvirtd_cpu() -> float:
+    pids = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True,
+                          text=True).stdout.split()
+    return sum(_cpu_seconds(int(p), children=False) for p in pids)
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of the commands it ran (virtmix, virsh, mount)."""
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def pss_per_container(conn: libvirt.virConnect) -> tuple[list[int], list[int], list[float]]:
+    """(PSS KiB with the libvirt_lxc controller, process count, CPU seconds since start)
+    per running container."""
     kids = _children_map()
-    pss, procs = [], []
+    pss, procs, cpu = [], [], []
     for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         if not dom.name().startswith(PREFIX):
             continue
@@ -214,7 +246,8 @@ def pss_per_container(conn: libvirt.virConnect) -> tuple[list[int], list[int]]:
             stack.extend(kids.get(p, []))
         pss.append(sum(_pss_kib(p) for p in tree))
         procs.append(len(tree))
-    return pss, procs
+        cpu.append(sum(_cpu_seconds(p) for p in tree))
+    return pss, procs, cpu
 
 
 def du_kib(path: Path) -> int:
@@ -255,12 +288,19 @@ def cleanup(storage: Path) -> None:
 
         def one(d: libvirt.virDomain) -> None:
             with contextlib.suppress(libvirt.libvirtError):
+                if d.isActive():  # init killed first: libvirt's destroy alone takes ~1.8 s
+                    d.sendProcessSignal(1, libvirt.VIR_DOMAIN_PROCESS_SIGNAL_KILL, 0)
+                    for _ in range(100):
+                        if not d.isActive():
+                            break
+                        time.sleep(0.02)
+            with contextlib.suppress(libvirt.libvirtError):
                 if d.isActive():
                     d.destroy()
             with contextlib.suppress(libvirt.libvirtError):
                 d.undefine()
 
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(16) as pool:
             list(pool.map(one, doms))
     finally:
         conn.close()
@@ -335,6 +375,10 @@ def start_apply_profiled(inv: Path, jobs: int) -> tuple[float, dict[str, list[fl
     return time.monotonic() - t0, times
 
 
+def say(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
 def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) -> dict:
     """Start N containers one way, measure them, tear them down; cleanup() whatever."""
     inv = write_inventory(storage, storage, args.count)
@@ -342,15 +386,20 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
     rep: dict = {"mode": mode}
     try:
         watcher.start()
+        say(f"{mode}: starting {args.count}")
+        cpu0, lcpu0, t0 = own_cpu(), libvirtd_cpu(), time.monotonic()
         if mode == "apply" and args.profile:
             rep["start"], rep["ops"] = start_apply_profiled(inv, args.jobs)
         elif mode == "apply":
             rep["start"] = start_apply(inv, args.jobs)
         else:
             rep["start"] = start_virsh(storage, lower, args.count)
+        rep["cpu_tool"], rep["cpu_libvirtd"] = own_cpu() - cpu0, libvirtd_cpu() - lcpu0
+        rep["cpu_wall"] = time.monotonic() - t0
         time.sleep(1.0)
         watcher.halt.set()
         watcher.join()
+        say(f"{mode}: started, measuring")
         rep["rates"] = rate_table(watcher, args.count)
         first = min(args.count, 1000)
         rep["first"] = (first, watcher.crossing(first))
@@ -361,7 +410,7 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
             time.sleep(args.settle)
             step = max(1, args.count // max(1, args.states))
             rep["states"] = system_states(conn, names(args.count)[::step][:args.states])
-            rep["pss"], rep["procs"] = pss_per_container(conn)
+            rep["pss"], rep["procs"], rep["cpu_ct"] = pss_per_container(conn)
             root = storage / ("containers" if mode == "apply" else "plain")
             rep["disk"] = [du_kib(root / n / "upper") + du_kib(root / n / "work")
                            for n in names(args.count)[::step]]
@@ -370,6 +419,7 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
                                   if line.startswith("MemAvailable:"))
         finally:
             conn.close()
+        say(f"{mode}: tearing down")
         if mode == "apply":
             rep["destroy"], rep["destroyed"] = destroy_apply(inv), args.count
         else:
@@ -399,7 +449,12 @@ def main() -> int:
     storage = args.storage.resolve()
     storage.mkdir(parents=True, exist_ok=True)
     os.chmod(storage, 0o711)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    def stop(signum: int, _frame: object) -> None:
+        say(f"signal {signum}: cleaning up and stopping")
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     cleanup(storage)
     lower = ensure_lower(SPEC, Storage(storage), SHIFT).tree  # the cache, built once
     modes = ("apply", "virsh") if args.mode == "both" else (args.mode,)
@@ -430,6 +485,11 @@ def report(args: argparse.Namespace, rep: dict) -> None:
     for op, ts in sorted(rep.get("ops", {}).items()):
         print(f"    op {op:24s}: {len(ts):5d} x, mean {sum(ts) / len(ts) * 1000:7.1f} ms, "
               f"total {sum(ts):7.1f} s (wall, summed over {args.jobs} workers)")
+    ct = rep["cpu_ct"]
+    print(f"  CPU during the start ({rep['cpu_wall']:.1f} s wall, 2 cores = "
+          f"{2 * rep['cpu_wall']:.0f} CPU-s): per container {sum(ct) / max(1, len(ct)):.3f} s in "
+          f"it and its libvirt_lxc (since its start), {rep['cpu_libvirtd'] / n:.3f} s in "
+          f"libvirtd, {rep['cpu_tool'] / n:.3f} s in the starting tool")
     print(f"  systemd states (sample of {sum(rep['states'].values())}): {rep['states']}")
     pss = rep["pss"]
     print(f"  PSS per container incl. libvirt_lxc: median {_median(pss) / 1024:.1f} MiB, "
