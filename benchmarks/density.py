@@ -67,11 +67,14 @@ class Watcher(threading.Thread):
     """Counts active vmixt-dens-* domains every 0.2 s (its own connection): the start rate
     seen from libvirt, the same for apply and for the virsh loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_free_mib: int) -> None:
         super().__init__(daemon=True)
         self.samples: list[tuple[float, int]] = []
         self.halt = threading.Event()
         self.t0 = time.monotonic()
+        self.min_free_kib = min_free_mib * 1024
+        self.starter: int | None = None  # pid that gets SIGINT when memory runs short
+        self.low_memory: str = ""
 
     def run(self) -> None:
         conn = connect()
@@ -80,9 +83,23 @@ class Watcher(threading.Thread):
                 doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
                 n = sum(1 for d in doms if d.name().startswith(PREFIX))
                 self.samples.append((time.monotonic() - self.t0, n))
+                free = mem_available_kib()
+                if free < self.min_free_kib and not self.low_memory:
+                    # The machine is shared: stop starting before the OOM killer picks a
+                    # victim (apply stops between entries on Ctrl-C).
+                    self.low_memory = (f"MemAvailable {free // 1024} MiB < "
+                                       f"{self.min_free_kib // 1024} MiB at {n} running")
+                    say(f"stopping the start: {self.low_memory}")
+                    if self.starter is not None:
+                        os.kill(self.starter, signal.SIGINT)
                 self.halt.wait(0.2)
         finally:
             conn.close()
+
+
+def mem_available_kib() -> int:
+    with open("/proc/meminfo") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("MemAvailable:"))
 
     def crossing(self, k: int) -> float | None:
         """Seconds from t0 until k domains were active (None: never)."""
@@ -114,10 +131,14 @@ def write_inventory(work: Path, storage: Path, count: int) -> Path:
     return inv
 
 
-def start_apply(inv: Path, jobs: int) -> float:
+def start_apply(inv: Path, jobs: int, watcher: Watcher) -> float:
     t0 = time.monotonic()
-    subprocess.run([*VIRTMIX, "apply", str(inv), "--yes", "--quiet", "-j", str(jobs)],
-                   check=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([*VIRTMIX, "apply", str(inv), "--yes", "--quiet", "-j",
+                             str(jobs)], stdout=subprocess.DEVNULL)
+    watcher.starter = proc.pid
+    rc = proc.wait()
+    if rc != 0 and not watcher.low_memory:
+        raise SystemExit(f"virtmix apply failed (exit {rc})")
     return time.monotonic() - t0
 
 
@@ -131,13 +152,15 @@ def plain_xml(name: str, rootfs: Path) -> str:
 <console type='pty'/></devices></domain>"""
 
 
-def start_virsh(storage: Path, lower: Path, count: int) -> float:
+def start_virsh(storage: Path, lower: Path, count: int, watcher: Watcher) -> float:
     """The same by hand: an overlay of the cached base per container, virsh define, start
     (no customisation: every container keeps the base's hostname and machine-id)."""
     plain = storage / "plain"
     plain.mkdir(exist_ok=True)
     t0 = time.monotonic()
     for n in names(count):
+        if watcher.low_memory:
+            break
         d = plain / n
         for sub in ("upper", "work", "rootfs"):
             (d / sub).mkdir(parents=True, exist_ok=True)
@@ -174,8 +197,8 @@ def destroy_virsh(storage: Path, count: int, sample: int) -> tuple[float, int]:
         subprocess.run(["virsh", "-q", "-c", URI, "undefine", n], stdout=subprocess.DEVNULL,
                        check=False)
         d = storage / "plain" / n
-        subprocess.run(["umount", str(d / "rootfs")], check=False)
-        shutil.rmtree(d)
+        subprocess.run(["umount", "-q", str(d / "rootfs")], check=False)
+        shutil.rmtree(d, ignore_errors=True)
     return time.monotonic() - t0, len(todo)
 
 
@@ -382,18 +405,19 @@ def say(line: str) -> None:
 def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) -> dict:
     """Start N containers one way, measure them, tear them down; cleanup() whatever."""
     inv = write_inventory(storage, storage, args.count)
-    watcher = Watcher()
+    watcher = Watcher(args.min_free_mib)
     rep: dict = {"mode": mode}
     try:
         watcher.start()
         say(f"{mode}: starting {args.count}")
         cpu0, lcpu0, t0 = own_cpu(), libvirtd_cpu(), time.monotonic()
         if mode == "apply" and args.profile:
+            watcher.starter = os.getpid()  # apply's own Ctrl-C handler runs in here
             rep["start"], rep["ops"] = start_apply_profiled(inv, args.jobs)
         elif mode == "apply":
-            rep["start"] = start_apply(inv, args.jobs)
+            rep["start"] = start_apply(inv, args.jobs, watcher)
         else:
-            rep["start"] = start_virsh(storage, lower, args.count)
+            rep["start"] = start_virsh(storage, lower, args.count, watcher)
         rep["cpu_tool"], rep["cpu_libvirtd"] = own_cpu() - cpu0, libvirtd_cpu() - lcpu0
         rep["cpu_wall"] = time.monotonic() - t0
         time.sleep(1.0)
@@ -415,8 +439,8 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
             rep["disk"] = [du_kib(root / n / "upper") + du_kib(root / n / "work")
                            for n in names(args.count)[::step]]
             rep["loadavg"] = os.getloadavg()
-            rep["memfree"] = next(int(line.split()[1]) for line in open("/proc/meminfo")
-                                  if line.startswith("MemAvailable:"))
+            rep["memfree"] = mem_available_kib()
+            rep["low_memory"] = watcher.low_memory
         finally:
             conn.close()
         say(f"{mode}: tearing down")
@@ -444,6 +468,8 @@ def main() -> int:
                     help="containers asked `systemctl is-system-running`")
     ap.add_argument("--plain-destroy-sample", type=int, default=50,
                     help="containers the plain virsh teardown loop is timed on")
+    ap.add_argument("--min-free-mib", type=int, default=2048,
+                    help="stop starting (SIGINT to apply) when MemAvailable drops below")
     ap.add_argument("--storage", type=Path, default=Path("/var/tmp/virtmix-density"))
     args = ap.parse_args()
     storage = args.storage.resolve()
@@ -476,7 +502,9 @@ def report(args: argparse.Namespace, rep: dict) -> None:
            else "a mount + virsh define + virsh start loop")
     print(f"density: {n} idle Debian bookworm systemd containers, {how}")
     print(f"  started: {rep['active']}/{n} running, wall {rep['start']:.1f} s = "
-          f"{n / rep['start']:.1f} starts/s")
+          f"{rep['active'] / rep['start']:.1f} starts/s")
+    if rep.get("low_memory"):
+        print(f"  STOPPED EARLY: {rep['low_memory']}")
     for k, t, r in rep["rates"]:
         print(f"    {k:5d} running at {t:6.1f} s   ({r:5.1f} starts/s over the last 100)")
     first, t_first = rep["first"]
