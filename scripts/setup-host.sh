@@ -125,12 +125,15 @@ this layout. Boot with systemd.unified_cgroup_hierarchy=1 (pure v2) and rerun." 
 #    namespaces are created by root); the default 128 fits ~21 containers, 8192 ~1,365.
 #  - pid_max: a container is ~5 processes + libvirt_lxc's threads (~10 pids); 32768 (the
 #    default on small hosts) fits ~3,000 containers with nothing else running.
+#  - pty.max: libvirt gives every container a console pty; at the default 4096 the
+#    1,536th container failed to start ("Failed to allocate tty: No space left on device").
 #  - keys: systemd gives every service its own session keyring, charged to the uid that
 #    container root maps to; containers sharing one id range share the 200-key quota.
 SYSCTLS=(
   "fs.inotify.max_user_instances 32768 systemd containers need ~6 each (2,000 need 12,000)"
   "fs.inotify.max_user_watches 1048576 systemd watches its unit dirs in every container"
   "kernel.pid_max 4194304 ~10 pids per container (libvirt_lxc threads included)"
+  "kernel.pty.max 65536 ~3 ptys per container (its console); 4096 stopped starts at ~1,535"
   "kernel.keys.maxkeys 100000 a session keyring per service, charged to the shared range's uid"
   "kernel.keys.maxbytes 10000000 the byte quota that goes with kernel.keys.maxkeys"
 )
