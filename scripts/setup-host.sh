@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 host for virtmix: install libvirt (LXC + QEMU drivers), the rootfs and
-# test tools, tune the host (cgroup layout, inotify limits), then make sure virtlogd and
+# test tools, tune the host (cgroup layout, inotify/pid/keyring limits), then make sure virtlogd and
 # libvirtd run (started by hand when no service manager did it).
 # Idempotent: every step checks first and only acts when needed; every change is printed
 # ("setup-host: changed: ..."), so an admin knows what happened to the host. A second run
@@ -118,25 +118,54 @@ this layout. Boot with systemd.unified_cgroup_hierarchy=1 (pure v2) and rerun." 
   fi
 }
 
-# Each systemd container takes ~6 inotify instances of root's budget (default 128: about
-# 21 containers); raise it for this boot and persist it in sysctl.d for later boots.
-INOTIFY_MIN=8192
-raise_inotify() {
-  local cur conf=/etc/sysctl.d/60-virtmix-inotify.conf
-  cur=$(cat /proc/sys/fs/inotify/max_user_instances)
-  if [ "$cur" -lt "$INOTIFY_MIN" ]; then
-    if echo "$INOTIFY_MIN" > /proc/sys/fs/inotify/max_user_instances 2>/dev/null; then
-      did "fs.inotify.max_user_instances $cur -> $INOTIFY_MIN (systemd containers need ~6 each)"
-    else
-      say "WARNING: cannot raise fs.inotify.max_user_instances ($cur, read-only /proc/sys?):" \
-          "about $((cur / 6)) systemd containers fit"
+# Limits that cap how many idle systemd containers fit (docs/density.md, measured with
+# benchmarks/density.py): raised for this boot when below the minimum, and persisted in
+# sysctl.d for later boots. Never lowered. Each row: key, minimum, why.
+#  - inotify instances: ~6 per systemd container, all charged to host root (their user
+#    namespaces are created by root); the default 128 fits ~21 containers, 8192 ~1,365.
+#  - pid_max: a container is ~5 processes + libvirt_lxc's threads (~10 pids); 32768 (the
+#    default on small hosts) fits ~3,000 containers with nothing else running.
+#  - pty.max: libvirt gives every container a console pty; at the default 4096 the
+#    1,536th container failed to start ("Failed to allocate tty: No space left on device").
+#  - keys: systemd gives every service its own session keyring, charged to the uid that
+#    container root maps to; containers sharing one id range share the 200-key quota.
+SYSCTLS=(
+  "fs.inotify.max_user_instances 32768 systemd containers need ~6 each (2,000 need 12,000)"
+  "fs.inotify.max_user_watches 1048576 systemd watches its unit dirs in every container"
+  "kernel.pid_max 4194304 ~10 pids per container (libvirt_lxc threads included)"
+  "kernel.pty.max 65536 ~3 ptys per container (its console); 4096 stopped starts at ~1,535"
+  "kernel.keys.maxkeys 100000 a session keyring per service, charged to the shared range's uid"
+  "kernel.keys.maxbytes 10000000 the byte quota that goes with kernel.keys.maxkeys"
+)
+SYSCTL_CONF=/etc/sysctl.d/60-virtmix-density.conf
+PROC_SYS=${PROC_SYS:-/proc/sys}  # another root only to try the step on a copy
+raise_limits() {
+  local row key min why cur path conf_text="" changed_conf=0
+  for row in "${SYSCTLS[@]}"; do
+    read -r key min why <<<"$row"
+    path=$PROC_SYS/${key//.//}
+    [ -r "$path" ] || { say "WARNING: $key does not exist on this kernel; skipped"; continue; }
+    cur=$(cat "$path")
+    if [ "$cur" -lt "$min" ]; then
+      if echo "$min" > "$path" 2>/dev/null; then
+        did "$key $cur -> $min ($why)"
+      else
+        say "WARNING: cannot raise $key ($cur, read-only /proc/sys?): $why"
+      fi
     fi
+    conf_text+="# $why"$'\n'"$key = $(( cur > min ? cur : min ))"$'\n'
+  done
+  # The older file of this script (inotify only) would lower the instances back at boot.
+  if [ -f /etc/sysctl.d/60-virtmix-inotify.conf ]; then
+    rm -f /etc/sysctl.d/60-virtmix-inotify.conf
+    changed_conf=1
   fi
-  if [ ! -f "$conf" ]; then
-    printf '# virtmix: systemd containers need ~6 inotify instances each\n%s\n' \
-      "fs.inotify.max_user_instances = $INOTIFY_MIN" > "$conf"
-    did "wrote $conf (keeps the limit after reboot)"
+  conf_text="# virtmix: host limits for many containers (docs/density.md)"$'\n'"$conf_text"
+  if [ ! -f "$SYSCTL_CONF" ] || [ "$(cat "$SYSCTL_CONF")" != "${conf_text%$'\n'}" ]; then
+    printf '%s' "$conf_text" > "$SYSCTL_CONF"
+    changed_conf=1
   fi
+  [ $changed_conf -eq 0 ] || did "wrote $SYSCTL_CONF (keeps the limits after reboot)"
 }
 
 answers() { virsh -c lxc:///system uri >/dev/null 2>&1 && virsh -c qemu:///system uri >/dev/null 2>&1; }
@@ -186,6 +215,6 @@ command -v virsh >/dev/null && answers && ALREADY_RUNNING=1
 install_packages
 qemu_prereqs
 fix_cgroups
-raise_inotify
+raise_limits
 start_daemons
 if [ $changed -eq 0 ]; then say "nothing changed"; else say "$changed change(s) made"; fi

@@ -76,3 +76,25 @@ def test_a_container_dir_appears_with_its_marker_and_stale_halves_are_cleaned(
     assert (cdir / CONTAINER_MARKER).read_text() == "c1\n"
     assert not stale.exists()
     assert st.container_names() == ["c1"]
+
+
+def test_fsync_tree_flushes_every_file_and_dir_below_and_skips_links(tmp_path, monkeypatch):
+    """An overlay clone's upper dir is fsynced file by file (not the whole filesystem):
+    every regular file and directory is flushed once; symlinks and devices are not opened."""
+    import os
+
+    from virtmix.util.files import fsync_tree
+
+    (tmp_path / "etc/systemd").mkdir(parents=True)
+    (tmp_path / "etc/hostname").write_text("c1\n")
+    (tmp_path / "etc/systemd/x.conf").write_text("x\n")
+    os.symlink("/nonexistent", tmp_path / "etc/dangling")
+    os.mkfifo(tmp_path / "etc/fifo")  # opening it for reading would block
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(
+        f"/proc/self/fd/{fd}")), real(fd))[1])
+    assert fsync_tree(tmp_path) == 5
+    assert sorted(synced) == sorted(str(p) for p in (
+        tmp_path, tmp_path / "etc", tmp_path / "etc/systemd", tmp_path / "etc/hostname",
+        tmp_path / "etc/systemd/x.conf"))

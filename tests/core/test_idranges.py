@@ -247,3 +247,16 @@ def test_auto_isolates_on_cgroup_v2_and_shares_on_v1(tmp_path, monkeypatch):
     assert got["a"] == ("100000", "100000", "65536", "65536")
     assert got["b"] == tuple(str(x) for x in (slot_range(home_slot("b"))[1],) * 2) + (
         "65536", "65536")
+
+
+def test_the_shared_range_is_no_conflict_between_containers(tmp_path):
+    """idmap: shared (and 'auto' on a cgroup v1 host) gives every container 100000..: a
+    second container's tree in the same storage is made for it, not refused."""
+    from virtmix.rootfs import _choose_idmap
+    from virtmix.rootfs.storage import Storage
+
+    st = Storage(tmp_path / "st")
+    st.ensure()
+    st.container_dir("b").mkdir()
+    st.write_state("b", {"idmap": [0, 100000, 65536, 100000]})
+    assert _choose_idmap("a", st, (0, 100000, 65536, 100000)) == (0, 100000, 65536, 100000)

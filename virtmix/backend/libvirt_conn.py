@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,6 +25,27 @@ def _name_of(xml: str) -> str:
     """A domain document's <name> (for the operation mark; cheap, no parse)."""
     match = _NAME.search(xml)
     return match.group(1).strip() if match else ""
+
+
+KILL_WAIT = 2.0  # seconds a container whose init got SIGKILL gets to be reported off
+
+
+def _kill_init(dom: libvirt.virDomain) -> bool:
+    """SIGKILL to a running container's init, then wait for libvirt to see it stop (its
+    controller exits with init). True when it stopped; False leaves it to destroy()."""
+    try:
+        dom.sendProcessSignal(1, libvirt.VIR_DOMAIN_PROCESS_SIGNAL_KILL, 0)
+    except libvirt.libvirtError:
+        return False  # not running, or the driver cannot: destroy() says which
+    deadline = time.monotonic() + KILL_WAIT
+    while time.monotonic() < deadline:
+        try:
+            if not dom.isActive():
+                return True
+        except libvirt.libvirtError:
+            return False
+        time.sleep(0.02)
+    return False
 
 
 class Connection(AdminOps, SnapshotOps):
@@ -164,8 +186,28 @@ class Connection(AdminOps, SnapshotOps):
             self._lookup(name).shutdown()
 
     def destroy(self, name: str) -> None:
+        """Force the domain off.
+
+        A container's init gets SIGKILL first, through libvirt (sendProcessSignal to pid
+        1): the kernel then ends its whole pid namespace at once. libvirt's own destroy
+        (virCgroupKillPainfully) sends SIGTERM to the container's cgroup and polls 8 x 200
+        ms before it sends SIGKILL; systemd as pid 1 does not die of SIGTERM, so every
+        systemd container took ~1.8 s to destroy, 523 s for 1,000 (issue 13)."""
+        dom = self._lookup(name)
         with translate(f"stopping {name}", self.uri), own_operation(self.uri, name, "destroy"):
-            self._lookup(name).destroy()
+            if self._is_lxc() and _kill_init(dom):
+                return
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                if dom.isActive():  # not the race with a container that just went off
+                    raise
+
+    def _is_lxc(self) -> bool:
+        kind = self.__dict__.get("_kind")
+        if kind is None:
+            kind = self.__dict__["_kind"] = self.driver
+        return bool(kind == "lxc")
 
     def suspend(self, name: str) -> None:
         with translate(f"freezing {name}", self.uri), own_operation(self.uri, name, "suspend"):

@@ -165,27 +165,54 @@ class Storage:
         )
 
 
-def mount_points() -> list[tuple[str, str, str]]:
-    """(mount point, fs type, super options) for every mount in our namespace."""
-    out = []
+def _mountinfo() -> str:
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            mnt = left.split()[4].encode().decode("unicode_escape")
-            fields = right.split()
-            out.append((mnt, fields[0], fields[2] if len(fields) > 2 else ""))
+        return f.read()
+
+
+def _escaped(path: str) -> str:
+    """path as /proc/self/mountinfo writes it (space, tab, newline, backslash in octal)."""
+    return (path.replace("\\", "\\134").replace(" ", "\\040").replace("\t", "\\011")
+            .replace("\n", "\\012"))
+
+
+def _parse(lines: list[str]) -> list[tuple[str, str, str]]:
+    out = []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        mnt = left.split()[4]
+        if "\\" in mnt:
+            mnt = mnt.encode().decode("unicode_escape")
+        fields = right.split()
+        out.append((mnt, fields[0], fields[2] if len(fields) > 2 else ""))
     return out
+
+
+def mount_points(hint: str | None = None) -> list[tuple[str, str, str]]:
+    """(mount point, fs type, super options) for every mount in our namespace.
+
+    hint: a string every wanted line contains (a path): only those lines are parsed.
+    With thousands of containers the table has thousands of overlay mounts, and
+    provisioning or deleting each container asks it several times (issue 13's density
+    run): parsing all of it each time made that quadratic."""
+    text = _mountinfo()
+    if hint is None:
+        return _parse(text.splitlines())
+    esc = _escaped(hint)
+    if esc not in text:
+        return []
+    return _parse([line for line in text.splitlines() if esc in line])
 
 
 def is_mount_point(path: Path) -> bool:
     p = str(path)
-    return any(m == p for m, _, _ in mount_points())
+    return any(m == p for m, _, _ in mount_points(p))
 
 
 def mounts_below(path: Path) -> list[str]:
     """Mount points at or below path (path must be resolved)."""
     p = str(path)
-    return [m for m, _, _ in mount_points() if m == p or m.startswith(p + "/")]
+    return [m for m, _, _ in mount_points(p) if m == p or m.startswith(p + "/")]
 
 
 def confined(storage: Storage, path: Path, parent: Path) -> Path:

@@ -40,6 +40,28 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_tree(root: Path) -> int:
+    """fsync every file and directory below root (not following symlinks); returns how
+    many. For a small tree (an overlay clone's upper dir: the few files customise wrote)
+    this is far cheaper than syncfs(2), which also flushes whatever else is dirty on the
+    filesystem (the journals of a thousand running containers)."""
+    count = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            count += 1
+        fsync_dir(Path(dirpath))
+        count += 1
+    return count
+
+
 def sync_filesystem(path: Path) -> None:
     """Flush the whole filesystem holding path (syncfs(2); sync(2) where it is missing):
     before a built tree is marked complete, every file in it must be on disk."""
