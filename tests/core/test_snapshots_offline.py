@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from virtmix.cli import app
-from virtmix.errors import ConflictError, UsageError
+from virtmix.errors import BackendError, ConflictError, RootfsError, UsageError
 from virtmix.rootfs.storage import Storage
 from virtmix.snapshots import archive, trees
 
@@ -95,3 +96,129 @@ def test_archives_are_checked_before_anything_happens(tmp_path):
         archive.read_manifest(junk)
     ok = {"format": archive.FORMAT, "version": archive.VERSION, "kind": "lxc"}
     assert archive.read_manifest(_archive(tmp_path, ok))["kind"] == "lxc"
+
+
+def test_take_many_copies_side_by_side_and_syncs_once(tmp_path, monkeypatch):
+    srcs = []
+    for i in range(3):
+        tree = tmp_path / f"tree{i}"
+        (tree / "etc").mkdir(parents=True)
+        (tree / "etc" / "hostname").write_text(f"c{i}\n")
+        srcs.append(trees.TreeSource(Storage(tmp_path / "st"), tree, tree, "tree"))
+    synced = []
+    monkeypatch.setattr(trees, "_sync", lambda p: synced.append(p))
+    seen = []
+
+    def copy(pairs):  # the caller's frozen window: every copy happens inside it
+        seen.extend(pairs)
+        trees.copy_all(pairs, jobs=2)
+
+    paths = trees.take_many([(s, f"c{i}", {"state": "running"}) for i, s in enumerate(srcs)],
+                            "s1", copy=copy)
+    assert len(seen) == 3 and len(synced) == 1  # one filesystem: one sync
+    for i, p in enumerate(paths):
+        assert (p / "data" / "etc" / "hostname").read_text() == f"c{i}\n"
+        assert json.loads((p / "snapshot.json").read_text())["state"] == "running"
+    # put all back at once after changes
+    for s in srcs:
+        (s.tree / "etc" / "hostname").write_text("changed\n")
+    trees.put_back_many([(s, trees.find(s.storage, f"c{i}", "s1")) for i, s in enumerate(srcs)])
+    for i, s in enumerate(srcs):
+        assert (s.tree / "etc" / "hostname").read_text() == f"c{i}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st", "tree0", "tree1", "tree2"]
+
+
+def test_a_failed_copy_leaves_no_snapshot(tmp_path):
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    st = Storage(tmp_path / "st")
+    jobs = [(trees.TreeSource(st, ok, ok, "tree"), "c0", {}),
+            (trees.TreeSource(st, ok, tmp_path / "missing", "tree"), "c1", {})]
+    with pytest.raises(RootfsError, match="copying"):
+        trees.take_many(jobs, "s1")
+    assert trees.list_for(st, "c0") == [] and trees.list_for(st, "c1") == []
+    assert not [p for p in (st.root / "snapshots").rglob(".*")]
+
+
+class LocalShell:
+    """The far host's side of a restore over ssh, run here: the same script, fed the
+    archive on stdin as ssh does."""
+
+    def run(self, archive_path, script, label):
+        with open(archive_path, "rb") as f:
+            res = subprocess.run(["sh", "-c", "set -e; " + script], stdin=f,
+                                 capture_output=True, check=False)
+        if res.returncode:
+            raise BackendError(f"{label}: exit {res.returncode}: {res.stderr.decode()}")
+
+
+def _container_archive(tmp_path: Path) -> tuple[Path, dict]:
+    src = tmp_path / "src"
+    (src / "root").mkdir(parents=True)
+    (src / "root" / "data").write_text("travels\n")
+    os.symlink("data", src / "root" / "link")
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    manifest = {"format": archive.FORMAT, "version": archive.VERSION, "name": "c1",
+                "kind": "lxc", "contents": {"rootfs": "rootfs/", "tree": str(src)}}
+    (meta / "manifest.json").write_text(json.dumps(manifest))
+    (meta / "domain.xml").write_text("<domain type='lxc'/>")
+    path = tmp_path / "c1.vmxbak.tar"
+    subprocess.run(["tar", "-C", str(meta), "-cf", str(path), "--format=posix",
+                    "manifest.json", "domain.xml", "-C", str(src), "--numeric-owner",
+                    "--xattrs", "--transform", r"s,^\.,rootfs,", "."], check=True)
+    return path, manifest
+
+
+DOMAIN = ("<domain type='lxc'><name>c1</name><idmap><uid start='0' target='100000' "
+          "count='65536'/></idmap><devices><filesystem type='mount'><source dir='/old/c1'/>"
+          "<target dir='/'/></filesystem></devices></domain>")
+
+
+def test_remote_container_unpack_script(tmp_path):
+    from lxml import etree
+
+    path, manifest = _container_archive(tmp_path)
+    storage = Storage(tmp_path / "far")  # not created: the far side makes it
+    tree = etree.fromstring(DOMAIN)
+    archive._unpack_container(path, storage, "c1", tree, manifest, LocalShell())
+    cdir = storage.container_dir("c1")
+    assert (cdir / "rootfs" / "root" / "data").read_text() == "travels\n"
+    assert os.readlink(cdir / "rootfs" / "root" / "link") == "data"
+    assert (cdir / ".virtmix-container").is_file()
+    state = json.loads((cdir / "state.json").read_text())
+    assert state["idmap"] == [0, 100000, 65536] and state["method"] == "copy"
+    assert tree.find("devices/filesystem/source").get("dir") == str(cdir / "rootfs")
+    assert sorted(p.name for p in storage.containers_root.iterdir()) == ["c1"]
+    with pytest.raises(BackendError, match="exists there"):  # never over another tree
+        archive._unpack_container(path, storage, "c1", etree.fromstring(DOMAIN), manifest,
+                                  LocalShell())
+    assert sorted(p.name for p in storage.containers_root.iterdir()) == ["c1"]
+
+
+def test_remote_guest_unpack_script(tmp_path):
+    from lxml import etree
+
+    meta = tmp_path / "meta"
+    (meta / "files").mkdir(parents=True)
+    (meta / "files" / "disk0-disk0.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 100)
+    (meta / "files" / "kernel-vmlinuz").write_bytes(b"kernel")
+    manifest = {"format": archive.FORMAT, "version": archive.VERSION, "name": "g1",
+                "kind": "kvm", "contents": {"files": ["disk0-disk0.qcow2", "kernel-vmlinuz"]}}
+    (meta / "manifest.json").write_text(json.dumps(manifest))
+    path = tmp_path / "g1.tar"
+    subprocess.run(["tar", "-C", str(meta), "-cf", str(path), "manifest.json", "files"],
+                   check=True)
+    xml = ("<domain type='qemu'><name>g1</name><os><kernel>/old/g1/vmlinuz</kernel></os>"
+           "<devices><disk type='file'><driver type='qcow2'/><source file='/old/g1/disk0.qcow2'/>"
+           "</disk><serial type='file'><source path='/old/g1/serial.log'/></serial></devices>"
+           "</domain>")
+    tree = etree.fromstring(xml)
+    storage = Storage(tmp_path / "far")
+    archive._unpack_guest(path, storage, "g1", tree, manifest, LocalShell())
+    gdir = tmp_path / "far" / "guests" / "g1"
+    assert sorted(p.name for p in gdir.iterdir()) == [
+        ".virtmix-files", "disk0-disk0.qcow2", "kernel-vmlinuz"]
+    assert tree.find("devices/disk/source").get("file") == str(gdir / "disk0-disk0.qcow2")
+    assert tree.findtext("os/kernel") == str(gdir / "kernel-vmlinuz")
+    assert tree.find("devices/serial/source").get("path") == str(gdir / "serial.log")

@@ -90,9 +90,11 @@ def snapshot_create(targets: list[str] = TARGETS_ARG,
     snap = name or trees.default_snapshot_name()
     with admin_session() as session:
         found, storage = resolve(session, targets)
-        taken = ops.take(found, snap, storage)
+        taken, frozen = ops.take(found, snap, storage)
     for t in taken:
         say(f"{t.address}: snapshot {t.snapshot} taken in {t.seconds:.2f}s ({t.where})")
+    if len(taken) > 1:
+        say(f"{len(taken)} domains snapshotted at one moment (frozen for {frozen:.2f}s)")
 
 
 @snapshot_app.command("ls")
@@ -189,8 +191,9 @@ def restore_archive(path: Path = typer.Argument(..., metavar="ARCHIVE"),
     from virtmix.snapshots import archive
 
     with admin_session() as session:
-        uri = archive.restore_uri(session, path, host, OPTIONS.connect)
-        made = archive.restore(session, path, uri, name=new_name, new_identity=new_identity)
+        uri, storage_dir = archive.restore_uri(session, path, host, OPTIONS.connect)
+        made = archive.restore(session, path, uri, name=new_name, new_identity=new_identity,
+                               storage_dir=storage_dir, host=host)
     for w in made.notes:
         err.print(f"virtmix: note: {w}", markup=False)
     say(f"{made.name}: restored on {made.uri} ({made.state})")
