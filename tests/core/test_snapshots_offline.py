@@ -222,3 +222,36 @@ def test_remote_guest_unpack_script(tmp_path):
     assert tree.find("devices/disk/source").get("file") == str(gdir / "disk0-disk0.qcow2")
     assert tree.findtext("os/kernel") == str(gdir / "kernel-vmlinuz")
     assert tree.find("devices/serial/source").get("path") == str(gdir / "serial.log")
+
+
+@pytest.fixture
+def test_driver(monkeypatch, tmp_path):
+    from support.testdriver import held_test_driver
+
+    yield from held_test_driver(monkeypatch, tmp_path, "vmixt-snb-")
+
+
+def test_host_snapshot_takes_every_domain_of_that_host(test_driver, tmp_path):
+    """`snapshot --host H` (with -i): every domain of that inventory host, at one moment,
+    and ls/restore/rm of the same set; on the test driver's own guest 'test'."""
+    inv = tmp_path / "site.yaml"
+    inv.write_text("name: vmixt-snb-site\nhosts:\n"
+                   "  h1: {uri: 'test:///default', lxc_uri: 'test:///default',\n"
+                   "       guests: {test: {memory: 128MiB}}}\n"
+                   "  h2: {uri: 'test:///default', lxc_uri: 'test:///default'}\n")
+    base = ["-i", str(inv), "snapshot"]
+    res = runner.invoke(app, [*base, "--host", "h1", "--name", "s1"])
+    assert res.exit_code == 0, res.output
+    assert "test: snapshot s1 taken" in res.output
+    assert test_driver.get("test").state == "running"  # thawed again
+    res = runner.invoke(app, [*base, "ls", "--host", "h1", "-o", "json"])
+    assert [(r["domain"], r["snapshot"]) for r in json.loads(res.output)] == [("test", "s1")]
+    res = runner.invoke(app, [*base, "restore", "--host", "h1", "s1"])
+    assert res.exit_code == 0 and "test: restored to s1" in res.output, res.output
+    res = runner.invoke(app, [*base, "--host", "h2", "--name", "s2"])
+    assert res.exit_code == 6 and "no domain of host h2" in res.output
+    res = runner.invoke(app, [*base, "rm", "--host", "h1", "s1"])
+    assert res.exit_code == 0, res.output
+    assert test_driver.list_snapshots("test") == []
+    res = runner.invoke(app, [*base, "--host", "h9"])
+    assert res.exit_code == 6 and "no host of that name" in res.output

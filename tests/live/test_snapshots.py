@@ -128,18 +128,41 @@ def test_backup_and_restore_keep_identity(lxc_conn, storage, make_busybox_tree, 
 
 
 @pytest.mark.slow
-def test_guest_snapshot_and_backup(qemu_conn, storage, guest_kernel, tmp_path):
+def test_guest_snapshot_and_backup(qemu_conn, lxc_conn, storage, guest_kernel, tmp_path,
+                                   make_busybox_tree):
     name = SNAP_PFX + "guest"
+    cname = SNAP_PFX + "beside"
+    ctree = make_busybox_tree()
     guest = {"memory": "256MiB", "disks": [{"size": "64MiB"}],
              "boot": {"kernel": str(guest_kernel.vmlinuz), "initrd": str(guest_kernel.initrd),
                       "cmdline": "console=ttyS0 panic=-1"}}
     inv = str(write_inventory(storage, {"h1": {
         "uri": "qemu:///system", "lxc_uri": "lxc:///system", "virt_type": "qemu",
-        "guests": {name: guest}}}, name=SNAP_PFX + "gsite"))
+        "guests": {name: guest}, "containers": {cname: busybox(ctree, init=SLEEP)}}},
+        name=SNAP_PFX + "gsite"))
     virtmix("apply", inv, "--yes", check=0)
     log = storage / "guests" / name / "serial.log"
     wait_for(lambda: log.is_file() and GuestKernel.MARKER in log.read_text(errors="replace"),
              timeout=60, what="the guest's boot marker", interval=0.2)
+
+    # The site: a guest and a container at one moment (both frozen, both snapshotted).
+    res = virtmix("snapshot", inv, "--name", "mix1", check=0)
+    assert f"{name}: snapshot mix1 taken" in res.stdout
+    assert f"{cname}: snapshot mix1 taken" in res.stdout
+    assert "2 domains snapshotted at one moment (frozen for" in res.stdout
+    assert qemu_conn.lookupByName(name).state()[0] == 1
+    assert lxc_conn.lookupByName(cname).state()[0] == 1
+    rows = json.loads(virtmix("snapshot", "ls", inv, "-o", "json", check=0).stdout)
+    assert sorted((r["domain"], r["kind"], r["snapshot"], r["state"]) for r in rows) == [
+        (cname, "lxc", "mix1", "running"), (name, "kvm", "mix1", "running")]
+    (ctree / "after-mix1").write_text("x")
+    virtmix("snapshot", "restore", inv, "mix1", check=0)
+    assert not (ctree / "after-mix1").exists()
+    assert qemu_conn.lookupByName(name).state()[0] == 1
+    assert lxc_conn.lookupByName(cname).state()[0] == 1
+    virtmix("snapshot", "rm", inv, "mix1", check=0)
+    assert qemu_conn.lookupByName(name).listAllSnapshots() == []
+    assert not (storage / "snapshots" / cname / "mix1").exists()
 
     virtmix("snapshot", name, "--name", "g1", check=0)
     dom = qemu_conn.lookupByName(name)
