@@ -78,22 +78,33 @@ def _local_only(target: Target, verb: str) -> None:
 
 @contextlib.contextmanager
 def frozen(targets: list[Target]) -> Iterator[Frozen]:
-    """Suspend every running member, yield, then resume those this froze (even on error)."""
+    """Suspend every running member, yield, then resume those this froze (even on error).
+
+    Members are frozen (and thawed) side by side: the first and the last are frozen
+    within milliseconds of each other instead of one libvirt call apart per member.
+    """
     done = Frozen()
     began = time.monotonic()
+    by_address = {t.address: t for t in targets}
     try:
+        running = []
         for t in targets:
             done.states[t.address] = t.record.state
             if t.record.state in ("running", "blocked"):
-                t.conn.suspend(t.name)
-                done.thawed.append(t.address)
+                running.append(t)
+
+        def freeze(t: Target) -> None:
+            t.conn.suspend(t.name)
+            done.thawed.append(t.address)  # list.append is atomic under the GIL
+
+        _each(freeze, running)
         yield done
     finally:
-        by_address = {t.address: t for t in targets}
-        for address in done.thawed:
-            t = by_address[address]
-            with contextlib.suppress(VirtmixError):  # a member gone meanwhile: nothing to thaw
-                t.conn.resume(t.name)
+        def thaw(address: str) -> None:
+            with contextlib.suppress(VirtmixError):  # a member gone meanwhile: nothing to do
+                by_address[address].conn.resume(by_address[address].name)
+
+        _each(thaw, list(done.thawed))
         done.seconds = time.monotonic() - began
         for address in done.thawed:
             with contextlib.suppress(VirtmixError):
@@ -196,7 +207,7 @@ def restore(targets: list[Target], snap: str, storage: Storage) -> list[str]:
     return [t.address for t in targets]
 
 
-def _each(fn: Any, targets: list[Target], jobs: int = 8) -> None:
+def _each(fn: Any, targets: list[Any], jobs: int = 8) -> None:
     """fn(t) for every target, side by side (libvirt calls wait on the daemon, not on
     this process; one connection carries them all); the first error once all are done."""
     from concurrent.futures import ThreadPoolExecutor
