@@ -255,3 +255,50 @@ def test_host_snapshot_takes_every_domain_of_that_host(test_driver, tmp_path):
     assert test_driver.list_snapshots("test") == []
     res = runner.invoke(app, [*base, "--host", "h9"])
     assert res.exit_code == 6 and "no host of that name" in res.output
+
+
+def test_backup_and_restore_keep_identity_on_the_test_driver(test_driver, tmp_path,
+                                                              monkeypatch):
+    """backup -> restore on libvirt's test driver: the archive is self-describing
+    (manifest first, definition, tree), the restore keeps UUID and MAC and the running
+    state; --new-identity (under another name) lets libvirt choose new ones."""
+    monkeypatch.setenv("VIRTMIX_STORAGE", str(tmp_path / "storage"))
+    tree = tmp_path / "tree"
+    (tree / "root").mkdir(parents=True)
+    (tree / "root" / "data").write_text("precious\n")
+    uuid, mac = "0b5c1d52-9a4e-4c1e-9d0e-7f2a4a0a0001", "52:54:00:5e:a1:07"
+    test_driver.define(
+        f"<domain type='lxc'><name>vmixt-snb-c</name><uuid>{uuid}</uuid>"
+        "<memory>65536</memory><os><type>exe</type><init>/bin/sh</init></os><devices>"
+        f"<filesystem type='mount'><source dir='{tree}'/><target dir='/'/></filesystem>"
+        f"<interface type='network'><mac address='{mac}'/><source network='default'/>"
+        "</interface><console type='pty'/></devices></domain>")
+    test_driver.start("vmixt-snb-c")
+    c = ["-c", "test:///default"]
+    res = runner.invoke(app, [*c, "backup", "vmixt-snb-c", "--to", str(tmp_path / "bk")])
+    assert res.exit_code == 0, res.output
+    path = next((tmp_path / "bk").glob("vmixt-snb-c-*.vmxbak.tar"))
+    with tarfile.open(path) as tar:
+        names = tar.getnames()
+    assert names[:2] == ["manifest.json", "domain.xml"] and "rootfs/root/data" in names
+    manifest = archive.read_manifest(path)
+    assert (manifest["uuid"], manifest["kind"], manifest["state"]) == (uuid, "lxc", "running")
+    assert test_driver.get("vmixt-snb-c").state == "running"  # thawed after the archive
+
+    res = runner.invoke(app, [*c, "restore", str(path)])
+    assert res.exit_code == 9, res.output  # it exists: nothing overwritten
+    test_driver.destroy("vmixt-snb-c")
+    test_driver.undefine("vmixt-snb-c")
+    res = runner.invoke(app, [*c, "restore", str(path)])
+    assert res.exit_code == 0, res.output
+    rec = test_driver.get("vmixt-snb-c")
+    assert rec.uuid == uuid and rec.state == "running" and mac in rec.xml
+    restored = tmp_path / "storage" / "containers" / "vmixt-snb-c" / "rootfs"
+    assert (restored / "root" / "data").read_text() == "precious\n"
+    assert f"<source dir='{restored}'/>" in rec.xml
+
+    res = runner.invoke(app, [*c, "restore", str(path), "--name", "vmixt-snb-c2",
+                              "--new-identity"])
+    assert res.exit_code == 0, res.output
+    rec2 = test_driver.get("vmixt-snb-c2")
+    assert rec2.uuid != uuid and mac not in rec2.xml
