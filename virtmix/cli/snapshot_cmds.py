@@ -8,6 +8,7 @@ one moment. Exit codes: 6 unknown domain or snapshot, 9 a snapshot of that name 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -170,9 +171,13 @@ def snapshot_restore(target: str = typer.Argument(None, metavar="NAME|SITE"),
     snap = _snap_name(snap_arg, name, "restore")
     with admin_session() as session:
         found, storage = resolve(session, [target] if target else [], host)
+        began = time.monotonic()
         done = ops.restore(found, snap, storage)
+        took = time.monotonic() - began
     for address in done:
         say(f"{address}: restored to {snap}")
+    if len(done) > 1:
+        say(f"{len(done)} domains restored to {snap} in {took:.2f}s")
 
 
 @snapshot_app.command("rm")
@@ -225,7 +230,7 @@ def backup_domain(name: str = typer.Argument(..., metavar="NAME"),
         target = session.find(name)
         made = archive.backup(target, to)
     say(f"{target.address}: backed up to {made.path} ({made.size_mib:.1f} MiB in "
-        f"{made.seconds:.1f}s)")
+        f"{made.seconds:.2f}s)")
 
 
 @app.command("restore")

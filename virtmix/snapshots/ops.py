@@ -243,12 +243,17 @@ def kill(t: Target) -> None:
 
 def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
                         storage: Storage) -> None:
-    """Stop them all, put all trees back, then start each in the state it was taken in."""
-    _each(kill, [t for t in targets if t.record.active])
-    trees.put_back_many([(trees.tree_source(t.record.tree, storage_for(t, storage)),
-                          metas[t.address]) for t in targets])
+    """Copy every snapshot beside its tree while the containers still run; then, for each
+    container side by side: kill it, swap the copy in, start it in the state it was taken
+    in. Each is off only for its own kill, rename and start."""
+    swaps = trees.prepare_many([(trees.tree_source(t.record.tree, storage_for(t, storage)),
+                                 metas[t.address]) for t in targets])
+    by_address = {t.address: swap for t, swap in zip(targets, swaps, strict=True)}
 
     def bring_back(t: Target) -> None:
+        if t.record.active:
+            kill(t)
+        by_address[t.address].swap_in()
         meta = metas[t.address]
         if meta.get("xml") and meta["xml"] != t.record.xml:
             t.conn.define(meta["xml"])  # the definition it had, as snapshot-revert does
@@ -262,7 +267,10 @@ def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
             raise StateError(f"snapshot restore: {t.address} did not stay up after restore "
                              f"(state {t.record.state})")
 
-    _each(bring_back, targets)
+    try:
+        _each(bring_back, targets)
+    finally:
+        trees.discard(swaps)
 
 
 def _restore_guest(t: Target, snap: str) -> None:

@@ -276,15 +276,42 @@ def _check_fits(src: TreeSource, meta: dict[str, Any]) -> None:
                             f"{src.cache_entry}")
 
 
-def put_back_many(jobs: list[tuple[TreeSource, dict[str, Any]]]) -> None:
-    """Replace each container's tree (or upper layer) by its snapshot's copy.
+@dataclass
+class Swap:
+    """One container's restore in three steps: the snapshot's copy made beside its tree
+    (while it still runs), swapped in by rename (while it is off), the old one removed."""
 
-    The containers must be shut off. Each new copy is made beside the old under a hidden
-    name (all copies side by side, then one filesystem sync) and swapped in by rename, so a
-    crash leaves either the old or the new; the old ones are deleted after the swaps.
-    """
-    from virtmix.rootfs.clone import mount_overlay, overlay_mounted_here, unmount_overlay
+    src: TreeSource
+    dest: Path   # the upper layer (overlay clone) or the whole tree
+    new: Path    # the copy of the snapshot, hidden until swapped in
+    old: Path    # where the replaced one goes until it is removed
 
+    def swap_in(self) -> None:
+        """The container must be shut off: unmount its overlay, rename, mount again."""
+        from virtmix.rootfs.clone import mount_overlay, overlay_mounted_here, unmount_overlay
+
+        cdir = self.src.container_dir
+        if self.src.method == "upper":
+            assert cdir is not None
+            if overlay_mounted_here(self.src.tree, cdir / "upper"):
+                unmount_overlay(self.src.tree, cdir / "upper")
+        os.rename(self.dest, self.old)
+        os.rename(self.new, self.dest)
+        if self.src.method == "upper":
+            assert cdir is not None
+            work = cdir / "work"
+            if work.is_dir() and not work.is_symlink():  # overlayfs needs an empty one
+                os.rename(work, self.old.with_name(self.old.name + "-work"))
+            work.mkdir(mode=0o755, exist_ok=True)
+            lower = self.src.storage.cache_entry(str(self.src.cache_entry)) / "tree"
+            mount_overlay(lower, cdir / "upper", work, self.src.tree)
+
+
+def prepare_many(jobs: list[tuple[TreeSource, dict[str, Any]]]) -> list[Swap]:
+    """Copy each snapshot beside the tree it replaces (side by side, one filesystem sync).
+
+    Nothing the containers use is touched: this runs while they still run, so only the
+    renames of swap_in fall in the time they are off. A failure removes every copy."""
     for src, meta in jobs:
         _check_fits(src, meta)
     pid = os.getpid()
@@ -292,43 +319,41 @@ def put_back_many(jobs: list[tuple[TreeSource, dict[str, Any]]]) -> None:
     for src, _meta in jobs:
         dest = src.container_dir / "upper" if src.method == "upper" and src.container_dir \
             else src.tree
-        new = dest.with_name(f".{dest.name}.restore-{pid}")
-        old = dest.with_name(f".{dest.name}.old-{pid}")
-        for p in (new, old):
-            if os.path.lexists(p):
-                shutil.rmtree(p)
-        swaps.append((dest, new, old))
+        swap = Swap(src, dest, dest.with_name(f".{dest.name}.restore-{pid}"),
+                    dest.with_name(f".{dest.name}.old-{pid}"))
+        _remove_all([p for p in (swap.new, swap.old, swap.old.with_name(swap.old.name + "-work"))
+                     if os.path.lexists(p)])
+        swaps.append(swap)
     try:
-        copy_all([(Path(meta["path"]) / "data", new)
-                  for (_src, meta), (_d, new, _o) in zip(jobs, swaps, strict=True)])
+        copy_all([(Path(meta["path"]) / "data", swap.new)
+                  for (_src, meta), swap in zip(jobs, swaps, strict=True)])
         synced: set[int] = set()
-        for _dest, new, _old in swaps:
-            if (dev := new.stat().st_dev) not in synced:
-                _sync(new)
+        for swap in swaps:
+            if (dev := swap.new.stat().st_dev) not in synced:
+                _sync(swap.new)
                 synced.add(dev)
     except BaseException:
-        for _dest, new, _old in swaps:
-            shutil.rmtree(new, ignore_errors=True)
+        discard(swaps)
         raise
-    for (src, _meta), (dest, new, old) in zip(jobs, swaps, strict=True):
-        if src.method == "upper":
-            assert src.container_dir is not None
-            cdir = src.container_dir
-            if overlay_mounted_here(src.tree, cdir / "upper"):
-                unmount_overlay(src.tree, cdir / "upper")
-        os.rename(dest, old)
-        os.rename(new, dest)
-        if src.method == "upper":
-            work = cdir / "work"
-            if work.is_dir() and not work.is_symlink():
-                os.rename(work, cdir / f".work.old-{pid}")  # overlayfs needs an empty one
-            work.mkdir(mode=0o755, exist_ok=True)
-            lower = src.storage.cache_entry(str(src.cache_entry)) / "tree"
-            mount_overlay(lower, cdir / "upper", work, src.tree)
-    _remove_all([old for _d, _n, old in swaps]
-                + [src.container_dir / f".work.old-{pid}" for src, _m in jobs
-                   if src.container_dir is not None
-                   and (src.container_dir / f".work.old-{pid}").exists()])
+    return swaps
+
+
+def discard(swaps: list[Swap]) -> None:
+    """Remove what prepare_many made and swap_in left: the copies not swapped in, the old
+    trees swapped out."""
+    _remove_all([p for s in swaps
+                 for p in (s.new, s.old, s.old.with_name(s.old.name + "-work"))
+                 if os.path.lexists(p)])
+
+
+def put_back_many(jobs: list[tuple[TreeSource, dict[str, Any]]]) -> None:
+    """Replace each (shut off) container's tree or upper layer by its snapshot's copy."""
+    swaps = prepare_many(jobs)
+    try:
+        for swap in swaps:
+            swap.swap_in()
+    finally:
+        discard(swaps)
 
 
 def _remove_all(paths: list[Path]) -> None:
