@@ -257,7 +257,8 @@ def test_restore_onto_another_host_over_ssh(lxc_conn, snb_storage, make_busybox_
     dom2 = lxc_conn.lookupByName(copy)
     assert dom2.UUIDString() != uuid and mac not in dom2.XMLDesc(0)
     assert (there / "containers" / copy / "rootfs" / "root" / "data").is_file()
-    virtmix("-i", str(inv2), "restore", str(archive), "--host", "nosuch", check=6)
+    virtmix("-i", str(inv2), "--allow-uri-commands", "restore", str(archive), "--host",
+            "nosuch", check=6)
     for n in (name, copy):
         dom = lxc_conn.lookupByName(n)
         dom.destroy()
