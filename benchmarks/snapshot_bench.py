@@ -106,7 +106,11 @@ def main() -> int:
     conn = lxchelp.connect()
     cleanup(conn, names, inv)
     try:
-        applied, _ = run("--quiet", "apply", str(inv), "--yes")
+        try:
+            applied, _ = run("--quiet", "apply", str(inv), "--yes")
+        except SystemExit as exc:  # a start lost to the host's shared v1 cgroups: once more
+            print(f"apply failed, applying again: {str(exc)[-300:]}", file=sys.stderr)
+            applied, _ = run("--quiet", "apply", str(inv), "--yes")
         with ThreadPoolExecutor(4) as pool:
             states = list(pool.map(lambda nm: lxchelp.wait_running(conn, nm, 120)[0], names))
         up = sum(s in ("running", "degraded") for s in states)

@@ -259,7 +259,7 @@ def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
             t.conn.define(meta["xml"])  # the definition it had, as snapshot-revert does
         state = meta.get("state", "shutoff")
         if state in ("running", "blocked", "paused"):
-            t.conn.start(t.name)
+            _start(t)
             if state == "paused":
                 t.conn.suspend(t.name)
         t.refresh()
@@ -271,6 +271,19 @@ def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
         _each(bring_back, targets)
     finally:
         trees.discard(swaps)
+
+
+def _start(t: Target) -> None:
+    """Start a container, once more if the first start failed and left it off: on hosts
+    without cgroup namespaces a start side by side with another container's systemd can
+    lose its cgroup ("Unable to write to .../tasks"); a second start finds it there."""
+    try:
+        t.conn.start(t.name)
+    except VirtmixError:
+        if t.refresh().record.active:
+            raise
+        time.sleep(0.2)
+        t.conn.start(t.name)
 
 
 def _restore_guest(t: Target, snap: str) -> None:
