@@ -43,12 +43,13 @@ PREFIX = "vmixt-snb-"
 VIRTMIX = [sys.executable, "-m", "virtmix"]
 
 
-def run(*args: str, timeout: float = 900) -> tuple[float, str]:
+def run(*args: str, timeout: float = 900, env: dict[str, str] | None = None
+        ) -> tuple[float, str]:
     print(f"[{time.strftime('%H:%M:%S')}] virtmix {' '.join(args[:2])}", file=sys.stderr,
           flush=True)
     t0 = time.perf_counter()
     p = subprocess.run([*VIRTMIX, *args], capture_output=True, text=True, cwd=REPO,
-                       timeout=timeout, check=False)
+                       timeout=timeout, check=False, env={**os.environ, **(env or {})})
     took = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"virtmix {' '.join(args[:3])} exited {p.returncode}:\n"
@@ -145,7 +146,8 @@ def main() -> int:
         # -- restore of all N -----------------------------------------------------------------
         for nm in names:  # something to throw away
             (STORAGE / "containers" / nm / "rootfs" / "root" / "after-b1").write_text("x\n")
-        restore, out = run("snapshot", "restore", str(inv), "b1")
+        restore, out = run("snapshot", "restore", str(inv), "b1", env={"VIRTMIX_TIMING": "1"})
+        steps = re.search(r"timing: (.*)", out)
         m = re.search(r"restored to b1 in ([0-9.]+)s", out)
         restore_in = float(m.group(1)) if m else float("nan")
         lost = sum((STORAGE / "containers" / nm / "rootfs" / "root" / "after-b1").exists()
@@ -154,6 +156,20 @@ def main() -> int:
         with ThreadPoolExecutor(4) as pool:
             states2 = list(pool.map(lambda nm: lxchelp.wait_running(conn, nm, 120)[0], names))
         up2 = sum(s in ("running", "degraded") for s in states2)
+
+        # the same with the plain tools, on 5 of them: virsh destroy, cp -a, virsh start
+        t0 = time.perf_counter()
+        for nm in names[:5]:
+            cdir = STORAGE / "containers" / nm
+            subprocess.run(["virsh", "-q", "-c", "lxc:///system", "destroy", nm], check=True,
+                           stdout=subprocess.DEVNULL)
+            subprocess.run(["cp", "-a", str(cdir / "upper"), str(work / f"plain-{nm}")],
+                           check=True)
+            subprocess.run(["virsh", "-q", "-c", "lxc:///system", "start", nm], check=True,
+                           stdout=subprocess.DEVNULL)
+        plain_restore = (time.perf_counter() - t0) / 5
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda nm: lxchelp.wait_running(conn, nm, 120)[0], names[:5]))
 
         # -- backup of one against tar of the same tree -------------------------------------
         tree = STORAGE / "containers" / names[1] / "rootfs"
@@ -185,7 +201,10 @@ def main() -> int:
         print(f"virtmix snapshot restore SITE: {restore:.2f} s wall for {n} ({restore_in:.2f} s "
               f"after the CLI has started and read the site); running "
               f"{running}/{n}, changes thrown away {n - lost}/{n}, systemd up again "
-              f"{up2}/{n}")
+              f"{up2}/{n}; steps: {steps.group(1) if steps else '?'}")
+        print(f"  plain tools: virsh destroy + cp -a of the upper layer + virsh start, one "
+              f"container after the other: {plain_restore:.2f} s each (x{n} = "
+              f"{plain_restore * n:.1f} s)")
         print(f"virtmix backup NAME: {bk:.2f} s wall, {bk_in:.2f} s after the CLI has started "
               f"({tree_mib / bk_in:.0f} MiB/s), for a {tree_mib:.0f} MiB tree ({size:.0f} MiB "
               f"archive, frozen, fsynced); tar -cf + sync of the same tree: "
