@@ -17,6 +17,7 @@ from apply_helpers import (
     write_inventory,
 )
 from support import GuestKernel, wait_for
+from test_apply_ssh import loopback_ssh  # noqa: F401 - the second host over ssh
 
 pytestmark = pytest.mark.live
 SNAP_PFX = PFX + "snap-"
@@ -130,18 +131,41 @@ def test_backup_and_restore_keep_identity(lxc_conn, storage, make_busybox_tree, 
 
 
 @pytest.mark.slow
-def test_guest_snapshot_and_backup(qemu_conn, storage, guest_kernel, tmp_path):
+def test_guest_snapshot_and_backup(qemu_conn, lxc_conn, storage, guest_kernel, tmp_path,
+                                   make_busybox_tree):
     name = SNAP_PFX + "guest"
+    cname = SNAP_PFX + "beside"
+    ctree = make_busybox_tree()
     guest = {"memory": "256MiB", "disks": [{"size": "64MiB"}],
              "boot": {"kernel": str(guest_kernel.vmlinuz), "initrd": str(guest_kernel.initrd),
                       "cmdline": "console=ttyS0 panic=-1"}}
     inv = str(write_inventory(storage, {"h1": {
         "uri": "qemu:///system", "lxc_uri": "lxc:///system", "virt_type": "qemu",
-        "guests": {name: guest}}}, name=SNAP_PFX + "gsite"))
+        "guests": {name: guest}, "containers": {cname: busybox(ctree, init=SLEEP)}}},
+        name=SNAP_PFX + "gsite"))
     virtmix("apply", inv, "--yes", check=0)
     log = storage / "guests" / name / "serial.log"
     wait_for(lambda: log.is_file() and GuestKernel.MARKER in log.read_text(errors="replace"),
              timeout=60, what="the guest's boot marker", interval=0.2)
+
+    # The site: a guest and a container at one moment (both frozen, both snapshotted).
+    res = virtmix("snapshot", inv, "--name", "mix1", check=0)
+    assert f"{name}: snapshot mix1 taken" in res.stdout
+    assert f"{cname}: snapshot mix1 taken" in res.stdout
+    assert "2 domains snapshotted at one moment (frozen for" in res.stdout
+    assert qemu_conn.lookupByName(name).state()[0] == 1
+    assert lxc_conn.lookupByName(cname).state()[0] == 1
+    rows = json.loads(virtmix("snapshot", "ls", inv, "-o", "json", check=0).stdout)
+    assert sorted((r["domain"], r["kind"], r["snapshot"], r["state"]) for r in rows) == [
+        (cname, "lxc", "mix1", "running"), (name, "kvm", "mix1", "running")]
+    (ctree / "after-mix1").write_text("x")
+    virtmix("snapshot", "restore", inv, "mix1", check=0)
+    assert not (ctree / "after-mix1").exists()
+    assert qemu_conn.lookupByName(name).state()[0] == 1
+    assert lxc_conn.lookupByName(cname).state()[0] == 1
+    virtmix("snapshot", "rm", inv, "mix1", check=0)
+    assert qemu_conn.lookupByName(name).listAllSnapshots() == []
+    assert not (storage / "snapshots" / cname / "mix1").exists()
 
     virtmix("snapshot", name, "--name", "g1", check=0)
     dom = qemu_conn.lookupByName(name)
@@ -164,3 +188,81 @@ def test_guest_snapshot_and_backup(qemu_conn, storage, guest_kernel, tmp_path):
     disk = storage / "guests" / copy / "disk0-disk0.qcow2"  # its own, flattened disk
     assert f"<source file='{disk}'" in dom2.XMLDesc(0)
     assert b"backing" not in disk.read_bytes()[:4096]
+
+
+SNB = "vmixt-snb-"  # the remote-restore test's domains and storage dirs
+
+
+@pytest.fixture
+def snb_storage(lxc_conn, domain_cleanup):
+    domain_cleanup(lxc_conn, SNB)
+    made: list[Path] = []
+
+    def make() -> Path:
+        made.append(make_storage_dir())
+        return made[-1]
+
+    yield make
+    for path in made:
+        remove_storage_dir(path)
+
+
+def test_restore_onto_another_host_over_ssh(lxc_conn, snb_storage, make_busybox_tree,
+                                            loopback_ssh, tmp_path):  # noqa: F811
+    """An archive made on h1 restores on h2, a libvirt host reached over lxc+ssh (this
+    machine's libvirtd behind a loopback sshd): streamed over ssh, unpacked there into h2's
+    storage, defined through h2's URI with the same UUID and MAC; --new-identity changes
+    both."""
+    name = SNB + "far"
+    here = snb_storage()
+    tree = make_busybox_tree()
+    (tree / "root" / "data").write_text("travels\n")
+    mac = "52:54:00:5e:a1:07"
+    net = {SNB + "net": {"host": "h1", "mode": "isolated", "bridge": "vmixtsnb0",
+                         "ipv4": "10.213.91.1/24"}}
+    inv = write_inventory(here, {"h1": lxc_host({name: busybox(
+        tree, init=SLEEP, interfaces=[{"network": SNB + "net", "mac": mac,
+                                       "ipv4": "10.213.91.7/24"}])})},
+        name=SNB + "site", networks=net)
+    virtmix("apply", str(inv), "--yes", check=0)
+    uuid = lxc_conn.lookupByName(name).UUIDString()
+    virtmix("backup", name, "--to", str(tmp_path), check=0)
+    archive = next(tmp_path.glob(f"{name}-*.vmxbak.tar"))
+    virtmix("destroy", name, "--yes", check=0)
+
+    there = snb_storage()  # h2's storage_dir: a path only the far side writes to
+    uri = loopback_ssh.uri()
+    inv2 = write_inventory(there, {"h1": lxc_host({}),
+                                   "h2": {"uri": uri, "lxc_uri": uri, "containers": {}}},
+                           name=SNB + "site")
+    res = virtmix("-i", str(inv2), "--allow-uri-commands", "restore", str(archive),
+                  "--host", "h2", check=0)
+    assert f"{name}: restored on {uri} (running)" in res.stdout, res.stdout + res.stderr
+    assert "must now be under host h2" in res.stderr
+    dom = lxc_conn.lookupByName(name)
+    assert dom.UUIDString() == uuid and dom.isActive()
+    xml = dom.XMLDesc(0)
+    assert f"<mac address='{mac}'/>" in xml
+    far_tree = there / "containers" / name / "rootfs"
+    assert f"<source dir='{far_tree}'/>" in xml
+    assert (far_tree / "root" / "data").read_text() == "travels\n"
+    assert (far_tree.parent / ".virtmix-container").is_file()
+    state = json.loads((far_tree.parent / "state.json").read_text())
+    assert state["method"] == "copy" and state["restored_from"] == str(archive)
+    assert not list(there.joinpath("containers").glob(".*"))  # no half-unpacked leftovers
+
+    # Once more on h2: the name is taken there (exit 9), nothing is unpacked.
+    virtmix("-i", str(inv2), "--allow-uri-commands", "restore", str(archive), "--host", "h2",
+            check=9)
+    copy = SNB + "far2"
+    res = virtmix("-i", str(inv2), "--allow-uri-commands", "restore", str(archive),
+                  "--host", "h2", "--name", copy, "--new-identity", check=0)
+    dom2 = lxc_conn.lookupByName(copy)
+    assert dom2.UUIDString() != uuid and mac not in dom2.XMLDesc(0)
+    assert (there / "containers" / copy / "rootfs" / "root" / "data").is_file()
+    virtmix("-i", str(inv2), "--allow-uri-commands", "restore", str(archive), "--host",
+            "nosuch", check=6)
+    for n in (name, copy):
+        dom = lxc_conn.lookupByName(n)
+        dom.destroy()
+        dom.undefine()

@@ -158,6 +158,17 @@ class SshHost:
         run_remote(self.uri, cgroup_dir_sh(pid)
                    + f"echo {shlex.quote(format_cpuset(cpus))} > $d/cpuset.cpus")
 
+    def run_fed(self, script: str, stdin_file: Path, label: str) -> str:
+        """Run a shell script there with a local file as its stdin (streamed, not read into
+        memory: a backup archive may be GiBs); its stdout, or BackendError with stderr."""
+        with open(stdin_file, "rb") as f:
+            res = subprocess.run([*ssh_argv(self.uri), script], stdin=f, capture_output=True,
+                                 check=False)
+        if res.returncode != 0:
+            raise BackendError(f"{self.uri}: {label} failed (exit {res.returncode}): "
+                               f"{res.stderr.decode(errors='replace').strip()[-500:]}")
+        return res.stdout.decode(errors="replace")
+
     def push_tree(self, src: Path, dest: str, marker: str, *, marker_line: str = "",
                   check_sh: str = "", expect: str = "") -> None:
         """Copy the tree at src (ownership kept) to dest there, crash-consistently.

@@ -169,8 +169,10 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return data
 
 
-def restore_uri(session: Session, path: Path, host: str | None, connect: str | None) -> str:
-    """Where to restore: --host (an inventory host), else -c, else the local driver."""
+def restore_uri(session: Session, path: Path, host: str | None,
+                connect: str | None) -> tuple[str, str | None]:
+    """Where to restore: --host (an inventory host: its URI, and the site's storage_dir
+    for the tree or disks), else -c, else the local driver (and the archive's storage)."""
     manifest = read_manifest(path)
     lxc = manifest["kind"] == "lxc"
     if host:
@@ -179,37 +181,50 @@ def restore_uri(session: Session, path: Path, host: str | None, connect: str | N
             raise UsageError("--host names an inventory host: give the inventory with -i")
         h = site.inventory.hosts.get(host)
         if h is None:
-            raise NotFoundError(f"no host named {host!r} in {site.path}")
-        return h.lxc_uri if lxc else h.uri
-    return connect or ("lxc:///system" if lxc else "qemu:///system")
+            raise NotFoundError(f"no host named {host!r} in {site.path}",
+                                hint="hosts: " + ", ".join(site.inventory.hosts))
+        return (h.lxc_uri if lxc else h.uri), site.inventory.settings.storage_dir
+    return connect or ("lxc:///system" if lxc else "qemu:///system"), None
 
 
 def restore(session: Session, path: Path, uri: str, *, name: str | None,
-            new_identity: bool) -> Restored:
+            new_identity: bool, storage_dir: str | None = None,
+            host: str | None = None) -> Restored:
+    """Define (and start, if it was running) the archived domain on `uri`.
+
+    A local URI unpacks here; an ssh URI (another host) streams the archive to that host
+    over ssh, where tar unpacks it (nothing is unpacked on this machine). The tree or
+    disks go to storage_dir's layout (the inventory's, with --host), else to where the
+    archive's site kept them.
+    """
     from virtmix.admin.targets import Place, host_of
-    from virtmix.hosts import is_local
+    from virtmix.hosts import is_local, is_ssh_uri
 
     manifest = read_manifest(path)
     name = name or manifest["name"]
-    if not is_local(uri):
-        raise UsageError(f"restore: {uri} is a remote host; copy the archive there and run "
-                         "`virtmix restore` on it (restoring over ssh is not built yet)")
-    conn = session.conn(Place(uri, host_of(uri)))
+    remote = not is_local(uri)
+    if remote and not is_ssh_uri(uri):
+        raise UsageError(f"restore: {uri} is neither this machine nor reached over ssh; "
+                         "virtmix copies the archive to another host over ssh only",
+                         hint="use a qemu+ssh:// or lxc+ssh:// URI for that host")
+    conn = session.conn(Place(uri, host or host_of(uri)))
     try:
         conn.get(name)
         raise ConflictError(f"restore: a domain named {name!r} exists on {uri}",
                             hint="destroy it first, or restore under another --name")
     except NotFoundError:
         pass
-    storage = _storage_of(manifest)
+    storage = Storage(storage_dir) if storage_dir else _storage_of(manifest)
     xml = _read_member(path, "domain.xml").decode()
     tree = etree.fromstring(xml.encode())
     notes = []
+    via = SshUnpack(uri) if remote else None
     if manifest["kind"] == "lxc":
-        _unpack_container(path, storage, name, tree, manifest)
+        _unpack_container(path, storage, name, tree, manifest, via)
     else:
-        _unpack_guest(path, storage, name, tree, manifest)
+        _unpack_guest(path, storage, name, tree, manifest, via)
     tree.find("name").text = name
+    _record_host(tree, host, manifest, notes)
     if new_identity or name != manifest["name"]:
         for node in [tree.find("uuid"), *tree.iterfind("devices/interface/mac")]:
             if node is not None:
@@ -254,60 +269,114 @@ def _read_member(path: Path, member: str) -> bytes:
         return f.read()
 
 
+class SshUnpack:
+    """Unpacking on another host: the archive is streamed to a shell script there over
+    ssh (hosts.ssh.SshHost, the same ssh setup libvirt's transport uses)."""
+
+    def __init__(self, uri: str) -> None:
+        from virtmix.hosts.ssh import SshHost
+
+        self.host = SshHost(uri)
+
+    def run(self, archive: Path, script: str, label: str) -> None:
+        self.host.run_fed("set -e; " + script, archive, label)
+
+
+def _container_state(path: Path, tree: Any) -> dict[str, Any]:
+    """The state.json of a restored tree: a plain copy, with the <idmap> it is owned by."""
+    idmap = tree.find("idmap/uid")
+    return {"method": "copy", "cache_entry": None, "privileged": idmap is None,
+            "idmap": [int(idmap.get("start")), int(idmap.get("target")),
+                      int(idmap.get("count"))] if idmap is not None else None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "restored_from": str(path)}
+
+
+TAR_X = "--numeric-owner --xattrs --xattrs-include='*' --acls"
+
+
 def _unpack_container(path: Path, storage: Storage, name: str, tree: Any,
-                      manifest: dict[str, Any]) -> None:
-    storage.ensure()
+                      manifest: dict[str, Any], via: SshUnpack | None = None) -> None:
     cdir = storage.container_dir(name)
-    if os.path.lexists(cdir):
-        raise ConflictError(f"restore: {cdir} exists (a tree of another container?)",
-                            hint="remove it, or restore under another --name")
     part = cdir.with_name(f".{name}.restore-{os.getpid()}")
-    if os.path.lexists(part):
-        shutil.rmtree(part)
-    part.mkdir(mode=0o711)
-    try:
-        _run(["tar", "-C", str(part), "-xpf", str(path), "--numeric-owner", "--xattrs",
-              "--xattrs-include=*", "--acls", "rootfs"], f"unpacking {path}")
-        (part / CONTAINER_MARKER).write_text("")
-        idmap = tree.find("idmap/uid")
-        state = {"method": "copy", "cache_entry": None, "privileged": idmap is None,
-                 "idmap": [int(idmap.get("start")), int(idmap.get("target")),
-                           int(idmap.get("count"))] if idmap is not None else None,
-                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                 "restored_from": str(path)}
-        with open(part / "state.json", "w") as f:
-            json.dump(state, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        subprocess.run(["sync", "-f", str(part)], check=False)
-        os.rename(part, cdir)
-    except BaseException:
-        shutil.rmtree(part, ignore_errors=True)
-        raise
+    state = _container_state(path, tree)
+    if via is not None:
+        import shlex
+
+        q = shlex.quote
+        via.run(path, (
+            f"if [ -e {q(str(cdir))} ] || [ -L {q(str(cdir))} ]; then "
+            f"echo 'restore: {cdir} exists there (a tree of another container?)' >&2; "
+            f"exit 9; fi; mkdir -p -m 0711 {q(str(storage.root))}; "
+            f"mkdir -p -m 0711 {q(str(cdir.parent))}; rm -rf {q(str(part))}; "
+            f"mkdir -m 0711 {q(str(part))}; trap 'rm -rf {q(str(part))}' EXIT; "
+            f"tar -C {q(str(part))} -xpf - {TAR_X} rootfs; "
+            f": > {q(str(part / CONTAINER_MARKER))}; "
+            f"printf '%s\\n' {q(json.dumps(state, sort_keys=True))} > "
+            f"{q(str(part / 'state.json'))}; sync -f {q(str(part))}; "
+            f"mv {q(str(part))} {q(str(cdir))}; trap - EXIT; sync -f {q(str(cdir.parent))}"),
+            f"unpacking {path.name} into {cdir}")
+    else:
+        storage.ensure()
+        if os.path.lexists(cdir):
+            raise ConflictError(f"restore: {cdir} exists (a tree of another container?)",
+                                hint="remove it, or restore under another --name")
+        if os.path.lexists(part):
+            shutil.rmtree(part)
+        part.mkdir(mode=0o711)
+        try:
+            _run(["tar", "-C", str(part), "-xpf", str(path), "--numeric-owner", "--xattrs",
+                  "--xattrs-include=*", "--acls", "rootfs"], f"unpacking {path}")
+            (part / CONTAINER_MARKER).write_text("")
+            with open(part / "state.json", "w") as f:
+                json.dump(state, f, indent=2, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            subprocess.run(["sync", "-f", str(part)], check=False)
+            os.rename(part, cdir)
+        except BaseException:
+            shutil.rmtree(part, ignore_errors=True)
+            raise
     for fs in tree.iterfind("devices/filesystem"):
         if fs.find("target") is not None and fs.find("target").get("dir") == "/":
             fs.find("source").set("dir", str(storage.tree_dir(name)))
 
 
 def _unpack_guest(path: Path, storage: Storage, name: str, tree: Any,
-                  manifest: dict[str, Any]) -> None:
+                  manifest: dict[str, Any], via: SshUnpack | None = None) -> None:
     gdir = Path(guest_path(str(storage.root), name))
-    if os.path.lexists(gdir):
-        raise ConflictError(f"restore: {gdir} exists", hint="restore under another --name")
     part = gdir.with_name(f".{name}.restore-{os.getpid()}")
-    part.mkdir(mode=0o700, parents=True)
     names = manifest["contents"]["files"]
-    try:
-        _run(["tar", "-C", str(part), "-xpf", str(path), *[f"files/{n}" for n in names]],
-             f"unpacking {path}")
-        for n in names:
-            os.rename(part / "files" / n, part / n)
-        os.rmdir(part / "files")
-        (part / GUEST_FILES_MARKER).write_text("")  # destroy --delete-rootfs may delete them
-        os.rename(part, gdir)
-    except BaseException:
-        shutil.rmtree(part, ignore_errors=True)
-        raise
+    if via is not None:
+        import shlex
+
+        q = shlex.quote
+        members = " ".join(q(f"files/{n}") for n in names)
+        via.run(path, (
+            f"if [ -e {q(str(gdir))} ] || [ -L {q(str(gdir))} ]; then "
+            f"echo 'restore: {gdir} exists there' >&2; exit 9; fi; "
+            f"mkdir -p {q(str(gdir.parent))}; rm -rf {q(str(part))}; "
+            f"mkdir -m 0700 {q(str(part))}; trap 'rm -rf {q(str(part))}' EXIT; "
+            f"tar -C {q(str(part))} -xpf - {members}; "
+            f"mv {q(str(part))}/files/* {q(str(part))}/; rmdir {q(str(part))}/files; "
+            f": > {q(str(part / GUEST_FILES_MARKER))}; sync -f {q(str(part))}; "
+            f"mv {q(str(part))} {q(str(gdir))}; trap - EXIT; sync -f {q(str(gdir.parent))}"),
+            f"unpacking {path.name} into {gdir}")
+    else:
+        if os.path.lexists(gdir):
+            raise ConflictError(f"restore: {gdir} exists",
+                                hint="restore under another --name")
+        part.mkdir(mode=0o700, parents=True)
+        try:
+            _run(["tar", "-C", str(part), "-xpf", str(path),
+                  *[f"files/{n}" for n in names]], f"unpacking {path}")
+            for n in names:
+                os.rename(part / "files" / n, part / n)
+            os.rmdir(part / "files")
+            (part / GUEST_FILES_MARKER).write_text("")  # destroy --delete-rootfs may delete
+            os.rename(part, gdir)
+        except BaseException:
+            shutil.rmtree(part, ignore_errors=True)
+            raise
     by_old = {}
     for n, src in _guest_files(tree):
         by_old[str(src)] = str(gdir / n)
@@ -335,3 +404,18 @@ def _unpack_guest(path: Path, storage: Storage, name: str, tree: Any,
         if node.text and node.text.startswith(tuple(old_dirs)) and node.text not in \
                 by_old.values():
             node.text = str(gdir / Path(node.text).name)
+
+
+def _record_host(tree: Any, host: str | None, manifest: dict[str, Any],
+                 notes: list[str]) -> None:
+    """Restored on another inventory host (--host): its metadata names that host, and the
+    admin is told the inventory must say so too (or plan would want it on the old one)."""
+    from virtmix.util.identity import VIRTMIX_NS
+
+    node = tree.find(f"metadata/{{{VIRTMIX_NS}}}entry")
+    old = (manifest.get("metadata") or {}).get("host")
+    if host is None or node is None or old in (None, host):
+        return
+    node.set("host", host)
+    notes.append(f"{manifest['name']} was on host {old}; its inventory entry must now be "
+                 f"under host {host}")

@@ -10,9 +10,12 @@ then all are thawed, so no member runs on while another is copied.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from virtmix.admin.targets import Target
@@ -38,6 +41,7 @@ class Frozen:
 
     states: dict[str, str] = field(default_factory=dict)
     thawed: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # from the first freeze to the last thaw
 
 
 _SITE_STORAGE: dict[str, Storage | None] = {}
@@ -76,26 +80,42 @@ def _local_only(target: Target, verb: str) -> None:
 
 @contextlib.contextmanager
 def frozen(targets: list[Target]) -> Iterator[Frozen]:
-    """Suspend every running member, yield, then resume those this froze (even on error)."""
+    """Suspend every running member, yield, then resume those this froze (even on error).
+
+    Members are frozen (and thawed) side by side: the first and the last are frozen
+    within milliseconds of each other instead of one libvirt call apart per member.
+    """
     done = Frozen()
+    began = time.monotonic()
+    by_address = {t.address: t for t in targets}
     try:
+        running = []
         for t in targets:
             done.states[t.address] = t.record.state
             if t.record.state in ("running", "blocked"):
-                t.conn.suspend(t.name)
-                done.thawed.append(t.address)
+                running.append(t)
+
+        def freeze(t: Target) -> None:
+            t.conn.suspend(t.name)
+            done.thawed.append(t.address)  # list.append is atomic under the GIL
+
+        _each(freeze, running)
         yield done
     finally:
-        by_address = {t.address: t for t in targets}
+        def thaw(address: str) -> None:
+            with contextlib.suppress(VirtmixError):  # a member gone meanwhile: nothing to do
+                by_address[address].conn.resume(by_address[address].name)
+
+        _each(thaw, list(done.thawed))
+        done.seconds = time.monotonic() - began
         for address in done.thawed:
-            t = by_address[address]
-            with contextlib.suppress(VirtmixError):  # a member gone meanwhile: nothing to thaw
-                t.conn.resume(t.name)
-                t.refresh()
+            with contextlib.suppress(VirtmixError):
+                by_address[address].refresh()
 
 
-def take(targets: list[Target], snap: str, storage: Storage) -> list[Taken]:
-    """Snapshot every target at one moment; returns what was taken."""
+def take(targets: list[Target], snap: str, storage: Storage) -> tuple[list[Taken], float]:
+    """Snapshot every target at one moment; returns what was taken and how long the
+    members were frozen."""
     trees.check_snapshot_name(snap)
     for t in targets:
         _local_only(t, "snapshot")
@@ -105,21 +125,37 @@ def take(targets: list[Target], snap: str, storage: Storage) -> list[Taken]:
         if t.record.kind == "lxc":
             trees.prune_partial(sources[t.address].storage, t.name)
             trees.ensure_free(sources[t.address].storage, t.name, snap)
-    taken = []
-    with frozen(targets) as fz:
-        for t in targets:
+    lxc = [t for t in targets if t.record.kind == "lxc"]
+    taken: list[Taken] = []
+    window: list[float] = []
+
+    def copy_frozen(pairs: list[tuple[Path, Path]]) -> None:
+        # Everything that must see one moment happens in here: guests' libvirt snapshots
+        # and the containers' copies, these side by side (trees.copy_all).
+        with frozen(targets) as fz:
+            for t in targets:
+                if t.record.kind != "lxc":
+                    began = time.monotonic()
+                    t.conn.create_snapshot(t.name, snap, description=WAS + fz.states[t.address])
+                    taken.append(Taken(t.address, t.record.kind, snap,
+                                       time.monotonic() - began,
+                                       f"libvirt snapshot on {t.place.uri}"))
             began = time.monotonic()
-            before = fz.states[t.address]
-            if t.record.kind == "lxc":
-                path = trees.take(sources[t.address], t.name, snap,
-                                  {"state": before, "uuid": t.record.uuid,
-                                   "uri": t.place.uri, "xml": t.record.xml})
-                where = str(path)
-            else:
-                t.conn.create_snapshot(t.name, snap, description=WAS + before)
-                where = f"libvirt snapshot on {t.place.uri}"
-            taken.append(Taken(t.address, t.record.kind, snap, time.monotonic() - began, where))
-    return taken
+            trees.copy_all(pairs)
+            copied.append(time.monotonic() - began)
+        window.append(fz.seconds)
+
+    copied: list[float] = []
+    # each with the state it had before the freeze (the state a restore brings back)
+    jobs = [(sources[t.address], t.name, {"state": t.record.state, "uuid": t.record.uuid,
+                                          "uri": t.place.uri, "xml": t.record.xml})
+            for t in lxc]
+    paths = trees.take_many(jobs, snap, copy=copy_frozen)
+    for t, path in zip(lxc, paths, strict=True):
+        taken.append(Taken(t.address, "lxc", snap, copied[0] if copied else 0.0, str(path)))
+    order = {t.address: i for i, t in enumerate(targets)}
+    taken.sort(key=lambda x: order[x.address])
+    return taken, window[0] if window else 0.0
 
 
 def listing(targets: list[Target], storage: Storage) -> list[dict[str, Any]]:
@@ -164,33 +200,110 @@ def restore(targets: list[Target], snap: str, storage: Storage) -> list[str]:
 
                 raise NotFoundError(f"{t.address} has no snapshot named {snap!r}",
                                     hint=f"see `virtmix snapshot ls {t.address}`")
-    done = []
+    containers = [t for t in targets if t.record.kind == "lxc"]
+    if containers:
+        _restore_containers(containers, metas, storage)
     for t in targets:
-        if t.record.kind == "lxc":
-            _restore_container(t, metas[t.address], storage)
-        else:
+        if t.record.kind != "lxc":
             _restore_guest(t, snap)
-        done.append(t.address)
-    return done
+    return [t.address for t in targets]
 
 
-def _restore_container(t: Target, meta: dict[str, Any], storage: Storage) -> None:
-    if t.record.active:
-        t.conn.destroy(t.name)  # its current state is being thrown away: no shutdown
-        t.refresh()
-    src = trees.tree_source(t.record.tree, storage_for(t, storage))
-    trees.put_back(src, meta)
-    if meta.get("xml") and meta["xml"] != t.record.xml:
-        t.conn.define(meta["xml"])  # the definition it had, as snapshot-revert does
-    state = meta.get("state", "shutoff")
-    if state in ("running", "blocked", "paused"):
-        t.conn.start(t.name)
-        if state == "paused":
-            t.conn.suspend(t.name)
+def _each(fn: Any, targets: list[Any], jobs: int = 8) -> None:
+    """fn(t) for every target, side by side (libvirt calls wait on the daemon, not on
+    this process; one connection carries them all); the first error once all are done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if len(targets) < 2:
+        for t in targets:
+            fn(t)
+        return
+    with ThreadPoolExecutor(max_workers=min(jobs, len(targets))) as pool:
+        futures = [pool.submit(fn, t) for t in targets]
+    for f in futures:
+        f.result()
+
+
+def kill(t: Target) -> None:
+    """Stop a container whose state is being thrown away, at once.
+
+    libvirt's destroy sends SIGTERM first and SIGKILL only 2 s later, and systemd as a
+    container's init takes SIGTERM as "re-execute": each destroy took ~1.8 s. SIGKILL to
+    the init ends its whole pid namespace; destroy then only tears down what is left.
+    A frozen container cannot take a signal until thawed: destroy alone handles it.
+    """
+    if t.record.state in ("running", "blocked"):
+        with contextlib.suppress(VirtmixError):
+            t.conn.send_signal(t.name, "SIGKILL")
+    try:
+        t.conn.destroy(t.name)
+    except VirtmixError:
+        if t.refresh().record.active:  # not "it had already stopped"
+            raise
     t.refresh()
-    if state in ("running", "blocked") and t.record.state not in ("running", "blocked"):
-        raise StateError(f"snapshot restore: {t.address} did not stay up after restore "
-                         f"(state {t.record.state})")
+
+
+def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
+                        storage: Storage) -> None:
+    """Copy every snapshot beside its tree while the containers still run; then stop them
+    all, swap each copy in, and start each in the state it was taken in (each step side by
+    side). Each container is off only for the kill, the renames and its start.
+
+    Steps, not one pipeline per container (kill, swap, start each): for 20 Debian
+    containers the pipelines took 4.0 s here, the steps 2.4 s (libvirtd runs kills and
+    starts side by side worse than a batch of either).
+    """
+    clock = {"began": time.monotonic()}
+    swaps = trees.prepare_many([(trees.tree_source(t.record.tree, storage_for(t, storage)),
+                                 metas[t.address]) for t in targets])
+    by_address = {t.address: swap for t, swap in zip(targets, swaps, strict=True)}
+    clock["copied"] = time.monotonic()
+
+    def swap_in(t: Target) -> None:
+        by_address[t.address].swap_in()
+        meta = metas[t.address]
+        if meta.get("xml") and meta["xml"] != t.record.xml:
+            t.conn.define(meta["xml"])  # the definition it had, as snapshot-revert does
+
+    def bring_back(t: Target) -> None:
+        state = metas[t.address].get("state", "shutoff")
+        if state in ("running", "blocked", "paused"):
+            _start(t)
+            if state == "paused":
+                t.conn.suspend(t.name)
+        t.refresh()
+        if state in ("running", "blocked") and t.record.state not in ("running", "blocked"):
+            raise StateError(f"snapshot restore: {t.address} did not stay up after restore "
+                             f"(state {t.record.state})")
+
+    try:
+        _each(kill, [t for t in targets if t.record.active])
+        clock["killed"] = time.monotonic()
+        _each(swap_in, targets, jobs=4)
+        clock["swapped"] = time.monotonic()
+        _each(bring_back, targets)
+        clock["started"] = time.monotonic()
+    finally:
+        trees.discard(swaps)
+    if os.environ.get("VIRTMIX_TIMING"):
+        steps = list(clock.items())
+        pairs = zip(steps, steps[1:], strict=False)
+        print("virtmix: timing: " + ", ".join(f"{name} +{t1 - t0:.2f}s"
+                                              for (_n, t0), (name, t1) in pairs),
+              file=sys.stderr)
+
+
+def _start(t: Target) -> None:
+    """Start a container, once more if the first start failed and left it off: on hosts
+    without cgroup namespaces a start side by side with another container's systemd can
+    lose its cgroup ("Unable to write to .../tasks"); a second start finds it there."""
+    try:
+        t.conn.start(t.name)
+    except VirtmixError:
+        if t.refresh().record.active:
+            raise
+        time.sleep(0.2)
+        t.conn.start(t.name)
 
 
 def _restore_guest(t: Target, snap: str) -> None:
