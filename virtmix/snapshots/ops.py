@@ -225,16 +225,9 @@ def _each(fn: Any, targets: list[Any], jobs: int = 8) -> None:
 
 
 def kill(t: Target) -> None:
-    """Stop a container whose state is being thrown away, at once.
-
-    libvirt's destroy sends SIGTERM first and SIGKILL only 2 s later, and systemd as a
-    container's init takes SIGTERM as "re-execute": each destroy took ~1.8 s. SIGKILL to
-    the init ends its whole pid namespace; destroy then only tears down what is left.
-    A frozen container cannot take a signal until thawed: destroy alone handles it.
-    """
-    if t.record.state in ("running", "blocked"):
-        with contextlib.suppress(VirtmixError):
-            t.conn.send_signal(t.name, "SIGKILL")
+    """Stop a container whose state is being thrown away, at once: the backend's destroy
+    sends SIGKILL to its init first (libvirt's own destroy SIGTERMs and waits ~1.8 s for a
+    systemd init); a frozen one cannot take a signal and is torn down by libvirt."""
     try:
         t.conn.destroy(t.name)
     except VirtmixError:
