@@ -1,0 +1,125 @@
+"""An entry that changed hosts is planned as a move (never destroy + create) and apply moves
+it: two hosts, each its own test-driver node, both connections held for the whole test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virtmix.backend import open_connection
+from virtmix.cli.apply_output import item_to_dict, print_plan
+from virtmix.converge.apply import Context, observe_and_plan, run_plan
+from virtmix.converge.desired import desired_documents
+from virtmix.converge.observe import observe_connection
+from virtmix.converge.plan import Options, build_plan, move_mode
+from virtmix.inventory.load import load_site
+
+PFX = "vmixt-mv-"
+
+
+@pytest.fixture
+def nodes(tmp_path: Path):
+    """Two private test:/// hosts; their connections stay open (the node's state lives as
+    long as its connection)."""
+    uris = []
+    for n in ("n1", "n2"):
+        (tmp_path / f"{n}.xml").write_text("<node/>\n")
+        uris.append(f"test://{tmp_path}/{n}.xml")
+    conns = [open_connection(u) for u in uris]
+    yield conns
+    for c in conns:
+        c.close()
+
+
+def write(tmp_path: Path, nodes, tree: Path, where: str, kind: str = "containers") -> Path:
+    spec = ({"rootfs": {"path": str(tree)}, "memory": "64MiB",
+             "interfaces": [{"bridge": "vmixtmv0", "ipv4": "10.213.81.20/24"}]}
+            if kind == "containers" else {"memory": "128MiB", "disks": []})
+    hosts = {h: {"uri": c.uri, "lxc_uri": c.uri, "virt_type": "qemu", kind: {}}
+             for h, c in zip(("h1", "h2"), nodes, strict=True)}
+    hosts[where][kind] = {PFX + "c": spec}
+    doc = {"name": "mvunit", "settings": {"storage_dir": str(tmp_path / "storage")},
+           "hosts": hosts}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def plan_and_apply(path: Path, nodes, apply: bool = True):
+    site = load_site(path)
+    domains, networks = desired_documents(site)
+    read = ({c.uri: c for c in nodes}, {c.uri: observe_connection(c) for c in nodes})
+    plan, conns = observe_and_plan(site, domains, networks, Options(), read=read)
+    result = run_plan(Context(site, conns, jobs=2), plan) if apply else None
+    return plan, result
+
+
+def test_container_that_changed_hosts_is_moved_keeping_uuid_and_mac(tmp_path, nodes, tree,
+                                                                     capsys):
+    n1, n2 = nodes
+    name = PFX + "c"
+    _plan, result = plan_and_apply(write(tmp_path, nodes, tree, "h1"), nodes)
+    assert not result.failed
+    before = n1.get(name)
+    assert before.active
+
+    inv = write(tmp_path, nodes, tree, "h2")
+    plan, _ = plan_and_apply(inv, nodes, apply=False)
+    item = next(i for i in plan.items if i.name == name)
+    assert (item.status, item.ops, item.host) == ("move", ["move"], "h2")
+    assert item.reason == f"from h1 ({n1.uri})"
+    assert item_to_dict(item)["move"] == {"from_uri": n1.uri, "from_host": "h1",
+                                          "mode": "tree"}
+    assert not [i for i in plan.items if i.status in ("orphan", "create", "remove")]
+    from rich.console import Console
+
+    print_plan(Console(width=200), plan)
+    text = capsys.readouterr().out
+    assert f"> container {name} on h2 ({n2.uri}): move" in text
+    assert "1 to move" in text
+
+    plan, result = plan_and_apply(inv, nodes)
+    assert not result.failed, [(o.item.name, o.message) for o in result.failed]
+    assert "moved from" in result.changed[0].message
+    after = n2.get(name)
+    assert after.active and after.uuid == before.uuid
+    mac = before.tree.find("devices/interface/mac").get("address")
+    assert after.tree.find("devices/interface/mac").get("address") == mac
+    assert name not in {r.name for r in n1.list_domains()}  # on exactly one host
+    again, _ = plan_and_apply(inv, nodes, apply=False)
+    assert not again.pending, [(i.name, i.status, i.ops) for i in again.pending]
+
+
+def test_guest_move_is_planned_cold_on_test_driver_and_live_between_qemu_daemons(
+        tmp_path, nodes, tree):
+    name = PFX + "c"
+    _plan, result = plan_and_apply(write(tmp_path, nodes, tree, "h1", "guests"), nodes)
+    assert not result.failed, [(o.item.name, o.message) for o in result.failed]
+    site = load_site(write(tmp_path, nodes, tree, "h2", "guests"))
+    domains, networks = desired_documents(site)
+    observed = {c.uri: observe_connection(c) for c in nodes}
+    plan = build_plan(site.name, domains, networks, observed, Options(), {"h1", "h2"})
+    item = next(i for i in plan.items if i.name == name)
+    assert (item.status, item.move_mode) == ("move", "cold")
+    assert item.reason.endswith(", cold migration")
+    assert move_mode("guest", "running", "qemu:///system",
+                     "qemu+ssh://root@10.0.0.2/system") == "live"
+    assert move_mode("guest", "shutoff", "qemu:///system", "qemu+ssh://h/system") == "cold"
+    assert move_mode("container", "running", "lxc:///system", "lxc+ssh://h/system") == "tree"
+
+
+def test_failed_start_on_target_leaves_it_running_on_the_source(tmp_path, nodes, tree):
+    """The target refuses the definition: the source is thawed, nothing is left there."""
+    from virtmix.converge.move import move_container
+    from virtmix.errors import VirtmixError
+
+    n1, n2 = nodes
+    name = PFX + "c"
+    plan_and_apply(write(tmp_path, nodes, tree, "h1"), nodes)
+    bad = n1.get(name).xml.replace("<memory unit='KiB'>", "<memory unit='bogus'>")
+    with pytest.raises(VirtmixError):
+        move_container(n1, n2, name, bad)
+    assert n1.state(name) == "running"
+    assert name not in {r.name for r in n2.list_domains()}
