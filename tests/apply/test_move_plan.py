@@ -35,7 +35,7 @@ def nodes(tmp_path: Path):
 
 def write(tmp_path: Path, nodes, tree: Path, where: str, kind: str = "containers") -> Path:
     spec = ({"rootfs": {"path": str(tree)}, "memory": "64MiB",
-             "interfaces": [{"bridge": "vmixtmv0", "ipv4": "10.213.81.20/24"}]}
+             "interfaces": [{"bridge": "vmixtmv0", "ipv4": "10.213.84.20/24"}]}
             if kind == "containers" else {"memory": "128MiB", "disks": []})
     hosts = {h: {"uri": c.uri, "lxc_uri": c.uri, "virt_type": "qemu", kind: {}}
              for h, c in zip(("h1", "h2"), nodes, strict=True)}
