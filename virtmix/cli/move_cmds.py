@@ -59,8 +59,6 @@ def move_domain(name: str = typer.Argument(..., metavar="NAME", help="NAME or GU
                 to: str = typer.Option(..., "--to", metavar="HOST",
                                        help="An inventory host, or a guest that hosts "
                                             "containers."),
-                inventory: str = typer.Option(None, "--inventory", "-i", metavar="FILE",
-                                              help="The inventory (default: the global -i)."),
                 ) -> None:
     """Move a container (its tree copied while it runs, then frozen briefly) or a guest
     (libvirt migration) to another host; the inventory is updated."""
@@ -70,7 +68,7 @@ def move_domain(name: str = typer.Argument(..., metavar="NAME", help="NAME or GU
     from virtmix.nesting.guests import open_site
     from virtmix.util.files import write_atomic
 
-    path = inventory or OPTIONS.inventory
+    path = OPTIONS.inventory  # -i is global: before or after the verb
     if not path:
         raise UsageError("move needs the inventory: virtmix -i SITE move NAME --to HOST")
     site = open_site(Path(path))

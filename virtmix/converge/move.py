@@ -174,8 +174,10 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     # Two connections of this machine naming one tree (a given tree, both daemons here):
     # nothing to copy.
     same = src_tree == dst_tree and is_local(src.uri) and is_local(dst.uri)
-    copy = (lambda: 0.0) if same else (
-        lambda: sync_tree(src.uri, src_tree, dst.uri, dst_tree))
+
+    def copy() -> float:
+        return 0.0 if same else sync_tree(src.uri, src_tree, dst.uri, dst_tree)
+
     if not same:
         hooks.prepare(dst_tree)
     say(f"copying {src_tree} to {dst.uri} while {name} runs")
