@@ -123,3 +123,37 @@ def test_failed_start_on_target_leaves_it_running_on_the_source(tmp_path, nodes,
         move_container(n1, n2, name, bad)
     assert n1.state(name) == "running"
     assert name not in {r.name for r in n2.list_domains()}
+
+
+def test_a_move_interrupted_after_the_target_started_is_finished_by_the_next(tmp_path, nodes,
+                                                                             tree):
+    """Killed between "running there" and "removed here": the source is frozen, the target
+    runs with its UUID. `move` again removes the source, and nothing else."""
+    from virtmix.converge.move import move_container
+
+    n1, n2 = nodes
+    name = PFX + "c"
+    plan_and_apply(write(tmp_path, nodes, tree, "h1"), nodes)
+    rec = n1.get(name)
+    n1.suspend(name)
+    n2.define(rec.xml)
+    n2.start(name)
+    moved = move_container(n1, n2, name, rec.xml)
+    assert "finished an interrupted move" in moved.notes[0]
+    assert name not in {r.name for r in n1.list_domains()}
+    assert n2.state(name) == "running" and n2.get(name).uuid == rec.uuid
+
+
+def test_another_domain_of_that_name_on_the_target_is_never_replaced(tmp_path, nodes, tree):
+    from virtmix.converge.move import move_container
+    from virtmix.errors import ConflictError
+
+    n1, n2 = nodes
+    name = PFX + "c"
+    plan_and_apply(write(tmp_path, nodes, tree, "h1"), nodes)
+    rec = n1.get(name)
+    n2.define(rec.xml.replace(rec.uuid, "00000000-0000-4000-8000-000000000001"))
+    with pytest.raises(ConflictError, match="another UUID"):
+        move_container(n1, n2, name, rec.xml)
+    assert n1.state(name) == "running"
+    assert n2.get(name).uuid == "00000000-0000-4000-8000-000000000001"
