@@ -104,6 +104,12 @@ def test_guest_move_is_planned_cold_on_test_driver_and_live_between_qemu_daemons
     item = next(i for i in plan.items if i.name == name)
     assert (item.status, item.move_mode) == ("move", "cold")
     assert item.reason.endswith(", cold migration")
+    n1, n2 = nodes
+    uuid = n1.get(name).uuid
+    _plan, result = plan_and_apply(write(tmp_path, nodes, tree, "h2", "guests"), nodes)
+    assert not result.failed, [(o.item.name, o.message) for o in result.failed]
+    assert n2.state(name) == "running" and n2.get(name).uuid == uuid  # cold: stop, define
+    assert name not in {r.name for r in n1.list_domains()}
     assert move_mode("guest", "running", "qemu:///system",
                      "qemu+ssh://root@10.0.0.2/system") == "live"
     assert move_mode("guest", "shutoff", "qemu:///system", "qemu+ssh://h/system") == "cold"
