@@ -163,3 +163,38 @@ def test_another_domain_of_that_name_on_the_target_is_never_replaced(tmp_path, n
         move_container(n1, n2, name, rec.xml)
     assert n1.state(name) == "running"
     assert n2.get(name).uuid == "00000000-0000-4000-8000-000000000001"
+
+
+def test_a_network_inside_a_guest_waits_for_it_then_is_made(tmp_path, nodes, tree):
+    """A guest-hosted network (the bridge a container moved into the guest needs) is planned
+    `waiting` while the guest is down, then re-planned and made once it runs."""
+    import subprocess
+
+    n1, _n2 = nodes
+    inner = tmp_path / "inner.xml"
+    inner.write_text("<node/>\n")
+    (tmp_path / "vmlinuz").write_text("k")
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    guest = PFX + "g"
+    doc = {"name": "mvunit", "settings": {"storage_dir": str(tmp_path / "storage")},
+           "networks": {PFX + "gnet": {"host": guest, "mode": "isolated",
+                                       "bridge": "vmixtmv0", "ipv4": "10.213.84.1/24"}},
+           "hosts": {"h1": {"uri": n1.uri, "lxc_uri": n1.uri, "virt_type": "qemu",
+                            "guests": {guest: {
+                                "memory": "256MiB", "boot": {"kernel": str(tmp_path / "vmlinuz")},
+                                "lxc_uri": f"test://{inner}", "image": {"path": str(base)},
+                                "containers": {PFX + "k": {"rootfs": {"path": str(tree)},
+                                                           "memory": "64MiB"}}}}}}}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    site = load_site(path)
+    domains, networks = desired_documents(site)
+    plan, conns = observe_and_plan(site, domains, networks, Options(),
+                                   read=({n1.uri: n1}, {n1.uri: observe_connection(n1)}))
+    net = next(i for i in plan.items if i.name == PFX + "gnet")
+    assert net.status == "waiting"
+    result = run_plan(Context(site, conns), plan)
+    assert not result.failed, [(o.item.name, o.message) for o in result.failed]
+    inner_conn = conns[f"test://{inner}"]
+    assert [n.name for n in inner_conn.list_networks()] == [PFX + "gnet"]

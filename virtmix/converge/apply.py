@@ -373,6 +373,15 @@ def _verify_starts(ctx: Context, outcomes: list[Outcome]) -> list[Outcome]:
     return outcomes
 
 
+def _desired_network(site: Site, name: str) -> DesiredNetwork:
+    from virtmix.converge.desired import network_host, network_uri
+    from virtmix.render.templates import render_network
+
+    net = site.networks[name]
+    return DesiredNetwork(name, net.host, network_uri(site, name), render_network(site, name),
+                          network_host(site, name), net.host not in site.inventory.hosts)
+
+
 def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
     """Plan containers whose guest was not up when the plan was made, now that it runs."""
     from virtmix.nesting.guests import guest_wait_seconds, wait_for_guest_libvirt
@@ -397,6 +406,13 @@ def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
             out.append(item)
             continue
         obs = observe_connection(conn)
+        if item.target == "network":  # a network inside the guest (its containers' bridge)
+            from virtmix.converge.plan import plan_network
+
+            net = _desired_network(ctx.site, item.name)
+            out.append(plan_network(net, obs.networks.get(item.name), ctx.opts,
+                                    ctx.site.name))
+            continue
         desired = desired_domain(ctx.site, _entry(item))
         out.append(plan_domain(desired, obs.domains.get(item.name), ctx.site.name, ctx.opts))
     return out
