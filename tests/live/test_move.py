@@ -131,6 +131,12 @@ def site(lxc_conn, tmp_path_factory):
     try:
         t0 = time.monotonic()
         res = virtmix("apply", str(path), "--yes")
+        if res.returncode != 0 and on_host(lxc_conn, CT)[0] == "shut off":
+            # What its systemd said (the libvirt log has nothing of the container's own).
+            con = subprocess.run(["timeout", "10", "script", "-qc",
+                                  f"virsh -c lxc:///system start --console {CT}", "/dev/null"],
+                                 capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            pytest.fail(res.stdout + res.stderr + "\nconsole:\n" + con.stdout[-3000:])
         assert res.returncode == 0, res.stdout + res.stderr
         print(f"apply (guest boot, container) took {time.monotonic() - t0:.1f}s")
         yield path
