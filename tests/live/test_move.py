@@ -48,9 +48,10 @@ hosts:
     containers:
       {CT}:                      # moved to the guest and back
         profile: debian
-        # unprivileged, in the site's shared id range: the same in the guest, so the tree is
-        # copied as it is (an explicit `idmap:` range other than it fails here: systemd
-        # cannot create its cgroups in this host's v1 hierarchies)
+        # privileged: an unprivileged one gets another id range in the guest's id space
+        # (move refuses: the tree is copied as it is), and an explicit `idmap:` other than
+        # the host's shared range fails here (systemd cannot make its v1 cgroups)
+        privileged: true
         memory: 256MiB
         interfaces: [{{bridge: vmixtmv0, ipv4: {CT_IP}/24}}]
     guests:
