@@ -37,9 +37,9 @@ name: {PFX}site
 settings: {{storage_dir: {STORAGE}}}
 networks:
   {PFX}net: {{host: hv, mode: isolated, bridge: vmixtmv1, ipv4: 10.213.83.1/24}}
-  # the container's network, on each side: the same bridge name and range
+  # the container's network here; in the guest the test makes a bridge of the same name
+  # and range (a libvirt network there needs iptables, which the guest image lacks)
   {PFX}hnet: {{host: hv, mode: isolated, bridge: vmixtmv0, ipv4: 10.213.84.1/24}}
-  {PFX}gnet: {{host: {GUEST}, mode: isolated, bridge: vmixtmv0, ipv4: 10.213.84.1/24}}
 hosts:
   hv:
     uri: qemu:///system
@@ -127,6 +127,10 @@ def site(lxc_conn, tmp_path_factory):
     def clean() -> None:
         virtmix("destroy", str(path), "--yes", "--delete-rootfs")
         cleanup_domains(lxc_conn, PFX)
+        from virtmix.rootfs import remove_container_tree
+
+        if (STORAGE / "containers" / CT).exists():
+            remove_container_tree(Storage(STORAGE), CT)
         loaded = open_site(path)
         remove_guest_files(loaded, GUEST)
 
@@ -142,6 +146,8 @@ def site(lxc_conn, tmp_path_factory):
             pytest.fail(res.stdout + res.stderr + "\nconsole:\n" + con.stdout[-3000:])
         assert res.returncode == 0, res.stdout + res.stderr
         print(f"apply (guest boot, container) took {time.monotonic() - t0:.1f}s")
+        guest_sh("ip link add vmixtmv0 type bridge && ip addr add 10.213.84.1/24 dev vmixtmv0 "
+                 "&& ip link set vmixtmv0 up")
         yield path
     finally:
         path.write_text(SITE)  # wherever the container went, destroy finds it by name
