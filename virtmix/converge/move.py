@@ -4,7 +4,8 @@ libvirt cannot migrate LXC domains, so virtmix does what an admin would, in an o
 leaves the container running (or restartable) on exactly one host whatever step fails:
 
 1. copy its tree to the target while it runs (most of the bytes; hosts/sync.py, rsync);
-2. freeze it (the freezer cgroup: libvirt suspend) and copy again (only the changes);
+2. freeze it (the freezer cgroup: libvirt suspend; if that fails, stop it) and copy again
+   (only the changes);
 3. define it on the target with its UUID and MAC addresses (the rest of the definition as
    rendered for the target), start it, and see it running there;
 4. only then destroy and undefine it on the source and delete its tree there.
@@ -183,19 +184,28 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     say(f"copying {src_tree} to {dst.uri} while {name} runs")
     moved.live_copy = copy()
     fault_point("move-copied-live")
-    froze = False
+    froze = stopped = False
     try:
         t_freeze = time.monotonic()
         if was in RUNNING:
-            src.suspend(name)
-            froze = True
+            try:
+                src.suspend(name)
+                froze = True
+            except VirtmixError as exc:
+                # Seen in a guest (cgroup v2): libvirt's freeze of a systemd container timed
+                # out ("Suspend operation failed"). Stopped, it is as consistent.
+                moved.notes.append(f"freezing it failed ({exc.message}); stopped it instead")
+                with contextlib.suppress(VirtmixError):
+                    src.resume(name)
+                src.destroy(name)
+                stopped = True
         fault_point("move-frozen")
         moved.frozen_copy = copy()
         if not same:
             hooks.seal(dst_tree)
         dst.define(xml)
         fault_point("move-defined")
-        if froze:
+        if froze or stopped:
             dst.start(name)
             if not poll(lambda: True if _running(dst, name) else None, timeout=START_WAIT,
                         interval=0.02):
@@ -209,6 +219,8 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
             moved.state = "running"
     except BaseException:
         _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze)
+        if stopped:
+            src.start(name)  # it ran before the move: it runs again where it was
         raise
     fault_point("move-committed")
     _remove_source(src, name, src_tree, TreeHooks() if same else hooks)
