@@ -84,6 +84,8 @@ def main() -> int:
     if res.returncode != 0:
         raise SystemExit(res.stdout + res.stderr)
     try:
+        t.guest_sh("ip link add vmixtmv0 type bridge && ip addr add 10.213.84.1/24 dev "
+                   "vmixtmv0 && ip link set vmixtmv0 up")  # as the live test does
         print(f"systemd in {t.CT}: {t.systemd_up(site, t.CT)}")
         size = sh(["du", "-sh", tree]).split()[0]
         files = sh(["sh", "-c", f"find {tree} -xdev | wc -l"]).strip()
