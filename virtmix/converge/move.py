@@ -201,8 +201,6 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
                 stopped = True
         fault_point("move-frozen")
         moved.frozen_copy = copy()
-        if not same:
-            hooks.seal(dst_tree)
         dst.define(xml)
         fault_point("move-defined")
         if froze or stopped:
@@ -217,6 +215,8 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
                 raise StateError(f"{name} started on {dst.uri} but did not stay up "
                                  f"(state {dst.state(name)})")
             moved.state = "running"
+        if not same:  # the markers (a manifest digest in a guest): after, not in, the downtime
+            hooks.seal(dst_tree)
     except BaseException:
         _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze)
         if stopped:
