@@ -47,7 +47,7 @@ class TreeHooks:
     """What is specific to where the trees live (virtmix's storage here, a guest's there).
 
     prepare(path): make the target's tree directory (its parent with virtmix's marker);
-    seal(path): after the frozen copy, make the target tree virtmix's (markers, state);
+    seal(path): once it runs there, make the target tree virtmix's (markers, state);
     drop_target(path): delete the copied tree on the target (rollback);
     drop_source(path): delete the tree on the source once the move is committed.
     Each defaults to nothing (a given tree is never deleted).
