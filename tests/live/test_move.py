@@ -83,7 +83,7 @@ def in_guest(name: str) -> tuple[str, str, str]:
     """(state, uuid, mac) of a container in the guest; state '' when not defined there."""
     out = guest_sh(f"virsh -q -c lxc:///system domstate {name} 2>/dev/null; "
                    f"virsh -q -c lxc:///system domuuid {name} 2>/dev/null; "
-                   f"virsh -q -c lxc:///system domiflist {name} 2>/dev/null").split()
+                   f"virsh -q -c lxc:///system domiflist {name} 2>/dev/null; true").split()
     if not out:
         return "", "", ""
     mac = next((w for w in out if re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", w)), "")
