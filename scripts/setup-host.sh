@@ -22,7 +22,7 @@ die() { say "ERROR: $1" >&2; exit "${2:-1}"; }
 PKGS=(libvirt-daemon libvirt-daemon-driver-lxc libvirt-daemon-driver-qemu libvirt-clients
       libvirt-dev pkg-config debootstrap mmdebstrap qemu-system-x86 qemu-utils libxml2-utils
       busybox-static cpio iproute2 openssh-server openssh-client lxc tmux e2fsprogs
-      iptables dnsmasq-base dpkg-dev
+      iptables dnsmasq-base dpkg-dev rsync
       debian-archive-keyring kmod procps util-linux ca-certificates make gcc
       python3 python3-venv python3-dev)
 

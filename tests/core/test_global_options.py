@@ -27,7 +27,7 @@ COMMANDS = {
     "inventory": ["ansible", EXAMPLE], "rootfs": ["ls"],
     "snapshot": ["nope", "--name", "s1"], "backup": ["nope", "--to", "/nonexistent"],
     "restore": ["nope.vmxbak.tar"], "metrics": ["--listen", "nope"],
-    "watch": ["--count", "0", "--timeout", "0.1"],
+    "watch": ["--count", "0", "--timeout", "0.1"], "move": ["nope", "--to", "h2"],
 }
 
 

@@ -209,6 +209,19 @@ class Connection(AdminOps, SnapshotOps):
             kind = self.__dict__["_kind"] = self.driver
         return bool(kind == "lxc")
 
+    def migrate(self, name: str, dest: Any, xml: str, *, copy_storage: bool) -> None:
+        """Live-migrate a running guest to dest (another Connection): persistent there,
+        undefined here (VIR_MIGRATE_LIVE | PERSIST_DEST | UNDEFINE_SOURCE), its disks
+        copied when storage is not shared (NON_SHARED_DISK). `xml` is its definition for
+        the destination (libvirt checks it is ABI-compatible with the running one)."""
+        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST
+                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+        if copy_storage:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        with translate(f"migrating {name} to {dest.uri}", self.uri), \
+                own_operation(self.uri, name, "migrate"):
+            self._lookup(name).migrate2(dest._conn, xml, flags, None, None, 0)
+
     def suspend(self, name: str) -> None:
         with translate(f"freezing {name}", self.uri), own_operation(self.uri, name, "suspend"):
             self._lookup(name).suspend()

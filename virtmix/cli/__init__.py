@@ -24,6 +24,7 @@ MODULES = (
     "nesting_cmds",    # image build/ls/rm/prune, inventory ansible
     "rootfs_cmds",     # rootfs build/ls/prune
     "snapshot_cmds",   # snapshot [create]/ls/restore/rm, backup, restore
+    "move_cmds",       # move
     "machines_cmds",   # metrics, watch
 )
 # Which module a verb lives in (tests/core/test_cli_lazy.py checks it against the app).
@@ -40,6 +41,7 @@ VERBS = {
     "image": "nesting_cmds", "inventory": "nesting_cmds",
     "rootfs": "rootfs_cmds",
     "snapshot": "snapshot_cmds", "backup": "snapshot_cmds", "restore": "snapshot_cmds",
+    "move": "move_cmds",
     "metrics": "machines_cmds", "watch": "machines_cmds",
 }
 # Global options that take a value (the verb is the first word that is neither).

@@ -13,8 +13,8 @@ from virtmix.converge.saved import FORMAT_VERSION as PLAN_FORMAT_VERSION
 from virtmix.domain.tunables import UNLIMITED_KIB
 from virtmix.util.units import format_kib
 
-_SIGN = {"create": "+", "update": "~", "remove": "-", "refuse": "!", "unreachable": "!",
-         "waiting": "+", "orphan": "?", "ok": "="}
+_SIGN = {"move": ">", "create": "+", "update": "~", "remove": "-", "refuse": "!",
+         "unreachable": "!", "waiting": "+", "orphan": "?", "ok": "="}
 _KIB_FIELDS = ("memory_kib", "memtune.")
 
 
@@ -48,6 +48,8 @@ def item_to_dict(item: Item) -> dict[str, Any]:
         "live": item.live, "pending_restart": item.pending_restart, "reason": item.reason,
         "state": item.state, "diff": item.diff,
         "placement": _placement(item),
+        "move": ({"from_uri": item.move_from, "from_host": item.move_from_host,
+                  "mode": item.move_mode} if item.status == "move" else None),
     }
 
 
@@ -69,7 +71,11 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 def print_item(console: Console, item: Item, *, show_diff: bool = True) -> None:
     sign = _SIGN.get(item.status, " ")
     ops = ", ".join(item.ops)
-    head = f"{sign} {item_title(item)}: {item.status}" + (f" ({ops})" if ops else "")
+    status = item.status
+    if status == "move":  # "move (live)"/"move (cold)" for guests: the plan says which
+        status += f" ({item.move_mode})" if item.move_mode != "tree" else ""
+        ops = ", ".join(o for o in item.ops if o != "move")
+    head = f"{sign} {item_title(item)}: {status}" + (f" ({ops})" if ops else "")
     console.print(escape(head))
     for c in item.changes:
         console.print(escape(f"    {c.field}: {fmt_value(c.field, c.before)} -> "
@@ -102,7 +108,8 @@ def print_plan(console: Console, plan: Plan, *, show_diff: bool = True) -> None:
                          else "") + ")")
         return
     parts = [f"{counts[k]} {word}" for k, word in (
-        ("create", "to create"), ("update", "to change"), ("remove", "to remove"),
+        ("create", "to create"), ("move", "to move"), ("update", "to change"),
+        ("remove", "to remove"),
         ("waiting", "waiting for their guest"), ("refuse", "refused"),
         ("unreachable", "unreachable"), ("ok", "up to date")) if counts.get(k)]
     if orphans:

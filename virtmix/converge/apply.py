@@ -199,7 +199,28 @@ def _remove(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> 
 
 
 OpRunner = Callable[[Context, Item, Backend, list[Started]], None]
+def _move(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> None:
+    """Bring the domain over from the connection it is on (plan's status "move")."""
+    src = ctx.conns.get(item.move_from)
+    if src is None:
+        raise BackendError(f"{item.address}: no connection to {item.move_from}, where it is")
+    if item.move_mode != "tree":
+        from virtmix.converge.move import move_guest
+
+        moved = move_guest(src, conn, item.name, _document(item), live=item.move_mode == "live")
+    else:
+        from virtmix.converge.move import move_container
+        from virtmix.converge.move_site import hooks_for
+
+        notes: list[str] = []
+        moved = move_container(src, conn, item.name, _document(item),
+                               hooks_for(ctx.site, _entry(item), item.move_from, notes))
+    item.reason = f"moved from {item.move_from}" + (
+        f", down {moved.downtime:.2f}s" if moved.downtime else "")
+
+
 OPS: dict[Op, OpRunner] = {
+    Op.MOVE: _move,
     Op.PREPARE: lambda ctx, item, conn, _s: prepare(ctx.site, _entry(item)),
     Op.DEFINE: lambda ctx, item, conn, _s: _define(conn, item),
     Op.REDEFINE: lambda ctx, item, conn, _s: _define(conn, item),
@@ -262,7 +283,8 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
                 ctx.doing[item.address] = op
                 _run_op(ctx, item, conn, op)
                 done.append(op)
-        out = Outcome(item, "done", ", ".join(item.ops), time.monotonic() - t0,
+        said = ", ".join(item.ops) + (f" ({item.reason})" if item.status == "move" else "")
+        out = Outcome(item, "done", said, time.monotonic() - t0,
                       started=started[-1] if started else None)
     except VirtmixError as exc:
         if ctx.hard_stop.is_set():
@@ -278,7 +300,7 @@ def _run_ops(ctx: Context, item: Item) -> Outcome:
 _OP_WORDS = {"prepare": "the rootfs or disks", "define": "the definition",
              "redefine": "the definition", "start": "the start", "stop": "the stop",
              "restart": "the restart", "recreate": "the re-creation",
-             "live": "the live changes", "remove": "the removal",
+             "live": "the live changes", "remove": "the removal", "move": "the move",
              "network-define": "the definition", "network-redefine": "the definition",
              "network-start": "the start", "network-remove": "the removal"}
 
@@ -351,6 +373,15 @@ def _verify_starts(ctx: Context, outcomes: list[Outcome]) -> list[Outcome]:
     return outcomes
 
 
+def _desired_network(site: Site, name: str) -> DesiredNetwork:
+    from virtmix.converge.desired import network_host, network_uri
+    from virtmix.render.templates import render_network
+
+    net = site.networks[name]
+    return DesiredNetwork(name, net.host, network_uri(site, name), render_network(site, name),
+                          network_host(site, name), net.host not in site.inventory.hosts)
+
+
 def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
     """Plan containers whose guest was not up when the plan was made, now that it runs."""
     from virtmix.nesting.guests import guest_wait_seconds, wait_for_guest_libvirt
@@ -375,6 +406,13 @@ def _replan_nested(ctx: Context, items: list[Item]) -> list[Item]:
             out.append(item)
             continue
         obs = observe_connection(conn)
+        if item.target == "network":  # a network inside the guest (its containers' bridge)
+            from virtmix.converge.plan import plan_network
+
+            net = _desired_network(ctx.site, item.name)
+            out.append(plan_network(net, obs.networks.get(item.name), ctx.opts,
+                                    ctx.site.name))
+            continue
         desired = desired_domain(ctx.site, _entry(item))
         out.append(plan_domain(desired, obs.domains.get(item.name), ctx.site.name, ctx.opts))
     return out
@@ -468,6 +506,23 @@ def connection_failures(observed: dict[str, ObservedConnection]) -> dict[str, st
     return {uri: obs.error for uri, obs in observed.items() if obs.error is not None}
 
 
+def container_hosts(site: Site) -> tuple[list[str], dict[str, str]]:
+    """Every connection of the site that may hold its containers, even with none listed
+    now (`containers: {}` after `move` took the last one away): hosts' lxc_uri, and the
+    libvirt of guests that host containers (URI -> guest)."""
+    from virtmix.inventory.model import Guest
+    from virtmix.inventory.site import guest_lxc_uri
+
+    hosts = [h.lxc_uri for h in site.inventory.hosts.values()
+             if "containers" in h.model_fields_set]
+    guests = {}
+    for e in site.entries:
+        if e.kind == "guest" and isinstance(e.spec, Guest) and (
+                "containers" in e.spec.model_fields_set or e.spec.lxc_uri):
+            guests[guest_lxc_uri(e.name, e.spec)] = e.name
+    return hosts, guests
+
+
 def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list[DesiredNetwork],
                      opts: Options, *, read: tuple[dict[str, Backend],
                                                    dict[str, ObservedConnection]] | None = None
@@ -479,6 +534,9 @@ def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list[De
     nested |= {n.uri: n.host for n in networks if n.nested}
     top = [d.entry.uri for d in domains if d.entry.uri not in nested]
     top += [n.uri for n in networks if n.uri not in nested]
+    host_uris, guest_uris = container_hosts(site)
+    top += host_uris  # where a moved container may still be: plan says "move" there
+    nested |= {u: g for u, g in guest_uris.items() if u not in nested}
     conns, observed = (dict(read[0]), dict(read[1])) if read else ({}, {})
     more_conns, more = connect_and_observe([u for u in top if u not in observed])
     conns |= more_conns

@@ -45,6 +45,7 @@ class Op(StrEnum):
     LIVE = "live"
     AUTOSTART = "autostart"
     REMOVE = "remove"
+    MOVE = "move"  # from another connection of the site (converge/move.py, migration)
     NETWORK_DEFINE = "network-define"
     NETWORK_REDEFINE = "network-redefine"
     NETWORK_DNS = "network-dns"  # the running dnsmasq's <dns><host> entries (virNetworkUpdate)

@@ -57,7 +57,7 @@ class Item:
     uri: str
     host: str
     phase: int             # 0 networks, 1 guests and host containers, 2 nested containers
-    status: str            # create | update | ok | remove | orphan | refuse | unreachable | waiting
+    status: str  # create|update|ok|move|remove|orphan|refuse|unreachable|waiting
     ops: list[str] = field(default_factory=list)
     changes: list[Change] = field(default_factory=list)
     live: dict[str, Any] = field(default_factory=dict)   # field -> value to set live
@@ -70,6 +70,9 @@ class Item:
     state: str | None = None      # the domain's state as observed
     autostart: bool = False
     placement: str = ""           # why placement chose its host (new placements only)
+    move_from: str = ""           # status "move": the URI the domain is on now
+    move_from_host: str = ""      # ... and the inventory host its metadata names
+    move_mode: str = ""           # "tree" (containers: copied), "live" or "cold" (guests)
 
     @property
     def pending(self) -> bool:
@@ -333,11 +336,58 @@ def _orphans(site: str, desired: set[tuple[str, str]], conn: ObservedConnection,
     return out
 
 
+def _site_domains(site: str, observed: dict[str, ObservedConnection]
+                  ) -> dict[str, list[tuple[str, ObservedDomain]]]:
+    """name -> [(uri, domain)] of this site's domains on every connection read."""
+    out: dict[str, list[tuple[str, ObservedDomain]]] = {}
+    for uri, conn in observed.items():
+        if conn.error:
+            continue
+        for obs in conn.domains.values():
+            if obs.metadata is not None and obs.metadata.get("site") == site:
+                out.setdefault(obs.name, []).append((uri, obs))
+    return out
+
+
+def move_mode(kind: str, state: str | None, src_uri: str, dst_uri: str) -> str:
+    """How a domain gets from src_uri to dst_uri: containers by copying their tree
+    (converge/move.py); guests by libvirt's live migration when running on two QEMU
+    daemons, else cold (shut down, copy the disks, define and start there)."""
+    if kind == CONTAINER:
+        return "tree"
+    qemu = all(u.split(":", 1)[0].split("+", 1)[0] == "qemu" for u in (src_uri, dst_uri))
+    return "live" if qemu and state in ("running", "blocked") else "cold"
+
+
+def plan_move(d: DesiredDomain, src_uri: str, obs: ObservedDomain) -> Item:
+    """An entry whose domain is on another connection of the site: move it, keeping its
+    UUID and MACs (never destroy + create: that would lose its disk or tree)."""
+    e = d.entry
+    item = Item("domain", e.kind, e.name, e.address, e.uri, e.host, 2 if e.parent else 1,
+                "move", entry=e, parent=e.parent, autostart=e.spec.autostart,
+                state=obs.state)
+    item.move_from = src_uri
+    item.move_from_host = (obs.metadata or {}).get("host", "?")
+    item.move_mode = move_mode(e.kind, obs.state, src_uri, e.uri)
+    explicit = {i for i, iface in enumerate(e.spec.interfaces) if iface.mac}
+    item.xml = adapt_domain_xml(d.xml, obs.uuid, obs.config.get("interfaces", ()), explicit)
+    item.ops = ["move"]
+    if obs.autostart != e.spec.autostart:
+        item.ops.append("autostart")
+    parent = (obs.metadata or {}).get("parent")
+    item.reason = (f"from guest {parent} ({src_uri})" if parent
+                   else f"from {item.move_from_host} ({src_uri})")
+    if e.kind == GUEST:
+        item.reason += f", {item.move_mode} migration"
+    return item
+
+
 def build_plan(site: str, domains: list[DesiredDomain], networks: list[DesiredNetwork],
                observed: dict[str, ObservedConnection], opts: Options,
                hosts: Iterable[str] = frozenset()) -> Plan:
     """The whole plan: desired documents against what each connection reported."""
     items: list[Item] = []
+    elsewhere: dict[str, list[tuple[str, ObservedDomain]]] | None = None
     for n in networks:
         conn = observed.get(n.uri)
         if conn is None or conn.error:
@@ -354,7 +404,15 @@ def build_plan(site: str, domains: list[DesiredDomain], networks: list[DesiredNe
                         2 if e.parent else 1, "unreachable", entry=e, parent=e.parent)
             items.append(_unreachable(item, conn))
             continue
-        items.append(plan_domain(d, conn.domains.get(e.name), site, opts))
+        obs = conn.domains.get(e.name)
+        if obs is None:
+            if elsewhere is None:
+                elsewhere = _site_domains(site, observed)
+            there = [(u, o) for u, o in elsewhere.get(e.name, ()) if u != e.uri]
+            if len(there) == 1 and _kind(there[0][1].config) == e.kind:
+                items.append(plan_move(d, *there[0]))
+                continue
+        items.append(plan_domain(d, obs, site, opts))
     desired = {(d.entry.uri, d.entry.name) for d in domains}
     desired |= {(n.uri, "network:" + n.name) for n in networks}
     names = {name for _uri, name in desired}  # once, not once per connection of a fleet

@@ -1,0 +1,200 @@
+"""An entry that changed hosts is planned as a move (never destroy + create) and apply moves
+it: two hosts, each its own test-driver node, both connections held for the whole test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from virtmix.backend import open_connection
+from virtmix.cli.apply_output import item_to_dict, print_plan
+from virtmix.converge.apply import Context, observe_and_plan, run_plan
+from virtmix.converge.desired import desired_documents
+from virtmix.converge.observe import observe_connection
+from virtmix.converge.plan import Options, build_plan, move_mode
+from virtmix.inventory.load import load_site
+
+PFX = "vmixt-mv-"
+
+
+@pytest.fixture
+def nodes(tmp_path: Path):
+    """Two private test:/// hosts; their connections stay open (the node's state lives as
+    long as its connection)."""
+    uris = []
+    for n in ("n1", "n2"):
+        (tmp_path / f"{n}.xml").write_text("<node/>\n")
+        uris.append(f"test://{tmp_path}/{n}.xml")
+    conns = [open_connection(u) for u in uris]
+    yield conns
+    for c in conns:
+        c.close()
+
+
+def write(tmp_path: Path, nodes, tree: Path, where: str, kind: str = "containers") -> Path:
+    spec = ({"rootfs": {"path": str(tree)}, "memory": "64MiB",
+             "interfaces": [{"bridge": "vmixtmv0", "ipv4": "10.213.84.20/24"}]}
+            if kind == "containers" else {"memory": "128MiB", "disks": []})
+    hosts = {h: {"uri": c.uri, "lxc_uri": c.uri, "virt_type": "qemu", kind: {}}
+             for h, c in zip(("h1", "h2"), nodes, strict=True)}
+    hosts[where][kind] = {PFX + "c": spec}
+    doc = {"name": "mvunit", "settings": {"storage_dir": str(tmp_path / "storage")},
+           "hosts": hosts}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def plan_and_apply(path: Path, nodes, apply: bool = True):
+    site = load_site(path)
+    domains, networks = desired_documents(site)
+    read = ({c.uri: c for c in nodes}, {c.uri: observe_connection(c) for c in nodes})
+    plan, conns = observe_and_plan(site, domains, networks, Options(), read=read)
+    result = run_plan(Context(site, conns, jobs=2), plan) if apply else None
+    return plan, result
+
+
+def test_container_that_changed_hosts_is_moved_keeping_uuid_and_mac(tmp_path, nodes, tree,
+                                                                     capsys):
+    n1, n2 = nodes
+    name = PFX + "c"
+    _plan, result = plan_and_apply(write(tmp_path, nodes, tree, "h1"), nodes)
+    assert not result.failed
+    before = n1.get(name)
+    assert before.active
+
+    inv = write(tmp_path, nodes, tree, "h2")
+    plan, _ = plan_and_apply(inv, nodes, apply=False)
+    item = next(i for i in plan.items if i.name == name)
+    assert (item.status, item.ops, item.host) == ("move", ["move"], "h2")
+    assert item.reason == f"from h1 ({n1.uri})"
+    assert item_to_dict(item)["move"] == {"from_uri": n1.uri, "from_host": "h1",
+                                          "mode": "tree"}
+    assert not [i for i in plan.items if i.status in ("orphan", "create", "remove")]
+    from rich.console import Console
+
+    print_plan(Console(width=200), plan)
+    text = capsys.readouterr().out
+    assert f"> container {name} on h2 ({n2.uri}): move" in text
+    assert "1 to move" in text
+
+    plan, result = plan_and_apply(inv, nodes)
+    assert not result.failed, [(o.item.name, o.message) for o in result.failed]
+    assert "moved from" in result.changed[0].message
+    after = n2.get(name)
+    assert after.active and after.uuid == before.uuid
+    mac = before.tree.find("devices/interface/mac").get("address")
+    assert after.tree.find("devices/interface/mac").get("address") == mac
+    assert name not in {r.name for r in n1.list_domains()}  # on exactly one host
+    again, _ = plan_and_apply(inv, nodes, apply=False)
+    assert not again.pending, [(i.name, i.status, i.ops) for i in again.pending]
+
+
+def test_guest_move_is_planned_cold_on_test_driver_and_live_between_qemu_daemons(
+        tmp_path, nodes, tree):
+    name = PFX + "c"
+    _plan, result = plan_and_apply(write(tmp_path, nodes, tree, "h1", "guests"), nodes)
+    assert not result.failed, [(o.item.name, o.message) for o in result.failed]
+    site = load_site(write(tmp_path, nodes, tree, "h2", "guests"))
+    domains, networks = desired_documents(site)
+    observed = {c.uri: observe_connection(c) for c in nodes}
+    plan = build_plan(site.name, domains, networks, observed, Options(), {"h1", "h2"})
+    item = next(i for i in plan.items if i.name == name)
+    assert (item.status, item.move_mode) == ("move", "cold")
+    assert item.reason.endswith(", cold migration")
+    n1, n2 = nodes
+    uuid = n1.get(name).uuid
+    _plan, result = plan_and_apply(write(tmp_path, nodes, tree, "h2", "guests"), nodes)
+    assert not result.failed, [(o.item.name, o.message) for o in result.failed]
+    assert n2.state(name) == "running" and n2.get(name).uuid == uuid  # cold: stop, define
+    assert name not in {r.name for r in n1.list_domains()}
+    assert move_mode("guest", "running", "qemu:///system",
+                     "qemu+ssh://root@10.0.0.2/system") == "live"
+    assert move_mode("guest", "shutoff", "qemu:///system", "qemu+ssh://h/system") == "cold"
+    assert move_mode("container", "running", "lxc:///system", "lxc+ssh://h/system") == "tree"
+
+
+def test_failed_start_on_target_leaves_it_running_on_the_source(tmp_path, nodes, tree):
+    """The target refuses the definition: the source is thawed, nothing is left there."""
+    from virtmix.converge.move import move_container
+    from virtmix.errors import VirtmixError
+
+    n1, n2 = nodes
+    name = PFX + "c"
+    plan_and_apply(write(tmp_path, nodes, tree, "h1"), nodes)
+    bad = n1.get(name).xml.replace("<memory unit='KiB'>", "<memory unit='bogus'>")
+    with pytest.raises(VirtmixError):
+        move_container(n1, n2, name, bad)
+    assert n1.state(name) == "running"
+    assert name not in {r.name for r in n2.list_domains()}
+
+
+def test_a_move_interrupted_after_the_target_started_is_finished_by_the_next(tmp_path, nodes,
+                                                                             tree):
+    """Killed between "running there" and "removed here": the source is frozen, the target
+    runs with its UUID. `move` again removes the source, and nothing else."""
+    from virtmix.converge.move import move_container
+
+    n1, n2 = nodes
+    name = PFX + "c"
+    plan_and_apply(write(tmp_path, nodes, tree, "h1"), nodes)
+    rec = n1.get(name)
+    n1.suspend(name)
+    n2.define(rec.xml)
+    n2.start(name)
+    moved = move_container(n1, n2, name, rec.xml)
+    assert "finished an interrupted move" in moved.notes[0]
+    assert name not in {r.name for r in n1.list_domains()}
+    assert n2.state(name) == "running" and n2.get(name).uuid == rec.uuid
+
+
+def test_another_domain_of_that_name_on_the_target_is_never_replaced(tmp_path, nodes, tree):
+    from virtmix.converge.move import move_container
+    from virtmix.errors import ConflictError
+
+    n1, n2 = nodes
+    name = PFX + "c"
+    plan_and_apply(write(tmp_path, nodes, tree, "h1"), nodes)
+    rec = n1.get(name)
+    n2.define(rec.xml.replace(rec.uuid, "00000000-0000-4000-8000-000000000001"))
+    with pytest.raises(ConflictError, match="another UUID"):
+        move_container(n1, n2, name, rec.xml)
+    assert n1.state(name) == "running"
+    assert n2.get(name).uuid == "00000000-0000-4000-8000-000000000001"
+
+
+def test_a_network_inside_a_guest_waits_for_it_then_is_made(tmp_path, nodes, tree):
+    """A guest-hosted network (the bridge a container moved into the guest needs) is planned
+    `waiting` while the guest is down, then re-planned and made once it runs."""
+    import subprocess
+
+    n1, _n2 = nodes
+    inner = tmp_path / "inner.xml"
+    inner.write_text("<node/>\n")
+    (tmp_path / "vmlinuz").write_text("k")
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    guest = PFX + "g"
+    doc = {"name": "mvunit", "settings": {"storage_dir": str(tmp_path / "storage")},
+           "networks": {PFX + "gnet": {"host": guest, "mode": "isolated",
+                                       "bridge": "vmixtmv0", "ipv4": "10.213.84.1/24"}},
+           "hosts": {"h1": {"uri": n1.uri, "lxc_uri": n1.uri, "virt_type": "qemu",
+                            "guests": {guest: {
+                                "memory": "256MiB", "boot": {"kernel": str(tmp_path / "vmlinuz")},
+                                "lxc_uri": f"test://{inner}", "image": {"path": str(base)},
+                                "containers": {PFX + "k": {"rootfs": {"path": str(tree)},
+                                                           "memory": "64MiB"}}}}}}}
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    site = load_site(path)
+    domains, networks = desired_documents(site)
+    plan, conns = observe_and_plan(site, domains, networks, Options(),
+                                   read=({n1.uri: n1}, {n1.uri: observe_connection(n1)}))
+    net = next(i for i in plan.items if i.name == PFX + "gnet")
+    assert net.status == "waiting"
+    result = run_plan(Context(site, conns), plan)
+    assert not result.failed, [(o.item.name, o.message) for o in result.failed]
+    inner_conn = conns[f"test://{inner}"]
+    assert [n.name for n in inner_conn.list_networks()] == [PFX + "gnet"]
