@@ -61,6 +61,16 @@ def site(lxc_conn):
     inv = work / "site.yaml"
     inv.write_text(yaml.safe_dump(doc, sort_keys=False))
     try:
+        # The unprivileged one boots first, alone, and the privileged one after it has: on a
+        # cgroup v1 host without systemd all containers share one name=systemd tree
+        # (docs/rootfs.md). Started side by side, the privileged one's systemd could make
+        # system.slice as real root right after libvirt handed the tree to the idmapped
+        # root, whose journald then failed with 219/CGROUP (seen in CI).
+        alone = {**doc, "hosts": {"hv1": {**doc["hosts"]["hv1"], "containers": {
+            UNPRIV: doc["hosts"]["hv1"]["containers"][UNPRIV]}}}}
+        inv.write_text(yaml.safe_dump(alone, sort_keys=False))
+        virtmix("apply", str(inv), "--yes", "--wait", check=0, timeout=900)
+        inv.write_text(yaml.safe_dump(doc, sort_keys=False))
         virtmix("apply", str(inv), "--yes", check=0, timeout=900)
         virtmix("inventory", "ansible", str(inv), "--out", str(work / "inv.yml"), check=0)
         (work / "site.virtmix.yml").write_text("plugin: virtmix.site.inventory\n"
@@ -77,9 +87,13 @@ def site(lxc_conn):
 def test_playbook_with_ordinary_modules_in_both_kinds(site):
     play = ("ansible-playbook", "-i", str(site / "inv.yml"), "-e", f"repo_dir={site / 'repo'}",
             str(PLAYBOOK))
-    first = run(*play)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-    counts = recap(first.stdout)
+    # One container after the other, the unprivileged one first, for the reason in the
+    # fixture: the play's new unit gets its group in the shared tree from the idmapped root.
+    counts = {}
+    for name in (UNPRIV, PRIV):
+        first = run(*play, "-l", name)
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+        counts.update(recap(first.stdout))
     for name in (UNPRIV, PRIV):
         assert counts[name]["failed"] == 0 and counts[name]["unreachable"] == 0
         assert counts[name]["changed"] >= 6, counts
