@@ -143,7 +143,8 @@ def stop(target: Target, *, timeout: float, force: bool, kill: bool,
         if not kill:
             raise StateError(f"stop: {target.address} did not stop within {timeout:g}s",
                              hint="use --force to destroy it, or a longer --timeout")
-    target.conn.destroy(target.name)
+    # libvirt's own destroy: the domain stays defined, and virsh should see "destroyed"
+    target.conn.destroy(target.name, kill_first=False)
     try:
         target.refresh()
     except NotFoundError:

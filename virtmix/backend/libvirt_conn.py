@@ -185,17 +185,20 @@ class Connection(AdminOps, SnapshotOps):
                 own_operation(self.uri, name, "shutdown"):
             self._lookup(name).shutdown()
 
-    def destroy(self, name: str) -> None:
+    def destroy(self, name: str, *, kill_first: bool = True) -> None:
         """Force the domain off.
 
         A container's init gets SIGKILL first, through libvirt (sendProcessSignal to pid
         1): the kernel then ends its whole pid namespace at once. libvirt's own destroy
         (virCgroupKillPainfully) sends SIGTERM to the container's cgroup and polls 8 x 200
         ms before it sends SIGKILL; systemd as pid 1 does not die of SIGTERM, so every
-        systemd container took ~1.8 s to destroy, 523 s for 1,000 (issue 13)."""
+        systemd container took ~1.8 s to destroy, 523 s for 1,000 (issue 13).
+        libvirt records such a stop as "shut off (shutdown)", though: kill_first=False
+        keeps its own destroy where the domain stays defined and `virsh domstate --reason`
+        should say "destroyed" (`stop --force`)."""
         dom = self._lookup(name)
         with translate(f"stopping {name}", self.uri), own_operation(self.uri, name, "destroy"):
-            if self._is_lxc() and _kill_init(dom):
+            if kill_first and self._is_lxc() and _kill_init(dom):
                 return
             try:
                 dom.destroy()
