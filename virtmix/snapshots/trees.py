@@ -29,6 +29,7 @@ from typing import Any
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError
 from virtmix.rootfs.storage import Storage, remove_tree
+from virtmix.util.files import fsync_dir
 from virtmix.util.layout import CONTAINERS_DIR, TREE_DIR
 
 SNAPSHOTS_DIR = "snapshots"
@@ -205,16 +206,8 @@ def take_many(jobs: list[tuple[TreeSource, str, dict[str, Any]]], snap: str,
             shutil.rmtree(part, ignore_errors=True)
         raise
     for parent in {final.parent for _p, final in parts}:
-        _fsync_dir(parent)
+        fsync_dir(parent)
     return [final for _p, final in parts]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def prune_partial(storage: Storage, name: str) -> None:
