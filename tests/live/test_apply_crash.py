@@ -78,6 +78,7 @@ def _assert_converged(conn, inv: str, names: list[str]) -> None:
     virtmix("plan", inv, check=0)
 
 
+@pytest.mark.exclusive  # kills libvirtd: nothing else may use it meanwhile
 def test_killed_libvirtd_during_apply_of_20(lxc_conn, qemu_conn, storage, busybox_tree,
                                             domain_cleanup):
     inv, names = _containers(storage, busybox_tree, 20, "kill")

@@ -54,6 +54,13 @@ def _cleanup(storage: Storage) -> None:
             if dom.name().startswith(PREFIX):
                 lxchelp.destroy_undefine(conn, dom.name())
         conn.close()
+    # Snapshots of the tests' containers (a failed test leaves them; the next run's
+    # snapshot of the same name would be refused).
+    snapshots = storage.root / "snapshots"
+    if snapshots.is_dir():
+        for d in snapshots.iterdir():
+            if d.name.startswith(PREFIX):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
