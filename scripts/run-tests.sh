@@ -3,8 +3,8 @@
 # tests that restart libvirtd alone (markers in tests/conftest.py).
 #
 # - the guest lane (`-m guest_lane`): tests that boot QEMU guests under TCG (and the fault
-#   suite, whose sites are its own, to even the lanes out). The guests spend
-#   minutes waiting on a guest that uses one or two CPUs, so the other lane runs meanwhile;
+#   suite, whose sites are its own, to even the lanes out). They spend minutes waiting on
+#   a guest that uses one or two CPUs, so the other lane runs meanwhile;
 # - everything else (`-m "not guest_lane and not exclusive"`), one test at a time;
 # - then `-m exclusive` (kills and restarts libvirtd: nothing else may use it then).
 #
