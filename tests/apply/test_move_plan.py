@@ -13,7 +13,7 @@ from virtmix.cli.apply_output import item_to_dict, print_plan
 from virtmix.converge.apply import Context, observe_and_plan, run_plan
 from virtmix.converge.desired import desired_documents
 from virtmix.converge.observe import observe_connection
-from virtmix.converge.plan import Options, build_plan, move_mode
+from virtmix.converge.plan import Options, build_plan, guest_move, move_mode
 from virtmix.inventory.load import load_site
 
 PFX = "vmixt-mv-"
@@ -103,7 +103,8 @@ def test_guest_move_is_planned_cold_on_test_driver_and_live_between_qemu_daemons
     plan = build_plan(site.name, domains, networks, observed, Options(), {"h1", "h2"})
     item = next(i for i in plan.items if i.name == name)
     assert (item.status, item.move_mode) == ("move", "cold")
-    assert item.reason.endswith(", cold migration")
+    assert item.reason.endswith(", cold migration (libvirt migrates only between two QEMU "
+                                "daemons)"), item.reason
     n1, n2 = nodes
     uuid = n1.get(name).uuid
     _plan, result = plan_and_apply(write(tmp_path, nodes, tree, "h2", "guests"), nodes)
@@ -114,6 +115,14 @@ def test_guest_move_is_planned_cold_on_test_driver_and_live_between_qemu_daemons
                      "qemu+ssh://root@10.0.0.2/system") == "live"
     assert move_mode("guest", "shutoff", "qemu:///system", "qemu+ssh://h/system") == "cold"
     assert move_mode("container", "running", "lxc:///system", "lxc+ssh://h/system") == "tree"
+    # Why not live, as the plan says it: a stopped guest, a change of virt type.
+    assert guest_move("shutoff", "qemu:///system", "qemu+ssh://h/system") == (
+        "cold", "it is not running (shutoff)")
+    assert guest_move("running", "qemu:///system", "qemu+ssh://h/system", "kvm", "qemu") == (
+        "cold", "virt_type kvm where it runs, qemu on the target: a running guest cannot "
+        "change it")
+    assert guest_move("running", "qemu:///system", "qemu+ssh://h/system", "qemu", "qemu") == (
+        "live", "")
 
 
 def test_failed_start_on_target_leaves_it_running_on_the_source(tmp_path, nodes, tree):

@@ -212,18 +212,37 @@ class Connection(AdminOps, SnapshotOps):
             kind = self.__dict__["_kind"] = self.driver
         return bool(kind == "lxc")
 
-    def migrate(self, name: str, dest: Any, xml: str, *, copy_storage: bool) -> None:
-        """Live-migrate a running guest to dest (another Connection): persistent there,
-        undefined here (VIR_MIGRATE_LIVE | PERSIST_DEST | UNDEFINE_SOURCE), its disks
-        copied when storage is not shared (NON_SHARED_DISK). `xml` is its definition for
-        the destination (libvirt checks it is ABI-compatible with the running one)."""
+    def migrate(self, name: str, dest: Any, xml: str, *, copy_storage: bool,
+                uri: str | None = None) -> dict[str, int]:
+        """Live-migrate a running guest to dest (another Connection): persistent there with
+        `xml` as its definition, undefined here (VIR_MIGRATE_LIVE | PERSIST_DEST |
+        UNDEFINE_SOURCE). copy_storage: its writable disks' top layers are copied
+        (NON_SHARED_INC: the caller has made each disk there, with its backing chain).
+        `uri` is where dest's QEMU listens (tcp://ADDRESS); None lets libvirt take dest's
+        hostname, which must then resolve here.
+
+        migrate3 with VIR_MIGRATE_PARAM_PERSIST_XML, not migrate2's dxml: the running
+        definition crosses as it is, and the one rendered for dest becomes the persistent
+        one there. As dxml it would have to be ABI-compatible with the running guest
+        (libvirt refuses e.g. another memory size or device list), so an inventory edit
+        made with the move would block the migration instead of waiting for a restart.
+        Returns libvirt's statistics of the completed job on dest (downtime and
+        time_elapsed in ms, data_total in bytes...), {} when it keeps none."""
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST
                  | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
         if copy_storage:
-            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+        params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml}
+        if uri:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = uri
         with translate(f"migrating {name} to {dest.uri}", self.uri), \
                 own_operation(self.uri, name, "migrate"):
-            self._lookup(name).migrate2(dest._conn, xml, flags, None, None, 0)
+            moved = self._lookup(name).migrate3(dest._conn, params, flags)
+        try:
+            return {k: int(v) for k, v in moved.jobStats(
+                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED).items()}
+        except libvirt.libvirtError:
+            return {}
 
     def suspend(self, name: str) -> None:
         with translate(f"freezing {name}", self.uri), own_operation(self.uri, name, "suspend"):

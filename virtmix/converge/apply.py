@@ -205,9 +205,10 @@ def _move(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> No
     if src is None:
         raise BackendError(f"{item.address}: no connection to {item.move_from}, where it is")
     if item.move_mode != "tree":
-        from virtmix.converge.move import move_guest
+        from virtmix.converge.move_guest import migration_uri_for, move_guest
 
-        moved = move_guest(src, conn, item.name, _document(item), live=item.move_mode == "live")
+        moved = move_guest(src, conn, item.name, _document(item), live=item.move_mode == "live",
+                           migrate_uri=migration_uri_for(ctx.site, _entry(item)))
     else:
         from virtmix.converge.move import move_container
         from virtmix.converge.move_site import hooks_for
@@ -536,6 +537,8 @@ def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list[De
     top += [n.uri for n in networks if n.uri not in nested]
     host_uris, guest_uris = container_hosts(site)
     top += host_uris  # where a moved container may still be: plan says "move" there
+    # ... and a moved guest (`guests: {}` once `move` took the last one away)
+    top += [h.uri for h in site.inventory.hosts.values() if "guests" in h.model_fields_set]
     nested |= {u: g for u, g in guest_uris.items() if u not in nested}
     conns, observed = (dict(read[0]), dict(read[1])) if read else ({}, {})
     more_conns, more = connect_and_observe([u for u in top if u not in observed])

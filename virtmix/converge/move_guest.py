@@ -1,0 +1,312 @@
+"""Move a guest to another libvirt host: live (libvirt's migration) or cold (shut down, copy
+its disks, start it there), with every file it needs on the target first.
+
+libvirt migrates a running guest's memory and, with VIR_MIGRATE_NON_SHARED_INC, its
+writable disks' top layers; the target must already have:
+- each writable disk's file: libvirt precreates only disks that are volumes of a storage
+  pool ("no storage pool with matching target path"), virtmix's are plain files, so
+  virtmix creates each there (`qemu-img create`, same format, virtual size, backing file);
+- everything else the definition names: kernel, initrd, loader, read-only disks (the
+  cloud-init seed ISO) and each disk's backing chain (a virtmix guest's root disk is a
+  qcow2 overlay of a cached base image): copied with rsync (sparse) where missing, while
+  the guest runs.
+NON_SHARED_INC, not NON_SHARED_DISK: the full copy would flatten each overlay into one
+standalone image on the target and send the base image's bytes inside every migration;
+with the base copied once (or already there), only the guest's own layer crosses during it.
+
+A cold move copies the same files, and the writable disks themselves while the guest is
+off (shut down, forced off after GUEST_STOP). Two connections of this machine share its
+files: nothing is copied and the migration is a plain one. Any failure removes what was
+made on the target (files and directories created there, its definition) and leaves the
+guest on the source, running if it ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import posixpath
+import time
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from virtmix.backend import Backend
+from virtmix.converge.move import RUNNING, START_WAIT, Moved
+from virtmix.converge.observe import owned_fields
+from virtmix.converge.plan_xml import adapt_domain_xml
+from virtmix.errors import ConflictError, StateError, UsageError, VirtmixError
+from virtmix.hosts import Host, host_for, is_local
+from virtmix.hosts.sync import sync_tree
+from virtmix.inventory.site import Entry, Site
+from virtmix.util.faults import fault_point
+from virtmix.util.polling import poll
+
+GUEST_STOP = 60.0  # seconds a guest gets to shut down for a cold move
+
+
+@dataclass
+class Disk:
+    path: str
+    format: str          # qemu-img's name: qcow2, raw
+    readonly: bool
+
+
+@dataclass
+class GuestFiles:
+    """The files of this machine's kind that a guest's definition names."""
+
+    disks: list[Disk] = field(default_factory=list)     # <disk type='file'> with a source
+    boot: list[str] = field(default_factory=list)       # kernel, initrd, loader
+    logs: list[str] = field(default_factory=list)       # chardev/log files qemu writes
+    other_writable: list[str] = field(default_factory=list)  # block devices, networks...
+
+    @property
+    def writable(self) -> list[Disk]:
+        return [d for d in self.disks if not d.readonly]
+
+    def dirs(self) -> list[str]:
+        """The directories of everything, in a stable order (made on the target)."""
+        paths = [d.path for d in self.disks] + self.boot + self.logs
+        return list(dict.fromkeys(posixpath.dirname(p) for p in paths))
+
+
+def guest_files(xml: str) -> GuestFiles:
+    """Read the files from a guest's definition (pure)."""
+    root = etree.fromstring(xml.encode())
+    out = GuestFiles()
+    for tag in ("os/kernel", "os/initrd", "os/loader"):
+        node = root.find(tag)
+        if node is not None and node.text and node.text.strip():
+            out.boot.append(node.text.strip())
+    for node in root.iterfind("devices/disk"):
+        src = node.find("source")
+        readonly = node.find("readonly") is not None or node.get("device") == "cdrom"
+        if node.get("type", "file") != "file":
+            if not readonly:
+                out.other_writable.append(f"{node.get('type')} disk "
+                                          f"{_target(node) or '?'}")
+            continue
+        if src is None or not src.get("file"):
+            continue  # an empty cdrom drive
+        drv = node.find("driver")
+        fmt = drv.get("type") if drv is not None and drv.get("type") else "raw"
+        out.disks.append(Disk(str(src.get("file")), str(fmt), readonly))
+    for node in root.iterfind("devices/*"):
+        if node.tag != "disk" and node.get("type") == "file":
+            src = node.find("source")
+            if src is not None and src.get("path"):
+                out.logs.append(str(src.get("path")))
+        log = node.find("log")
+        if log is not None and log.get("file"):
+            out.logs.append(str(log.get("file")))
+    return out
+
+
+def _target(node: etree._Element) -> str | None:
+    tgt = node.find("target")
+    return tgt.get("dev") if tgt is not None else None
+
+
+def migration_uri(address: str | None) -> str | None:
+    """libvirt's migration URI for a target host's `migration_address`."""
+    if not address:
+        return None
+    return f"tcp://[{address}]" if ":" in address else f"tcp://{address}"
+
+
+def migration_uri_for(site: Site, entry: Entry) -> str | None:
+    """The migration URI of the host an entry (a guest) is going to."""
+    host = site.inventory.hosts.get(entry.host)
+    return migration_uri(host.migration_address if host is not None else None)
+
+
+@dataclass
+class Image:
+    """One disk image as qemu-img sees it: its size and what it is layered on."""
+
+    path: str
+    format: str
+    virtual_size: int
+    backing: str | None = None          # as written in the image (may be relative)
+    backing_format: str | None = None
+    chain: list[str] = field(default_factory=list)  # absolute paths of all below it
+
+
+def image_info(host: Host, path: str) -> Image:
+    """qemu-img's view of path and its backing chain (-U: a running guest holds the lock)."""
+    out = host.run(["qemu-img", "info", "-U", "--backing-chain", "--output=json", path])
+    layers = json.loads(out)
+    if isinstance(layers, dict):
+        layers = [layers]
+    top = layers[0]
+    return Image(path, str(top.get("format", "raw")), int(top["virtual-size"]),
+                 top.get("backing-filename"), top.get("backing-filename-format"),
+                 [str(layer["filename"]) for layer in layers[1:]])
+
+
+class TargetFiles:
+    """Files made on the target host for one move, removed again by undo()."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.host = host_for(uri)
+        self.files: list[str] = []
+        self.dirs: list[str] = []
+
+    def missing(self, paths: list[str]) -> list[str]:
+        if not paths:
+            return []
+        out = self.host.run(["sh", "-c", 'for f; do [ -e "$f" ] || echo "$f"; done',
+                             "sh", *paths])
+        return [line for line in out.splitlines() if line]
+
+    def make_dirs(self, dirs: list[str]) -> None:
+        new = self.missing(dirs)
+        if new:
+            self.host.run(["mkdir", "-p", *new])
+            self.dirs += new
+
+    def copy(self, src_uri: str, path: str) -> float:
+        """Copy one file of src_uri's host to the same path there (rsync, sparse)."""
+        self.files.append(path)
+        return sync_tree(src_uri, posixpath.dirname(path), self.uri, posixpath.dirname(path),
+                         only=posixpath.basename(path))
+
+    def create(self, img: Image) -> None:
+        """An empty image like img there (same format, size, backing file)."""
+        backing = (["-b", img.backing, "-F", img.backing_format or "raw"]
+                   if img.backing else [])
+        self.files.append(img.path)
+        self.host.run(["qemu-img", "create", "-q", "-f", img.format, *backing, img.path,
+                       str(img.virtual_size)])
+
+    def undo(self) -> None:
+        """Remove what this move made there; directories made for it go whole."""
+        with contextlib.suppress(VirtmixError):
+            if self.files:
+                self.host.run(["rm", "-f", *self.files])
+            if self.dirs:
+                self.host.run(["rm", "-rf", *self.dirs])
+
+
+def _prepare_target(src: Backend, dst: Backend, files: GuestFiles, tgt: TargetFiles
+                    ) -> tuple[list[Image], float]:
+    """Refuse what cannot be copied, make the directories, copy what is missing there of
+    the read-only files (boot files, read-only disks, backing chains); the writable disks'
+    images (as the source has them) and the seconds the copies took."""
+    if files.other_writable:
+        raise UsageError(f"cannot copy the writable {', '.join(files.other_writable)} to "
+                         f"{dst.uri}: only file disks are copied")
+    src_host = host_for(src.uri)
+    images = [image_info(src_host, d.path) for d in files.writable]
+    there = [d.path for d in files.writable if d.path not in tgt.missing([d.path])]
+    if there:
+        raise ConflictError(
+            f"{', '.join(there)} already exist(s) on {dst.uri}: a leftover of another guest "
+            "or move (remove it there), or storage both hosts share (virtmix copies disks; "
+            "shared storage between two machines is not supported)")
+    needed = files.boot + [d.path for d in files.disks if d.readonly]
+    needed += [p for img in images for p in img.chain]
+    tgt.make_dirs(files.dirs() + [posixpath.dirname(p) for p in needed])
+    took = 0.0
+    for path in tgt.missing(list(dict.fromkeys(needed))):
+        took += tgt.copy(src.uri, path)
+    return images, took
+
+
+def _running(conn: Backend, name: str) -> bool:
+    try:
+        return conn.state(name) in RUNNING
+    except VirtmixError:
+        return False
+
+
+def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bool,
+               migrate_uri: str | None = None) -> Moved:
+    """Move guest `name` from src to dst; `rendered` is its definition for dst (its UUID
+    and MACs are kept). live: libvirt's live migration (the guest must run); else cold.
+    The guest's files on the source are kept (the admin deletes them)."""
+    t0 = time.monotonic()
+    rec = src.get(name)
+    if rec.kind == "lxc":
+        raise UsageError(f"{name} on {src.uri} is a container: it moves by copying its tree")
+    try:
+        there = dst.get(name)
+    except VirtmixError:
+        there = None
+    if there is not None:
+        if there.uuid != rec.uuid:
+            raise ConflictError(f"{name} already exists on {dst.uri} (another UUID)")
+        return Moved(name, src.uri, dst.uri, there.state, notes=["already there"])
+    xml = adapt_domain_xml(rendered, rec.uuid, owned_fields(rec.xml).get("interfaces", ()),
+                           set())
+    moved = Moved(name, src.uri, dst.uri, rec.state)
+    was_running = rec.state in RUNNING
+    if live and not was_running:
+        raise StateError(f"{name} is {rec.state} on {src.uri}: only a running guest "
+                         "migrates live")
+    # Two daemons of this machine see the same files: nothing to copy.
+    shared = is_local(src.uri) and is_local(dst.uri)
+    files = guest_files(rec.xml)
+    tgt = TargetFiles(dst.uri)
+    migrated = defined = False
+    try:
+        images: list[Image] = []
+        if not shared:
+            images, moved.live_copy = _prepare_target(src, dst, files, tgt)
+        fault_point("guest-move-prepared")
+        if live:
+            for img in images:
+                tgt.create(img)
+            stats = src.migrate(name, dst, xml, copy_storage=not shared, uri=migrate_uri)
+            migrated = True
+            if not poll(lambda: True if _running(dst, name) else None, timeout=START_WAIT):
+                raise StateError(f"{name}: migrated to {dst.uri} but not running there")
+            moved.state = "running"
+            moved.downtime = stats.get("downtime", 0) / 1000
+            moved.notes.append(f"libvirt: {stats.get('time_elapsed', 0) / 1000:.2f}s, "
+                               f"downtime {moved.downtime:.3f}s, "
+                               f"{stats.get('data_total', 0) // 2**20} MiB of memory")
+            moved.total = time.monotonic() - t0
+            return moved
+        t_down = time.monotonic()
+        if was_running:
+            _stop(src, name)
+        for img in images:
+            moved.frozen_copy += tgt.copy(src.uri, img.path)
+        fault_point("guest-move-copied")
+        dst.define(xml)
+        defined = True
+        if was_running:
+            dst.start(name)
+            if not poll(lambda: True if _running(dst, name) else None, timeout=START_WAIT):
+                raise StateError(f"{name} did not reach running on {dst.uri}")
+            moved.downtime, moved.state = time.monotonic() - t_down, "running"
+    except BaseException:
+        if migrated:
+            raise  # it runs there (libvirt undefined it here): the files are its own now
+        if defined:
+            _drop_definition(dst, name)
+        tgt.undo()
+        if was_running and not live and not _running(src, name):
+            src.start(name)  # it ran before the move: it runs again where it was
+        raise
+    src.undefine(name)
+    moved.total = time.monotonic() - t0
+    return moved
+
+
+def _stop(src: Backend, name: str) -> None:
+    src.request_shutdown(name)
+    if not poll(lambda: True if src.state(name) == "shutoff" else None,
+                timeout=GUEST_STOP, interval=0.5):
+        src.destroy(name)
+
+
+def _drop_definition(dst: Backend, name: str) -> None:
+    with contextlib.suppress(VirtmixError):
+        if dst.state(name) != "shutoff":
+            dst.destroy(name)
+    with contextlib.suppress(VirtmixError):
+        dst.undefine(name)
