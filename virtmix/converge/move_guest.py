@@ -162,10 +162,14 @@ class TargetFiles:
         return [line for line in out.splitlines() if line]
 
     def make_dirs(self, dirs: list[str]) -> None:
+        """mkdir -p each; the topmost directory each made is remembered (for undo)."""
         new = self.missing(dirs)
-        if new:
-            self.host.run(["mkdir", "-p", *new])
-            self.dirs += new
+        if not new:
+            return
+        tops = self.host.run(["sh", "-c", 'for d; do t=; while [ ! -e "$d" ]; do t=$d; '
+                              'd=$(dirname "$d"); done; echo "$t"; done', "sh", *new])
+        self.host.run(["mkdir", "-p", *new])
+        self.dirs += [t for t in dict.fromkeys(tops.splitlines()) if t]
 
     def copy(self, src_uri: str, path: str) -> float:
         """Copy one file of src_uri's host to the same path there (rsync, sparse)."""
