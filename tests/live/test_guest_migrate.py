@@ -15,6 +15,7 @@ Both keep UUID and MAC, are defined on the target only, and the next plan is emp
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import threading
@@ -115,12 +116,13 @@ class Downtime(threading.Thread):
     """Polls the guest's state on both hosts every 10 ms: the longest time it ran on
     neither (the source paused for the switch-over until the target resumed it)."""
 
-    def __init__(self, src_uri: str, dst_uri: str, name: str) -> None:
+    def __init__(self, src_uri: str, dst_uri: str, name: str, log: Path) -> None:
         super().__init__(daemon=True)
-        self.uris, self.name = (src_uri, dst_uri), name
+        self.uris, self.name, self.log = (src_uri, dst_uri), name, log
         self.stop = threading.Event()
         self.longest = 0.0
         self.samples = 0
+        self.last_tick = -1  # the last tick its console printed here (its dir goes after)
 
     def run(self) -> None:
         libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # "not found" is data
@@ -134,6 +136,8 @@ class Downtime(threading.Thread):
                 except libvirt.libvirtError:
                     continue
                 running = running or state == libvirt.VIR_DOMAIN_RUNNING
+            with contextlib.suppress(OSError):
+                self.last_tick = max([self.last_tick, *ticks(self.log)])
             now = time.monotonic()
             self.samples += 1
             if running:
@@ -175,7 +179,7 @@ def test_guests_move_live_and_cold_to_a_second_libvirt_host(qemu_conn, hosts, gu
     assert re.search(rf"> guest {COLD} on hv2 \(.*\): move \(cold\)", plan), plan
     assert "cold migration (it is not running (shutoff))" in plan, plan
 
-    poller = Downtime(SOURCE, hb.unix_uri, LIVE)
+    poller = Downtime(SOURCE, hb.unix_uri, LIVE, src_log)
     poller.start()
     t0 = time.monotonic()
     res = virtmix("--allow-uri-commands", "apply", inv, "--yes", check=0)
@@ -207,15 +211,20 @@ def test_guests_move_live_and_cold_to_a_second_libvirt_host(qemu_conn, hosts, gu
 
     # It ran on: the target's console goes on counting where the source's stopped, with
     # no second boot.
-    last = ticks(src_log)[-1]
+    last = poller.last_tick
+    assert last >= 3
     dst_log = hb.here(src_log)
     wait_for(lambda: len(ticks(dst_log)) >= 3, timeout=30, what=f"ticks in {dst_log}")
     after = ticks(dst_log)
     assert last < after[0] <= last + 10, (last, after[:5])
     assert "VIRTMIX-GUEST-UP" not in dst_log.read_text(errors="replace")
 
-    # The disks and their bases arrived (they were only here); the seed ISO too.
+    # The disks and their bases arrived (they were only here); the seed ISO too. The
+    # guests' own directories left this host (virtmix's marker went with them); the bases
+    # stayed.
     for g in (LIVE, COLD):
+        assert not gdir[g].exists() and bases[g].is_file()
+        assert hb.here(gdir[g] / ".virtmix-files").is_file()
         assert hb.here(bases[g]).is_file()
         assert_disk(hb.here(gdir[g] / "root.qcow2"), bases[g], *pattern[g])
         assert hb.here(gdir[g] / "seed.iso").is_file()

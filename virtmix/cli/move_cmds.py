@@ -98,7 +98,7 @@ def move_domain(name: str = typer.Argument(..., metavar="NAME", help="NAME or GU
                                    hooks_for(new_site, new_entry, entry.uri, notes),
                                    progress=say)
         else:
-            from virtmix.converge.move_guest import migration_uri_for, move_guest
+            from virtmix.converge.move_guest import move_guest, move_options
             from virtmix.converge.observe import owned_fields
             from virtmix.converge.plan import guest_move
 
@@ -108,7 +108,7 @@ def move_domain(name: str = typer.Argument(..., metavar="NAME", help="NAME or GU
             say(f"{entry.name}: {mode} migration to {new_entry.uri}"
                 + (f" ({why})" if why else ""))
             moved = move_guest(src, dst, entry.name, rendered, live=mode == "live",
-                               migrate_uri=migration_uri_for(new_site, new_entry))
+                               **move_options(new_site, new_entry))
     mode = site.path.stat().st_mode & 0o7777
     write_atomic(site.path, new_text.encode(), mode=mode)
     for note in notes + moved.notes:

@@ -205,10 +205,10 @@ def _move(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> No
     if src is None:
         raise BackendError(f"{item.address}: no connection to {item.move_from}, where it is")
     if item.move_mode != "tree":
-        from virtmix.converge.move_guest import migration_uri_for, move_guest
+        from virtmix.converge.move_guest import move_guest, move_options
 
         moved = move_guest(src, conn, item.name, _document(item), live=item.move_mode == "live",
-                           migrate_uri=migration_uri_for(ctx.site, _entry(item)))
+                           **move_options(ctx.site, _entry(item)))
     else:
         from virtmix.converge.move import move_container
         from virtmix.converge.move_site import hooks_for

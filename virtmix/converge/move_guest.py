@@ -121,6 +121,17 @@ def migration_uri_for(site: Site, entry: Entry) -> str | None:
     return migration_uri(host.migration_address if host is not None else None)
 
 
+def move_options(site: Site, entry: Entry) -> dict[str, str | None]:
+    """move_guest's keyword arguments for an entry as the inventory now places it: the
+    target's migration URI, and the guest's own directory of virtmix's storage (the same
+    path on every host), handed over with the guest."""
+    from virtmix.render.views import storage_dir
+    from virtmix.util.layout import guest_path
+
+    return {"migrate_uri": migration_uri_for(site, entry),
+            "own_dir": guest_path(storage_dir(site), entry.name)}
+
+
 @dataclass
 class Image:
     """One disk image as qemu-img sees it: its size and what it is layered on."""
@@ -227,10 +238,13 @@ def _running(conn: Backend, name: str) -> bool:
 
 
 def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bool,
-               migrate_uri: str | None = None) -> Moved:
+               migrate_uri: str | None = None, own_dir: str | None = None) -> Moved:
     """Move guest `name` from src to dst; `rendered` is its definition for dst (its UUID
     and MACs are kept). live: libvirt's live migration (the guest must run); else cold.
-    The guest's files on the source are kept (the admin deletes them)."""
+    own_dir: the guest's directory of virtmix's storage; once it runs (or is defined) on
+    dst, the directory is deleted on the source if virtmix's marker says it made it
+    (the marker goes to dst first), so the guest can come back later. Other files on the
+    source (base images, given disks) are kept."""
     t0 = time.monotonic()
     rec = src.get(name)
     if rec.kind == "lxc":
@@ -272,6 +286,8 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
             moved.notes.append(f"libvirt: {stats.get('time_elapsed', 0) / 1000:.2f}s, "
                                f"downtime {moved.downtime:.3f}s, "
                                f"{stats.get('data_total', 0) // 2**20} MiB of memory")
+            if not shared and own_dir:
+                _hand_over(src.uri, tgt, own_dir, moved)
             moved.total = time.monotonic() - t0
             return moved
         t_down = time.monotonic()
@@ -297,8 +313,28 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
             src.start(name)  # it ran before the move: it runs again where it was
         raise
     src.undefine(name)
+    if not shared and own_dir:
+        _hand_over(src.uri, tgt, own_dir, moved)
     moved.total = time.monotonic() - t0
     return moved
+
+
+def _hand_over(src_uri: str, tgt: TargetFiles, own_dir: str, moved: Moved) -> None:
+    """The guest is committed to the target: virtmix's marker of its directory goes
+    there, then the directory goes from the source (only one virtmix made). A failure
+    here is a note: the guest has moved."""
+    from virtmix.util.layout import GUEST_FILES_MARKER
+
+    marker = posixpath.join(own_dir, GUEST_FILES_MARKER)
+    src_host = host_for(src_uri)
+    try:
+        if src_host.run(["sh", "-c", '[ -e "$1" ] && echo yes || true', "sh", marker]).strip():
+            tgt.host.run(["sh", "-c", 'mkdir -p "$(dirname "$1")" && : > "$1" && sync "$1"',
+                          "sh", marker])
+            src_host.run(["rm", "-rf", own_dir])
+            moved.notes.append(f"deleted {own_dir} on {src_uri}")
+    except VirtmixError as exc:
+        moved.notes.append(f"{own_dir} on {src_uri} was not deleted: {exc.message}")
 
 
 def _stop(src: Backend, name: str) -> None:
