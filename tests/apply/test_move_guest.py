@@ -96,12 +96,14 @@ def test_target_images_are_made_like_the_sources_and_undone(tmp_path):
         "qcow2", 16 * 2**20, str(base), [str(base)])
     tgt = TargetFiles("test:///default")
     there = tmp_path / "dst" / "guests" / "g"
-    assert tgt.missing([str(base), str(there)]) == [str(there)]
-    tgt.make_dirs([str(there), str(tmp_path)])
+    assert tgt.survey([str(base), str(there / "x")], [str(there), str(tmp_path)]) == {
+        str(base)}
     assert tgt.dirs == [str(tmp_path / "dst")] and there.is_dir()  # the topmost it made
     img.path = str(there / "root.qcow2")
-    tgt.create(img)
+    tgt.create([img], str(there / ".virtmix-files"))
     made = image_info(host_for("test:///default"), img.path)
     assert (made.format, made.virtual_size, made.chain) == ("qcow2", 16 * 2**20, [str(base)])
+    assert (there / ".virtmix-files").is_file()
     tgt.undo()
     assert not (tmp_path / "dst").exists() and base.exists() and top.exists()
+

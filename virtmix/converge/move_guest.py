@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import posixpath
+import shlex
 import time
 from dataclasses import dataclass, field
 
@@ -37,9 +38,10 @@ from virtmix.converge.observe import owned_fields
 from virtmix.converge.plan_xml import adapt_domain_xml
 from virtmix.errors import ConflictError, StateError, UsageError, VirtmixError
 from virtmix.hosts import Host, host_for, is_local
-from virtmix.hosts.sync import sync_tree
+from virtmix.hosts.sync import sync_files
 from virtmix.inventory.site import Entry, Site
 from virtmix.util.faults import fault_point
+from virtmix.util.layout import GUEST_FILES_MARKER
 from virtmix.util.polling import poll
 
 GUEST_STOP = 60.0  # seconds a guest gets to shut down for a cold move
@@ -156,8 +158,18 @@ def image_info(host: Host, path: str) -> Image:
                  [str(layer["filename"]) for layer in layers[1:]])
 
 
+# One command on the target: which of the files before `--dirs` exist there ("have
+# PATH"), and each directory after it made (mkdir -p), with the topmost one it made
+# ("made DIR", removed whole by undo).
+SURVEY_SH = ('mode=f; for a; do if [ "$a" = --dirs ]; then mode=d; continue; fi; '
+             'if [ $mode = f ]; then if [ -e "$a" ]; then echo "have $a"; fi; '
+             'else d=$a; t=; while [ ! -e "$d" ]; do t=$d; d=$(dirname "$d"); done; '
+             'if [ -n "$t" ]; then echo "made $t"; fi; mkdir -p "$a" || exit 1; fi; done')
+
+
 class TargetFiles:
-    """Files made on the target host for one move, removed again by undo()."""
+    """Files made on the target host for one move, removed again by undo(). Each step
+    is one command there (over ssh: a connection each, ~0.3 s here)."""
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
@@ -165,68 +177,70 @@ class TargetFiles:
         self.files: list[str] = []
         self.dirs: list[str] = []
 
-    def missing(self, paths: list[str]) -> list[str]:
-        if not paths:
-            return []
-        out = self.host.run(["sh", "-c", 'for f; do [ -e "$f" ] || echo "$f"; done',
-                             "sh", *paths])
-        return [line for line in out.splitlines() if line]
+    def survey(self, paths: list[str], dirs: list[str]) -> set[str]:
+        """Which of paths exist there; every dir of dirs made there."""
+        out = self.host.run(["sh", "-c", SURVEY_SH, "sh", *paths, "--dirs", *dirs])
+        have = set()
+        for line in out.splitlines():
+            kind, _, path = line.partition(" ")
+            if kind == "have":
+                have.add(path)
+            elif kind == "made" and path not in self.dirs:
+                self.dirs.append(path)
+        return have
 
-    def make_dirs(self, dirs: list[str]) -> None:
-        """mkdir -p each; the topmost directory each made is remembered (for undo)."""
-        new = self.missing(dirs)
-        if not new:
-            return
-        tops = self.host.run(["sh", "-c", 'for d; do t=; while [ ! -e "$d" ]; do t=$d; '
-                              'd=$(dirname "$d"); done; echo "$t"; done', "sh", *new])
-        self.host.run(["mkdir", "-p", *new])
-        self.dirs += [t for t in dict.fromkeys(tops.splitlines()) if t]
+    def copy(self, src_uri: str, paths: list[str]) -> float:
+        """Copy files of src_uri's host to the same paths there (one rsync, sparse)."""
+        self.files += paths
+        return sync_files(src_uri, self.uri, paths)
 
-    def copy(self, src_uri: str, path: str) -> float:
-        """Copy one file of src_uri's host to the same path there (rsync, sparse)."""
-        self.files.append(path)
-        return sync_tree(src_uri, posixpath.dirname(path), self.uri, posixpath.dirname(path),
-                         only=posixpath.basename(path))
-
-    def create(self, img: Image) -> None:
-        """An empty image like img there (same format, size, backing file)."""
-        backing = (["-b", img.backing, "-F", img.backing_format or "raw"]
-                   if img.backing else [])
-        self.files.append(img.path)
-        self.host.run(["qemu-img", "create", "-q", "-f", img.format, *backing, img.path,
-                       str(img.virtual_size)])
+    def create(self, images: list[Image], marker: str | None = None) -> None:
+        """An empty image like each of images there (same format, size, backing file),
+        and the (empty) marker file."""
+        cmds = []
+        for img in images:
+            backing = (["-b", img.backing, "-F", img.backing_format or "raw"]
+                       if img.backing else [])
+            cmds.append(shlex.join(["qemu-img", "create", "-q", "-f", img.format, *backing,
+                                    img.path, str(img.virtual_size)]))
+            self.files.append(img.path)
+        if marker:
+            cmds.append(f": > {shlex.quote(marker)}")
+            self.files.append(marker)
+        if cmds:
+            self.host.run(["sh", "-c", " && ".join(cmds)])
 
     def undo(self) -> None:
         """Remove what this move made there; directories made for it go whole."""
         with contextlib.suppress(VirtmixError):
-            if self.files:
-                self.host.run(["rm", "-f", *self.files])
-            if self.dirs:
-                self.host.run(["rm", "-rf", *self.dirs])
+            if self.files or self.dirs:
+                self.host.run(["rm", "-rf", "--", *self.files, *self.dirs])
 
 
-def _prepare_target(src: Backend, dst: Backend, files: GuestFiles, tgt: TargetFiles
-                    ) -> tuple[list[Image], float]:
-    """Refuse what cannot be copied, make the directories, copy what is missing there of
-    the read-only files (boot files, read-only disks, backing chains); the writable disks'
-    images (as the source has them) and the seconds the copies took."""
+def _prepare_target(src: Backend, dst: Backend, files: GuestFiles, tgt: TargetFiles,
+                    live: bool, marker: str | None) -> tuple[list[Image], float]:
+    """Refuse what cannot be copied; make the directories there and copy what is missing
+    there of the read-only files (boot files, read-only disks, backing chains); live: make
+    the writable disks there like the source's. The writable disks' images and the seconds
+    the copy took."""
     if files.other_writable:
         raise UsageError(f"cannot copy the writable {', '.join(files.other_writable)} to "
                          f"{dst.uri}: only file disks are copied")
     src_host = host_for(src.uri)
     images = [image_info(src_host, d.path) for d in files.writable]
-    there = [d.path for d in files.writable if d.path not in tgt.missing([d.path])]
+    needed = files.boot + [d.path for d in files.disks if d.readonly]
+    needed = list(dict.fromkeys(needed + [p for img in images for p in img.chain]))
+    dirs = files.dirs() + [posixpath.dirname(p) for p in needed]
+    dirs += [posixpath.dirname(marker)] if marker else []
+    have = tgt.survey([d.path for d in files.writable] + needed, list(dict.fromkeys(dirs)))
+    there = [d.path for d in files.writable if d.path in have]
     if there:
         raise ConflictError(
             f"{', '.join(there)} already exist(s) on {dst.uri}: a leftover of another guest "
             "or move (remove it there), or storage both hosts share (virtmix copies disks; "
             "shared storage between two machines is not supported)")
-    needed = files.boot + [d.path for d in files.disks if d.readonly]
-    needed += [p for img in images for p in img.chain]
-    tgt.make_dirs(files.dirs() + [posixpath.dirname(p) for p in needed])
-    took = 0.0
-    for path in tgt.missing(list(dict.fromkeys(needed))):
-        took += tgt.copy(src.uri, path)
+    took = tgt.copy(src.uri, [p for p in needed if p not in have])
+    tgt.create(images if live else [], marker)
     return images, took
 
 
@@ -268,15 +282,16 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
     shared = is_local(src.uri) and is_local(dst.uri)
     files = guest_files(rec.xml)
     tgt = TargetFiles(dst.uri)
+    # virtmix's own directory of the guest (its marker there) goes with it.
+    mine = None if shared or not own_dir else _own_dir(src.uri, own_dir)
     migrated = defined = False
     try:
         images: list[Image] = []
         if not shared:
-            images, moved.live_copy = _prepare_target(src, dst, files, tgt)
+            images, moved.live_copy = _prepare_target(
+                src, dst, files, tgt, live, mine and posixpath.join(mine, GUEST_FILES_MARKER))
         fault_point("guest-move-prepared")
         if live:
-            for img in images:
-                tgt.create(img)
             stats = src.migrate(name, dst, xml, copy_storage=not shared, uri=migrate_uri)
             migrated = True
             if not poll(lambda: True if _running(dst, name) else None, timeout=START_WAIT):
@@ -286,23 +301,20 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
             moved.notes.append(f"libvirt: {stats.get('time_elapsed', 0) / 1000:.2f}s, "
                                f"downtime {moved.downtime:.3f}s, "
                                f"{stats.get('data_total', 0) // 2**20} MiB of memory")
-            if not shared and own_dir:
-                _hand_over(src.uri, tgt, own_dir, moved)
-            moved.total = time.monotonic() - t0
-            return moved
-        t_down = time.monotonic()
-        if was_running:
-            _stop(src, name)
-        for img in images:
-            moved.frozen_copy += tgt.copy(src.uri, img.path)
-        fault_point("guest-move-copied")
-        dst.define(xml)
-        defined = True
-        if was_running:
-            dst.start(name)
-            if not poll(lambda: True if _running(dst, name) else None, timeout=START_WAIT):
-                raise StateError(f"{name} did not reach running on {dst.uri}")
-            moved.downtime, moved.state = time.monotonic() - t_down, "running"
+        else:
+            t_down = time.monotonic()
+            if was_running:
+                _stop(src, name)
+            moved.frozen_copy = tgt.copy(src.uri, [img.path for img in images])
+            fault_point("guest-move-copied")
+            dst.define(xml)
+            defined = True
+            if was_running:
+                dst.start(name)
+                if not poll(lambda: True if _running(dst, name) else None,
+                            timeout=START_WAIT):
+                    raise StateError(f"{name} did not reach running on {dst.uri}")
+                moved.downtime, moved.state = time.monotonic() - t_down, "running"
     except BaseException:
         if migrated:
             raise  # it runs there (libvirt undefined it here): the files are its own now
@@ -312,29 +324,28 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
         if was_running and not live and not _running(src, name):
             src.start(name)  # it ran before the move: it runs again where it was
         raise
-    src.undefine(name)
-    if not shared and own_dir:
-        _hand_over(src.uri, tgt, own_dir, moved)
+    if not live:
+        src.undefine(name)
+    if mine:
+        try:
+            host_for(src.uri).run(["rm", "-rf", "--", mine])
+            moved.notes.append(f"deleted {mine} on {src.uri}")
+        except VirtmixError as exc:  # it has moved: a leftover is a note, not a failure
+            moved.notes.append(f"{mine} on {src.uri} was not deleted: {exc.message}")
     moved.total = time.monotonic() - t0
     return moved
 
 
-def _hand_over(src_uri: str, tgt: TargetFiles, own_dir: str, moved: Moved) -> None:
-    """The guest is committed to the target: virtmix's marker of its directory goes
-    there, then the directory goes from the source (only one virtmix made). A failure
-    here is a note: the guest has moved."""
-    from virtmix.util.layout import GUEST_FILES_MARKER
-
+def _own_dir(uri: str, own_dir: str) -> str | None:
+    """own_dir if virtmix's marker says virtmix made it there (then it is virtmix's to
+    delete), else None."""
     marker = posixpath.join(own_dir, GUEST_FILES_MARKER)
-    src_host = host_for(src_uri)
     try:
-        if src_host.run(["sh", "-c", '[ -e "$1" ] && echo yes || true', "sh", marker]).strip():
-            tgt.host.run(["sh", "-c", 'mkdir -p "$(dirname "$1")" && : > "$1" && sync "$1"',
-                          "sh", marker])
-            src_host.run(["rm", "-rf", own_dir])
-            moved.notes.append(f"deleted {own_dir} on {src_uri}")
-    except VirtmixError as exc:
-        moved.notes.append(f"{own_dir} on {src_uri} was not deleted: {exc.message}")
+        out = host_for(uri).run(["sh", "-c", 'if [ -e "$1" ]; then echo yes; fi', "sh",
+                                 marker])
+    except VirtmixError:
+        return None
+    return own_dir if out.strip() == "yes" else None
 
 
 def _stop(src: Backend, name: str) -> None:
