@@ -218,11 +218,10 @@ class TargetFiles:
 
 
 def _prepare_target(src: Backend, dst: Backend, files: GuestFiles, tgt: TargetFiles,
-                    live: bool, marker: str | None) -> tuple[list[Image], float]:
-    """Refuse what cannot be copied; make the directories there and copy what is missing
-    there of the read-only files (boot files, read-only disks, backing chains); live: make
-    the writable disks there like the source's. The writable disks' images and the seconds
-    the copy took."""
+                    marker: str | None) -> tuple[list[Image], list[str]]:
+    """Refuse what cannot be copied; make the directories there. The writable disks'
+    images, and what is missing there of the read-only files (boot files, read-only
+    disks, backing chains)."""
     if files.other_writable:
         raise UsageError(f"cannot copy the writable {', '.join(files.other_writable)} to "
                          f"{dst.uri}: only file disks are copied")
@@ -239,9 +238,7 @@ def _prepare_target(src: Backend, dst: Backend, files: GuestFiles, tgt: TargetFi
             f"{', '.join(there)} already exist(s) on {dst.uri}: a leftover of another guest "
             "or move (remove it there), or storage both hosts share (virtmix copies disks; "
             "shared storage between two machines is not supported)")
-    took = tgt.copy(src.uri, [p for p in needed if p not in have])
-    tgt.create(images if live else [], marker)
-    return images, took
+    return images, [p for p in needed if p not in have]
 
 
 def _running(conn: Backend, name: str) -> bool:
@@ -287,9 +284,14 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
     migrated = defined = False
     try:
         images: list[Image] = []
+        missing: list[str] = []
+        marker = mine and posixpath.join(mine, GUEST_FILES_MARKER)
         if not shared:
-            images, moved.live_copy = _prepare_target(
-                src, dst, files, tgt, live, mine and posixpath.join(mine, GUEST_FILES_MARKER))
+            images, missing = _prepare_target(src, dst, files, tgt, marker)
+        if was_running:  # while it runs; a stopped guest's go in one copy with its disks
+            moved.live_copy, missing = tgt.copy(src.uri, missing), []
+        if not shared:  # (qemu-img checks the backing file is there)
+            tgt.create(images if live else [], marker)
         fault_point("guest-move-prepared")
         if live:
             stats = src.migrate(name, dst, xml, copy_storage=not shared, uri=migrate_uri)
@@ -305,7 +307,7 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
             t_down = time.monotonic()
             if was_running:
                 _stop(src, name)
-            moved.frozen_copy = tgt.copy(src.uri, [img.path for img in images])
+            moved.frozen_copy = tgt.copy(src.uri, missing + [img.path for img in images])
             fault_point("guest-move-copied")
             dst.define(xml)
             defined = True
