@@ -124,12 +124,16 @@ def _configure(root: Path, hostname: str, port: int) -> None:
         'log_outputs = "3:stderr"\n'
         # no TCP/TLS listeners: reached over ssh (virt-ssh-helper) and its unix socket
         'unix_sock_group = "root"\n')
+    # The machine's qemu.conf, less the keys set here (libvirt's parser takes the first of
+    # two settings of one key).
+    own = {"user": '"root"', "group": '"root"', "stdio_handler": '"file"',
+           "cgroup_controllers": "[ ]", "security_driver": '"none"'}
     base = Path("/etc/libvirt/qemu.conf")
-    text = base.read_text() if base.is_file() else ""
+    lines = base.read_text().splitlines() if base.is_file() else []
+    kept = [ln for ln in lines if ln.split("=", 1)[0].strip() not in own]
     (etc / "qemu.conf").write_text(
-        text + '\n# second host (tests/support/second_host.py)\nuser = "root"\n'
-        'group = "root"\nstdio_handler = "file"\ncgroup_controllers = [ ]\n'
-        'security_driver = "none"\n')
+        "\n".join(kept) + "\n# second host (tests/support/second_host.py)\n"
+        + "".join(f"{k} = {v}\n" for k, v in own.items()))
     for name in ("run", "var-lib-libvirt", "var-cache-libvirt", "var-log-libvirt"):
         (root / name).mkdir()
     # The host's probe of the qemu binary is valid here too (same binaries): copying it
