@@ -162,6 +162,16 @@ def _configure(root: Path, hostname: str, port: int) -> None:
     wrapper.chmod(0o755)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the process that started it dies (a killed
+    test run); unshare's --kill-child then ends the namespaces' init, so no second daemon
+    outlives the run that made it."""
+    import ctypes
+
+    # SIGKILL: unshare ignores SIGTERM while it waits for its child.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def start_second_host(root: Path, hostname: str, private: tuple[str, ...] = ()) -> SecondHost:
     """Start the second host; `private` are directories (absolute paths) that it gets its
     own empty copies of (kept under root). Raises RuntimeError with its logs if it does not
@@ -179,10 +189,10 @@ def start_second_host(root: Path, hostname: str, private: tuple[str, ...] = ()) 
             "binds": {k: str(v) for k, v in binds.items()}}
     with open(root / "init.log", "wb") as log:
         proc = subprocess.Popen(
-            ["unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc",
+            ["unshare", "--mount", "--uts", "--pid", "--kill-child=SIGTERM", "--mount-proc",
              "--propagation", "private", sys.executable, __file__, json.dumps(spec)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_die_with_parent)
     host = SecondHost(hostname, root, port, proc, binds)
     try:
         _wait_up(host)
