@@ -199,7 +199,7 @@ def main() -> int:
         cleanup_domains(here, PFX)
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nguest: 256 MiB memory, overlay 16 MiB own data on a 256 MiB base (64 MiB "
-          f"written); {rounds} rounds, medians (first/other rounds: see --rounds 1)")
+          f"written); {rounds} rounds, medians (the first round to hv2 also copies the base)")
     print(f"{'what':50} {'downtime s':>10} {'total s':>8}")
     for label, runs in results.items():
         downs = [r[0] for r in runs]
