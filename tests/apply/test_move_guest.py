@@ -107,3 +107,25 @@ def test_target_images_are_made_like_the_sources_and_undone(tmp_path):
     tgt.undo()
     assert not (tmp_path / "dst").exists() and base.exists() and top.exists()
 
+
+
+def test_disks_an_interrupted_move_left_are_known_by_its_journal(tmp_path):
+    """create() writes the journal first; a later move of the same guest (UUID) removes
+    what it lists; another guest's disk, or one it does not list, is never touched."""
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "8M"], check=True)
+    gdir = tmp_path / "guests" / "g"
+    gdir.mkdir(parents=True)
+    img = image_info(host_for("test:///default"), str(base))
+    img.path = str(gdir / "root.qcow2")
+    journal = str(gdir / ".virtmix-moving")
+    TargetFiles("test:///default").create([img], None, (journal, "uuid-1", [img.path]))
+    assert Path(journal).read_text() == f"uuid-1\n{img.path}\n"
+    other = gdir / "data.img"
+    other.write_bytes(b"x")
+    tgt = TargetFiles("test:///default")
+    assert not tgt.leftovers("uuid-2", [img.path])           # another guest's
+    assert not tgt.leftovers("uuid-1", [img.path, str(other)])  # one it does not list
+    assert Path(img.path).exists() and other.exists() and Path(journal).exists()
+    assert tgt.leftovers("uuid-1", [img.path])
+    assert not Path(img.path).exists() and not Path(journal).exists() and other.exists()

@@ -45,6 +45,7 @@ from virtmix.util.layout import GUEST_FILES_MARKER
 from virtmix.util.polling import poll
 
 GUEST_STOP = 60.0  # seconds a guest gets to shut down for a cold move
+JOURNAL = ".virtmix-moving"  # beside a guest's disks on the target while it moves there
 
 
 @dataclass
@@ -194,10 +195,18 @@ class TargetFiles:
         self.files += paths
         return sync_files(src_uri, self.uri, paths)
 
-    def create(self, images: list[Image], marker: str | None = None) -> None:
+    def create(self, images: list[Image], marker: str | None = None,
+               journal: tuple[str, str, list[str]] | None = None) -> None:
         """An empty image like each of images there (same format, size, backing file),
-        and the (empty) marker file."""
+        and the (empty) marker file. journal (path, the guest's UUID, its disks' paths
+        there) is written first: a move killed before commit() leaves disks there that
+        the next move of the same guest knows as its own (_leftovers)."""
         cmds = []
+        if journal:
+            path, uuid, disks = journal
+            cmds.append(shlex.join(["printf", "%s\\n", uuid, *disks]) + " > "
+                        + shlex.quote(path))
+            self.files.append(path)
         for img in images:
             backing = (["-b", img.backing, "-F", img.backing_format or "raw"]
                        if img.backing else [])
@@ -210,6 +219,31 @@ class TargetFiles:
         if cmds:
             self.host.run(["sh", "-c", " && ".join(cmds)])
 
+    def commit(self, journal: str | None, moved: Moved) -> None:
+        """The move is done: its journal goes (a failure is a note: the guest moved)."""
+        if journal:
+            try:
+                self.host.run(["rm", "-f", "--", journal])
+            except VirtmixError as exc:
+                moved.notes.append(f"{journal} on {self.uri} was not deleted: {exc.message}")
+
+    def leftovers(self, uuid: str, disks: list[str]) -> bool:
+        """Whether every one of disks is listed in a journal of a move of this guest
+        (UUID) there: then they, and the journals, are removed, and True."""
+        journals = list(dict.fromkeys(posixpath.join(posixpath.dirname(d), JOURNAL)
+                                      for d in disks))
+        out = self.host.run(["sh", "-c", 'for j; do echo "== $j"; cat "$j" 2>/dev/null; '
+                             "done; true", "sh", *journals])
+        listed: set[str] = set()
+        for block in out.split("== ")[1:]:
+            lines = block.splitlines()
+            if len(lines) > 1 and lines[1] == uuid:
+                listed.update(lines[2:])
+        if not set(disks) <= listed:
+            return False
+        self.host.run(["rm", "-f", "--", *disks, *journals])
+        return True
+
     def undo(self) -> None:
         """Remove what this move made there; directories made for it go whole."""
         with contextlib.suppress(VirtmixError):
@@ -218,7 +252,8 @@ class TargetFiles:
 
 
 def _prepare_target(src: Backend, dst: Backend, files: GuestFiles, tgt: TargetFiles,
-                    marker: str | None) -> tuple[list[Image], list[str]]:
+                    marker: str | None, uuid: str, moved: Moved
+                    ) -> tuple[list[Image], list[str]]:
     """Refuse what cannot be copied; make the directories there. The writable disks'
     images, and what is missing there of the read-only files (boot files, read-only
     disks, backing chains)."""
@@ -233,7 +268,10 @@ def _prepare_target(src: Backend, dst: Backend, files: GuestFiles, tgt: TargetFi
     dirs += [posixpath.dirname(marker)] if marker else []
     have = tgt.survey([d.path for d in files.writable] + needed, list(dict.fromkeys(dirs)))
     there = [d.path for d in files.writable if d.path in have]
-    if there:
+    if there and tgt.leftovers(uuid, there):
+        moved.notes.append(f"removed what an interrupted move left on {dst.uri}: "
+                           + ", ".join(there))
+    elif there:
         raise ConflictError(
             f"{', '.join(there)} already exist(s) on {dst.uri}: a leftover of another guest "
             "or move (remove it there), or storage both hosts share (virtmix copies disks; "
@@ -286,12 +324,16 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
         images: list[Image] = []
         missing: list[str] = []
         marker = mine and posixpath.join(mine, GUEST_FILES_MARKER)
+        journal = None
         if not shared:
-            images, missing = _prepare_target(src, dst, files, tgt, marker)
+            images, missing = _prepare_target(src, dst, files, tgt, marker, rec.uuid, moved)
+            if images:
+                journal = posixpath.join(posixpath.dirname(images[0].path), JOURNAL)
         if was_running:  # while it runs; a stopped guest's go in one copy with its disks
             moved.live_copy, missing = tgt.copy(src.uri, missing), []
         if not shared:  # (qemu-img checks the backing file is there)
-            tgt.create(images if live else [], marker)
+            tgt.create(images if live else [], marker,
+                       (journal, rec.uuid, [img.path for img in images]) if journal else None)
         fault_point("guest-move-prepared")
         if live:
             stats = src.migrate(name, dst, xml, copy_storage=not shared, uri=migrate_uri)
@@ -326,6 +368,7 @@ def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *, live: bo
         if was_running and not live and not _running(src, name):
             src.start(name)  # it ran before the move: it runs again where it was
         raise
+    tgt.commit(journal, moved)
     if not live:
         src.undefine(name)
     if mine:
