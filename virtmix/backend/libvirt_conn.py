@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,9 @@ from virtmix.errors import BackendError, NotFoundError
 from virtmix.util.oplog import own_operation
 
 _NAME = re.compile(r"<name>([^<]*)</name>")
+# A daemon on this machine, reached over its unix socket (not a test driver: each open of
+# test:///FILE is a world of its own; not ssh: each open is an ssh login).
+_LOCAL_DAEMON = re.compile(r"^(lxc|qemu)(\+unix)?:///(system|session)(\?.*)?$")
 
 
 def _name_of(xml: str) -> str:
@@ -52,9 +56,36 @@ class Connection(AdminOps, SnapshotOps):
     """One open libvirt connection: the libvirt implementation of backend.protocol.Backend
     (the test driver and a real daemon alike)."""
 
-    def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
-        self._conn = conn
+    def __init__(self, conn: libvirt.virConnect, uri: str, *, readonly: bool = False) -> None:
+        self._main = conn
         self.uri = uri
+        self._readonly = readonly
+        self._owner = threading.current_thread()
+        # Worker threads (apply -j, bulk destroy) get connections of their own to a local
+        # daemon: libvirtd serves at most max_client_requests (default 5) calls of one
+        # connection at a time, so `-j 12` on one connection ran 5 starts at once.
+        self._fan_out = bool(_LOCAL_DAEMON.match(uri))
+        self._local = threading.local()
+        self._extra: list[libvirt.virConnect] = []
+        self._extra_lock = threading.Lock()
+
+    @property
+    def _conn(self) -> Any:  # libvirt.virConnect
+        me = threading.current_thread()
+        if not self._fan_out or me is self._owner or me is threading.main_thread():
+            return self._main
+        mine = getattr(self._local, "conn", None)
+        if mine is None:
+            try:
+                mine = (libvirt.openReadOnly(self.uri) if self._readonly
+                        else libvirt.open(self.uri))
+            except libvirt.libvirtError:
+                mine = self._main  # the daemon's client limit: share the first one
+            else:
+                with self._extra_lock:
+                    self._extra.append(mine)
+            self._local.conn = mine
+        return mine
 
     @classmethod
     def open(cls, uri: str | None = None, *, readonly: bool = False) -> Connection:
@@ -65,13 +96,16 @@ class Connection(AdminOps, SnapshotOps):
             raise BackendError(
                 f"cannot connect to libvirt at {uri}: {exc.get_error_message()}"
                 f"{start_hint(uri)}") from None
-        return cls(conn, uri)
+        return cls(conn, uri, readonly=readonly)
 
     def close(self) -> None:
-        try:
-            self._conn.close()
-        except libvirt.libvirtError:
-            pass
+        with self._extra_lock:
+            extra, self._extra = self._extra, []
+        for conn in [*extra, self._main]:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
 
     def __enter__(self) -> Connection:
         return self
