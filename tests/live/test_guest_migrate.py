@@ -29,7 +29,9 @@ from support import wait_for
 from support.live import cleanup_domains
 from support.second_host import SecondHost, start_second_host
 
-pytestmark = [pytest.mark.live, pytest.mark.slow]
+# exclusive: the second libvirtd shares this machine's network namespace, where both daemons
+# name the guests' tap devices vnetN; it runs alone, not beside the other tests.
+pytestmark = [pytest.mark.live, pytest.mark.slow, pytest.mark.exclusive]
 
 PFX = "vmixt-gm-"
 LIVE, COLD = PFX + "live", PFX + "cold"
