@@ -266,3 +266,71 @@ def test_restore_onto_another_host_over_ssh(lxc_conn, snb_storage, make_busybox_
         dom = lxc_conn.lookupByName(n)
         dom.destroy()
         dom.undefine()
+
+
+SNR = "vmixt-snr-"  # the remote-snapshot test's domains
+
+
+@pytest.fixture
+def snr_storage(lxc_conn, domain_cleanup):
+    domain_cleanup(lxc_conn, SNR)
+    path = make_storage_dir()
+    yield path
+    remove_storage_dir(path)
+
+
+def test_snapshots_of_containers_on_a_host_over_ssh(lxc_conn, snr_storage, make_busybox_tree,
+                                                    loopback_ssh):  # noqa: F811
+    """A site with a container here (h1) and one on h2, a libvirt host reached over lxc+ssh
+    (this machine's libvirtd behind a loopback sshd): `snapshot SITE` freezes both through
+    their own connections and copies h2's tree there (over ssh); ls, restore and rm work on
+    it by name with -i, and on the site."""
+    here, far = SNR + "here", SNR + "far"
+    trees = {n: make_busybox_tree() for n in (here, far)}
+    uri = loopback_ssh.uri()
+    inv = str(write_inventory(snr_storage, {
+        "h1": lxc_host({here: busybox(trees[here], init=SLEEP)}),
+        "h2": {"uri": uri, "lxc_uri": uri,
+               "containers": {far: busybox(trees[far], init=SLEEP)}}}, name=SNR + "site"))
+    virtmix("apply", inv, "--yes", "--allow-uri-commands", check=0)
+    for n in (here, far):
+        (trees[n] / "root" / "before").write_text(f"{n} kept\n")
+
+    res = virtmix("--allow-uri-commands", "snapshot", inv, "--name", "s1", check=0)
+    assert f"{far}: snapshot s1 taken" in res.stdout and f" on {uri})" in res.stdout
+    assert "2 domains snapshotted at one moment (frozen for" in res.stdout
+    for n in (here, far):
+        data = snr_storage / "snapshots" / n / "s1" / "data"
+        assert (data / "root" / "before").read_text() == f"{n} kept\n"
+        assert _state(lxc_conn, n) == 1  # thawed
+    assert not list((snr_storage / "snapshots" / far).glob(".*"))  # no part left there
+    rows = json.loads(virtmix("--allow-uri-commands", "-i", inv, "snapshot", "ls", far,
+                              "-o", "json", check=0).stdout)
+    assert [(r["domain"], r["snapshot"], r["state"], r["copy"]) for r in rows] == [
+        (far, "s1", "running", "tree")]
+    virtmix("--allow-uri-commands", "-i", inv, "snapshot", far, "--name", "s1", check=9)
+
+    for n in (here, far):
+        (trees[n] / "root" / "before").unlink()
+        (trees[n] / "root" / "after").write_text("lost\n")
+    res = virtmix("--allow-uri-commands", "snapshot", "restore", inv, "s1", check=0)
+    assert f"{far}: restored to s1" in res.stdout
+    for n in (here, far):
+        assert (trees[n] / "root" / "before").read_text() == f"{n} kept\n"
+        assert not (trees[n] / "root" / "after").exists()
+        assert _state(lxc_conn, n) == 1
+        assert not list(trees[n].parent.glob(f".{trees[n].name}.*"))  # no copies left
+
+    # One container by name: taken frozen, restored to the state it had (frozen).
+    lxc_conn.lookupByName(far).suspend()
+    virtmix("--allow-uri-commands", "-i", inv, "snapshot", far, "--name", "s2", check=0)
+    assert _state(lxc_conn, far) == 3
+    lxc_conn.lookupByName(far).resume()
+    (trees[far] / "root" / "later").write_text("x\n")
+    virtmix("--allow-uri-commands", "-i", inv, "snapshot", "restore", far, "s2", check=0)
+    assert not (trees[far] / "root" / "later").exists() and _state(lxc_conn, far) == 3
+    virtmix("--allow-uri-commands", "-i", inv, "snapshot", "restore", far, "nope", check=6)
+    virtmix("--allow-uri-commands", "-i", inv, "snapshot", "rm", far, "s2", check=0)
+    virtmix("--allow-uri-commands", "snapshot", "rm", inv, "s1", check=0)
+    assert sorted(p.name for p in (snr_storage / "snapshots" / far).iterdir()) == []
+    virtmix("destroy", inv, "--yes", "--allow-uri-commands", check=0)
