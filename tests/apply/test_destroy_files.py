@@ -91,7 +91,7 @@ def test_delete_rootfs_deletes_the_containers_snapshots(tmp_path, monkeypatch):
             if keep:
                 assert s1.is_dir() and s2.is_dir()
                 assert "snapshot" not in t.detail
-                assert any("2 snapshot(s); --delete-rootfs deletes them" in k
+                assert any("(2 snapshot(s) of it, kept" in k
                            for k in t.kept), t.kept
             else:
                 assert not s1.exists() and not s2.exists()

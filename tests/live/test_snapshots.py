@@ -334,3 +334,21 @@ def test_snapshots_of_containers_on_a_host_over_ssh(lxc_conn, snr_storage, make_
     virtmix("--allow-uri-commands", "snapshot", "rm", inv, "s1", check=0)
     assert sorted(p.name for p in (snr_storage / "snapshots" / far).iterdir()) == []
     virtmix("destroy", inv, "--yes", "--allow-uri-commands", check=0)
+
+
+def test_destroy_delete_rootfs_deletes_snapshots(lxc_conn, storage, make_busybox_tree):
+    """destroy --delete-rootfs takes the container's snapshots with it (lxc-destroy -s,
+    Incus) and says so; --keep-snapshots keeps them and says where."""
+    gone, kept = SNAP_PFX + "dg", SNAP_PFX + "dk"
+    inv, _trees = _site(storage, make_busybox_tree, [gone, kept])
+    for n in (gone, kept):
+        virtmix("snapshot", n, "--name", "s1", check=0)
+        virtmix("snapshot", n, "--name", "s2", check=0)
+    res = virtmix("destroy", gone, "--yes", "--delete-rootfs", check=0)
+    where = storage / "snapshots" / gone
+    assert f"2 snapshot(s) (s1, s2) in {where}" in res.stdout, res.stdout
+    assert not where.exists()
+    res = virtmix("destroy", kept, "--yes", "--delete-rootfs", "--keep-snapshots", check=0)
+    assert f"{storage / 'snapshots' / kept} (2 snapshot(s) of it, kept" \
+        in res.stdout, res.stdout
+    assert sorted(p.name for p in (storage / "snapshots" / kept).iterdir()) == ["s1", "s2"]

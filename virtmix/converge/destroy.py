@@ -320,7 +320,7 @@ def kept_snapshots(name: str, xml: str, uri: str) -> list[str]:
                  if not p.name.startswith(".")]
         if found:
             kept.append(f"{snapshot_dirs.snapshots_parent(st, name)} ({len(found)} "
-                        "snapshot(s); --delete-rootfs deletes them)")
+                        "snapshot(s) of it, kept; delete the directory when done)")
     return kept
 
 
