@@ -391,7 +391,8 @@ def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
                 from virtmix.nesting.ops import delete_remote_files
 
                 gone = delete_remote_files(t.uri, t.name, t.xml)
-            if not keep_snapshots and t.xml:
+            if not keep_snapshots and t.xml and (everything or gone):
+                # with the tree: not when a given tree was kept (no --delete-rootfs)
                 gone += delete_snapshots(t.name, t.xml, t.uri)
             t.detail = ", ".join(gone)
         t.kept = kept_files(t.name, t.xml, t.uri)
