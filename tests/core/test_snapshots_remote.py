@@ -139,3 +139,67 @@ def test_snapshot_of_a_container_behind_tls_is_refused():
     t = Target(Place("lxc+tls://h/system", "h"), None, rec)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="over ssh only"):
         ops.take([t], "s1", Storage("/nonexistent"))
+
+
+def _lxc(name: str, tree: Path) -> str:
+    return (f"<domain type='lxc'><name>{name}</name><memory>65536</memory><os><type>exe"
+            "</type><init>/sbin/init</init></os><devices><filesystem type='mount'>"
+            f"<source dir='{tree}'/><target dir='/'/></filesystem></devices></domain>")
+
+
+def test_a_site_with_a_member_on_an_ssh_host_is_taken_at_one_moment(tmp_path, monkeypatch):
+    """ops with one container here and one behind an ssh URI (its scripts run by sh here,
+    its libvirt calls on a test-driver node): both are frozen while each copy runs, both
+    thawed after; ls, restore (the state it had, its tree back) and rm reach the far one."""
+    from virtmix.admin.targets import Place, Target
+    from virtmix.backend import open_connection
+    from virtmix.rootfs.storage import Storage
+    from virtmix.snapshots import ops, trees
+
+    (tmp_path / "node.xml").write_text("<node/>\n")
+    seen: list[tuple[str, str, str]] = []
+    far = Far()
+
+    def far_run(uri: str, script: str, stdin: str | None = None) -> str:
+        if "cp -a" in script and ".part-" in script:
+            seen.append(("far", conn.state("here"), conn.state("far")))
+        return far(uri, script, stdin)
+
+    real_copy_all = trees.copy_all
+
+    def copy_all(pairs, jobs=8):
+        if pairs and ".part-" in str(pairs[0][1]):
+            seen.append(("here", conn.state("here"), conn.state("far")))
+        return real_copy_all(pairs, jobs)
+
+    monkeypatch.setattr(remote, "RUNNER", far_run)
+    monkeypatch.setattr(trees, "copy_all", copy_all)
+    with open_connection(f"test://{tmp_path}/node.xml") as conn:
+        targets = []
+        for name, place in (("here", Place(conn.uri, "h1")), ("far", Place(URI, "h2"))):
+            tree = _tree(tmp_path, name)
+            conn.define(_lxc(name, tree))
+            conn.start(name)
+            targets.append(Target(place, conn, conn.get(name)))
+        storage = Storage(tmp_path / "st")
+        taken, _frozen = ops.take(targets, "s1", storage)
+        assert sorted(seen) == [("far", "paused", "paused"), ("here", "paused", "paused")]
+        assert [conn.state(n) for n in ("here", "far")] == ["running", "running"]
+        assert taken[1].where == f"{tmp_path}/st/snapshots/far/s1 on {URI}"
+        far_tree = tmp_path / "given" / "far"
+        assert (tmp_path / "st" / "snapshots" / "far" / "s1" / "data" / "etc" /
+                "hostname").read_text() == "far\n"
+
+        rows = ops.listing([t.refresh() for t in targets], storage)
+        assert [(r["domain"], r["snapshot"], r["state"]) for r in rows] == [
+            ("here", "s1", "running"), ("far", "s1", "running")]
+        (far_tree / "etc" / "hostname").write_text("changed\n")
+        conn.suspend("far")
+        ops.restore([t.refresh() for t in targets], "s1", storage)
+        assert (far_tree / "etc" / "hostname").read_text() == "far\n"
+        assert conn.state("far") == "running"  # the state it was taken in
+        assert not list(far_tree.parent.glob(".far.*"))
+        with pytest.raises(NotFoundError):
+            ops.restore([targets[1].refresh()], "nope", storage)
+        ops.remove([t.refresh() for t in targets], "s1", storage)
+        assert ops.listing(targets, storage) == []

@@ -50,6 +50,13 @@ def ssh_runner(uri: str, script: str, stdin: str | None = None) -> str:
     return str(res.stdout)
 
 
+RUNNER: Runner = ssh_runner  # what runs the scripts (tests put sh here instead of ssh)
+
+
+def _run(run: Runner | None) -> Runner:
+    return run or RUNNER
+
+
 def tag() -> str:
     """This process, as the far host's hidden directories name it."""
     host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:40] or "host"
@@ -73,10 +80,11 @@ class RemoteSource:
 
 
 def sources(uri: str, trees: list[str], default_storage: list[str],
-            run: Runner = ssh_runner) -> list[RemoteSource]:
+            run: Runner | None = None) -> list[RemoteSource]:
     """Where each tree is and where its snapshots go, asked there in one script: a tree
     virtmix made there (its container dir has virtmix's marker) keeps them in the storage
     it lives in, any other tree in `default_storage` (the site's storage_dir)."""
+    run = _run(run)
     lines = []
     for i, tree in enumerate(trees):
         cdir = posixpath.dirname(tree)
@@ -139,9 +147,10 @@ class Job:
     final: str = ""
 
 
-def begin(jobs: list[Job], snap: str, run: Runner = ssh_runner) -> None:
+def begin(jobs: list[Job], snap: str, run: Runner | None = None) -> None:
     """Before the freeze, per host: prune dead parts, refuse a name taken (ConflictError),
     make the hidden directories (0700: they will hold whole systems)."""
+    run = _run(run)
     check_snapshot_name(snap)
     me = tag()
     for uri, group in _by_host(jobs).items():
@@ -184,8 +193,9 @@ def copy_sh(pairs: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def copy(jobs: list[Job], run: Runner = ssh_runner) -> None:
+def copy(jobs: list[Job], run: Runner | None = None) -> None:
     """The copies (the members are frozen): one script per host, the hosts side by side."""
+    run = _run(run)
     _per_host(jobs, lambda uri, group: run(
         uri, copy_sh([(j.src.tree, posixpath.join(j.part, "data")) for j in group]), None))
 
@@ -205,8 +215,9 @@ def _per_host(jobs: list[Any], fn: Callable[[str, list[Any]], Any]) -> None:
         f.result()
 
 
-def commit(jobs: list[Job], snap: str, created: str, run: Runner = ssh_runner) -> None:
+def commit(jobs: list[Job], snap: str, created: str, run: Runner | None = None) -> None:
     """Record each snapshot, sync once per host, rename each into place (complete)."""
+    run = _run(run)
     def one_host(uri: str, group: list[Job]) -> None:
         lines, records = [], []
         for j in group:
@@ -224,8 +235,9 @@ def commit(jobs: list[Job], snap: str, created: str, run: Runner = ssh_runner) -
     _per_host(jobs, one_host)
 
 
-def abandon(jobs: list[Job], run: Runner = ssh_runner) -> None:
+def abandon(jobs: list[Job], run: Runner | None = None) -> None:
     """Remove the hidden directories of a snapshot that failed (best effort)."""
+    run = _run(run)
     def one_host(uri: str, group: list[Job]) -> None:
         paths = " ".join(q(j.part) for j in group if j.part)
         if paths:
@@ -236,8 +248,9 @@ def abandon(jobs: list[Job], run: Runner = ssh_runner) -> None:
         pass
 
 
-def list_for(src: RemoteSource, name: str, run: Runner = ssh_runner) -> list[dict[str, Any]]:
+def list_for(src: RemoteSource, name: str, run: Runner | None = None) -> list[dict[str, Any]]:
     """The complete snapshots of `name` there, oldest first."""
+    run = _run(run)
     parent = src.snapshots_of(name)
     out = run(src.uri, (
         f"[ -d {q(parent)} ] || exit 0; for d in {q(parent)}/*; do "
@@ -255,7 +268,8 @@ def list_for(src: RemoteSource, name: str, run: Runner = ssh_runner) -> list[dic
     return sorted(found, key=lambda m: (m.get("created", ""), m["name"]))
 
 
-def find(src: RemoteSource, name: str, snap: str, run: Runner = ssh_runner) -> dict[str, Any]:
+def find(src: RemoteSource, name: str, snap: str, run: Runner | None = None) -> dict[str, Any]:
+    run = _run(run)
     check_snapshot_name(snap)
     have = list_for(src, name, run)
     for meta in have:
@@ -266,8 +280,9 @@ def find(src: RemoteSource, name: str, snap: str, run: Runner = ssh_runner) -> d
                         f"(snapshots: {names})", hint=f"see `virtmix snapshot ls {name}`")
 
 
-def remove(src: RemoteSource, name: str, snap: str, run: Runner = ssh_runner) -> None:
+def remove(src: RemoteSource, name: str, snap: str, run: Runner | None = None) -> None:
     """Delete a snapshot there (only a directory with the snapshot marker)."""
+    run = _run(run)
     path = find(src, name, snap, run)["path"]
     run(src.uri, f"[ -f {q(posixpath.join(path, MARKER))} ] || "
                  f"{{ echo 'not a virtmix snapshot: {path}' >&2; exit 3; }}; "
@@ -298,9 +313,10 @@ def _check_fits(src: RemoteSource, meta: dict[str, Any]) -> None:
 
 
 def prepare_many(jobs: list[tuple[RemoteSource, dict[str, Any]]],
-                 run: Runner = ssh_runner) -> list[RemoteSwap]:
+                 run: Runner | None = None) -> list[RemoteSwap]:
     """Copy each snapshot beside its tree (per host side by side, one sync); a failure
     removes every copy."""
+    run = _run(run)
     for src, meta in jobs:
         _check_fits(src, meta)
     me = tag()
