@@ -284,7 +284,8 @@ def test_snapshots_of_containers_on_a_host_over_ssh(lxc_conn, snr_storage, make_
     """A site with a container here (h1) and one on h2, a libvirt host reached over lxc+ssh
     (this machine's libvirtd behind a loopback sshd): `snapshot SITE` freezes both through
     their own connections and copies h2's tree there (over ssh); ls, restore and rm work on
-    it by name with -i, and on the site."""
+    it by name (-i, and -c: the fixture's h2 is this machine's own libvirtd, which h1's
+    URI reaches too), and on the site."""
     here, far = SNR + "here", SNR + "far"
     trees = {n: make_busybox_tree() for n in (here, far)}
     uri = loopback_ssh.uri()
@@ -293,10 +294,13 @@ def test_snapshots_of_containers_on_a_host_over_ssh(lxc_conn, snr_storage, make_
         "h2": {"uri": uri, "lxc_uri": uri,
                "containers": {far: busybox(trees[far], init=SLEEP)}}}, name=SNR + "site"))
     virtmix("apply", inv, "--yes", "--allow-uri-commands", check=0)
+    # One libvirtd behind both hosts' URIs: a name alone is ambiguous, -c picks h2's.
+    by_name = ["--allow-uri-commands", "-i", inv, "-c", uri]
     for n in (here, far):
         (trees[n] / "root" / "before").write_text(f"{n} kept\n")
 
     res = virtmix("--allow-uri-commands", "snapshot", inv, "--name", "s1", check=0)
+    print(res.stdout)
     assert f"{far}: snapshot s1 taken" in res.stdout and f" on {uri})" in res.stdout
     assert "2 domains snapshotted at one moment (frozen for" in res.stdout
     for n in (here, far):
@@ -304,16 +308,17 @@ def test_snapshots_of_containers_on_a_host_over_ssh(lxc_conn, snr_storage, make_
         assert (data / "root" / "before").read_text() == f"{n} kept\n"
         assert _state(lxc_conn, n) == 1  # thawed
     assert not list((snr_storage / "snapshots" / far).glob(".*"))  # no part left there
-    rows = json.loads(virtmix("--allow-uri-commands", "-i", inv, "snapshot", "ls", far,
+    rows = json.loads(virtmix(*by_name, "snapshot", "ls", far,
                               "-o", "json", check=0).stdout)
     assert [(r["domain"], r["snapshot"], r["state"], r["copy"]) for r in rows] == [
         (far, "s1", "running", "tree")]
-    virtmix("--allow-uri-commands", "-i", inv, "snapshot", far, "--name", "s1", check=9)
+    virtmix(*by_name, "snapshot", far, "--name", "s1", check=9)
 
     for n in (here, far):
         (trees[n] / "root" / "before").unlink()
         (trees[n] / "root" / "after").write_text("lost\n")
     res = virtmix("--allow-uri-commands", "snapshot", "restore", inv, "s1", check=0)
+    print(res.stdout)
     assert f"{far}: restored to s1" in res.stdout
     for n in (here, far):
         assert (trees[n] / "root" / "before").read_text() == f"{n} kept\n"
@@ -323,14 +328,14 @@ def test_snapshots_of_containers_on_a_host_over_ssh(lxc_conn, snr_storage, make_
 
     # One container by name: taken frozen, restored to the state it had (frozen).
     lxc_conn.lookupByName(far).suspend()
-    virtmix("--allow-uri-commands", "-i", inv, "snapshot", far, "--name", "s2", check=0)
+    virtmix(*by_name, "snapshot", far, "--name", "s2", check=0)
     assert _state(lxc_conn, far) == 3
     lxc_conn.lookupByName(far).resume()
     (trees[far] / "root" / "later").write_text("x\n")
-    virtmix("--allow-uri-commands", "-i", inv, "snapshot", "restore", far, "s2", check=0)
+    virtmix(*by_name, "snapshot", "restore", far, "s2", check=0)
     assert not (trees[far] / "root" / "later").exists() and _state(lxc_conn, far) == 3
-    virtmix("--allow-uri-commands", "-i", inv, "snapshot", "restore", far, "nope", check=6)
-    virtmix("--allow-uri-commands", "-i", inv, "snapshot", "rm", far, "s2", check=0)
+    virtmix(*by_name, "snapshot", "restore", far, "nope", check=6)
+    virtmix(*by_name, "snapshot", "rm", far, "s2", check=0)
     virtmix("--allow-uri-commands", "snapshot", "rm", inv, "s1", check=0)
     assert sorted(p.name for p in (snr_storage / "snapshots" / far).iterdir()) == []
     virtmix("destroy", inv, "--yes", "--allow-uri-commands", check=0)
