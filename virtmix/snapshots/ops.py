@@ -217,13 +217,17 @@ def listing(targets: list[Target], storage: Storage) -> list[dict[str, Any]]:
 
     far = _remote_sources([t for t in targets if _is_remote_container(t)
                            and is_ssh_uri(t.place.uri)], storage)
+    far_targets = [t for t in targets if t.address in far]
+    far_lists = dict(zip([t.address for t in far_targets],
+                         remote.list_many([(far[t.address], t.name) for t in far_targets]),
+                         strict=True))
     rows = []
     for t in targets:
         if t.record.kind == "lxc":
             if _is_remote_container(t):
                 if t.address not in far:
                     continue  # a host not reached over ssh: its trees are out of reach
-                for m in remote.list_for(far[t.address], t.name):
+                for m in far_lists[t.address]:
                     rows.append({"domain": t.address, "kind": "lxc", "snapshot": m["name"],
                                  "created": m.get("created", ""), "state": m.get("state", ""),
                                  "copy": m.get("method", ""),
@@ -250,9 +254,13 @@ def restore(targets: list[Target], snap: str, storage: Storage) -> list[str]:
 
     far = _remote_sources([t for t in targets if _is_remote_container(t)], storage)
     metas: dict[str, dict[str, Any]] = {}
+    there = [t for t in targets if t.address in far]  # one script per host
+    metas.update(zip([t.address for t in there],
+                     remote.find_many([(far[t.address], t.name) for t in there], snap),
+                     strict=True))
     for t in targets:  # every member must have it before anything is touched
         if t.address in far:
-            metas[t.address] = remote.find(far[t.address], t.name, snap)
+            continue
         elif t.record.kind == "lxc":
             src = trees.tree_source(t.record.tree, storage_for(t, storage))
             metas[t.address] = trees.find(src.storage, t.name, snap)
@@ -336,7 +344,8 @@ def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
     clock["copied"] = time.monotonic()
 
     def swap_in(t: Target) -> None:
-        by_address[t.address].swap_in()
+        if t.address not in far:  # far hosts' swaps: one script per host, before
+            by_address[t.address].swap_in()
         meta = metas[t.address]
         if meta.get("xml") and meta["xml"] != t.record.xml:
             t.conn.define(meta["xml"])  # the definition it had, as snapshot-revert does
@@ -355,6 +364,7 @@ def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
     try:
         _each(kill, [t for t in targets if t.record.active])
         clock["killed"] = time.monotonic()
+        remote.swap_all(made["there"])
         _each(swap_in, targets, jobs=4)
         clock["swapped"] = time.monotonic()
         _each(bring_back, targets)

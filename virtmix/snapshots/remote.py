@@ -250,34 +250,60 @@ def abandon(jobs: list[Job], run: Runner | None = None) -> None:
 
 def list_for(src: RemoteSource, name: str, run: Runner | None = None) -> list[dict[str, Any]]:
     """The complete snapshots of `name` there, oldest first."""
+    return list_many([(src, name)], run)[0]
+
+
+def _list_sh(i: int, parent: str) -> str:
+    return (f"if [ -d {q(parent)} ]; then for d in {q(parent)}/*; do "
+            f"[ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -f \"$d/{META}\" ] || continue; "
+            f"printf '{i}\\t%s\\t' \"$d\"; tr -d '\\n' < \"$d/{META}\"; echo; done; fi")
+
+
+def list_many(items: list[tuple[RemoteSource, str]],
+              run: Runner | None = None) -> list[list[dict[str, Any]]]:
+    """list_for of several containers: one script per host, the hosts side by side."""
     run = _run(run)
-    parent = src.snapshots_of(name)
-    out = run(src.uri, (
-        f"[ -d {q(parent)} ] || exit 0; for d in {q(parent)}/*; do "
-        f"[ -d \"$d\" ] && [ ! -L \"$d\" ] && [ -f \"$d/{META}\" ] || continue; "
-        f"printf '%s\\t' \"$d\"; tr -d '\\n' < \"$d/{META}\"; echo; done"), None)
-    found = []
-    for line in out.splitlines():
-        path, _, text = line.partition("\t")
-        try:
-            meta = json.loads(text)
-        except ValueError:
-            continue  # not a complete snapshot
-        if isinstance(meta, dict) and "name" in meta:
-            found.append(meta | {"path": path})
-    return sorted(found, key=lambda m: (m.get("created", ""), m["name"]))
+    found: list[list[dict[str, Any]]] = [[] for _ in items]
+
+    class _Item:
+        def __init__(self, i: int, src: RemoteSource, name: str) -> None:
+            self.i, self.src, self.name = i, src, name
+
+    def one_host(uri: str, group: list[_Item]) -> None:
+        out = run(uri, "\n".join(_list_sh(it.i, it.src.snapshots_of(it.name))
+                                 for it in group), None)
+        for line in out.splitlines():
+            idx, _, rest = line.partition("\t")
+            path, _, text = rest.partition("\t")
+            try:
+                meta = json.loads(text)
+            except ValueError:
+                continue  # not a complete snapshot
+            if idx.isdigit() and isinstance(meta, dict) and "name" in meta:
+                found[int(idx)].append(meta | {"path": path})
+
+    _per_host([_Item(i, s, n) for i, (s, n) in enumerate(items)], one_host)
+    return [sorted(f, key=lambda m: (m.get("created", ""), m["name"])) for f in found]
 
 
 def find(src: RemoteSource, name: str, snap: str, run: Runner | None = None) -> dict[str, Any]:
-    run = _run(run)
+    return find_many([(src, name)], snap, run)[0]
+
+
+def find_many(items: list[tuple[RemoteSource, str]], snap: str,
+              run: Runner | None = None) -> list[dict[str, Any]]:
+    """Snapshot `snap` of each container (NotFoundError naming the first that lacks it)."""
     check_snapshot_name(snap)
-    have = list_for(src, name, run)
-    for meta in have:
-        if meta["name"] == snap:
-            return meta
-    names = ", ".join(m["name"] for m in have) or "none"
-    raise NotFoundError(f"{name} has no snapshot named {snap!r} on {src.uri} "
-                        f"(snapshots: {names})", hint=f"see `virtmix snapshot ls {name}`")
+    metas = []
+    for (src, name), have in zip(items, list_many(items, run), strict=True):
+        meta = next((m for m in have if m["name"] == snap), None)
+        if meta is None:
+            names = ", ".join(m["name"] for m in have) or "none"
+            raise NotFoundError(f"{name} has no snapshot named {snap!r} on {src.uri} "
+                                f"(snapshots: {names})",
+                                hint=f"see `virtmix snapshot ls {name}`")
+        metas.append(meta)
+    return metas
 
 
 def remove(src: RemoteSource, name: str, snap: str, run: Runner | None = None) -> None:
@@ -304,6 +330,16 @@ class RemoteSwap:
         t = self.src.tree
         self.run(self.src.uri, f"mv {q(t)} {q(self.old)}; mv {q(self.new)} {q(t)}; "
                                f"sync -f {q(posixpath.dirname(t))} 2>/dev/null || true", None)
+
+
+def swap_all(swaps: list[RemoteSwap]) -> None:
+    """swap_in of every container (all shut off): one script per host, side by side."""
+    def one_host(uri: str, group: list[RemoteSwap]) -> None:
+        lines = [f"mv {q(s.src.tree)} {q(s.old)}; mv {q(s.new)} {q(s.src.tree)}"
+                 for s in group]
+        lines.append(f"sync -f {q(posixpath.dirname(group[0].src.tree))} 2>/dev/null || true")
+        group[0].run(uri, "\n".join(lines), None)
+    _per_host(swaps, one_host)
 
 
 def _check_fits(src: RemoteSource, meta: dict[str, Any]) -> None:
