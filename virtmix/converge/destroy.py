@@ -8,6 +8,7 @@ only those virtmix itself created under its storage directory.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -267,13 +268,22 @@ def _snapshot_roots(xml: str) -> list[str]:
         roots.append(built)
     entry = root.find(f"metadata/{{{VIRTMIX_NS}}}entry")
     inv = entry.get("inventory") if entry is not None else None
-    if inv:
-        with contextlib.suppress(VirtmixError, OSError):
-            from virtmix.inventory.load import load_site
-
-            roots.append(str(load_site(Path(inv)).inventory.settings.storage_dir))
+    if inv and (found := _inventory_storage(inv)):
+        roots.append(found)
     roots.append(str(Storage().root))
     return list(dict.fromkeys(roots))
+
+
+@functools.lru_cache(maxsize=64)
+def _inventory_storage(inventory: str) -> str | None:
+    """The storage_dir of the inventory a domain's metadata names (read once per destroy
+    of a site's thousand containers, not once each); None if it cannot be read."""
+    from virtmix.inventory.load import load_site
+
+    try:
+        return str(load_site(Path(inventory)).inventory.settings.storage_dir)
+    except (VirtmixError, OSError):
+        return None
 
 
 def delete_snapshots(name: str, xml: str, uri: str) -> list[str]:
