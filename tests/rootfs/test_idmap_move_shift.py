@@ -162,3 +162,19 @@ def test_which_shift_a_move_needs():
         id_shift("c", _xml(SRC), _xml(SRC + 1000))
     with pytest.raises(UsageError, match="ranges of one size"):
         id_shift("c", _xml(SRC), _xml(DST, count=1000))
+
+
+def test_a_target_without_python3_is_refused_before_anything_moves(monkeypatch):
+    """The check runs the same shell line a far host runs; here, with PATH emptied, it finds
+    no python3, and the move is refused with what to install."""
+    from virtmix.converge import move
+    from virtmix.hosts import ssh
+
+    def run_remote(uri, script, timeout=60):
+        return subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True,
+                              env={"PATH": "/nonexistent"}, check=False).stdout
+
+    monkeypatch.setattr(ssh, "run_remote", run_remote)
+    with pytest.raises(UsageError, match="needs python3 there") as exc:
+        move._check_python_there("lxc+ssh://root@guest/system", "c")
+    assert "python3-minimal" in (exc.value.hint or "")

@@ -156,6 +156,19 @@ def shift_tree_at(uri: str, tree: str, shift: Shift) -> float:
     return time.monotonic() - t0
 
 
+PYTHON_CHECK = "command -v python3 >/dev/null || echo missing"
+
+
+def _check_python_there(uri: str, name: str) -> None:
+    from virtmix.hosts.ssh import run_remote
+
+    if run_remote(uri, PYTHON_CHECK).strip() == "missing":
+        raise UsageError(f"moving {name}: its tree must be shifted to another id range on "
+                         f"{uri}, which needs python3 there (none found)",
+                         hint="install python3 there (a guest virtmix builds: "
+                              "`image: {packages: [rsync, python3-minimal]}`)")
+
+
 def one_daemon(src: Backend, dst: Backend, rec: DomainRecord) -> bool:
     """Do both connections reach one libvirtd (two URIs of one machine, e.g. its ssh URI
     from itself)? Then a domain cannot be on both: libvirt's host UUID is the same, and
@@ -288,6 +301,8 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     def copy() -> float:
         return 0.0 if same else sync_tree(src.uri, src_tree, dst.uri, dst_tree)
 
+    if shift and not is_local(dst.uri):
+        _check_python_there(dst.uri, name)  # before anything is copied or frozen
     if not same:
         hooks.prepare(dst_tree)
     say(f"copying {src_tree} to {dst.uri} while {name} runs")
