@@ -415,6 +415,9 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                 keep_disks: bool = typer.Option(False, "--keep-disks", help="Keep the disks "
                                                 "and files apply made for guests and the "
                                                 "trees pushed into guests (default: deleted)."),
+                keep_snapshots: bool = typer.Option(
+                    False, "--keep-snapshots", help="With --delete-rootfs: keep the "
+                    "containers' snapshots (default: deleted with their trees)."),
                 force: bool = typer.Option(False, "--force", help="Force running domains off "
                                            "at once (default: ask them to shut down first)."),
                 timeout: float = typer.Option(None, "--timeout", "-t", metavar="SECONDS",
@@ -444,8 +447,10 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
             out.print(f"- {'network' if t.network else 'domain'} {t.address} on {t.uri}{note}",
                       markup=False)
         trees = delete_rootfs or any(t.owns_tree for t in present)
-        _confirm(f"Destroy these {len(present)}" + (" and delete their root filesystems "
-                                                    "permanently" if trees else "") + "?", yes)
+        _confirm(f"Destroy these {len(present)}" + (
+            " and delete their root filesystems" + ("" if keep_snapshots else
+                                                     " and snapshots") + " permanently"
+            if trees else "") + "?", yes)
         locks = _lock_targets(site) if site else []
         locks += [("uri", t.uri) for t in present]
         with locked(locks, purpose="destroy", wait=wait, timeout=lock_timeout,
@@ -454,7 +459,7 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                 timeout = site.inventory.settings.shutdown_timeout if site else 30.0
             _destroy_all(present, conns, jobs=jobs, force_foreign=force_foreign,
                          delete_rootfs=delete_rootfs, keep_disks=keep_disks, force=force,
-                         timeout=timeout)
+                         timeout=timeout, keep_snapshots=keep_snapshots)
             _say_kept(site, present)
     finally:
         close_all(conns)

@@ -217,7 +217,8 @@ def _move(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> No
         moved = move_container(src, conn, item.name, _document(item),
                                hooks_for(ctx.site, _entry(item), item.move_from, notes))
     item.reason = f"moved from {item.move_from}" + (
-        f", down {moved.downtime:.2f}s" if moved.downtime else "")
+        f", down {moved.downtime:.2f}s" if moved.downtime else "") + (
+        f", tree shifted to the target's id range in {moved.shift:.2f}s" if moved.shift else "")
 
 
 OPS: dict[Op, OpRunner] = {
