@@ -185,7 +185,8 @@ def start_virsh(storage: Path, lower: Path, count: int, watcher: Watcher) -> flo
     return time.monotonic() - t0
 
 
-def destroy_apply(inv: Path, count: int, first: int) -> tuple[float, int, float]:
+def destroy_apply(inv: Path, count: int, first: int, jobs: int = 8
+                  ) -> tuple[float, int, float]:
     """`virtmix destroy` of the first `first` containers by name (0: none), then of the
     inventory (the rest). Returns (seconds for the first, how many, seconds for the rest)."""
     t0 = time.monotonic()
@@ -193,11 +194,12 @@ def destroy_apply(inv: Path, count: int, first: int) -> tuple[float, int, float]
     if first:
         todo = names(count)[:first]
         subprocess.run([*VIRTMIX, "-c", URI, "destroy", *todo, "--yes", "--quiet",
-                        "--delete-rootfs", "--force"], check=True, stdout=subprocess.DEVNULL)
+                        "--delete-rootfs", "--force", "-j", str(jobs)], check=True,
+                       stdout=subprocess.DEVNULL)
         done = len(todo)
     t1 = time.monotonic()
     subprocess.run([*VIRTMIX, "destroy", str(inv), "--yes", "--quiet", "--delete-rootfs",
-                    "--force"], check=False, stdout=subprocess.DEVNULL)
+                    "--force", "-j", str(jobs)], check=False, stdout=subprocess.DEVNULL)
     return (t1 - t0, done, time.monotonic() - t1) if first else \
         (time.monotonic() - t0, count, 0.0)
 
@@ -468,7 +470,7 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
             active = rep["active"]
             first = min(args.destroy_first, active) if args.destroy_first else 0
             rep["destroy"], rep["destroyed"], rep["destroy_rest"] = destroy_apply(
-                inv, active, first)
+                inv, active, first, args.destroy_jobs)
         else:
             rep["destroy"], rep["destroyed"] = destroy_virsh(storage, args.count,
                                                              args.plain_destroy_sample)
@@ -483,6 +485,7 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--mode", choices=("apply", "virsh", "both"), default="apply")
     ap.add_argument("--jobs", type=int, default=4, help="apply -j")
+    ap.add_argument("--destroy-jobs", type=int, default=8, help="destroy -j")
     ap.add_argument("--profile", action="store_true",
                     help="run apply in this process and time each operation")
     ap.add_argument("--settle", type=float, default=30.0,

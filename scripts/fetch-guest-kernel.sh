@@ -8,6 +8,8 @@
 # "VIRTMIX-GUEST-UP" on the console (boot with console=ttyS0), then:
 #   virtmix.poweroff on the kernel command line -> powers off (needs <acpi/> in the domain)
 #   virtmix.shell                                -> runs a shell on the console
+#   virtmix.tick                                 -> prints "VIRTMIX-TICK N" every 0.2 s
+#                                                   (a migration test sees it run on)
 #   otherwise                                    -> sleeps forever
 set -euo pipefail
 
@@ -78,6 +80,7 @@ echo "$MARKER uptime=\$up"
 case " \$(cat /proc/cmdline) " in
   *" virtmix.poweroff "*) echo "VIRTMIX-GUEST-POWEROFF"; sync; poweroff -f ;;
   *" virtmix.shell "*) exec setsid cttyhack /bin/sh ;;
+  *" virtmix.tick "*) i=0; while :; do echo "VIRTMIX-TICK \$i"; i=\$((i+1)); usleep 200000; done ;;
 esac
 while :; do sleep 3600; done
 EOF

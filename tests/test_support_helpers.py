@@ -46,3 +46,21 @@ def test_builders_produce_schema_valid_domains(xml):
     schema = etree.RelaxNG(etree.parse(str(DOMAIN_RNG)))
     doc = etree.fromstring(xml)
     assert schema.validate(doc), schema.error_log
+
+
+def test_second_host_names_its_files_here(tmp_path):
+    """A path on the second host is a file under its root here when its dir is bound."""
+    import subprocess
+
+    from support.second_host import SecondHost
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    host = SecondHost("h", tmp_path, 1, proc, {"/var/lib/virtmix": tmp_path / "p-store",
+                                               "/var/lib/virtmix/x": tmp_path / "inner"})
+    assert host.here("/var/lib/virtmix/guests/g/root.qcow2") == \
+        tmp_path / "p-store/guests/g/root.qcow2"
+    assert host.here("/var/lib/virtmix/x/y") == tmp_path / "inner/y"  # the deepest bind
+    with pytest.raises(ValueError, match="not bound"):
+        host.here("/var/lib/virtmixer/a")
+    assert host.ssh_uri.startswith("qemu+ssh://root@127.0.0.1:1/system?command=")

@@ -13,7 +13,7 @@ from virtmix.cli.apply_output import item_to_dict, print_plan
 from virtmix.converge.apply import Context, observe_and_plan, run_plan
 from virtmix.converge.desired import desired_documents
 from virtmix.converge.observe import observe_connection
-from virtmix.converge.plan import Options, build_plan, move_mode
+from virtmix.converge.plan import Options, build_plan, guest_move, move_mode
 from virtmix.inventory.load import load_site
 
 PFX = "vmixt-mv-"
@@ -103,7 +103,8 @@ def test_guest_move_is_planned_cold_on_test_driver_and_live_between_qemu_daemons
     plan = build_plan(site.name, domains, networks, observed, Options(), {"h1", "h2"})
     item = next(i for i in plan.items if i.name == name)
     assert (item.status, item.move_mode) == ("move", "cold")
-    assert item.reason.endswith(", cold migration")
+    assert item.reason.endswith(", cold migration (libvirt migrates only between two QEMU "
+                                "daemons)"), item.reason
     n1, n2 = nodes
     uuid = n1.get(name).uuid
     _plan, result = plan_and_apply(write(tmp_path, nodes, tree, "h2", "guests"), nodes)
@@ -114,6 +115,14 @@ def test_guest_move_is_planned_cold_on_test_driver_and_live_between_qemu_daemons
                      "qemu+ssh://root@10.0.0.2/system") == "live"
     assert move_mode("guest", "shutoff", "qemu:///system", "qemu+ssh://h/system") == "cold"
     assert move_mode("container", "running", "lxc:///system", "lxc+ssh://h/system") == "tree"
+    # Why not live, as the plan says it: a stopped guest, a change of virt type.
+    assert guest_move("shutoff", "qemu:///system", "qemu+ssh://h/system") == (
+        "cold", "it is not running (shutoff)")
+    assert guest_move("running", "qemu:///system", "qemu+ssh://h/system", "kvm", "qemu") == (
+        "cold", "virt_type kvm where it runs, qemu on the target: a running guest cannot "
+        "change it")
+    assert guest_move("running", "qemu:///system", "qemu+ssh://h/system", "qemu", "qemu") == (
+        "live", "")
 
 
 def test_failed_start_on_target_leaves_it_running_on_the_source(tmp_path, nodes, tree):
@@ -198,3 +207,97 @@ def test_a_network_inside_a_guest_waits_for_it_then_is_made(tmp_path, nodes, tre
     assert not result.failed, [(o.item.name, o.message) for o in result.failed]
     inner_conn = conns[f"test://{inner}"]
     assert [n.name for n in inner_conn.list_networks()] == [PFX + "gnet"]
+
+
+def _idmapped(name: str, tree: Path, uid: int) -> str:
+    return (f"<domain type='lxc'><name>{name}</name><memory>65536</memory><os><type>exe"
+            "</type><init>/sbin/init</init></os>"
+            f"<idmap><uid start='0' target='{uid}' count='65536'/>"
+            f"<gid start='0' target='{uid}' count='65536'/></idmap><devices>"
+            f"<filesystem type='mount'><source dir='{tree}'/><target dir='/'/></filesystem>"
+            "</devices></domain>")
+
+
+def test_an_idmapped_container_moves_to_a_host_with_another_range(tmp_path, nodes):
+    """The source's tree (range 100000) is copied to the target's path and shifted to the
+    target's range (1376256); a target that then refuses to start it gets nothing: the
+    shifted copy is dropped and the source runs on, its tree untouched."""
+    import os
+
+    from virtmix.converge.move import TreeHooks, move_container
+    from virtmix.errors import VirtmixError
+
+    n1, n2 = nodes
+    name = PFX + "u"
+    src = tmp_path / "h1" / "rootfs"
+    (src / "sbin").mkdir(parents=True)
+    (src / "sbin" / "init").write_text("#!/bin/sh\n")
+    (src / "home").mkdir()
+    for p, uid in ((src, 100000), (src / "sbin", 100000), (src / "sbin" / "init", 100000),
+                   (src / "home", 101000)):
+        os.lchown(p, uid, uid)
+    n1.define(_idmapped(name, src, 100000))
+    n1.start(name)
+    dst = tmp_path / "h2" / "rootfs"
+    dropped: list[str] = []
+
+    def drop(path: str) -> None:
+        dropped.append(path)
+        import shutil
+
+        shutil.rmtree(path)
+
+    hooks = TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True), drop_target=drop)
+    bad = _idmapped(name, dst, 1376256).replace("<memory>", "<memory unit='bogus'>")
+    with pytest.raises(VirtmixError):
+        move_container(n1, n2, name, bad, hooks)
+    assert dropped == [str(dst)] and not dst.exists()
+    assert n1.state(name) == "running" and os.lstat(src / "home").st_uid == 101000
+
+    moved = move_container(n1, n2, name, _idmapped(name, dst, 1376256), hooks)
+    assert n2.state(name) == "running" and name not in {r.name for r in n1.list_domains()}
+    assert [os.lstat(dst / p).st_uid for p in ("", "sbin", "sbin/init", "home")] == [
+        1376256, 1376256, 1376256, 1377256]
+    assert os.lstat(dst / "home").st_gid == 1377256
+    assert any("shifted from ids 100000.. to 1376256.." in n for n in moved.notes)
+    assert os.lstat(src / "home").st_uid == 101000  # the source's (given) tree: as it was
+
+
+def test_a_move_killed_after_the_shift_is_redone_by_the_next(tmp_path, nodes, monkeypatch):
+    """Killed right after the copy was shifted (no rollback runs: a crash): the source is
+    frozen, the target's tree shifted but not defined. After `resume`, `move` again copies
+    (rsync puts the source's owners back), shifts once more and finishes: every id lands in
+    the target range exactly once."""
+    import os
+
+    from virtmix.converge import move as move_mod
+
+    n1, n2 = nodes
+    name = PFX + "k"
+    src = tmp_path / "h1" / "rootfs"
+    (src / "sbin").mkdir(parents=True)
+    (src / "sbin" / "init").write_text("#!/bin/sh\n")
+    os.lchown(src / "sbin" / "init", 100033, 100033)
+    n1.define(_idmapped(name, src, 100000))
+    n1.start(name)
+    dst = tmp_path / "h2" / "rootfs"
+    hooks = move_mod.TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True, exist_ok=True))
+
+    class Killed(BaseException):
+        pass
+
+    def crash(point: str) -> None:
+        if point == "move-shifted":
+            raise Killed(point)
+
+    with monkeypatch.context() as m:
+        m.setattr(move_mod, "fault_point", crash)
+        m.setattr(move_mod, "_rollback", lambda *a, **k: None)  # a kill runs no rollback
+        with pytest.raises(Killed):
+            move_mod.move_container(n1, n2, name, _idmapped(name, dst, 1376256), hooks)
+    assert n1.state(name) == "paused" and os.lstat(dst / "sbin" / "init").st_uid == 1376289
+    n1.resume(name)  # what the docs tell the admin
+    move_mod.move_container(n1, n2, name, _idmapped(name, dst, 1376256), hooks)
+    assert n2.state(name) == "running"
+    assert os.lstat(dst / "sbin" / "init").st_uid == 1376289  # 1376256 + 33, not shifted twice
+    assert os.lstat(dst).st_uid == 0  # outside the source's range: left as it was

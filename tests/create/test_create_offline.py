@@ -174,7 +174,7 @@ def test_destroy_of_a_created_domain_asks_then_deletes_its_tree(tmp_path: Path):
     uri = _node(tmp_path, name, cdir / "rootfs", created=True)
     refused = invoke("-c", uri, "destroy", name)  # no terminal, no --yes: nothing happens
     assert refused.exit_code == 2
-    assert "delete their root filesystems permanently" in refused.stderr
+    assert "delete their root filesystems and snapshots permanently" in refused.stderr
     assert "made by virtmix create" in refused.stdout
     assert cdir.is_dir()
     result = invoke("-c", uri, "destroy", name, "--yes")

@@ -72,3 +72,48 @@ def test_cgroup_version_agrees_with_the_mounts():
     v1 = [c for c in found if c and not c.startswith("name=")]
     assert cgroup_version() == ("v1" if v1 else "v2")
     assert host_for(LXC).shares_are_weights() == (cgroup_version() == "v2")
+
+
+def test_worker_threads_get_connections_of_their_own_to_a_local_daemon():
+    """libvirtd serves at most max_client_requests (5 by default) calls of one connection at
+    once: apply -j N and bulk destroy would queue behind it. Each worker thread gets its own
+    connection to a local daemon; the thread that opened it keeps the first; close() closes
+    them all. A test driver (one world per open) never does."""
+    import threading
+
+    conn = open_connection("lxc:///system")
+    try:
+        seen: set[int] = set()
+        barrier = threading.Barrier(6)
+
+        def work(_i: int) -> int:
+            barrier.wait()  # six threads at once, so the pool really has six
+            conn.list_domains()
+            seen.add(id(conn._conn))
+            return conn._conn.getLibVersion()
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            assert len(set(pool.map(work, range(6)))) == 1
+        assert len(seen) == 6 and id(conn._main) not in seen
+        extra = list(conn._extra)
+        assert len(extra) == 6 and all(c.isAlive() for c in extra)
+        assert conn._conn is conn._main  # this thread: the first connection
+    finally:
+        conn.close()
+    assert conn._extra == [] and not any(_alive(c) for c in extra)
+
+    test = open_connection("test:///default")
+    try:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            assert set(pool.map(lambda _i: id(test._conn), range(2))) == {id(test._main)}
+    finally:
+        test.close()
+
+
+def _alive(conn) -> bool:
+    import libvirt
+
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:  # closed: "invalid connection pointer"
+        return False

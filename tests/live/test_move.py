@@ -50,7 +50,7 @@ hosts:
       {CT}:                      # moved to the guest and back
         profile: debian
         # privileged: an unprivileged one gets another id range in the guest's id space
-        # (move refuses: the tree is copied as it is), and an explicit `idmap:` other than
+        # (move shifts its tree then: test_move_idmap_guest.py), and an explicit `idmap:` other than
         # the host's shared range fails here (systemd cannot make its v1 cgroups)
         privileged: true
         memory: 256MiB

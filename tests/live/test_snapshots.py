@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -266,3 +267,153 @@ def test_restore_onto_another_host_over_ssh(lxc_conn, snb_storage, make_busybox_
         dom = lxc_conn.lookupByName(n)
         dom.destroy()
         dom.undefine()
+
+
+SNR = "vmixt-snr-"  # the remote-snapshot test's domains
+
+
+@pytest.fixture
+def snr_storage(lxc_conn, domain_cleanup):
+    domain_cleanup(lxc_conn, SNR)
+    path = make_storage_dir()
+    yield path
+    remove_storage_dir(path)
+
+
+def test_snapshots_of_containers_on_a_host_over_ssh(lxc_conn, snr_storage, make_busybox_tree,
+                                                    loopback_ssh):  # noqa: F811
+    """A site with a container here (h1) and one on h2, a libvirt host reached over lxc+ssh
+    (this machine's libvirtd behind a loopback sshd): `snapshot SITE` freezes both through
+    their own connections and copies h2's tree there (over ssh); ls, restore and rm work on
+    it by name (-i, and -c: the fixture's h2 is this machine's own libvirtd, which h1's
+    URI reaches too), and on the site."""
+    here, far = SNR + "here", SNR + "far"
+    trees = {n: make_busybox_tree() for n in (here, far)}
+    uri = loopback_ssh.uri()
+    inv = str(write_inventory(snr_storage, {
+        "h1": lxc_host({here: busybox(trees[here], init=SLEEP)}),
+        "h2": {"uri": uri, "lxc_uri": uri,
+               "containers": {far: busybox(trees[far], init=SLEEP)}}}, name=SNR + "site"))
+    virtmix("apply", inv, "--yes", "--allow-uri-commands", check=0)
+    # One libvirtd behind both hosts' URIs: a name alone is ambiguous, -c picks h2's.
+    by_name = ["--allow-uri-commands", "-i", inv, "-c", uri]
+    for n in (here, far):
+        (trees[n] / "root" / "before").write_text(f"{n} kept\n")
+
+    res = virtmix("--allow-uri-commands", "snapshot", inv, "--name", "s1", check=0)
+    print(res.stdout)
+    assert f"{far}: snapshot s1 taken" in res.stdout and f" on {uri})" in res.stdout
+    assert "2 domains snapshotted at one moment (frozen for" in res.stdout
+    for n in (here, far):
+        data = snr_storage / "snapshots" / n / "s1" / "data"
+        assert (data / "root" / "before").read_text() == f"{n} kept\n"
+        assert _state(lxc_conn, n) == 1  # thawed
+    assert not list((snr_storage / "snapshots" / far).glob(".*"))  # no part left there
+    rows = json.loads(virtmix(*by_name, "snapshot", "ls", far,
+                              "-o", "json", check=0).stdout)
+    assert [(r["domain"], r["snapshot"], r["state"], r["copy"]) for r in rows] == [
+        (far, "s1", "running", "tree")]
+    virtmix(*by_name, "snapshot", far, "--name", "s1", check=9)
+
+    for n in (here, far):
+        (trees[n] / "root" / "before").unlink()
+        (trees[n] / "root" / "after").write_text("lost\n")
+    res = virtmix("--allow-uri-commands", "snapshot", "restore", inv, "s1", check=0)
+    print(res.stdout)
+    assert f"{far}: restored to s1" in res.stdout
+    for n in (here, far):
+        assert (trees[n] / "root" / "before").read_text() == f"{n} kept\n"
+        assert not (trees[n] / "root" / "after").exists()
+        assert _state(lxc_conn, n) == 1
+        assert not list(trees[n].parent.glob(f".{trees[n].name}.*"))  # no copies left
+
+    # One container by name: taken frozen, restored to the state it had (frozen).
+    lxc_conn.lookupByName(far).suspend()
+    virtmix(*by_name, "snapshot", far, "--name", "s2", check=0)
+    assert _state(lxc_conn, far) == 3
+    lxc_conn.lookupByName(far).resume()
+    (trees[far] / "root" / "later").write_text("x\n")
+    virtmix(*by_name, "snapshot", "restore", far, "s2", check=0)
+    assert not (trees[far] / "root" / "later").exists() and _state(lxc_conn, far) == 3
+    virtmix(*by_name, "snapshot", "restore", far, "nope", check=6)
+    virtmix(*by_name, "snapshot", "rm", far, "s2", check=0)
+    virtmix("--allow-uri-commands", "snapshot", "rm", inv, "s1", check=0)
+    assert sorted(p.name for p in (snr_storage / "snapshots" / far).iterdir()) == []
+    virtmix("destroy", inv, "--yes", "--allow-uri-commands", check=0)
+
+
+def test_destroy_delete_rootfs_deletes_snapshots(lxc_conn, storage, make_busybox_tree):
+    """destroy --delete-rootfs takes the container's snapshots with it (lxc-destroy -s,
+    Incus) and says so; --keep-snapshots keeps them and says where."""
+    gone, kept = SNAP_PFX + "dg", SNAP_PFX + "dk"
+    inv, _trees = _site(storage, make_busybox_tree, [gone, kept])
+    for n in (gone, kept):
+        virtmix("snapshot", n, "--name", "s1", check=0)
+        virtmix("snapshot", n, "--name", "s2", check=0)
+    res = virtmix("destroy", gone, "--yes", "--delete-rootfs", check=0)
+    where = storage / "snapshots" / gone
+    assert f"2 snapshot(s) (s1, s2) in {where}" in res.stdout, res.stdout
+    assert not where.exists()
+    res = virtmix("destroy", kept, "--yes", "--delete-rootfs", "--keep-snapshots", check=0)
+    assert f"{storage / 'snapshots' / kept} (2 snapshot(s) of it, kept" \
+        in res.stdout, res.stdout
+    assert sorted(p.name for p in (storage / "snapshots" / kept).iterdir()) == ["s1", "s2"]
+
+
+@pytest.mark.slow
+def test_remote_site_snapshot_figures(lxc_conn, snr_storage, make_busybox_tree,
+                                      loopback_ssh):  # noqa: F811
+    """Figures: a site of N containers on an ssh host (8 MiB of data each, as a Debian
+    container's own layer), `snapshot SITE` / `snapshot restore SITE` beside what an admin
+    does with the plain tools over the same ssh: virsh suspend, ssh cp -a, virsh resume (and
+    virsh destroy, ssh rm + cp -a, virsh start), one container after the other."""
+    import subprocess
+    import time
+
+    count = 10
+    uri = loopback_ssh.uri()
+    names = [SNR + f"f{i}" for i in range(count)]
+    trees = {n: make_busybox_tree() for n in names}
+    for t in trees.values():
+        (t / "root" / "data").write_bytes(os.urandom(8 << 20))
+    inv = str(write_inventory(snr_storage, {
+        "h2": {"uri": uri, "lxc_uri": uri, "containers": {
+            n: busybox(t, init=SLEEP) for n, t in trees.items()}}}, name=SNR + "site"))
+    virtmix("apply", inv, "--yes", "--allow-uri-commands", check=0)
+    ssh = [str(loopback_ssh.wrapper), "-i", str(loopback_ssh.key), "-p",
+           str(loopback_ssh.port), "root@127.0.0.1"]
+
+    t0 = time.monotonic()
+    res = virtmix("--allow-uri-commands", "snapshot", inv, "--name", "s1", check=0)
+    took = time.monotonic() - t0
+    frozen = res.stdout.strip().splitlines()[-1]
+    t0 = time.monotonic()
+    res = virtmix("--allow-uri-commands", "snapshot", "restore", inv, "s1", check=0)
+    restore_took = time.monotonic() - t0
+    print(res.stderr)  # with VIRTMIX_TIMING=1: the restore's steps
+
+    plain = snr_storage / "plain"
+    t0 = time.monotonic()
+    for n, t in trees.items():
+        subprocess.run(["virsh", "-q", "-c", uri, "suspend", n], check=True,
+                       capture_output=True)
+        subprocess.run([*ssh, f"mkdir -p {plain} && cp -a {t} {plain}/{n} && sync"],
+                       check=True)
+        subprocess.run(["virsh", "-q", "-c", uri, "resume", n], check=True,
+                       capture_output=True)
+    plain_took = time.monotonic() - t0
+    t0 = time.monotonic()
+    for n, t in trees.items():
+        subprocess.run(["virsh", "-q", "-c", uri, "destroy", n], check=True,
+                       capture_output=True)
+        subprocess.run([*ssh, f"rm -rf {t} && cp -a {plain}/{n} {t} && sync"], check=True)
+        subprocess.run(["virsh", "-q", "-c", uri, "start", n], check=True,
+                       capture_output=True)
+    plain_restore = time.monotonic() - t0
+    print(f"\n{count} containers on an ssh host: snapshot SITE {took:.2f}s ({frozen}); "
+          f"plain virsh suspend + ssh cp -a + virsh resume, each: {plain_took:.2f}s\n"
+          f"restore SITE {restore_took:.2f}s; plain virsh destroy + ssh cp -a + virsh "
+          f"start, each: {plain_restore:.2f}s")
+    assert all(_state(lxc_conn, n) == 1 for n in names)
+    virtmix("destroy", inv, "--yes", "--force", "--delete-rootfs", "--allow-uri-commands",
+            check=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,9 @@ from virtmix.errors import BackendError, NotFoundError
 from virtmix.util.oplog import own_operation
 
 _NAME = re.compile(r"<name>([^<]*)</name>")
+# A daemon on this machine, reached over its unix socket (not a test driver: each open of
+# test:///FILE is a world of its own; not ssh: each open is an ssh login).
+_LOCAL_DAEMON = re.compile(r"^(lxc|qemu)(\+unix)?:///(system|session)(\?.*)?$")
 
 
 def _name_of(xml: str) -> str:
@@ -52,9 +56,36 @@ class Connection(AdminOps, SnapshotOps):
     """One open libvirt connection: the libvirt implementation of backend.protocol.Backend
     (the test driver and a real daemon alike)."""
 
-    def __init__(self, conn: libvirt.virConnect, uri: str) -> None:
-        self._conn = conn
+    def __init__(self, conn: libvirt.virConnect, uri: str, *, readonly: bool = False) -> None:
+        self._main = conn
         self.uri = uri
+        self._readonly = readonly
+        self._owner = threading.current_thread()
+        # Worker threads (apply -j, bulk destroy) get connections of their own to a local
+        # daemon: libvirtd serves at most max_client_requests (default 5) calls of one
+        # connection at a time, so `-j 12` on one connection ran 5 starts at once.
+        self._fan_out = bool(_LOCAL_DAEMON.match(uri))
+        self._local = threading.local()
+        self._extra: list[libvirt.virConnect] = []
+        self._extra_lock = threading.Lock()
+
+    @property
+    def _conn(self) -> Any:  # libvirt.virConnect
+        me = threading.current_thread()
+        if not self._fan_out or me is self._owner or me is threading.main_thread():
+            return self._main
+        mine = getattr(self._local, "conn", None)
+        if mine is None:
+            try:
+                mine = (libvirt.openReadOnly(self.uri) if self._readonly
+                        else libvirt.open(self.uri))
+            except libvirt.libvirtError:
+                mine = self._main  # the daemon's client limit: share the first one
+            else:
+                with self._extra_lock:
+                    self._extra.append(mine)
+            self._local.conn = mine
+        return mine
 
     @classmethod
     def open(cls, uri: str | None = None, *, readonly: bool = False) -> Connection:
@@ -65,13 +96,16 @@ class Connection(AdminOps, SnapshotOps):
             raise BackendError(
                 f"cannot connect to libvirt at {uri}: {exc.get_error_message()}"
                 f"{start_hint(uri)}") from None
-        return cls(conn, uri)
+        return cls(conn, uri, readonly=readonly)
 
     def close(self) -> None:
-        try:
-            self._conn.close()
-        except libvirt.libvirtError:
-            pass
+        with self._extra_lock:
+            extra, self._extra = self._extra, []
+        for conn in [*extra, self._main]:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
 
     def __enter__(self) -> Connection:
         return self
@@ -212,18 +246,37 @@ class Connection(AdminOps, SnapshotOps):
             kind = self.__dict__["_kind"] = self.driver
         return bool(kind == "lxc")
 
-    def migrate(self, name: str, dest: Any, xml: str, *, copy_storage: bool) -> None:
-        """Live-migrate a running guest to dest (another Connection): persistent there,
-        undefined here (VIR_MIGRATE_LIVE | PERSIST_DEST | UNDEFINE_SOURCE), its disks
-        copied when storage is not shared (NON_SHARED_DISK). `xml` is its definition for
-        the destination (libvirt checks it is ABI-compatible with the running one)."""
+    def migrate(self, name: str, dest: Any, xml: str, *, copy_storage: bool,
+                uri: str | None = None) -> dict[str, int]:
+        """Live-migrate a running guest to dest (another Connection): persistent there with
+        `xml` as its definition, undefined here (VIR_MIGRATE_LIVE | PERSIST_DEST |
+        UNDEFINE_SOURCE). copy_storage: its writable disks' top layers are copied
+        (NON_SHARED_INC: the caller has made each disk there, with its backing chain).
+        `uri` is where dest's QEMU listens (tcp://ADDRESS); None lets libvirt take dest's
+        hostname, which must then resolve here.
+
+        migrate3 with VIR_MIGRATE_PARAM_PERSIST_XML, not migrate2's dxml: the running
+        definition crosses as it is, and the one rendered for dest becomes the persistent
+        one there. As dxml it would have to be ABI-compatible with the running guest
+        (libvirt refuses e.g. another memory size or device list), so an inventory edit
+        made with the move would block the migration instead of waiting for a restart.
+        Returns libvirt's statistics of the completed job on dest (downtime and
+        time_elapsed in ms, data_total in bytes...), {} when it keeps none."""
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST
                  | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
         if copy_storage:
-            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+        params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_PERSIST_XML: xml}
+        if uri:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = uri
         with translate(f"migrating {name} to {dest.uri}", self.uri), \
                 own_operation(self.uri, name, "migrate"):
-            self._lookup(name).migrate2(dest._conn, xml, flags, None, None, 0)
+            moved = self._lookup(name).migrate3(dest._conn, params, flags)
+        try:
+            return {k: int(v) for k, v in moved.jobStats(
+                libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED).items()}
+        except libvirt.libvirtError:
+            return {}
 
     def suspend(self, name: str) -> None:
         with translate(f"freezing {name}", self.uri), own_operation(self.uri, name, "suspend"):

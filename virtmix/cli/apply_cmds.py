@@ -385,7 +385,8 @@ def _say_kept(site: Site | None, targets: list[Target]) -> None:
             out.print(f"  {line}", markup=False)
 
 
-def _destroy_all(targets: list[Target], conns: dict[str, Backend], **flags: Any) -> None:
+def _destroy_all(targets: list[Target], conns: dict[str, Backend], *, jobs: int = 8,
+                 **flags: Any) -> None:
     """Destroy in parallel, phase by phase: nested containers, then the rest, then networks.
 
     libvirt's LXC destroy waits up to ~1.8 s for an init that ignores SIGTERM (busybox,
@@ -395,7 +396,7 @@ def _destroy_all(targets: list[Target], conns: dict[str, Backend], **flags: Any)
               [t for t in targets if not t.network and "/" not in t.address],
               [t for t in targets if t.network]]
     for phase in phases:
-        with ThreadPoolExecutor(max_workers=8) as pool:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(destroy_target, conns[t.uri], t, **flags): t for t in phase}
             for fut in as_completed(futures):
                 fut.result()
@@ -414,12 +415,17 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
                 keep_disks: bool = typer.Option(False, "--keep-disks", help="Keep the disks "
                                                 "and files apply made for guests and the "
                                                 "trees pushed into guests (default: deleted)."),
+                keep_snapshots: bool = typer.Option(
+                    False, "--keep-snapshots", help="With --delete-rootfs: keep the "
+                    "containers' snapshots (default: deleted with their trees)."),
                 force: bool = typer.Option(False, "--force", help="Force running domains off "
                                            "at once (default: ask them to shut down first)."),
                 timeout: float = typer.Option(None, "--timeout", "-t", metavar="SECONDS",
                                               help="Seconds a domain gets to shut down before "
                                               "it is forced off (default: "
                                               "settings.shutdown_timeout, 30)."),
+                jobs: int = typer.Option(8, "--jobs", "-j", min=1,
+                                         help="Domains destroyed at once."),
                 wait: bool = WAIT, lock_timeout: float = LOCK_TIMEOUT,
                 quiet: bool = QUIET_OPTION) -> None:
     """Stop and undefine an inventory's domains and networks, or the named domains."""
@@ -441,17 +447,19 @@ def destroy_cmd(targets: list[str] = typer.Argument(..., metavar="INVENTORY | NA
             out.print(f"- {'network' if t.network else 'domain'} {t.address} on {t.uri}{note}",
                       markup=False)
         trees = delete_rootfs or any(t.owns_tree for t in present)
-        _confirm(f"Destroy these {len(present)}" + (" and delete their root filesystems "
-                                                    "permanently" if trees else "") + "?", yes)
+        _confirm(f"Destroy these {len(present)}" + (
+            " and delete their root filesystems" + ("" if keep_snapshots else
+                                                     " and snapshots") + " permanently"
+            if trees else "") + "?", yes)
         locks = _lock_targets(site) if site else []
         locks += [("uri", t.uri) for t in present]
         with locked(locks, purpose="destroy", wait=wait, timeout=lock_timeout,
                     on_wait=lambda m: err.print(f"virtmix: {m}")):
             if timeout is None:
                 timeout = site.inventory.settings.shutdown_timeout if site else 30.0
-            _destroy_all(present, conns, force_foreign=force_foreign,
+            _destroy_all(present, conns, jobs=jobs, force_foreign=force_foreign,
                          delete_rootfs=delete_rootfs, keep_disks=keep_disks, force=force,
-                         timeout=timeout)
+                         timeout=timeout, keep_snapshots=keep_snapshots)
             _say_kept(site, present)
     finally:
         close_all(conns)

@@ -98,12 +98,17 @@ def move_domain(name: str = typer.Argument(..., metavar="NAME", help="NAME or GU
                                    hooks_for(new_site, new_entry, entry.uri, notes),
                                    progress=say)
         else:
-            from virtmix.converge.move import move_guest
-            from virtmix.converge.plan import move_mode
+            from virtmix.converge.move_guest import move_guest, move_options
+            from virtmix.converge.observe import owned_fields
+            from virtmix.converge.plan import guest_move
 
-            mode = move_mode("guest", src.state(entry.name), entry.uri, new_entry.uri)
-            say(f"{entry.name}: {mode} migration to {new_entry.uri}")
-            moved = move_guest(src, dst, entry.name, rendered, live=mode == "live")
+            mode, why = guest_move(src.state(entry.name), entry.uri, new_entry.uri,
+                                   owned_fields(src.get(entry.name).xml).get("type"),
+                                   owned_fields(rendered).get("type"))
+            say(f"{entry.name}: {mode} migration to {new_entry.uri}"
+                + (f" ({why})" if why else ""))
+            moved = move_guest(src, dst, entry.name, rendered, live=mode == "live",
+                               **move_options(new_site, new_entry))
     mode = site.path.stat().st_mode & 0o7777
     write_atomic(site.path, new_text.encode(), mode=mode)
     for note in notes + moved.notes:

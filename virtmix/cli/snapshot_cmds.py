@@ -3,7 +3,7 @@
 `virtmix snapshot NAME|SITE [--name SNAP]` takes a snapshot (`snapshot create` spelled out
 also works); NAME may be repeated. SITE is an inventory file: every domain of the site, at
 one moment. Exit codes: 6 unknown domain or snapshot, 9 a snapshot of that name exists,
-2 a container on a remote host (container snapshots are local).
+2 a container behind a URI virtmix cannot reach over ssh (TLS, TCP).
 """
 
 from __future__ import annotations

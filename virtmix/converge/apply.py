@@ -205,9 +205,10 @@ def _move(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> No
     if src is None:
         raise BackendError(f"{item.address}: no connection to {item.move_from}, where it is")
     if item.move_mode != "tree":
-        from virtmix.converge.move import move_guest
+        from virtmix.converge.move_guest import move_guest, move_options
 
-        moved = move_guest(src, conn, item.name, _document(item), live=item.move_mode == "live")
+        moved = move_guest(src, conn, item.name, _document(item), live=item.move_mode == "live",
+                           **move_options(ctx.site, _entry(item)))
     else:
         from virtmix.converge.move import move_container
         from virtmix.converge.move_site import hooks_for
@@ -216,7 +217,8 @@ def _move(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> No
         moved = move_container(src, conn, item.name, _document(item),
                                hooks_for(ctx.site, _entry(item), item.move_from, notes))
     item.reason = f"moved from {item.move_from}" + (
-        f", down {moved.downtime:.2f}s" if moved.downtime else "")
+        f", down {moved.downtime:.2f}s" if moved.downtime else "") + (
+        f", tree shifted to the target's id range in {moved.shift:.2f}s" if moved.shift else "")
 
 
 OPS: dict[Op, OpRunner] = {
@@ -536,6 +538,8 @@ def observe_and_plan(site: Site, domains: list[DesiredDomain], networks: list[De
     top += [n.uri for n in networks if n.uri not in nested]
     host_uris, guest_uris = container_hosts(site)
     top += host_uris  # where a moved container may still be: plan says "move" there
+    # ... and a moved guest (`guests: {}` once `move` took the last one away)
+    top += [h.uri for h in site.inventory.hosts.values() if "guests" in h.model_fields_set]
     nested |= {u: g for u, g in guest_uris.items() if u not in nested}
     conns, observed = (dict(read[0]), dict(read[1])) if read else ({}, {})
     more_conns, more = connect_and_observe([u for u in top if u not in observed])

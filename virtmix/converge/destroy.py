@@ -8,6 +8,7 @@ only those virtmix itself created under its storage directory.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -253,6 +254,86 @@ def stop_cleanly(conn: Backend, name: str, *, container: bool, timeout: float) -
     return f"forced off after {timeout:g}s"
 
 
+def _snapshot_roots(xml: str) -> list[str]:
+    """The storage dirs a container's snapshots may be in (snapshots/ops.storage_for): the
+    one its built tree lives in, its site's storage_dir, the default storage."""
+    from virtmix.rootfs import Storage
+    from virtmix.rootfs.snapshot_dirs import built_storage
+    from virtmix.util.identity import VIRTMIX_NS
+
+    root = parse_xml(xml)
+    roots = []
+    tree = filesystem.root_tree(root)
+    if tree and (built := built_storage(tree)):
+        roots.append(built)
+    entry = root.find(f"metadata/{{{VIRTMIX_NS}}}entry")
+    inv = entry.get("inventory") if entry is not None else None
+    if inv and (found := _inventory_storage(inv)):
+        roots.append(found)
+    roots.append(str(Storage().root))
+    return list(dict.fromkeys(roots))
+
+
+@functools.lru_cache(maxsize=64)
+def _inventory_storage(inventory: str) -> str | None:
+    """The storage_dir of the inventory a domain's metadata names (read once per destroy
+    of a site's thousand containers, not once each); None if it cannot be read."""
+    from virtmix.inventory.load import load_site
+
+    try:
+        return str(load_site(Path(inventory)).inventory.settings.storage_dir)
+    except (VirtmixError, OSError):
+        return None
+
+
+def delete_snapshots(name: str, xml: str, uri: str) -> list[str]:
+    """Delete a removed container's snapshots (those recording its UUID), here or on its
+    host over ssh, as lxc-destroy -s and Incus do; what went, for destroy to say."""
+    from virtmix.rootfs import snapshot_dirs
+
+    root = parse_xml(xml)
+    if root.get("type") != "lxc":
+        return []  # a guest's snapshots are in its qcow2 files (and libvirt's metadata)
+    uuid = root.findtext("uuid") or ""
+    gone = []
+    if is_local(uri):
+        for st in _snapshot_roots(xml):
+            names = snapshot_dirs.delete_owned(st, name, uuid)
+            if names:
+                gone.append(f"{len(names)} snapshot(s) ({', '.join(names)}) in "
+                            f"{snapshot_dirs.snapshots_parent(st, name)}")
+        return gone
+    from virtmix.util.uris import is_ssh_uri
+
+    if not is_ssh_uri(uri):
+        return []
+    from virtmix.hosts.ssh import run_remote
+
+    for st in _snapshot_roots(xml):
+        names = run_remote(uri, snapshot_dirs.delete_owned_sh(st, name, uuid)).split()
+        if names:
+            gone.append(f"{len(names)} snapshot(s) ({', '.join(names)}) in "
+                        f"{snapshot_dirs.snapshots_parent(st, name)} on {uri}")
+    return gone
+
+
+def kept_snapshots(name: str, xml: str, uri: str) -> list[str]:
+    """The snapshots of a removed container left on this machine, for destroy to say."""
+    from virtmix.rootfs import snapshot_dirs
+
+    root = parse_xml(xml)
+    if not is_local(uri) or root.get("type") != "lxc":
+        return []
+    kept = []
+    for st in _snapshot_roots(xml):
+        found = [p for p in snapshot_dirs.owned(st, name, root.findtext("uuid") or "")
+                 if not p.name.startswith(".")]
+        if found:
+            kept.append(f"{snapshot_dirs.snapshots_parent(st, name)} ({len(found)} "
+                        "snapshot(s) of it, kept; delete the directory when done)")
+    return kept
+
+
 def kept_files(name: str, xml: str, uri: str) -> list[str]:
     """What of a removed domain is still on disk (its dirs virtmix made, and given
     files), each with what it is, for destroy to say."""
@@ -277,8 +358,11 @@ def kept_files(name: str, xml: str, uri: str) -> list[str]:
 
 def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
                    delete_rootfs: bool, force: bool = True, timeout: float = 30.0,
-                   keep_disks: bool = False) -> None:
-    """Remove one target, recording the result on it; errors are recorded, not raised."""
+                   keep_disks: bool = False, keep_snapshots: bool = False) -> None:
+    """Remove one target, recording the result on it; errors are recorded, not raised.
+
+    A container's snapshots go with its tree (lxc-destroy -s, Incus: an instance's
+    snapshots are deleted with it), unless keep_snapshots."""
     if not t.exists:
         if t.outcome is Outcome.PENDING:
             t.outcome = Outcome.ABSENT
@@ -317,8 +401,13 @@ def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
                 from virtmix.nesting.ops import delete_remote_files
 
                 gone = delete_remote_files(t.uri, t.name, t.xml)
+            if not keep_snapshots and t.xml and (everything or gone):
+                # with the tree: not when a given tree was kept (no --delete-rootfs)
+                gone += delete_snapshots(t.name, t.xml, t.uri)
             t.detail = ", ".join(gone)
         t.kept = kept_files(t.name, t.xml, t.uri)
+        if t.xml:
+            t.kept += kept_snapshots(t.name, t.xml, t.uri)
     except VirtmixError as exc:
         t.fail(exc.message)
     except OSError as exc:

@@ -68,6 +68,7 @@ class Moved:
     downtime: float = 0.0      # freeze -> running on the target (0 for a stopped one)
     live_copy: float = 0.0     # the copy while it ran
     frozen_copy: float = 0.0   # the copy while frozen
+    shift: float = 0.0         # shifting the copy's owners to the target's id range
     total: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -85,17 +86,110 @@ def tree_of(xml: str) -> str:
 
 
 def target_definition(rendered: str, rec: DomainRecord) -> str:
-    """The definition rendered for the target, with the source's UUID and MACs, refused if
-    its id map differs (the copied tree is owned by the source's range)."""
-    have = idmap_reader.read(etree.fromstring(rec.xml.encode()))
-    want = idmap_reader.read(etree.fromstring(rendered.encode()))
-    if have != want:
-        raise UsageError(
-            f"moving {rec.name}: its id map on {rec.uri} ({have}) differs from the one "
-            f"rendered for the target ({want}); the copied tree is owned by the first",
-            hint="give the entry an explicit `idmap: {uid: N}` (the source's) and retry")
+    """The definition rendered for the target, with the source's UUID and MACs (its id map
+    may differ: the copied tree is then shifted, see id_shift)."""
     ifaces = owned_fields(rec.xml).get("interfaces", ())
     return adapt_domain_xml(rendered, rec.uuid, ifaces, set())
+
+
+@dataclass(frozen=True)
+class Shift:
+    """The ownership shift a copied tree needs: (uid, gid) host starts of the source's and
+    the target's ranges ((0, 0): privileged), `count` ids."""
+
+    source: tuple[int, int]
+    to: tuple[int, int]
+    count: int
+
+
+def _range(xml: str) -> tuple[tuple[int, int], int | None]:
+    root = etree.fromstring(xml.encode())
+    uid = idmap_reader.read(root)
+    if uid is None:
+        return (0, 0), None
+    gid = idmap_reader.gid_target(root)
+    return (uid[1], uid[1] if gid is None else gid), uid[2]
+
+
+def id_shift(name: str, src_xml: str, dst_xml: str) -> Shift | None:
+    """The shift that makes a tree owned by src_xml's <idmap> range owned by dst_xml's (a
+    host whose ranges differ, or a container turned (un)privileged); None when they agree.
+
+    Ranges that overlap are refused: the shift moves only ids inside the source range, which
+    is what makes a rerun after a crash finish it (ids already moved are left alone); with
+    an overlap an id moved once could be moved again."""
+    (src, src_count), (dst, dst_count) = _range(src_xml), _range(dst_xml)
+    if src == dst:
+        return None
+    if src_count and dst_count and src_count != dst_count:
+        raise UsageError(f"moving {name}: its id range has {src_count} ids, the target's "
+                         f"{dst_count}; virtmix shifts a tree only between ranges of one size")
+    count = src_count or dst_count or 0
+    for a, b in zip(src, dst, strict=True):
+        if a != b and a < b + count and b < a + count:
+            raise UsageError(f"moving {name}: its id range on the source ({a}..{a + count - 1}) "
+                             f"overlaps the target's ({b}..{b + count - 1}); a tree cannot be "
+                             "shifted between overlapping ranges",
+                             hint="give the entry an explicit `idmap:` that does not overlap")
+    return Shift(src, dst, count)
+
+
+def shift_tree_at(uri: str, tree: str, shift: Shift) -> float:
+    """Shift the (copied) tree on uri's host to the target's range; seconds taken. Here by
+    rootfs.idmap directly; on an ssh host by the same code, sent to its python3."""
+    t0 = time.monotonic()
+    if is_local(uri):
+        from pathlib import Path
+
+        from virtmix.rootfs.idmap import shift_tree
+
+        shift_tree(Path(tree), shift.to[0], shift.count, gid_offset=shift.to[1],
+                   source=shift.source[0], gid_source=shift.source[1])
+    else:
+        from virtmix.hosts.ssh import run_argv, ssh_argv
+        from virtmix.rootfs.idmap import remote_script
+
+        run_argv([*ssh_argv(uri), "command -v python3 >/dev/null || { echo 'python3 is "
+                  "needed there to shift the tree to its id range' >&2; exit 127; }; "
+                  "exec python3 -"], uri, timeout=3600,
+                 input=remote_script(tree, shift.to, shift.source, shift.count))
+    return time.monotonic() - t0
+
+
+PYTHON_CHECK = "command -v python3 >/dev/null || echo missing"
+
+
+def _check_python_there(uri: str, name: str) -> None:
+    from virtmix.hosts.ssh import run_remote
+
+    if run_remote(uri, PYTHON_CHECK).strip() == "missing":
+        raise UsageError(f"moving {name}: its tree must be shifted to another id range on "
+                         f"{uri}, which needs python3 there (none found)",
+                         hint="install python3 there (a guest virtmix builds: "
+                              "`image: {packages: [rsync, python3-minimal]}`)")
+
+
+def one_daemon(src: Backend, dst: Backend, rec: DomainRecord) -> bool:
+    """Do both connections reach one libvirtd (two URIs of one machine, e.g. its ssh URI
+    from itself)? Then a domain cannot be on both: libvirt's host UUID is the same, and
+    the target has the domain `rec` with its UUID (and, running, its ID) already."""
+    if src.uri == dst.uri:
+        return True
+    try:
+        there = dst.get(rec.name)
+    except VirtmixError:
+        return False
+    if there.uuid != rec.uuid or there.id != rec.id:
+        return False
+
+    def host_uuid(conn: Backend) -> str | None:
+        try:
+            found = etree.fromstring(conn.capabilities().encode()).findtext("host/uuid")
+            return str(found) if found else None
+        except (VirtmixError, etree.XMLSyntaxError):
+            return None
+    a = host_uuid(src)
+    return a is not None and a == host_uuid(dst)
 
 
 def _running(conn: Backend, name: str) -> bool:
@@ -124,7 +218,7 @@ def _existing_target(src: Backend, dst: Backend, rec: DomainRecord,
     return None
 
 
-def _remove_source(src: Backend, name: str, tree: str, hooks: TreeHooks) -> None:
+def _stop(src: Backend, name: str) -> None:
     if src.state(name) != "shutoff":
         try:
             src.destroy(name)
@@ -132,6 +226,10 @@ def _remove_source(src: Backend, name: str, tree: str, hooks: TreeHooks) -> None
             # A frozen container whose tasks do not die while frozen: thaw, then kill.
             src.resume(name)
             src.destroy(name)
+
+
+def _remove_source(src: Backend, name: str, tree: str, hooks: TreeHooks) -> None:
+    _stop(src, name)
     fault_point("move-source-destroyed")
     src.undefine(name)
     hooks.drop_source(tree)
@@ -151,6 +249,20 @@ def _rollback(src: Backend, dst: Backend, name: str, dst_tree: str, hooks: TreeH
         src.resume(name)  # not suppressed: a source left frozen must be said
 
 
+def _rollback_one(src: Backend, name: str, old_xml: str, dst_tree: str, hooks: TreeHooks,
+                  froze: bool) -> None:
+    """_rollback when one libvirtd is both ends: the domain gets its old definition back
+    (never undefined: it is the source), the copied tree goes."""
+    with contextlib.suppress(VirtmixError):
+        if tree_of(src.get(name).xml) != tree_of(old_xml):  # redefined for the target
+            _stop(src, name)
+            src.define(old_xml)
+    with contextlib.suppress(VirtmixError, OSError):
+        hooks.drop_target(dst_tree)
+    if froze:
+        src.resume(name)
+
+
 def move_container(src: Backend, dst: Backend, name: str, rendered: str,
                    hooks: TreeHooks | None = None,
                    progress: Callable[[str], None] | None = None) -> Moved:
@@ -161,11 +273,18 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     rec = src.get(name)
     if rec.kind != "lxc":
         raise UsageError(f"{name} on {src.uri} is a guest: guests move by migration")
-    done = _existing_target(src, dst, rec, hooks)
-    if done is not None:
-        return done
     xml = target_definition(rendered, rec)
     src_tree, dst_tree = tree_of(rec.xml), tree_of(xml)
+    one = one_daemon(src, dst, rec)
+    if one:
+        if src_tree == dst_tree:
+            raise UsageError(f"moving {name}: {src.uri} and {dst.uri} reach one libvirtd and "
+                             f"name one tree ({src_tree}); there is nothing to move")
+    else:
+        done = _existing_target(src, dst, rec, hooks)
+        if done is not None:
+            return done
+    shift = id_shift(name, rec.xml, xml)
     was = rec.state
     if was == "paused":
         raise StateError(f"{name} is frozen on {src.uri}; unfreeze it (or stop it) first, "
@@ -175,10 +294,15 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     # Two connections of this machine naming one tree (a given tree, both daemons here):
     # nothing to copy.
     same = src_tree == dst_tree and is_local(src.uri) and is_local(dst.uri)
+    if same and shift:
+        raise UsageError(f"moving {name}: the target's id range differs but both hosts use "
+                         f"the tree {src_tree}; one tree cannot be owned by both ranges")
 
     def copy() -> float:
         return 0.0 if same else sync_tree(src.uri, src_tree, dst.uri, dst_tree)
 
+    if shift and not is_local(dst.uri):
+        _check_python_there(dst.uri, name)  # before anything is copied or frozen
     if not same:
         hooks.prepare(dst_tree)
     say(f"copying {src_tree} to {dst.uri} while {name} runs")
@@ -201,6 +325,18 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
                 stopped = True
         fault_point("move-frozen")
         moved.frozen_copy = copy()
+        if shift:  # after the last copy: rsync would put the source's owners back
+            moved.shift = shift_tree_at(dst.uri, dst_tree, shift)
+            moved.notes.append(f"its tree was shifted from ids {shift.source[0]}.. to "
+                               f"{shift.to[0]}.. (the target's range) in {moved.shift:.2f}s")
+            fault_point("move-shifted")
+        if one:
+            # One libvirtd behind both URIs: the domain cannot be defined twice. It is
+            # stopped, redefined on the target's tree and started (the rollback below puts
+            # its old definition back).
+            _stop(src, name)
+            stopped = stopped or froze
+            froze = False
         dst.define(xml)
         fault_point("move-defined")
         if froze or stopped:
@@ -218,86 +354,17 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
         if not same:  # the markers (a manifest digest in a guest): after, not in, the downtime
             hooks.seal(dst_tree)
     except BaseException:
-        _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze)
+        if one:
+            _rollback_one(src, name, rec.xml, dst_tree, hooks, froze)
+        else:
+            _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze)
         if stopped:
             src.start(name)  # it ran before the move: it runs again where it was
         raise
     fault_point("move-committed")
-    _remove_source(src, name, src_tree, TreeHooks() if same else hooks)
+    if one:
+        hooks.drop_source(src_tree)  # the domain is the moved one now: only the tree goes
+    else:
+        _remove_source(src, name, src_tree, TreeHooks() if same else hooks)
     moved.total = time.monotonic() - t0
     return moved
-
-
-GUEST_STOP = 60.0  # seconds a guest gets to shut down for a cold move
-
-
-def _disk_files(xml: str) -> list[str]:
-    from virtmix.domain import disk
-
-    return [d.path for d in disk.read(etree.fromstring(xml.encode())) if d.path]
-
-
-def move_guest(src: Backend, dst: Backend, name: str, rendered: str, *,
-               live: bool) -> Moved:
-    """Move a guest: libvirt's live migration (its disks copied, NON_SHARED_DISK), or cold:
-    shut down, copy its disk files, define and start it there, undefine it here (its
-    disks here are kept: `destroy` of nothing removes them; the admin deletes them)."""
-    t0 = time.monotonic()
-    rec = src.get(name)
-    if rec.kind == "lxc":
-        raise UsageError(f"{name} on {src.uri} is a container: it moves by copying its tree")
-    try:
-        there = dst.get(name)
-    except VirtmixError:
-        there = None
-    if there is not None:
-        if there.uuid != rec.uuid:
-            raise ConflictError(f"{name} already exists on {dst.uri} (another UUID)")
-        return Moved(name, src.uri, dst.uri, there.state, notes=["already there"])
-    ifaces = owned_fields(rec.xml).get("interfaces", ())
-    xml = adapt_domain_xml(rendered, rec.uuid, ifaces, set())
-    moved = Moved(name, src.uri, dst.uri, rec.state)
-    if live and rec.state in RUNNING:
-        src.migrate(name, dst, xml, copy_storage=True)
-        if not poll(lambda: True if _running(dst, name) else None, timeout=START_WAIT):
-            raise StateError(f"{name}: migrated to {dst.uri} but not running there")
-        moved.state, moved.total = "running", time.monotonic() - t0
-        return moved
-    was_running = rec.state in RUNNING
-    if was_running:
-        src.request_shutdown(name)
-        if not poll(lambda: True if src.state(name) == "shutoff" else None,
-                    timeout=GUEST_STOP, interval=0.5):
-            src.destroy(name)
-    t_down = time.monotonic()
-    try:
-        for path in _disk_files(rec.xml):
-            moved.frozen_copy += sync_file(src.uri, path, dst.uri)
-        dst.define(xml)
-        if was_running:
-            dst.start(name)
-            if not poll(lambda: True if _running(dst, name) else None, timeout=START_WAIT):
-                raise StateError(f"{name} did not reach running on {dst.uri}")
-            moved.downtime, moved.state = time.monotonic() - t_down, "running"
-    except BaseException:
-        with contextlib.suppress(VirtmixError):
-            if dst.state(name) != "shutoff":
-                dst.destroy(name)
-        with contextlib.suppress(VirtmixError):
-            dst.undefine(name)
-        if was_running:
-            src.start(name)
-        raise
-    src.undefine(name)
-    moved.total = time.monotonic() - t0
-    return moved
-
-
-def sync_file(src_uri: str, path: str, dst_uri: str) -> float:
-    """Copy one disk file to the same path on dst_uri's host (sparse, rsync)."""
-    import posixpath
-
-    from virtmix.hosts.sync import sync_tree
-
-    return sync_tree(src_uri, posixpath.dirname(path), dst_uri, posixpath.dirname(path),
-                     only=posixpath.basename(path))

@@ -349,14 +349,29 @@ def _site_domains(site: str, observed: dict[str, ObservedConnection]
     return out
 
 
+def guest_move(state: str | None, src_uri: str, dst_uri: str, src_type: str | None = None,
+               dst_type: str | None = None) -> tuple[str, str]:
+    """("live" or "cold", why not live) for a guest going from src_uri to dst_uri: libvirt
+    migrates a running guest live between two QEMU daemons, with the same domain type
+    (kvm cannot become qemu while it runs); otherwise it moves cold (shut down, its disks
+    copied, defined and started there)."""
+    qemu = all(u.split(":", 1)[0].split("+", 1)[0] == "qemu" for u in (src_uri, dst_uri))
+    if not qemu:
+        return "cold", "libvirt migrates only between two QEMU daemons"
+    if state not in ("running", "blocked"):
+        return "cold", f"it is not running ({state or 'unknown'})"
+    if src_type and dst_type and src_type != dst_type:
+        return "cold", (f"virt_type {src_type} where it runs, {dst_type} on the target: "
+                        "a running guest cannot change it")
+    return "live", ""
+
+
 def move_mode(kind: str, state: str | None, src_uri: str, dst_uri: str) -> str:
     """How a domain gets from src_uri to dst_uri: containers by copying their tree
-    (converge/move.py); guests by libvirt's live migration when running on two QEMU
-    daemons, else cold (shut down, copy the disks, define and start there)."""
+    (converge/move.py, "tree"); guests "live" or "cold" (guest_move)."""
     if kind == CONTAINER:
         return "tree"
-    qemu = all(u.split(":", 1)[0].split("+", 1)[0] == "qemu" for u in (src_uri, dst_uri))
-    return "live" if qemu and state in ("running", "blocked") else "cold"
+    return guest_move(state, src_uri, dst_uri)[0]
 
 
 def plan_move(d: DesiredDomain, src_uri: str, obs: ObservedDomain) -> Item:
@@ -368,7 +383,12 @@ def plan_move(d: DesiredDomain, src_uri: str, obs: ObservedDomain) -> Item:
                 state=obs.state)
     item.move_from = src_uri
     item.move_from_host = (obs.metadata or {}).get("host", "?")
-    item.move_mode = move_mode(e.kind, obs.state, src_uri, e.uri)
+    why = ""
+    if e.kind == GUEST:
+        item.move_mode, why = guest_move(obs.state, src_uri, e.uri, obs.config.get("type"),
+                                         owned_fields(d.xml).get("type"))
+    else:
+        item.move_mode = move_mode(e.kind, obs.state, src_uri, e.uri)
     explicit = {i for i, iface in enumerate(e.spec.interfaces) if iface.mac}
     item.xml = adapt_domain_xml(d.xml, obs.uuid, obs.config.get("interfaces", ()), explicit)
     item.ops = ["move"]
@@ -378,7 +398,7 @@ def plan_move(d: DesiredDomain, src_uri: str, obs: ObservedDomain) -> Item:
     item.reason = (f"from guest {parent} ({src_uri})" if parent
                    else f"from {item.move_from_host} ({src_uri})")
     if e.kind == GUEST:
-        item.reason += f", {item.move_mode} migration"
+        item.reason += f", {item.move_mode} migration" + (f" ({why})" if why else "")
     return item
 
 

@@ -435,6 +435,12 @@ class Host(Strict):
     group: Name | None = Field(None, description="Host group, for entries' `group:`/`hosts:`.")
     max_domains: int | None = Field(None, ge=0, description="Placement puts no more domains "
                                     "than this on the host.")
+    migration_address: str | None = Field(
+        None, pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$",
+        description="Where this host's QEMU listens for guests migrated to it (libvirt's "
+        "migration URI tcp://ADDRESS): a hostname or IP address the sending host reaches "
+        "it at. Default: libvirt's, this host's own hostname, which must then resolve on "
+        "the sending host.")
     containers: dict[Name, Container] = Field(default_factory=dict)
     guests: dict[Name, Guest] = Field(default_factory=dict)
 

@@ -70,12 +70,39 @@ def storage_for(target: Target, default: Storage) -> Storage:
     return (site_storage(inv) if inv else None) or default
 
 
-def _local_only(target: Target, verb: str) -> None:
+def _is_remote_container(t: Target) -> bool:
     from virtmix.hosts import is_local
 
-    if target.record.kind == "lxc" and not is_local(target.place.uri):
-        raise UsageError(f"{verb}: {target.address} is a container on {target.place.uri}; "
-                         "container snapshots work on containers of this host only")
+    return t.record.kind == "lxc" and not is_local(t.place.uri)
+
+
+def _root(t: Target) -> str:
+    root = trees.root_source(t.record.tree)
+    if not root:
+        raise UsageError(f"{t.address}: the container has no root <filesystem> (target "
+                         "dir='/') to snapshot")
+    return str(root)
+
+
+def _remote_sources(targets: list[Target], storage: Storage) -> dict[str, Any]:
+    """The trees of containers on other hosts (asked there, one ssh per host); refused
+    for hosts virtmix does not reach over ssh (TLS, TCP: it cannot work on their trees)."""
+    from virtmix.hosts import is_ssh_uri
+    from virtmix.snapshots import remote
+
+    found: dict[str, Any] = {}
+    by_uri: dict[str, list[Target]] = {}
+    for t in targets:
+        if not is_ssh_uri(t.place.uri):
+            raise UsageError(f"{t.address} is a container on {t.place.uri}; virtmix reaches "
+                             "another host's container trees over ssh only",
+                             hint="use an lxc+ssh:// URI for that host, or run virtmix there")
+        by_uri.setdefault(t.place.uri, []).append(t)
+    for uri, group in by_uri.items():
+        srcs = remote.sources(uri, [_root(t) for t in group],
+                              [str(storage_for(t, storage).root) for t in group])
+        found.update({t.address: s for t, s in zip(group, srcs, strict=True)})
+    return found
 
 
 @contextlib.contextmanager
@@ -116,16 +143,19 @@ def frozen(targets: list[Target]) -> Iterator[Frozen]:
 def take(targets: list[Target], snap: str, storage: Storage) -> tuple[list[Taken], float]:
     """Snapshot every target at one moment; returns what was taken and how long the
     members were frozen."""
+    from virtmix.snapshots import remote
+
     trees.check_snapshot_name(snap)
-    for t in targets:
-        _local_only(t, "snapshot")
+    far = [t for t in targets if _is_remote_container(t)]
+    lxc = [t for t in targets if t.record.kind == "lxc" and not _is_remote_container(t)]
     sources = {t.address: trees.tree_source(t.record.tree, storage_for(t, storage))
-               for t in targets if t.record.kind == "lxc"}
-    for t in targets:  # refuse before freezing anything
-        if t.record.kind == "lxc":
-            trees.prune_partial(sources[t.address].storage, t.name)
-            trees.ensure_free(sources[t.address].storage, t.name, snap)
-    lxc = [t for t in targets if t.record.kind == "lxc"]
+               for t in lxc}
+    for t in lxc:  # refuse before freezing anything
+        trees.prune_partial(sources[t.address].storage, t.name)
+        trees.ensure_free(sources[t.address].storage, t.name, snap)
+    far_sources = _remote_sources(far, storage)
+    far_jobs = [remote.Job(far_sources[t.address], t.name, _info(t)) for t in far]
+    remote.begin(far_jobs, snap)  # there: a name taken is refused, before any freeze
     taken: list[Taken] = []
     window: list[float] = []
 
@@ -141,28 +171,67 @@ def take(targets: list[Target], snap: str, storage: Storage) -> tuple[list[Taken
                                        time.monotonic() - began,
                                        f"libvirt snapshot on {t.place.uri}"))
             began = time.monotonic()
-            trees.copy_all(pairs)
+            _side_by_side(lambda: trees.copy_all(pairs), lambda: remote.copy(far_jobs))
             copied.append(time.monotonic() - began)
         window.append(fz.seconds)
 
     copied: list[float] = []
-    # each with the state it had before the freeze (the state a restore brings back)
-    jobs = [(sources[t.address], t.name, {"state": t.record.state, "uuid": t.record.uuid,
-                                          "uri": t.place.uri, "xml": t.record.xml})
-            for t in lxc]
-    paths = trees.take_many(jobs, snap, copy=copy_frozen)
+    jobs = [(sources[t.address], t.name, _info(t)) for t in lxc]
+    try:
+        paths = trees.take_many(jobs, snap, copy=copy_frozen)
+        remote.commit(far_jobs, snap, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    except BaseException:
+        remote.abandon(far_jobs)
+        raise
     for t, path in zip(lxc, paths, strict=True):
         taken.append(Taken(t.address, "lxc", snap, copied[0] if copied else 0.0, str(path)))
+    for t, job in zip(far, far_jobs, strict=True):
+        taken.append(Taken(t.address, "lxc", snap, copied[0] if copied else 0.0,
+                           f"{job.final} on {t.place.uri}"))
     order = {t.address: i for i, t in enumerate(targets)}
     taken.sort(key=lambda x: order[x.address])
     return taken, window[0] if window else 0.0
 
 
+def _info(t: Target) -> dict[str, Any]:
+    """What a container's snapshot records: the state it had before the freeze (the state
+    a restore brings back) and its definition."""
+    return {"state": t.record.state, "uuid": t.record.uuid, "uri": t.place.uri,
+            "xml": t.record.xml}
+
+
+def _side_by_side(*fns: Any) -> None:
+    """Run each fn at once (this machine's copies and other hosts' scripts overlap);
+    the first error once all have ended."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(fns)) as pool:
+        futures = [pool.submit(fn) for fn in fns]
+    for f in futures:
+        f.result()
+
+
 def listing(targets: list[Target], storage: Storage) -> list[dict[str, Any]]:
+    from virtmix.hosts import is_ssh_uri
+    from virtmix.snapshots import remote
+
+    far = _remote_sources([t for t in targets if _is_remote_container(t)
+                           and is_ssh_uri(t.place.uri)], storage)
+    far_targets = [t for t in targets if t.address in far]
+    far_lists = dict(zip([t.address for t in far_targets],
+                         remote.list_many([(far[t.address], t.name) for t in far_targets]),
+                         strict=True))
     rows = []
     for t in targets:
         if t.record.kind == "lxc":
             if _is_remote_container(t):
+                if t.address not in far:
+                    continue  # a host not reached over ssh: its trees are out of reach
+                for m in far_lists[t.address]:
+                    rows.append({"domain": t.address, "kind": "lxc", "snapshot": m["name"],
+                                 "created": m.get("created", ""), "state": m.get("state", ""),
+                                 "copy": m.get("method", ""),
+                                 "path": f"{m['path']} on {t.place.uri}"})
                 continue
             src = trees.tree_source(t.record.tree, storage_for(t, storage))
             for m in trees.list_for(src.storage, t.name):
@@ -179,19 +248,20 @@ def listing(targets: list[Target], storage: Storage) -> list[dict[str, Any]]:
     return rows
 
 
-def _is_remote_container(t: Target) -> bool:
-    from virtmix.hosts import is_local
-
-    return t.record.kind == "lxc" and not is_local(t.place.uri)
-
-
 def restore(targets: list[Target], snap: str, storage: Storage) -> list[str]:
     """Put every target back to the snapshot, in the state it was taken in."""
-    for t in targets:
-        _local_only(t, "snapshot restore")
+    from virtmix.snapshots import remote
+
+    far = _remote_sources([t for t in targets if _is_remote_container(t)], storage)
     metas: dict[str, dict[str, Any]] = {}
+    there = [t for t in targets if t.address in far]  # one script per host
+    metas.update(zip([t.address for t in there],
+                     remote.find_many([(far[t.address], t.name) for t in there], snap),
+                     strict=True))
     for t in targets:  # every member must have it before anything is touched
-        if t.record.kind == "lxc":
+        if t.address in far:
+            continue
+        elif t.record.kind == "lxc":
             src = trees.tree_source(t.record.tree, storage_for(t, storage))
             metas[t.address] = trees.find(src.storage, t.name, snap)
         else:
@@ -202,7 +272,7 @@ def restore(targets: list[Target], snap: str, storage: Storage) -> list[str]:
                                     hint=f"see `virtmix snapshot ls {t.address}`")
     containers = [t for t in targets if t.record.kind == "lxc"]
     if containers:
-        _restore_containers(containers, metas, storage)
+        _restore_containers(containers, metas, storage, far)
     for t in targets:
         if t.record.kind != "lxc":
             _restore_guest(t, snap)
@@ -237,7 +307,7 @@ def kill(t: Target) -> None:
 
 
 def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
-                        storage: Storage) -> None:
+                        storage: Storage, far: dict[str, Any]) -> None:
     """Copy every snapshot beside its tree while the containers still run; then stop them
     all, swap each copy in, and start each in the state it was taken in (each step side by
     side). Each container is off only for the kill, the renames and its start.
@@ -246,14 +316,36 @@ def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
     containers the pipelines took 4.0 s here, the steps 2.4 s (libvirtd runs kills and
     starts side by side worse than a batch of either).
     """
+    from virtmix.snapshots import remote
+
     clock = {"began": time.monotonic()}
-    swaps = trees.prepare_many([(trees.tree_source(t.record.tree, storage_for(t, storage)),
-                                 metas[t.address]) for t in targets])
-    by_address = {t.address: swap for t, swap in zip(targets, swaps, strict=True)}
+    here = [t for t in targets if t.address not in far]
+    there = [t for t in targets if t.address in far]
+    made: dict[str, list[Any]] = {}
+
+    def prepare_here() -> None:
+        made["here"] = trees.prepare_many(
+            [(trees.tree_source(t.record.tree, storage_for(t, storage)), metas[t.address])
+             for t in here])
+
+    def prepare_there() -> None:
+        made["there"] = remote.prepare_many([(far[t.address], metas[t.address])
+                                             for t in there])
+
+    try:
+        _side_by_side(prepare_here, prepare_there)
+    except BaseException:
+        trees.discard(made.get("here", []))
+        remote.discard(made.get("there", []))
+        raise
+    by_address: dict[str, Any] = {
+        **{t.address: s for t, s in zip(here, made["here"], strict=True)},
+        **{t.address: s for t, s in zip(there, made["there"], strict=True)}}
     clock["copied"] = time.monotonic()
 
     def swap_in(t: Target) -> None:
-        by_address[t.address].swap_in()
+        if t.address not in far:  # far hosts' swaps: one script per host, before
+            by_address[t.address].swap_in()
         meta = metas[t.address]
         if meta.get("xml") and meta["xml"] != t.record.xml:
             t.conn.define(meta["xml"])  # the definition it had, as snapshot-revert does
@@ -272,12 +364,14 @@ def _restore_containers(targets: list[Target], metas: dict[str, dict[str, Any]],
     try:
         _each(kill, [t for t in targets if t.record.active])
         clock["killed"] = time.monotonic()
+        remote.swap_all(made["there"])
         _each(swap_in, targets, jobs=4)
         clock["swapped"] = time.monotonic()
         _each(bring_back, targets)
         clock["started"] = time.monotonic()
     finally:
-        trees.discard(swaps)
+        trees.discard(made["here"])
+        remote.discard(made["there"])
     if os.environ.get("VIRTMIX_TIMING"):
         steps = list(clock.items())
         pairs = zip(steps, steps[1:], strict=False)
@@ -310,10 +404,14 @@ def _restore_guest(t: Target, snap: str) -> None:
 
 
 def remove(targets: list[Target], snap: str, storage: Storage) -> list[str]:
+    from virtmix.snapshots import remote
+
+    far = _remote_sources([t for t in targets if _is_remote_container(t)], storage)
     done = []
     for t in targets:
-        _local_only(t, "snapshot rm")
-        if t.record.kind == "lxc":
+        if t.address in far:
+            remote.remove(far[t.address], t.name, snap)
+        elif t.record.kind == "lxc":
             src = trees.tree_source(t.record.tree, storage_for(t, storage))
             trees.remove(src.storage, t.name, snap)
         else:

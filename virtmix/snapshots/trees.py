@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from virtmix.errors import ConflictError, NotFoundError, RootfsError, UsageError
+from virtmix.rootfs.snapshot_dirs import MARKER, META, SNAPSHOTS_DIR
 from virtmix.rootfs.storage import Storage, remove_tree
 from virtmix.util.files import fsync_dir
 from virtmix.util.layout import CONTAINERS_DIR, TREE_DIR
 
-SNAPSHOTS_DIR = "snapshots"
-MARKER = ".virtmix-snapshot"
-META = "snapshot.json"
+__all__ = ["MARKER", "META", "SNAPSHOTS_DIR"]  # the layout is rootfs.snapshot_dirs'
 _SNAP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
