@@ -85,7 +85,8 @@ def site(lxc_conn, tmp_path_factory):
     path.write_text(SITE)
 
     def clean() -> None:
-        virtmix("destroy", str(path), "--yes", "--delete-rootfs")
+        # --force: the guest's orderly shutdown (its libvirtd, its container) took a minute
+        virtmix("destroy", str(path), "--yes", "--delete-rootfs", "--force")
         cleanup_domains(lxc_conn, PFX)
         from virtmix.rootfs import remove_container_tree
 

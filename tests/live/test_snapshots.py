@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -358,62 +357,3 @@ def test_destroy_delete_rootfs_deletes_snapshots(lxc_conn, storage, make_busybox
     assert f"{storage / 'snapshots' / kept} (2 snapshot(s) of it, kept" \
         in res.stdout, res.stdout
     assert sorted(p.name for p in (storage / "snapshots" / kept).iterdir()) == ["s1", "s2"]
-
-
-@pytest.mark.slow
-def test_remote_site_snapshot_figures(lxc_conn, snr_storage, make_busybox_tree,
-                                      loopback_ssh):  # noqa: F811
-    """Figures: a site of N containers on an ssh host (8 MiB of data each, as a Debian
-    container's own layer), `snapshot SITE` / `snapshot restore SITE` beside what an admin
-    does with the plain tools over the same ssh: virsh suspend, ssh cp -a, virsh resume (and
-    virsh destroy, ssh rm + cp -a, virsh start), one container after the other."""
-    import subprocess
-    import time
-
-    count = 10
-    uri = loopback_ssh.uri()
-    names = [SNR + f"f{i}" for i in range(count)]
-    trees = {n: make_busybox_tree() for n in names}
-    for t in trees.values():
-        (t / "root" / "data").write_bytes(os.urandom(8 << 20))
-    inv = str(write_inventory(snr_storage, {
-        "h2": {"uri": uri, "lxc_uri": uri, "containers": {
-            n: busybox(t, init=SLEEP) for n, t in trees.items()}}}, name=SNR + "site"))
-    virtmix("apply", inv, "--yes", "--allow-uri-commands", check=0)
-    ssh = [str(loopback_ssh.wrapper), "-i", str(loopback_ssh.key), "-p",
-           str(loopback_ssh.port), "root@127.0.0.1"]
-
-    t0 = time.monotonic()
-    res = virtmix("--allow-uri-commands", "snapshot", inv, "--name", "s1", check=0)
-    took = time.monotonic() - t0
-    frozen = res.stdout.strip().splitlines()[-1]
-    t0 = time.monotonic()
-    res = virtmix("--allow-uri-commands", "snapshot", "restore", inv, "s1", check=0)
-    restore_took = time.monotonic() - t0
-    print(res.stderr)  # with VIRTMIX_TIMING=1: the restore's steps
-
-    plain = snr_storage / "plain"
-    t0 = time.monotonic()
-    for n, t in trees.items():
-        subprocess.run(["virsh", "-q", "-c", uri, "suspend", n], check=True,
-                       capture_output=True)
-        subprocess.run([*ssh, f"mkdir -p {plain} && cp -a {t} {plain}/{n} && sync"],
-                       check=True)
-        subprocess.run(["virsh", "-q", "-c", uri, "resume", n], check=True,
-                       capture_output=True)
-    plain_took = time.monotonic() - t0
-    t0 = time.monotonic()
-    for n, t in trees.items():
-        subprocess.run(["virsh", "-q", "-c", uri, "destroy", n], check=True,
-                       capture_output=True)
-        subprocess.run([*ssh, f"rm -rf {t} && cp -a {plain}/{n} {t} && sync"], check=True)
-        subprocess.run(["virsh", "-q", "-c", uri, "start", n], check=True,
-                       capture_output=True)
-    plain_restore = time.monotonic() - t0
-    print(f"\n{count} containers on an ssh host: snapshot SITE {took:.2f}s ({frozen}); "
-          f"plain virsh suspend + ssh cp -a + virsh resume, each: {plain_took:.2f}s\n"
-          f"restore SITE {restore_took:.2f}s; plain virsh destroy + ssh cp -a + virsh "
-          f"start, each: {plain_restore:.2f}s")
-    assert all(_state(lxc_conn, n) == 1 for n in names)
-    virtmix("destroy", inv, "--yes", "--force", "--delete-rootfs", "--allow-uri-commands",
-            check=0)
