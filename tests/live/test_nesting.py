@@ -367,7 +367,11 @@ def test_guest_with_two_containers_end_to_end(nest):
     # Containers first: nothing of theirs is left in the guest.
     gone = virtmix("-i", str(site_path), "destroy", f"{guest}/{c1}", f"{guest}/{c2}", "--yes")
     assert gone.returncode == 0, gone.stdout + gone.stderr
-    assert gone.stdout.count("removed (shut down)") == 2, gone.stdout  # asked, not forced
+    # Both asked to shut down first; under load (the other test lane beside this TCG guest)
+    # one nested init once missed libvirt's 30 s for it and was forced off, so either way.
+    assert gone.stdout.count("removed (") == 2, gone.stdout
+    assert all(f"{n}: removed (shut down)" in gone.stdout or
+               f"{n}: removed (forced off after" in gone.stdout for n in (c1, c2)), gone.stdout
     assert guest_sh(address, "virsh -q -c lxc:///system list --all --name").strip() == ""
     assert guest_sh(address, "ls /sys/fs/cgroup/machine/ 2>/dev/null | grep -c lxc- || true"
                     ).strip() == "0"
