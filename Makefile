@@ -29,11 +29,8 @@ demo: venv
 	$(VENV)/bin/virtmix apply $(DEMO) --yes
 	$(VENV)/bin/virtmix ls
 
-# The QEMU-guest tests in one pytest process beside the others, then the tests that restart
-# libvirtd alone (scripts/run-tests.sh). `.venv/bin/pytest` alone runs the same tests one
-# after another.
 test: venv
-	bash scripts/run-tests.sh
+	$(VENV)/bin/pytest -q
 
 lint: venv
 	$(VENV)/bin/ruff check virtmix tests benchmarks

@@ -42,38 +42,16 @@ def pytest_configure(config: pytest.Config) -> None:
     # Also declared in pyproject.toml; repeated so the markers exist with any config file.
     config.addinivalue_line("markers", "live: needs the real libvirtd (part of the default run)")
     config.addinivalue_line("markers", "slow: builds trees or boots guests (default run)")
-    config.addinivalue_line("markers", "exclusive: restarts libvirtd; `make test` runs it "
-                            "after the others, alone")
-    config.addinivalue_line("markers", "guest_lane: boots QEMU guests; `make test` runs "
-                            "these beside the others")
-
-
-# `make test` runs two pytest processes side by side (scripts/run-tests.sh): the tests
-# that boot QEMU guests (TCG: minutes of one process's CPU, mostly waiting on the guest),
-# marked `guest_lane` here, in one; every other test, in file order as before, in the other;
-# then the tests marked `exclusive` (they kill libvirtd) alone. The lanes share no names,
-# networks or storage, and no host-lane test runs beside another: on this cgroup v1 host
-# without systemd, systemd containers started side by side share one name=systemd tree
-# (docs/rootfs.md). `pytest` alone runs everything in one process, one test at a time.
-# The fault-injection suite goes with the guests to even the lanes out: its sites are its
-# own (busybox containers on their own trees, storage and lock dirs).
-GUEST_LANE = (
-    "live/test_nesting.py::",
-    "live/test_cloud_init.py::test_guest_on_a_cloud_image",
-    "live/test_admin_guest.py::",
-    "live/test_apply_guest.py::",
-    "faults/",
-)
+    config.addinivalue_line("markers", "exclusive: restarts libvirtd or runs a second one "
+                            "in this network namespace: never beside other tests")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/live/ talks to the daemon: mark it live; mark the guest lane."""
+    """Everything under tests/live/ talks to the daemon: mark it live."""
     live_dir = Path(__file__).resolve().parent / "live"
     for item in items:
         if live_dir in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.live)
-        if item.nodeid.removeprefix("tests/").startswith(GUEST_LANE):
-            item.add_marker(pytest.mark.guest_lane)
 
 
 @dataclass(frozen=True)
