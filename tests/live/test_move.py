@@ -10,16 +10,15 @@ in the shared storage), hence `slow`.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
+import move_helpers
 import pytest
+from move_helpers import STORAGE, systemd_up, virtmix
 
-from virtmix.images import remove_guest_files, run_ssh
+from virtmix.images import remove_guest_files
 from virtmix.inventory.edit import move_entry
 from virtmix.nesting.guests import open_site
 from virtmix.rootfs.storage import Storage
@@ -27,9 +26,6 @@ from virtmix.rootfs.storage import Storage
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 PFX = "vmixt-mv-"
-STORAGE = Path(os.environ.get("VIRTMIX_TEST_ROOTFS_DIR", "/var/tmp/virtmix-test-rootfs")) \
-    / "shared"
-VIRTMIX = str(Path(sys.executable).parent / "virtmix")
 GUEST, CT, KEEP = PFX + "g", PFX + "deb", PFX + "keep"
 GUEST_IP, CT_IP = "10.213.83.10", "10.213.84.20"
 
@@ -69,14 +65,8 @@ hosts:
 """
 
 
-def virtmix(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([VIRTMIX, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "VIRTMIX_GUEST_WAIT": "300"},
-                          stdin=subprocess.DEVNULL)
-
-
 def guest_sh(command: str) -> str:
-    return run_ssh(Storage(STORAGE), GUEST_IP, command, timeout=120).stdout
+    return move_helpers.guest_sh(GUEST_IP, command)
 
 
 def in_guest(name: str) -> tuple[str, str, str]:
@@ -99,17 +89,6 @@ def on_host(lxc_conn, name: str) -> tuple[str, str, str]:
         return "", "", ""
     mac = re.search(r"<mac address='([^']+)'", dom.XMLDesc()).group(1)
     return ("running" if dom.isActive() else "shut off"), dom.UUIDString(), mac
-
-
-def systemd_up(site: Path, address: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        res = virtmix("-i", str(site), "attach", address, "--", "systemctl",
-                      "is-system-running")
-        state = res.stdout.strip()
-        if state in ("running", "degraded") or time.monotonic() > deadline:
-            return state
-        time.sleep(2)
 
 
 def downtime(text: str) -> float:

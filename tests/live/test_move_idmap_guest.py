@@ -6,24 +6,19 @@ every file keeps its owner inside. The guest boots once (~2-3 min under TCG), he
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import move_helpers
 import pytest
+from move_helpers import STORAGE, systemd_up, virtmix
 
-from virtmix.images import remove_guest_files, run_ssh
+from virtmix.images import remove_guest_files
 from virtmix.nesting.guests import open_site
 from virtmix.rootfs.storage import Storage
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 PFX = "vmixt-mvig-"
-STORAGE = Path(os.environ.get("VIRTMIX_TEST_ROOTFS_DIR", "/var/tmp/virtmix-test-rootfs")) \
-    / "shared"
-VIRTMIX = str(Path(sys.executable).parent / "virtmix")
 GUEST, CT, KEEP = PFX + "g", PFX + "deb", PFX + "keep"
 GUEST_IP = "10.213.87.10"
 
@@ -56,25 +51,8 @@ hosts:
 """
 
 
-def virtmix(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([VIRTMIX, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "VIRTMIX_GUEST_WAIT": "300"},
-                          stdin=subprocess.DEVNULL)
-
-
 def guest_sh(command: str) -> str:
-    return run_ssh(Storage(STORAGE), GUEST_IP, command, timeout=120).stdout
-
-
-def systemd_up(site: Path, address: str, timeout: float = 120) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        res = virtmix("-i", str(site), "attach", address, "--", "systemctl",
-                      "is-system-running")
-        state = res.stdout.strip()
-        if state in ("running", "degraded") or time.monotonic() > deadline:
-            return state
-        time.sleep(2)
+    return move_helpers.guest_sh(GUEST_IP, command)
 
 
 @pytest.fixture(scope="module")
