@@ -95,19 +95,6 @@ def console_login(name: str, password: str, shell_prompt: str | None = None) -> 
     return screen()
 
 
-def _ps_aux(name: str) -> str:
-    """`attach NAME -- ps aux`. libvirt_lxc serves the container's /proc/meminfo over FUSE,
-    and once in a CI run under load a read of it failed ("ps: Unable to get total memory",
-    ps exits 1 after the header): a libvirt hiccup, so that one message gets two retries."""
-    for _ in range(3):
-        res = vm("attach", name, "--", "ps", "aux", check=None)
-        if res.returncode == 0 or "Unable to get total memory" not in res.stderr:
-            break
-        time.sleep(1)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res.stdout
-
-
 def test_seed_workflow_end_to_end(storage: Storage):
     name = PFX + "vm0"
     t0 = time.monotonic()
@@ -139,7 +126,7 @@ def test_seed_workflow_end_to_end(storage: Storage):
 
     wait_for(lambda: lxc_run(name, ["systemctl", "is-system-running"]).stdout.strip()
              in ("running", "degraded"), 60, "systemd up")
-    ps = _ps_aux(name)
+    ps = vm("attach", name, "--", "ps", "aux").stdout
     pid1 = next(ln for ln in ps.splitlines()[1:] if ln.split()[1] == "1")
     assert pid1.endswith("/sbin/init")  # systemd-sysv's init is systemd
     assert "/lib/systemd/systemd-journald" in ps
