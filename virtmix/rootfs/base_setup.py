@@ -37,6 +37,8 @@ HOOK_IN_TREE = "tmp/.virtmix-hook"
 # procps-ng 4 (bookworm's ps aux, free, top) seeks it first and gives up ("ps: Unable to
 # get total memory"). Unmounting it inside shows the kernel's own file (host totals, as a
 # classic LXC container without lxcfs saw); the memory limit itself is unchanged.
+# --lazy: a plain umount fails (EBUSY) while a process has the file open, and early
+# boot reads it in parallel (one CI run under load kept the FUSE file: ps aux failed).
 MEMINFO_UNIT = "virtmix-meminfo.service"
 MEMINFO_UNIT_TEXT = """\
 [Unit]
@@ -49,7 +51,7 @@ Before=sysinit.target
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=-/bin/umount /proc/meminfo
+ExecStart=-/bin/umount --lazy /proc/meminfo
 
 [Install]
 WantedBy=sysinit.target

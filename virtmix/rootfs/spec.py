@@ -14,7 +14,7 @@ from virtmix.inventory import rules
 
 # Bumped whenever the build recipe (extra packages, masked units, base customisation)
 # changes, so that trees built by an older virtmix are not reused as if identical.
-RECIPE_VERSION = 2  # 2: virtmix-meminfo.service (procps vs libvirt's FUSE meminfo)
+RECIPE_VERSION = 3  # 2: virtmix-meminfo.service (procps vs libvirt's FUSE meminfo); 3: lazy umount
 
 SUPPORTED_DISTROS = ("debian",)
 
