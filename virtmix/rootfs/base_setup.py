@@ -27,6 +27,18 @@ MASKED_UNITS = (
     "systemd-journald-audit.socket", "apt-daily.timer", "apt-daily-upgrade.timer",
     "fstrim.timer", "e2scrub_all.timer", "e2scrub_reap.service",
 )
+# Generators systemd runs at every boot (one exec each) for what a container has not: block
+# devices to unlock or verify (cryptsetup, integrity, verity, GPT auto-mounts), a resume
+# image, a kernel command line of its own (debug shell, systemd.run: /proc/cmdline is the
+# host's), offline updates. Masked, a container's boot took about 30% less CPU here (about
+# 0.23 -> 0.16 CPU-s, measured in its cpuacct cgroup), which is the start rate on a busy host.
+# fstab, getty (console-getty), rc-local and sysv stay: admins and packages rely on them.
+MASKED_GENERATORS = (
+    "systemd-cryptsetup-generator", "systemd-integritysetup-generator",
+    "systemd-veritysetup-generator", "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator", "systemd-debug-generator", "systemd-run-generator",
+    "systemd-system-update-generator",
+)
 # Enabled so that the inventory's interfaces come up from /etc/systemd/network/*.network.
 ENABLED_UNITS = {
     "multi-user.target.wants": ("systemd-networkd.service",),
@@ -77,6 +89,8 @@ def prepare_base(tree: Path) -> None:
     sysdir = etc / "systemd/system"
     for unit in MASKED_UNITS:
         replace_symlink(sysdir / unit, "/dev/null")
+    for generator in MASKED_GENERATORS:
+        replace_symlink(etc / "systemd/system-generators" / generator, "/dev/null")
     # getty@tty1 needs /dev/tty0, absent in a container; the console getty comes from
     # systemd-getty-generator, which adds console-getty.service when it runs in a container.
     (sysdir / "getty.target.wants/getty@tty1.service").unlink(missing_ok=True)

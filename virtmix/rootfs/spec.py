@@ -14,7 +14,9 @@ from virtmix.inventory import rules
 
 # Bumped whenever the build recipe (extra packages, masked units, base customisation)
 # changes, so that trees built by an older virtmix are not reused as if identical.
-RECIPE_VERSION = 3  # 2: virtmix-meminfo.service (procps vs libvirt's FUSE meminfo); 3: lazy umount
+# 2: virtmix-meminfo.service (procps vs libvirt's FUSE meminfo); 3: its umount lazy, and the
+# generators a container cannot use masked.
+RECIPE_VERSION = 3
 
 SUPPORTED_DISTROS = ("debian",)
 
