@@ -68,6 +68,7 @@ class Connection(AdminOps, SnapshotOps):
         self._local = threading.local()
         self._extra: list[libvirt.virConnect] = []
         self._extra_lock = threading.Lock()
+        self._closed = False
 
     @property
     def _conn(self) -> Any:  # libvirt.virConnect
@@ -99,9 +100,12 @@ class Connection(AdminOps, SnapshotOps):
         return cls(conn, uri, readonly=readonly)
 
     def close(self) -> None:
+        """Close it and its workers' connections; a second call does nothing (destroy closes
+        a guest's daemon early, before the guest goes, and everything again at the end)."""
         with self._extra_lock:
             extra, self._extra = self._extra, []
-        for conn in [*extra, self._main]:
+            main, self._closed = (None if self._closed else self._main), True
+        for conn in [*extra, *([main] if main is not None else [])]:
             try:
                 conn.close()
             except libvirt.libvirtError:

@@ -395,13 +395,20 @@ def _destroy_all(targets: list[Target], conns: dict[str, Backend], *, jobs: int 
     phases = [[t for t in targets if not t.network and "/" in t.address],
               [t for t in targets if not t.network and "/" not in t.address],
               [t for t in targets if t.network]]
-    for phase in phases:
+    for n, phase in enumerate(phases):
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = {pool.submit(destroy_target, conns[t.uri], t, **flags): t for t in phase}
             for fut in as_completed(futures):
                 fut.result()
                 t = futures[fut]
                 out.print(f"{t.address}: {t.result}", markup=False)
+        if n == 0:
+            # The connections to guests' daemons are done with: closed now, not after their
+            # guests are forced off, when closing waits for ssh to notice a dead peer
+            # (ServerAliveInterval x 3: 35 s per destroy of a site with nested containers).
+            later = {t.uri for t in phases[1] + phases[2]}
+            for uri in {t.uri for t in phase} - later:
+                conns[uri].close()
 
 
 @app.command("destroy")
