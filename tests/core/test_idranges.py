@@ -18,6 +18,7 @@ from virtmix.util.idranges import (
     BASE,
     COUNT,
     MAX_ID,
+    SLOTS,
     Allocator,
     home_slot,
     isolated,
@@ -61,10 +62,13 @@ def idmaps(inv: Path) -> dict[str, tuple[str, str, str, str] | None]:
 
 
 # -- the allocator --------------------------------------------------------------------------
-def test_slots_are_65536_ids_above_the_old_shared_range_and_inside_32_bits():
+def test_slots_are_65536_ids_above_the_old_shared_range_and_below_2_to_the_31():
     assert slot_range(0)[1] == BASE > 100000 + 65536
     last = slot_range(home_slot("x") * 0 + (MAX_ID - BASE) // COUNT - 1)
     assert last[1] + last[2] <= MAX_ID
+    # the highest id any name can get fits a signed int (kernel 6.1's devpts gid= option)
+    assert max(slot_range(home_slot(f"ct{i}"))[1] for i in range(5000)) + COUNT - 1 < 2**31
+    assert slot_range(SLOTS - 1)[1] + COUNT - 1 < 2**31
 
 
 def test_a_name_gets_the_same_range_every_time_and_probing_skips_taken_ones():

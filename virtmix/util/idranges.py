@@ -23,8 +23,12 @@ from virtmix.util.identity import IDMAP
 LEGACY = IDMAP  # (container id, host id, count): the range shared before
 COUNT = 65536
 BASE = 1 << 20  # 1048576: above LEGACY
-MAX_ID = (1 << 32) - 1  # 4294967295 is (uid_t)-1, never a valid id
-SLOTS = (MAX_ID - BASE) // COUNT  # 65519 ranges
+# Ranges stay below 2^31: a kernel before 6.9 parses devpts's gid= mount option as a signed
+# int, so libvirt_lxc's devpts mount for a range above it failed with EINVAL (seen in a
+# Debian 12 guest, kernel 6.1: "Failed to mount devpts ... Invalid argument"), and other
+# interfaces (tmpfs uid=, some tools) also take ids as int.
+MAX_ID = (1 << 31) - 1
+SLOTS = (MAX_ID - BASE) // COUNT  # 32751 ranges
 
 IdMap = tuple[int, int, int, int]  # (start 0, host uid, count, host gid)
 
