@@ -4,8 +4,15 @@ over lxc+ssh) and back: `virtmix move` there, `apply` of the edited inventory ba
 Kept on both legs: UUID, MAC, address (answering ping on the same bridge name on each
 side), and what was written in its tree; it runs on exactly one host after each move;
 the downtime (freeze -> running on the target) is under 5 s to the guest (back: see
-below). The guest is booted once for the module (~2-3 min under TCG, its image cached
-in the shared storage), hence `slow`.
+below).
+
+Then, in the same guest, an unprivileged Debian systemd container is moved from this host
+(cgroup v1: the shared range 0 -> 100000) into it (cgroup v2: a range of the guest's own):
+the tree is shifted to the guest's range on the guest (by its python3), systemd runs
+there, and every file keeps its owner inside.
+
+The guest is booted once for the module (~1 min under TCG, its image cached in the shared
+storage), hence `slow`.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import move_helpers
 import pytest
@@ -27,6 +35,7 @@ pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 PFX = "vmixt-mv-"
 GUEST, CT, KEEP = PFX + "g", PFX + "deb", PFX + "keep"
+UCT = PFX + "udeb"  # the unprivileged one
 GUEST_IP, CT_IP = "10.213.83.10", "10.213.84.20"
 
 SITE = f"""\
@@ -46,7 +55,7 @@ hosts:
       {CT}:                      # moved to the guest and back
         profile: debian
         # privileged: an unprivileged one gets another id range in the guest's id space
-        # (move shifts its tree then: test_move_idmap_guest.py), and an explicit `idmap:` other than
+        # (move shifts its tree then: the second test below), and an explicit `idmap:` other than
         # the host's shared range fails here (systemd cannot make its v1 cgroups)
         privileged: true
         memory: 256MiB
@@ -55,7 +64,8 @@ hosts:
       {GUEST}:
         vcpus: 2
         memory: 1GiB
-        image: {{packages: [rsync]}}
+        # python3 there: a move that shifts a tree to the guest's id range runs it
+        image: {{packages: [rsync, python3-minimal]}}
         interfaces: [{{network: {PFX}net, ipv4: {GUEST_IP}/24}}]
         containers:
           {KEEP}:
@@ -63,6 +73,23 @@ hosts:
             init: [/bin/sh, -c, "while :; do sleep 3600; done"]
             memory: 32MiB
 """
+
+
+# The same site with the unprivileged container on the host: added by the second test, so
+# that it starts alone (side by side with the privileged one, on this cgroup v1 host where
+# all containers share one name=systemd tree, its journald once failed with 219/CGROUP).
+UNPRIV_ENTRY = f"""\
+      {UCT}:                     # unprivileged: the host's shared range here
+        profile: debian
+        privileged: false
+        memory: 256MiB
+"""
+
+
+def with_unprivileged(text: str) -> str:
+    marker = "    containers:\n"  # the host's containers (the first such line)
+    assert marker in text, text
+    return text.replace(marker, marker + UNPRIV_ENTRY, 1)
 
 
 def guest_sh(command: str) -> str:
@@ -110,8 +137,9 @@ def site(lxc_conn, tmp_path_factory):
         cleanup_domains(lxc_conn, PFX)
         from virtmix.rootfs import remove_container_tree
 
-        if (STORAGE / "containers" / CT).exists():
-            remove_container_tree(Storage(STORAGE), CT)
+        for name in (CT, UCT):
+            if (STORAGE / "containers" / name).exists():
+                remove_container_tree(Storage(STORAGE), name)
         loaded = open_site(path)
         remove_guest_files(loaded, GUEST)
 
@@ -131,7 +159,8 @@ def site(lxc_conn, tmp_path_factory):
                  "&& ip link set vmixtmv0 up")
         yield path
     finally:
-        path.write_text(SITE)  # wherever the container went, destroy finds it by name
+        # wherever the containers went, destroy finds them by name
+        path.write_text(with_unprivileged(SITE))
         clean()
 
 
@@ -189,3 +218,35 @@ def test_debian_container_to_the_guest_and_back(site, lxc_conn):
     assert res.stdout.strip() == "before-move", res.stdout + res.stderr
     assert "nothing to do" in virtmix("plan", str(site)).stdout
     print(f"downtime: to the guest {there:.2f}s, back {back:.2f}s")
+
+
+def _attach(site: Path, address: str, command: str) -> str:
+    res = virtmix("-i", str(site), "attach", address, "--", "sh", "-c", command)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout.strip()
+
+
+def test_unprivileged_systemd_container_into_a_guest_with_its_own_range(site, lxc_conn):
+    site.write_text(with_unprivileged(SITE))
+    res = virtmix("apply", str(site), "--yes", "--wait")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert systemd_up(site, UCT) in ("running", "degraded")
+    host_range = lxc_conn.lookupByName(UCT).XMLDesc(0).split("<uid start='0' target='")[1]
+    _attach(site, UCT, "mkdir -p /home/u && echo hi > /home/u/f && chown -R 1000:1001 /home/u"
+                       " && ln -sf /home/u/f /home/u/l && chown -h 1000:1001 /home/u/l && sync")
+    stat = ("stat -c '%u:%g %a %n' / /root /home/u/f /home/u/l /usr/bin/passwd "
+            "/var/log/journal 2>/dev/null; true")
+    before = _attach(site, UCT, stat)
+
+    res = virtmix("-i", str(site), "move", UCT, "--to", GUEST)
+    assert res.returncode == 0, res.stdout + res.stderr
+    print(res.stdout + res.stderr)
+    assert "its tree was shifted from ids" in res.stderr
+    xml = guest_sh(f"virsh -c lxc:///system dumpxml {UCT}")
+    guest_range = xml.split("<uid start='0' target='")[1]
+    assert guest_range.split("'")[0] != host_range.split("'")[0]
+    assert systemd_up(site, f"{GUEST}/{UCT}") in ("running", "degraded")
+    after = _attach(site, f"{GUEST}/{UCT}", stat)
+    assert after == before, (before, after)
+    assert _attach(site, f"{GUEST}/{UCT}", "cat /home/u/f") == "hi"
+    assert on_host(lxc_conn, UCT) == ("", "", "")
