@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import move_helpers
 import pytest
 from ansible_helpers import PLAYBOOK, local_repo, recap
 from ansible_helpers import run as ansible
@@ -37,8 +38,10 @@ from virtmix.rootfs.storage import Storage
 pytestmark = pytest.mark.slow
 
 PREFIX = "vmixt-nest-"
-# Kept between runs on purpose: it holds the image cache (a build takes ~75 s).
-STORAGE = Path("/var/tmp/vmixt-nest-storage")
+# The live tests' shared storage: its guest image (the packages below, as the move tests'
+# guest) and the ansible profile's base (test_ansible_handoff.py) are built once per run
+# (a guest image build takes ~75 s). Kept between runs, as the cache it holds.
+STORAGE = move_helpers.STORAGE
 VIRTMIX = str(Path(sys.executable).parent / "virtmix")
 INIT = '[/bin/sh, -c, "while :; do sleep 3600; done"]'
 # The nested containers' init ends when libvirt's shutdown asks it to: libvirt writes a
@@ -62,6 +65,7 @@ hosts:
       {name}-g:
         vcpus: 2
         memory: 768MiB
+        image: {{packages: [rsync, python3-minimal]}}
         interfaces: [{{network: {name}-net, ipv4: {net}.10/24}}]
         containers:
           {name}-c1:
@@ -111,6 +115,7 @@ hosts:
       {name}-g:
         vcpus: 2
         memory: 768MiB
+        image: {{packages: [rsync, python3-minimal]}}
         interfaces: [{{network: {name}-net}}]   # no ipv4: virtmix picks the guest's address
         containers:
 {containers}"""
@@ -404,7 +409,9 @@ def test_second_guest_of_a_spec_is_an_overlay_with_its_own_identity(tmp_path):
                                 net="10.213.75", tree=BUSYBOX_TREE, init=INIT)
                     .replace("      vmixt-nest-twin-g:", "      vmixt-nest-twin-h:\n"
                              "        interfaces: [{network: vmixt-nest-twin-net, "
-                             "ipv4: 10.213.75.11/24}]\n      vmixt-nest-twin-g:"))
+                             "ipv4: 10.213.75.11/24}]\n"
+                             "        image: {packages: [rsync, python3-minimal]}\n"
+                             "      vmixt-nest-twin-g:"))
     site = load_site(path)
     try:
         a, b = (prepare_guest(site, site.find(n)) for n in ("vmixt-nest-twin-g",
