@@ -15,13 +15,21 @@ tree there, and thaws the source: it runs on as before. A crash (virtmix killed)
 either the source running or frozen (`resume` thaws it; `move` again finishes the job: a
 target copy with the source's UUID is recognised), or the target running with the source
 frozen (`move` again removes the source). The downtime is freeze -> running on the target.
+
+A target with another id range for it: the live copy is shifted there while the container
+still runs; the frozen pass then maps owners as rsync writes them (--usermap/--groupmap,
+one id at a time: the ids the shift met and a floor of common ones) and lists what it
+changed, and only those entries are shifted inside the downtime (ACLs, a v3 capability's
+root, an id no map named). Every step only moves ids of the source range to the target's,
+and the ranges never overlap, so a rerun after a kill anywhere redoes it exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -31,8 +39,8 @@ from virtmix.backend.records import DomainRecord
 from virtmix.converge.observe import owned_fields
 from virtmix.converge.plan_xml import adapt_domain_xml
 from virtmix.domain import idmap as idmap_reader
-from virtmix.errors import ConflictError, StateError, UsageError, VirtmixError
-from virtmix.hosts.sync import sync_tree
+from virtmix.errors import BackendError, ConflictError, StateError, UsageError, VirtmixError
+from virtmix.hosts.sync import sync_tree, sync_tree_listed
 from virtmix.util.faults import fault_point
 from virtmix.util.polling import poll
 from virtmix.util.uris import is_local
@@ -69,6 +77,7 @@ class Moved:
     live_copy: float = 0.0     # the copy while it ran
     frozen_copy: float = 0.0   # the copy while frozen
     shift: float = 0.0         # shifting the copy's owners to the target's id range
+    shift_frozen: float = 0.0  # the part of shift inside the downtime
     total: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -134,26 +143,77 @@ def id_shift(name: str, src_xml: str, dst_xml: str) -> Shift | None:
     return Shift(src, dst, count)
 
 
-def shift_tree_at(uri: str, tree: str, shift: Shift) -> float:
-    """Shift the (copied) tree on uri's host to the target's range; seconds taken. Here by
-    rootfs.idmap directly; on an ssh host by the same code, sent to its python3."""
+# rsync's --usermap/--groupmap name ids one by one (a LOW-HIGH range maps to one id): the
+# ids a shift met, and always the first FLOOR_IDS and 65534 (nobody) of the range.
+FLOOR_IDS = 1000
+NOBODY = 65534
+# Each option's string at most this long: a remote rsync gets both inside one argument of
+# `sh -c` (the kernel's limit is 128 KiB per argument). Ids cut off are not lost: rsync
+# writes them with the source's id, lists them, and the shift after it moves them.
+MAP_LIMIT = 48 * 1024
+
+
+def id_map(source: int, to: int, count: int, seen: Iterable[int] = ()) -> str:
+    """rsync's FROM:TO,... moving ids of [source, source+count) to to.. (ids 0-based)."""
+    floor = [*range(min(FLOOR_IDS, count)), *([NOBODY] if NOBODY < count else [])]
+    extra = sorted({i for i in seen if 0 <= i < count} - set(floor))
+    parts: list[str] = []
+    size = 0
+    for i in floor + extra:
+        pair = f"{source + i}:{to + i}"
+        size += len(pair) + 1
+        if size > MAP_LIMIT:
+            break
+        parts.append(pair)
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class ShiftDone:
+    """One shift of (part of) a copied tree: seconds, entries changed, and the source-range
+    uids and gids it met (0-based; a whole-tree shift only)."""
+
+    seconds: float
+    changed: int
+    uids: frozenset[int] = frozenset()
+    gids: frozenset[int] = frozenset()
+
+
+def shift_tree_at(uri: str, tree: str, shift: Shift,
+                  paths: list[bytes] | None = None) -> ShiftDone:
+    """Shift the (copied) tree on uri's host to the target's range, or only `paths` in it
+    (relative, as rsync lists them). Here by rootfs.idmap directly; on an ssh host by the
+    same code, sent to its python3 (which prints what it did as JSON)."""
     t0 = time.monotonic()
     if is_local(uri):
         from pathlib import Path
 
-        from virtmix.rootfs.idmap import shift_tree
+        from virtmix.rootfs.idmap import shift_paths, shift_tree
 
-        shift_tree(Path(tree), shift.to[0], shift.count, gid_offset=shift.to[1],
-                   source=shift.source[0], gid_source=shift.source[1])
-    else:
-        from virtmix.hosts.ssh import run_argv, ssh_argv
-        from virtmix.rootfs.idmap import remote_script
+        seen: tuple[set[int], set[int]] = (set(), set())
+        ids = {"gid_offset": shift.to[1], "source": shift.source[0],
+               "gid_source": shift.source[1]}
+        if paths is None:
+            n = shift_tree(Path(tree), shift.to[0], shift.count, seen=seen, **ids)
+        else:
+            n = shift_paths(Path(tree), paths, shift.to[0], shift.count, **ids)
+        return ShiftDone(time.monotonic() - t0, n, frozenset(seen[0]), frozenset(seen[1]))
+    from virtmix.hosts.ssh import run_argv, ssh_argv
+    from virtmix.rootfs.idmap import remote_script
 
-        run_argv([*ssh_argv(uri), "command -v python3 >/dev/null || { echo 'python3 is "
-                  "needed there to shift the tree to its id range' >&2; exit 127; }; "
-                  "exec python3 -"], uri, timeout=3600,
-                 input=remote_script(tree, shift.to, shift.source, shift.count))
-    return time.monotonic() - t0
+    res = run_argv([*ssh_argv(uri), "command -v python3 >/dev/null || { echo 'python3 is "
+                    "needed there to shift the tree to its id range' >&2; exit 127; }; "
+                    "exec python3 -"], uri, timeout=3600,
+                   input=remote_script(tree, shift.to, shift.source, shift.count, paths))
+    out = str(res.stdout).strip().splitlines()
+    try:
+        done = json.loads(out[-1])
+        return ShiftDone(time.monotonic() - t0, int(done["changed"]),
+                         frozenset(int(i) for i in done.get("uids", ())),
+                         frozenset(int(i) for i in done.get("gids", ())))
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise BackendError(f"shifting {tree} on {uri}: its python3 printed {out[-3:]!r}, "
+                           "not the JSON the shift prints") from None
 
 
 PYTHON_CHECK = "command -v python3 >/dev/null || echo missing"
@@ -298,8 +358,16 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
         raise UsageError(f"moving {name}: the target's id range differs but both hosts use "
                          f"the tree {src_tree}; one tree cannot be owned by both ranges")
 
+    # With a shift, every copy maps the ids it can (the floor first, then those the live
+    # shift met): an unchanged file then stays unchanged on the shifted copy.
+    umap = gmap = None
+    if shift:
+        umap = id_map(shift.source[0], shift.to[0], shift.count)
+        gmap = id_map(shift.source[1], shift.to[1], shift.count)
+
     def copy() -> float:
-        return 0.0 if same else sync_tree(src.uri, src_tree, dst.uri, dst_tree)
+        return 0.0 if same else sync_tree(src.uri, src_tree, dst.uri, dst_tree,
+                                          usermap=umap, groupmap=gmap)
 
     if shift and not is_local(dst.uri):
         _check_python_there(dst.uri, name)  # before anything is copied or frozen
@@ -308,6 +376,13 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     say(f"copying {src_tree} to {dst.uri} while {name} runs")
     moved.live_copy = copy()
     fault_point("move-copied-live")
+    live = None
+    if shift:  # the whole tree, while it runs: out of the downtime
+        say(f"shifting the copy to the target's id range ({shift.to[0]}..) while {name} runs")
+        live = shift_tree_at(dst.uri, dst_tree, shift)
+        umap = id_map(shift.source[0], shift.to[0], shift.count, live.uids)
+        gmap = id_map(shift.source[1], shift.to[1], shift.count, live.gids)
+        fault_point("move-shifted-live")
     froze = stopped = False
     try:
         t_freeze = time.monotonic()
@@ -324,12 +399,22 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
                 src.destroy(name)
                 stopped = True
         fault_point("move-frozen")
-        moved.frozen_copy = copy()
-        if shift:  # after the last copy: rsync would put the source's owners back
-            moved.shift = shift_tree_at(dst.uri, dst_tree, shift)
-            moved.notes.append(f"its tree was shifted from ids {shift.source[0]}.. to "
-                               f"{shift.to[0]}.. (the target's range) in {moved.shift:.2f}s")
+        if shift and live:
+            # The map did most; what rsync changed anyway (an id it did not name, ACLs, a
+            # capability's root, with the source's ids) is shifted now, and only that.
+            moved.frozen_copy, listed = sync_tree_listed(src.uri, src_tree, dst.uri, dst_tree,
+                                                         usermap=umap, groupmap=gmap)
+            fixed = shift_tree_at(dst.uri, dst_tree, shift, listed)
+            moved.shift_frozen = fixed.seconds
+            moved.shift = live.seconds + fixed.seconds
+            moved.notes.append(
+                f"its tree was shifted from ids {shift.source[0]}.. to {shift.to[0]}.. (the "
+                f"target's range) in {moved.shift:.2f}s: {live.seconds:.2f}s while it ran "
+                f"({live.changed} entries), {fixed.seconds:.2f}s in the downtime "
+                f"({fixed.changed} of the {len(listed)} entries the frozen copy changed)")
             fault_point("move-shifted")
+        else:
+            moved.frozen_copy = copy()
         if one:
             # One libvirtd behind both URIs: the domain cannot be defined twice. It is
             # stopped, redefined on the target's tree and started (the rollback below puts
