@@ -301,3 +301,85 @@ def test_a_move_killed_after_the_shift_is_redone_by_the_next(tmp_path, nodes, mo
     assert n2.state(name) == "running"
     assert os.lstat(dst / "sbin" / "init").st_uid == 1376289  # 1376256 + 33, not shifted twice
     assert os.lstat(dst).st_uid == 0  # outside the source's range: left as it was
+
+
+def _ids_tree(src: Path) -> None:
+    """A source tree with ids in the floor (0, 33), past it (5000), and a v3 capability."""
+    import os
+    import struct
+
+    (src / "sbin").mkdir(parents=True)
+    (src / "sbin" / "init").write_text("#!/bin/sh\n")
+    (src / "home").mkdir()
+    (src / "home" / "far").write_text("x")
+    (src / "ping").write_text("#!/bin/sh\n")
+    for p, uid in ((src, 100000), (src / "sbin", 100000), (src / "sbin" / "init", 100033),
+                   (src / "home", 105000), (src / "home" / "far", 105000),
+                   (src / "ping", 100000)):
+        os.lchown(p, uid, uid)
+    os.chmod(src / "ping", 0o755)
+    os.setxattr(src / "ping", "security.capability",
+                struct.pack("<IIIIII", 0x03000001, 1 << 13, 0, 0, 0, 100000))
+
+
+def _assert_moved_ids(src: Path, dst: Path) -> None:
+    import os
+    import struct
+
+    for d, dirs, files in os.walk(src):
+        for n in ["", *dirs, *files]:
+            a = Path(d) / n
+            b = dst / a.relative_to(src)
+            want = [i + 1376256 - 100000 for i in (os.lstat(a).st_uid, os.lstat(a).st_gid)]
+            assert [os.lstat(b).st_uid, os.lstat(b).st_gid] == want, b
+    cap = os.getxattr(dst / "ping", "security.capability")
+    assert struct.unpack_from("<I", cap, 20)[0] == 1376256  # the v3 capability's root
+
+
+@pytest.mark.parametrize("point", ["move-copied-live", "move-shifted-live", "move-frozen",
+                                   "move-shifted", None])
+def test_an_id_shifting_move_killed_at_any_step_is_finished_by_the_next(tmp_path, nodes,
+                                                                         monkeypatch, point):
+    """The copy is shifted while the container runs, the frozen pass maps owners and lists
+    what it changed, and only that is shifted in the downtime. A user added between the
+    passes (an id no map named) ends up shifted too; a kill (no rollback) at any step of it,
+    then `resume` if it was left frozen and `move` again, ends with every id moved once."""
+    import os
+
+    from virtmix.converge import move as move_mod
+
+    n1, n2 = nodes
+    name = PFX + "s"
+    src, dst = tmp_path / "h1" / "rootfs", tmp_path / "h2" / "rootfs"
+    _ids_tree(src)
+    n1.define(_idmapped(name, src, 100000))
+    n1.start(name)
+    hooks = move_mod.TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True, exist_ok=True))
+    xml = _idmapped(name, dst, 1376256)
+
+    class Killed(BaseException):
+        pass
+
+    def at(p: str) -> None:
+        if p == "move-shifted-live" and not (src / "home" / "new").exists():
+            (src / "home" / "new").write_text("useradd, between the passes")
+            os.lchown(src / "home" / "new", 107000, 107000)
+        if p == point:
+            raise Killed(p)
+
+    monkeypatch.setattr(move_mod, "fault_point", at)
+    if point:
+        with monkeypatch.context() as m:
+            m.setattr(move_mod, "_rollback", lambda *a, **k: None)  # a kill runs no rollback
+            with pytest.raises(Killed):
+                move_mod.move_container(n1, n2, name, xml, hooks)
+        if n1.state(name) == "paused":
+            n1.resume(name)  # what the docs tell the admin
+        point = None
+    moved = move_mod.move_container(n1, n2, name, xml, hooks)
+    assert n2.state(name) == "running" and name not in {r.name for r in n1.list_domains()}
+    _assert_moved_ids(src, dst)
+    assert os.lstat(dst / "home" / "new").st_uid == 1383256
+    note = next(n for n in moved.notes if n.startswith("its tree was shifted from ids"))
+    assert "while it ran" in note and "in the downtime" in note
+    assert 0 < moved.shift_frozen < moved.shift
