@@ -383,3 +383,67 @@ def test_an_id_shifting_move_killed_at_any_step_is_finished_by_the_next(tmp_path
     note = next(n for n in moved.notes if n.startswith("its tree was shifted from ids"))
     assert "while it ran" in note and "in the downtime" in note
     assert 0 < moved.shift_frozen < moved.shift
+
+
+@pytest.mark.parametrize("point", ["move-marked", "move-defined", "move-committed"])
+def test_a_same_daemon_move_killed_around_its_redefinition_is_finished_by_the_next(
+        tmp_path, nodes, monkeypatch, point):
+    """Two URIs of one libvirtd (here one test:/// connection as both ends): the domain is
+    redefined in place on its new tree. Killed after its old definition was marked, after
+    the redefinition (shut off, on its new tree) or before the mark went, `move` again
+    finishes it: running on the new tree, the old tree dropped, no mark left; it never says
+    "there is nothing to move"."""
+    from virtmix.converge import move as move_mod
+    from virtmix.errors import UsageError
+
+    n1, _n2 = nodes
+    name = PFX + "one"
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "sbin").mkdir(parents=True)
+    (old / "sbin" / "init").write_text("#!/bin/sh\n")
+    n1.define(_idmapped(name, old, 100000))
+    n1.start(name)
+    dropped: list[str] = []
+    hooks = move_mod.TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True, exist_ok=True),
+                               drop_source=dropped.append)
+    xml = _idmapped(name, new, 100000)
+
+    class Killed(BaseException):
+        pass
+
+    def crash(p: str) -> None:
+        if p == point:
+            raise Killed(p)
+
+    with monkeypatch.context() as m:
+        m.setattr(move_mod, "fault_point", crash)
+        m.setattr(move_mod, "_rollback_one", lambda *a, **k: None)  # a kill: no rollback
+        with pytest.raises(Killed):
+            move_mod.move_container(n1, n1, name, xml, hooks)
+    rec = n1.get(name)
+    assert move_mod.pending_move(rec.xml) == {"was": "running", "from": str(old)}
+    if point == "move-defined":
+        assert rec.state == "shutoff" and move_mod.tree_of(rec.xml) == str(new)
+    if rec.state == "paused":
+        n1.resume(name)  # what the docs tell the admin
+    moved = move_mod.move_container(n1, n1, name, xml, hooks)
+    rec = n1.get(name)
+    assert rec.state == "running" and moved.state == "running"
+    assert move_mod.tree_of(rec.xml) == str(new) and move_mod.pending_move(rec.xml) is None
+    assert dropped[-1] == str(old)
+    if point == "move-defined":
+        assert "started it on its new tree" in moved.notes[0]
+    with pytest.raises(UsageError, match="nothing to move"):  # done: now there is none
+        move_mod.move_container(n1, n1, name, xml, hooks)
+
+
+def test_a_marked_definition_round_trips_and_unmarks_cleanly():
+    from virtmix.converge.move import pending_move, with_mark
+
+    xml = _idmapped("c", Path("/t"), 100000)
+    marked = with_mark(xml, {"was": "running", "from": "/old"})
+    assert pending_move(marked) == {"was": "running", "from": "/old"}
+    assert pending_move(with_mark(marked, {"was": "shutoff", "from": "/o"})) == {
+        "was": "shutoff", "from": "/o"}  # one mark, replaced
+    assert pending_move(with_mark(marked, None)) is None
+    assert "<metadata" not in with_mark(marked, None)  # an emptied <metadata> goes too

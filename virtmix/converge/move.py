@@ -39,7 +39,14 @@ from virtmix.backend.records import DomainRecord
 from virtmix.converge.observe import owned_fields
 from virtmix.converge.plan_xml import adapt_domain_xml
 from virtmix.domain import idmap as idmap_reader
-from virtmix.errors import BackendError, ConflictError, StateError, UsageError, VirtmixError
+from virtmix.errors import (
+    BackendError,
+    ConflictError,
+    NotFoundError,
+    StateError,
+    UsageError,
+    VirtmixError,
+)
 from virtmix.hosts.sync import sync_tree, sync_tree_listed
 from virtmix.util.faults import fault_point
 from virtmix.util.polling import poll
@@ -295,9 +302,74 @@ def _remove_source(src: Backend, name: str, tree: str, hooks: TreeHooks) -> None
     hooks.drop_source(tree)
 
 
+# One libvirtd behind both URIs: the domain is redefined in place, and for the crash window
+# between its stop and its start there, its definition carries a mark in its <metadata>:
+# the state it had before the move and its old tree. A rerun reads it (see _finish_one).
+MOVE_NS = "https://virtmix.dev/xmlns/move/1"
+
+
+def pending_move(xml: str) -> dict[str, str] | None:
+    """The mark of an interrupted same-daemon move ({"was": state, "from": old tree})."""
+    node = etree.fromstring(xml.encode()).find(f"metadata/{{{MOVE_NS}}}pending")
+    return dict(node.attrib) if node is not None else None
+
+
+def with_mark(xml: str, mark: dict[str, str] | None) -> str:
+    """xml with the pending-move mark set to mark (None: without one)."""
+    root = etree.fromstring(xml.encode())
+    meta = root.find("metadata")
+    for old in meta.findall(f"{{{MOVE_NS}}}pending") if meta is not None else ():
+        meta.remove(old)
+    if mark:
+        if meta is None:
+            meta = etree.SubElement(root, "metadata")
+        node = etree.SubElement(meta, f"{{{MOVE_NS}}}pending", nsmap={"vmmove": MOVE_NS})
+        for k, v in mark.items():
+            node.set(k, v)
+    elif meta is not None and len(meta) == 0:
+        root.remove(meta)
+    return str(etree.tostring(root, encoding="unicode"))
+
+
+def _finish_one(src: Backend, dst: Backend, rec: DomainRecord, mark: dict[str, str],
+                hooks: TreeHooks, t0: float) -> Moved:
+    """A same-daemon move killed once the domain was redefined on its new tree: start it if
+    it ran before the move and does not now, then drop the old tree and the mark."""
+    name, notes = rec.name, []
+    state = rec.state
+    if mark.get("was") in RUNNING and not _running(src, name):
+        if state == "paused":
+            raise StateError(f"{name} is frozen on {src.uri}; `virtmix resume` it, then move "
+                             "again")
+        src.start(name)
+        if not poll(lambda: True if _running(src, name) else None, timeout=START_WAIT,
+                    interval=0.02):
+            raise StateError(f"{name} did not reach running on {dst.uri} after an "
+                             f"interrupted move (state {src.state(name)})")
+        time.sleep(SETTLE)
+        if not _running(src, name):
+            raise StateError(f"{name} started on {dst.uri} but did not stay up "
+                             f"(state {src.state(name)})")
+        notes.append("finished an interrupted move: started it on its new tree "
+                     f"({tree_of(rec.xml)}), as it ran before the move")
+        state = "running"
+    else:
+        notes.append("finished an interrupted move")
+    old = mark.get("from")
+    if old and old != tree_of(rec.xml):
+        try:
+            hooks.drop_source(old)
+        except NotFoundError:
+            pass  # dropped before the kill
+    src.define(with_mark(rec.xml, None))
+    return Moved(name, src.uri, dst.uri, state, notes=notes,
+                 total=time.monotonic() - t0)
+
+
 def _rollback(src: Backend, dst: Backend, name: str, dst_tree: str, hooks: TreeHooks,
-              froze: bool) -> None:
-    """Undo the target side and thaw the source; each step even when another failed."""
+              froze: bool, stopped: bool = False) -> None:
+    """Undo the target side and thaw (or start again) the source; each step even when
+    another failed."""
     with contextlib.suppress(VirtmixError):
         if dst.state(name) != "shutoff":
             dst.destroy(name)
@@ -307,20 +379,27 @@ def _rollback(src: Backend, dst: Backend, name: str, dst_tree: str, hooks: TreeH
         hooks.drop_target(dst_tree)
     if froze:
         src.resume(name)  # not suppressed: a source left frozen must be said
+    if stopped:
+        src.start(name)  # it ran before the move: it runs again where it was
 
 
 def _rollback_one(src: Backend, name: str, old_xml: str, dst_tree: str, hooks: TreeHooks,
-                  froze: bool) -> None:
+                  froze: bool, stopped: bool = False) -> None:
     """_rollback when one libvirtd is both ends: the domain gets its old definition back
     (never undefined: it is the source), the copied tree goes."""
     with contextlib.suppress(VirtmixError):
-        if tree_of(src.get(name).xml) != tree_of(old_xml):  # redefined for the target
+        now = src.get(name).xml
+        if tree_of(now) != tree_of(old_xml):  # redefined for the target
             _stop(src, name)
-            src.define(old_xml)
+            src.define(with_mark(old_xml, None))
+        elif pending_move(now):  # marked, not yet redefined
+            src.define(with_mark(old_xml, None))
     with contextlib.suppress(VirtmixError, OSError):
         hooks.drop_target(dst_tree)
     if froze:
         src.resume(name)
+    if stopped:
+        src.start(name)
 
 
 def move_container(src: Backend, dst: Backend, name: str, rendered: str,
@@ -336,7 +415,10 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     xml = target_definition(rendered, rec)
     src_tree, dst_tree = tree_of(rec.xml), tree_of(xml)
     one = one_daemon(src, dst, rec)
+    mark = pending_move(rec.xml) if one else None
     if one:
+        if mark and src_tree == dst_tree:
+            return _finish_one(src, dst, rec, mark, hooks, t0)
         if src_tree == dst_tree:
             raise UsageError(f"moving {name}: {src.uri} and {dst.uri} reach one libvirtd and "
                              f"name one tree ({src_tree}); there is nothing to move")
@@ -346,6 +428,8 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
             return done
     shift = id_shift(name, rec.xml, xml)
     was = rec.state
+    if mark and was == "shutoff":
+        was = mark.get("was", was)  # killed after its stop, before its redefinition
     if was == "paused":
         raise StateError(f"{name} is frozen on {src.uri}; unfreeze it (or stop it) first, "
                          "or finish a move that was interrupted: `virtmix resume` it, then "
@@ -386,7 +470,9 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     froze = stopped = False
     try:
         t_freeze = time.monotonic()
-        if was in RUNNING:
+        if was in RUNNING and rec.state == "shutoff":
+            stopped = True  # a rerun: the kill left it stopped, it ran before
+        elif was in RUNNING:
             try:
                 src.suspend(name)
                 froze = True
@@ -418,11 +504,17 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
         if one:
             # One libvirtd behind both URIs: the domain cannot be defined twice. It is
             # stopped, redefined on the target's tree and started (the rollback below puts
-            # its old definition back).
+            # its old definition back). Marked first with the state it had and its old
+            # tree, until the end: a rerun after a kill finishes it (_finish_one).
+            pend = {"was": was, "from": src_tree}
+            src.define(with_mark(rec.xml, pend))
+            fault_point("move-marked")
             _stop(src, name)
             stopped = stopped or froze
             froze = False
-        dst.define(xml)
+            dst.define(with_mark(xml, pend))
+        else:
+            dst.define(xml)
         fault_point("move-defined")
         if froze or stopped:
             dst.start(name)
@@ -440,15 +532,15 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
             hooks.seal(dst_tree)
     except BaseException:
         if one:
-            _rollback_one(src, name, rec.xml, dst_tree, hooks, froze)
+            _rollback_one(src, name, rec.xml, dst_tree, hooks, froze, stopped)
         else:
-            _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze)
-        if stopped:
-            src.start(name)  # it ran before the move: it runs again where it was
+            _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze,
+                      stopped)
         raise
     fault_point("move-committed")
     if one:
         hooks.drop_source(src_tree)  # the domain is the moved one now: only the tree goes
+        dst.define(xml)  # the mark goes last: until here a rerun finishes the move
     else:
         _remove_source(src, name, src_tree, TreeHooks() if same else hooks)
     moved.total = time.monotonic() - t0
