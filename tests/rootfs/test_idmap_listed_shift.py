@@ -317,3 +317,66 @@ def test_a_remote_shift_that_prints_no_json_is_an_error(uri, monkeypatch):
     monkeypatch.setattr(ssh, "run_argv", run_argv)
     with pytest.raises(BackendError, match="not the JSON the shift prints"):
         shift_tree_at(uri, "/t", SHIFT)
+
+
+def _as_remote(monkeypatch) -> str:
+    """An ssh URI whose "ssh" is this machine's sh: the command line a remote host's shell
+    would run runs here, python3 started by it (no virtmix importable: -I, cwd /)."""
+    from virtmix.hosts import ssh
+
+    monkeypatch.setattr(ssh, "ssh_argv", lambda uri, **kw: ["/bin/sh", "-c"])
+    monkeypatch.setenv("PYTHONPATH", "")
+    monkeypatch.chdir("/")
+    return "lxc+ssh://root@far.invalid/system"
+
+
+def test_the_remote_listed_shift_is_started_before_and_fed_the_list_after(tmp_path,
+                                                                         monkeypatch):
+    """ListedShift starts the far host's python3 before the freeze (it waits on stdin);
+    run() then sends the NUL-separated list and reads its JSON; any name survives."""
+    from virtmix.converge.move import ListedShift
+
+    uri = _as_remote(monkeypatch)
+    root = tmp_path / "t"
+    root.mkdir()
+    a = _make(root / NEWLINE_NAME, SRC + 3, GSRC + 4)
+    b = os.path.join(os.fsencode(root), ODD_NAME)
+    open(b, "w").close()
+    os.lchown(b, SRC + 5, GSRC + 6)
+    c = _make(root / "not-listed", SRC, GSRC)
+    ready = ListedShift(uri, str(root), SHIFT)
+    try:
+        assert ready.proc is not None and ready.proc.poll() is None  # started, waiting
+        done = ready.run([NEWLINE_NAME.encode(), ODD_NAME, b"gone"])
+    finally:
+        ready.close()
+    assert done.changed == 2 and done.seconds > 0
+    assert (os.lstat(a).st_uid, os.lstat(a).st_gid) == (DST + 3, GDST + 4)
+    assert (os.lstat(b).st_uid, os.lstat(b).st_gid) == (DST + 5, GDST + 6)
+    assert os.lstat(c).st_uid == SRC
+    # Not reached (a failure before the frozen copy ended): close() ends it, nothing shifted.
+    unused = ListedShift(uri, str(root), SHIFT)
+    unused.close()
+    assert unused.proc is not None and unused.proc.returncode is not None
+    assert os.lstat(c).st_uid == SRC
+    # And the whole-tree shift over "ssh" reports the ids as JSON, as here.
+    live = shift_tree_at(uri, str(root), SHIFT)
+    assert (live.changed, live.uids, live.gids) == (1, {0}, {0})  # not-listed
+    assert os.lstat(c).st_uid == DST
+
+
+def test_a_remote_listed_shift_that_fails_says_why(tmp_path, monkeypatch):
+    from virtmix.converge.move import ListedShift
+    from virtmix.errors import BackendError
+
+    uri = _as_remote(monkeypatch)
+    root = tmp_path / "t"
+    root.mkdir()
+    _make(root / "f", SRC, GSRC)
+    os.chmod(root, 0o755)
+    ready = ListedShift(uri, str(tmp_path / "missing"), SHIFT)
+    try:
+        with pytest.raises(BackendError, match="(?s)exited 1: .*FileNotFoundError"):
+            ready.run([b"f"])
+    finally:
+        ready.close()

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -208,11 +210,18 @@ def shift_tree_at(uri: str, tree: str, shift: Shift,
     from virtmix.hosts.ssh import run_argv, ssh_argv
     from virtmix.rootfs.idmap import remote_script
 
-    res = run_argv([*ssh_argv(uri), "command -v python3 >/dev/null || { echo 'python3 is "
-                    "needed there to shift the tree to its id range' >&2; exit 127; }; "
-                    "exec python3 -"], uri, timeout=3600,
+    res = run_argv([*ssh_argv(uri), _PYTHON_THERE + "exec python3 -"], uri, timeout=3600,
                    input=remote_script(tree, shift.to, shift.source, shift.count, paths))
-    out = str(res.stdout).strip().splitlines()
+    return _shift_report(uri, tree, str(res.stdout), t0)
+
+
+_PYTHON_THERE = ("command -v python3 >/dev/null || { echo 'python3 is needed there to "
+                 "shift the tree to its id range' >&2; exit 127; }; ")
+
+
+def _shift_report(uri: str, tree: str, stdout: str, t0: float) -> ShiftDone:
+    """The JSON line a remote shift printed, as a ShiftDone (BackendError if it is not)."""
+    out = stdout.strip().splitlines()
     try:
         done = json.loads(out[-1])
         return ShiftDone(time.monotonic() - t0, int(done["changed"]),
@@ -221,6 +230,58 @@ def shift_tree_at(uri: str, tree: str, shift: Shift,
     except (IndexError, ValueError, KeyError, TypeError):
         raise BackendError(f"shifting {tree} on {uri}: its python3 printed {out[-3:]!r}, "
                            "not the JSON the shift prints") from None
+
+
+class ListedShift:
+    """The shift of what the frozen copy lists, made ready before the freeze: on an ssh
+    host its python3 is started while the container still runs (ssh's handshake and the
+    interpreter's start cost most of a second in a TCG guest) and waits on stdin for the
+    list, so the downtime holds only the shift itself. Here it is a call."""
+
+    def __init__(self, uri: str, tree: str, shift: Shift) -> None:
+        self.uri, self.tree, self.shift = uri, tree, shift
+        self.proc: subprocess.Popen[bytes] | None = None
+        if is_local(uri):
+            return
+        from virtmix.hosts.ssh import ssh_argv
+        from virtmix.rootfs.idmap import BOOT, remote_script
+
+        script = remote_script(tree, shift.to, shift.source, shift.count,
+                               stdin=True).encode()
+        self.proc = subprocess.Popen(
+            [*ssh_argv(uri), _PYTHON_THERE + "exec python3 -c " + shlex.quote(BOOT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # ssh failed: run() says how
+            self.proc.stdin.write(b"%d\n" % len(script) + script)
+            self.proc.stdin.flush()
+
+    def run(self, paths: list[bytes]) -> ShiftDone:
+        t0 = time.monotonic()
+        if self.proc is None:
+            from pathlib import Path
+
+            from virtmix.rootfs.idmap import shift_paths
+
+            n = shift_paths(Path(self.tree), paths, self.shift.to[0], self.shift.count,
+                            gid_offset=self.shift.to[1], source=self.shift.source[0],
+                            gid_source=self.shift.source[1])
+            return ShiftDone(time.monotonic() - t0, n)
+        try:
+            out, err = self.proc.communicate(b"\0".join(paths), timeout=3600)
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"shifting {self.tree} on {self.uri}: over 3600s") from None
+        if self.proc.returncode != 0:
+            raise BackendError(f"shifting {self.tree} on {self.uri}: exited "
+                               f"{self.proc.returncode}: "
+                               f"{err.decode(errors='replace').strip()[-500:]}")
+        return _shift_report(self.uri, self.tree, out.decode(errors="replace"), t0)
+
+    def close(self) -> None:
+        """End the waiting python3 if run() was not reached (a failure, a rollback)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 PYTHON_CHECK = "command -v python3 >/dev/null || echo missing"
@@ -468,6 +529,7 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
         gmap = id_map(shift.source[1], shift.to[1], shift.count, live.gids)
         fault_point("move-shifted-live")
     froze = stopped = False
+    listed_shift = ListedShift(dst.uri, dst_tree, shift) if shift else None
     try:
         t_freeze = time.monotonic()
         if was in RUNNING and rec.state == "shutoff":
@@ -485,12 +547,12 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
                 src.destroy(name)
                 stopped = True
         fault_point("move-frozen")
-        if shift and live:
+        if shift and live and listed_shift:
             # The map did most; what rsync changed anyway (an id it did not name, ACLs, a
             # capability's root, with the source's ids) is shifted now, and only that.
             moved.frozen_copy, listed = sync_tree_listed(src.uri, src_tree, dst.uri, dst_tree,
                                                          usermap=umap, groupmap=gmap)
-            fixed = shift_tree_at(dst.uri, dst_tree, shift, listed)
+            fixed = listed_shift.run(listed)
             moved.shift_frozen = fixed.seconds
             moved.shift = live.seconds + fixed.seconds
             moved.notes.append(
@@ -537,6 +599,9 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
             _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze,
                       stopped)
         raise
+    finally:
+        if listed_shift:
+            listed_shift.close()
     fault_point("move-committed")
     if one:
         hooks.drop_source(src_tree)  # the domain is the moved one now: only the tree goes

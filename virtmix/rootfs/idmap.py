@@ -212,13 +212,14 @@ _IMPORT = "from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET\n"
 
 
 def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count: int,
-                  paths: Sequence[str | bytes] | None = None) -> str:
+                  paths: Sequence[str | bytes] | None = None, *, stdin: bool = False) -> str:
     """A python3 program that shifts root on another host (fed to `python3 -`): this
     module's own source, with its one virtmix import replaced. Without paths it runs
     shift_tree and prints JSON {"changed": n, "uids": [...], "gids": [...]} (the
     source-range ids it met, 0-based); with paths, shift_paths on them (carried in the
-    script, base64 of their NUL-joined bytes) and prints {"changed": n}. to/source are
-    (uid, gid) starts of the target and source ranges."""
+    script, base64 of their NUL-joined bytes) and prints {"changed": n}; with stdin, the
+    same for the paths it then reads from stdin, NUL-separated, to its end (see
+    BOOT). to/source are (uid, gid) starts of the target and source ranges."""
     import base64
     import inspect
     import sys
@@ -229,7 +230,11 @@ def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count
                                  f"{IDMAP_COUNT}\n")
     ids = (f"{int(to[0])}, {int(count)}, gid_offset={int(to[1])}, "
            f"source={int(source[0])}, gid_source={int(source[1])}")
-    if paths is None:
+    if stdin:
+        run = ("listed = [p for p in sys.stdin.buffer.read().split(b'\\0') if p]\n"
+               f"n = shift_paths(Path({root!r}), listed, {ids})\n"
+               "print(json.dumps({'changed': n}))\n")
+    elif paths is None:
         run = (f"seen = (set(), set())\n"
                f"n = shift_tree(Path({root!r}), {ids}, seen=seen)\n"
                "print(json.dumps({'changed': n, 'uids': sorted(seen[0]), "
@@ -239,4 +244,11 @@ def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count
         run = (f"listed = base64.b64decode({blob!r}).split(b'\\0') if {bool(paths)} else []\n"
                f"n = shift_paths(Path({root!r}), listed, {ids})\n"
                "print(json.dumps({'changed': n}))\n")
-    return f"{text}\n\nimport base64\nimport json\n\n{run}"
+    return f"{text}\n\nimport base64\nimport json\nimport sys\n\n{run}"
+
+
+# `python3 -c BOOT` reads a program of the length its first line of stdin says, runs it,
+# and leaves the rest of stdin to it: a remote_script(stdin=True) can be started (ssh,
+# interpreter, compile) before its input, the list of paths, exists.
+BOOT = ("import sys; b = sys.stdin.buffer; "
+        "exec(compile(b.read(int(b.readline())), 'virtmix-idmap', 'exec'))")
