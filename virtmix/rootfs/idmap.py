@@ -7,7 +7,8 @@ host id, so their named entries move with the range too (a moved tree keeps them
 the root id a namespaced (v3) file capability records.
 
 This module needs only the standard library (the one import of virtmix's is replaced when
-`remote_script` sends it to another host's python3 to shift a tree there).
+`remote_script` sends it to another host's python3 to shift a tree there), and there only
+what Debian's python3-minimal has: no json (its output is written by hand), no inspect.
 """
 
 from __future__ import annotations
@@ -232,19 +233,25 @@ def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count
            f"source={int(source[0])}, gid_source={int(source[1])}")
     if stdin:
         run = ("listed = [p for p in sys.stdin.buffer.read().split(b'\\0') if p]\n"
-               f"n = shift_paths(Path({root!r}), listed, {ids})\n"
-               "print(json.dumps({'changed': n}))\n")
+               f"print(_json(shift_paths(Path({root!r}), listed, {ids})))\n")
     elif paths is None:
         run = (f"seen = (set(), set())\n"
-               f"n = shift_tree(Path({root!r}), {ids}, seen=seen)\n"
-               "print(json.dumps({'changed': n, 'uids': sorted(seen[0]), "
-               "'gids': sorted(seen[1])}))\n")
+               f"print(_json(shift_tree(Path({root!r}), {ids}, seen=seen), seen))\n")
     else:
         blob = base64.b64encode(b"\0".join(os.fsencode(p) for p in paths)).decode()
         run = (f"listed = base64.b64decode({blob!r}).split(b'\\0') if {bool(paths)} else []\n"
-               f"n = shift_paths(Path({root!r}), listed, {ids})\n"
-               "print(json.dumps({'changed': n}))\n")
-    return f"{text}\n\nimport base64\nimport json\nimport sys\n\n{run}"
+               f"print(_json(shift_paths(Path({root!r}), listed, {ids})))\n")
+    return f"{text}\n\nimport base64\nimport sys\n\n{run}"
+
+
+def _json(changed: int, seen: Seen | None = None) -> str:
+    """What a remote shift prints: {"changed": n} and, for a whole tree, "uids" and "gids"
+    (sorted); JSON written by hand (python3-minimal has no json module)."""
+    out = f'{{"changed": {int(changed)}'
+    if seen is not None:
+        for key, ids in (("uids", seen[0]), ("gids", seen[1])):
+            out += f', "{key}": [{", ".join(str(int(i)) for i in sorted(ids))}]'
+    return out + "}"
 
 
 # `python3 -c BOOT` reads a program of the length its first line of stdin says, runs it,
