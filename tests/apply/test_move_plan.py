@@ -447,3 +447,40 @@ def test_a_marked_definition_round_trips_and_unmarks_cleanly():
         "was": "shutoff", "from": "/o"}  # one mark, replaced
     assert pending_move(with_mark(marked, None)) is None
     assert "<metadata" not in with_mark(marked, None)  # an emptied <metadata> goes too
+
+
+def test_a_live_shift_that_fails_drops_the_copy_and_the_source_runs_on(tmp_path, nodes,
+                                                                        monkeypatch):
+    """The shift now runs before the freeze (outside the old rollback): its failure (here
+    the far python3's, as a BackendError) must still leave nothing on the target, and the
+    source running, never frozen; a move again then starts from scratch."""
+    from virtmix.converge import move as move_mod
+    from virtmix.errors import BackendError
+
+    n1, n2 = nodes
+    name = PFX + "f"
+    src, dst = tmp_path / "h1" / "rootfs", tmp_path / "h2" / "rootfs"
+    _ids_tree(src)
+    n1.define(_idmapped(name, src, 100000))
+    n1.start(name)
+    dropped: list[str] = []
+
+    def drop(path: str) -> None:
+        import shutil
+
+        dropped.append(path)
+        shutil.rmtree(path)
+
+    hooks = move_mod.TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True), drop_target=drop)
+
+    def broken(*a, **k):
+        raise BackendError("python3 there: ModuleNotFoundError: No module named 'json'")
+
+    with monkeypatch.context() as m:
+        m.setattr(move_mod, "shift_tree_at", broken)
+        with pytest.raises(BackendError, match="json"):
+            move_mod.move_container(n1, n2, name, _idmapped(name, dst, 1376256), hooks)
+    assert dropped == [str(dst)] and not dst.exists()
+    assert n1.state(name) == "running" and name not in {r.name for r in n2.list_domains()}
+    move_mod.move_container(n1, n2, name, _idmapped(name, dst, 1376256), hooks)
+    _assert_moved_ids(src, dst)

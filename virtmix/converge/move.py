@@ -519,15 +519,22 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     if not same:
         hooks.prepare(dst_tree)
     say(f"copying {src_tree} to {dst.uri} while {name} runs")
-    moved.live_copy = copy()
-    fault_point("move-copied-live")
     live = None
-    if shift:  # the whole tree, while it runs: out of the downtime
-        say(f"shifting the copy to the target's id range ({shift.to[0]}..) while {name} runs")
-        live = shift_tree_at(dst.uri, dst_tree, shift)
-        umap = id_map(shift.source[0], shift.to[0], shift.count, live.uids)
-        gmap = id_map(shift.source[1], shift.to[1], shift.count, live.gids)
-        fault_point("move-shifted-live")
+    try:
+        moved.live_copy = copy()
+        fault_point("move-copied-live")
+        if shift:  # the whole tree, while it runs: out of the downtime
+            say(f"shifting the copy to the target's id range ({shift.to[0]}..) while "
+                f"{name} runs")
+            live = shift_tree_at(dst.uri, dst_tree, shift)
+            umap = id_map(shift.source[0], shift.to[0], shift.count, live.uids)
+            gmap = id_map(shift.source[1], shift.to[1], shift.count, live.gids)
+            fault_point("move-shifted-live")
+    except Exception:
+        if not same:  # the source never stopped: only the copy goes
+            with contextlib.suppress(VirtmixError, OSError):
+                hooks.drop_target(dst_tree)
+        raise
     froze = stopped = False
     listed_shift = ListedShift(dst.uri, dst_tree, shift) if shift else None
     try:
