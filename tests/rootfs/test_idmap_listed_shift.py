@@ -435,3 +435,29 @@ def test_a_remote_listed_shift_that_fails_says_why(tmp_path, monkeypatch):
             ready.run([b"f"])
     finally:
         ready.close()
+
+
+@pytest.mark.parametrize("direction", ["push", "pull"])
+def test_the_map_and_the_listing_work_with_the_far_end_over_an_rsh(tmp_path, monkeypatch,
+                                                                   direction):
+    """To (or from) an ssh host rsync runs its other end through `-e`: here an "ssh" that
+    runs the far command on this machine. The map reaches the receiver (far when pushing),
+    and the changes it made are listed on this side, escapes undone."""
+    from virtmix.hosts import ssh
+
+    rsh = tmp_path / "rsh"
+    rsh.write_text('#!/bin/sh\nshift\nexec sh -c "$*"\n')  # rsh HOST COMMAND...
+    rsh.chmod(0o755)
+    monkeypatch.setattr(ssh, "ssh_argv", lambda uri, **kw: [str(rsh), "--", "far"])
+    far = "lxc+ssh://root@far.invalid/system"
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    _source(src)
+    ends = (HERE, str(src), far, str(dst)) if direction == "push" else \
+        (far, str(src), HERE, str(dst))
+    sync_tree(*ends, **_maps((), ()))
+    assert os.lstat(dst / "etc").st_uid == DST  # the floor, mapped by the receiver
+    assert os.lstat(dst / "home" / "far").st_uid == SRC + 5000  # not in the map
+    _make(src / NEWLINE_NAME, SRC + 7000, GSRC + 7000, text="changed")
+    _, listed = sync_tree_listed(*ends, **_maps({5000}, {5001}))
+    assert sorted(listed) == sorted([NEWLINE_NAME.encode(), b"home/far"])
+    assert os.lstat(dst / "home" / "far").st_uid == DST + 5000
