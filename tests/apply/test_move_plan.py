@@ -301,3 +301,186 @@ def test_a_move_killed_after_the_shift_is_redone_by_the_next(tmp_path, nodes, mo
     assert n2.state(name) == "running"
     assert os.lstat(dst / "sbin" / "init").st_uid == 1376289  # 1376256 + 33, not shifted twice
     assert os.lstat(dst).st_uid == 0  # outside the source's range: left as it was
+
+
+def _ids_tree(src: Path) -> None:
+    """A source tree with ids in the floor (0, 33), past it (5000), and a v3 capability."""
+    import os
+    import struct
+
+    (src / "sbin").mkdir(parents=True)
+    (src / "sbin" / "init").write_text("#!/bin/sh\n")
+    (src / "home").mkdir()
+    (src / "home" / "far").write_text("x")
+    (src / "ping").write_text("#!/bin/sh\n")
+    for p, uid in ((src, 100000), (src / "sbin", 100000), (src / "sbin" / "init", 100033),
+                   (src / "home", 105000), (src / "home" / "far", 105000),
+                   (src / "ping", 100000)):
+        os.lchown(p, uid, uid)
+    os.chmod(src / "ping", 0o755)
+    os.setxattr(src / "ping", "security.capability",
+                struct.pack("<IIIIII", 0x03000001, 1 << 13, 0, 0, 0, 100000))
+
+
+def _assert_moved_ids(src: Path, dst: Path) -> None:
+    import os
+    import struct
+
+    for d, dirs, files in os.walk(src):
+        for n in ["", *dirs, *files]:
+            a = Path(d) / n
+            b = dst / a.relative_to(src)
+            want = [i + 1376256 - 100000 for i in (os.lstat(a).st_uid, os.lstat(a).st_gid)]
+            assert [os.lstat(b).st_uid, os.lstat(b).st_gid] == want, b
+    cap = os.getxattr(dst / "ping", "security.capability")
+    assert struct.unpack_from("<I", cap, 20)[0] == 1376256  # the v3 capability's root
+
+
+@pytest.mark.parametrize("point", ["move-copied-live", "move-shifted-live", "move-frozen",
+                                   "move-shifted", None])
+def test_an_id_shifting_move_killed_at_any_step_is_finished_by_the_next(tmp_path, nodes,
+                                                                         monkeypatch, point):
+    """The copy is shifted while the container runs, the frozen pass maps owners and lists
+    what it changed, and only that is shifted in the downtime. A user added between the
+    passes (an id no map named) ends up shifted too; a kill (no rollback) at any step of it,
+    then `resume` if it was left frozen and `move` again, ends with every id moved once."""
+    import os
+
+    from virtmix.converge import move as move_mod
+
+    n1, n2 = nodes
+    name = PFX + "s"
+    src, dst = tmp_path / "h1" / "rootfs", tmp_path / "h2" / "rootfs"
+    _ids_tree(src)
+    n1.define(_idmapped(name, src, 100000))
+    n1.start(name)
+    hooks = move_mod.TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True, exist_ok=True))
+    xml = _idmapped(name, dst, 1376256)
+
+    class Killed(BaseException):
+        pass
+
+    def at(p: str) -> None:
+        if p == "move-shifted-live" and not (src / "home" / "new").exists():
+            (src / "home" / "new").write_text("useradd, between the passes")
+            os.lchown(src / "home" / "new", 107000, 107000)
+        if p == point:
+            raise Killed(p)
+
+    monkeypatch.setattr(move_mod, "fault_point", at)
+    if point:
+        with monkeypatch.context() as m:
+            m.setattr(move_mod, "_rollback", lambda *a, **k: None)  # a kill runs no rollback
+            with pytest.raises(Killed):
+                move_mod.move_container(n1, n2, name, xml, hooks)
+        if n1.state(name) == "paused":
+            n1.resume(name)  # what the docs tell the admin
+        point = None
+    moved = move_mod.move_container(n1, n2, name, xml, hooks)
+    assert n2.state(name) == "running" and name not in {r.name for r in n1.list_domains()}
+    _assert_moved_ids(src, dst)
+    assert os.lstat(dst / "home" / "new").st_uid == 1383256
+    note = next(n for n in moved.notes if n.startswith("its tree was shifted from ids"))
+    assert "while it ran" in note and "in the downtime" in note
+    assert 0 < moved.shift_frozen < moved.shift
+
+
+@pytest.mark.parametrize("point", ["move-marked", "move-defined", "move-committed"])
+def test_a_same_daemon_move_killed_around_its_redefinition_is_finished_by_the_next(
+        tmp_path, nodes, monkeypatch, point):
+    """Two URIs of one libvirtd (here one test:/// connection as both ends): the domain is
+    redefined in place on its new tree. Killed after its old definition was marked, after
+    the redefinition (shut off, on its new tree) or before the mark went, `move` again
+    finishes it: running on the new tree, the old tree dropped, no mark left; it never says
+    "there is nothing to move"."""
+    from virtmix.converge import move as move_mod
+    from virtmix.errors import UsageError
+
+    n1, _n2 = nodes
+    name = PFX + "one"
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "sbin").mkdir(parents=True)
+    (old / "sbin" / "init").write_text("#!/bin/sh\n")
+    n1.define(_idmapped(name, old, 100000))
+    n1.start(name)
+    dropped: list[str] = []
+    hooks = move_mod.TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True, exist_ok=True),
+                               drop_source=dropped.append)
+    xml = _idmapped(name, new, 100000)
+
+    class Killed(BaseException):
+        pass
+
+    def crash(p: str) -> None:
+        if p == point:
+            raise Killed(p)
+
+    with monkeypatch.context() as m:
+        m.setattr(move_mod, "fault_point", crash)
+        m.setattr(move_mod, "_rollback_one", lambda *a, **k: None)  # a kill: no rollback
+        with pytest.raises(Killed):
+            move_mod.move_container(n1, n1, name, xml, hooks)
+    rec = n1.get(name)
+    assert move_mod.pending_move(rec.xml) == {"was": "running", "from": str(old)}
+    if point == "move-defined":
+        assert rec.state == "shutoff" and move_mod.tree_of(rec.xml) == str(new)
+    if rec.state == "paused":
+        n1.resume(name)  # what the docs tell the admin
+    moved = move_mod.move_container(n1, n1, name, xml, hooks)
+    rec = n1.get(name)
+    assert rec.state == "running" and moved.state == "running"
+    assert move_mod.tree_of(rec.xml) == str(new) and move_mod.pending_move(rec.xml) is None
+    assert dropped[-1] == str(old)
+    if point == "move-defined":
+        assert "started it on its new tree" in moved.notes[0]
+    with pytest.raises(UsageError, match="nothing to move"):  # done: now there is none
+        move_mod.move_container(n1, n1, name, xml, hooks)
+
+
+def test_a_marked_definition_round_trips_and_unmarks_cleanly():
+    from virtmix.converge.move import pending_move, with_mark
+
+    xml = _idmapped("c", Path("/t"), 100000)
+    marked = with_mark(xml, {"was": "running", "from": "/old"})
+    assert pending_move(marked) == {"was": "running", "from": "/old"}
+    assert pending_move(with_mark(marked, {"was": "shutoff", "from": "/o"})) == {
+        "was": "shutoff", "from": "/o"}  # one mark, replaced
+    assert pending_move(with_mark(marked, None)) is None
+    assert "<metadata" not in with_mark(marked, None)  # an emptied <metadata> goes too
+
+
+def test_a_live_shift_that_fails_drops_the_copy_and_the_source_runs_on(tmp_path, nodes,
+                                                                        monkeypatch):
+    """The shift now runs before the freeze (outside the old rollback): its failure (here
+    the far python3's, as a BackendError) must still leave nothing on the target, and the
+    source running, never frozen; a move again then starts from scratch."""
+    from virtmix.converge import move as move_mod
+    from virtmix.errors import BackendError
+
+    n1, n2 = nodes
+    name = PFX + "f"
+    src, dst = tmp_path / "h1" / "rootfs", tmp_path / "h2" / "rootfs"
+    _ids_tree(src)
+    n1.define(_idmapped(name, src, 100000))
+    n1.start(name)
+    dropped: list[str] = []
+
+    def drop(path: str) -> None:
+        import shutil
+
+        dropped.append(path)
+        shutil.rmtree(path)
+
+    hooks = move_mod.TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True), drop_target=drop)
+
+    def broken(*a, **k):
+        raise BackendError("python3 there: ModuleNotFoundError: No module named 'json'")
+
+    with monkeypatch.context() as m:
+        m.setattr(move_mod, "shift_tree_at", broken)
+        with pytest.raises(BackendError, match="json"):
+            move_mod.move_container(n1, n2, name, _idmapped(name, dst, 1376256), hooks)
+    assert dropped == [str(dst)] and not dst.exists()
+    assert n1.state(name) == "running" and name not in {r.name for r in n2.list_domains()}
+    move_mod.move_container(n1, n2, name, _idmapped(name, dst, 1376256), hooks)
+    _assert_moved_ids(src, dst)

@@ -5,6 +5,7 @@ followed), a rerun after a crash mid-shift, and the script that does it on anoth
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import struct
@@ -124,7 +125,8 @@ def test_a_shift_killed_half_way_is_finished_by_a_rerun(tmp_path):
     for name in ("root", "sudo"):
         idmap._shift_one(str(p[name]), os.lstat(p[name]), DST, COUNT, DST, SRC, SRC)
     if acls:
-        idmap._shift_acls(str(p["home"]), lambda i: i - SRC + DST if SRC <= i < SRC + COUNT
+        idmap._shift_acls(str(p["home"]), [ACL],
+                          lambda i: i - SRC + DST if SRC <= i < SRC + COUNT
                           else i, lambda i: i - SRC + DST if SRC <= i < SRC + COUNT else i)
     idmap.shift_tree(root, DST, COUNT, gid_offset=DST, source=SRC, gid_source=SRC)
     _check(root, p, acls)
@@ -139,7 +141,10 @@ def test_the_script_for_another_host_needs_only_python(tmp_path):
     res = subprocess.run(["/usr/bin/python3", "-I", "-"], input=script, capture_output=True,
                          text=True, cwd="/", env={"PATH": "/usr/bin:/bin"}, check=False)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "7"
+    # ...and says which ids of the source range it met (the ACL's named ones too).
+    named = ({1001}, {50}) if acls else (set(), set())
+    assert json.loads(res.stdout) == {"changed": 7, "uids": sorted({0, 1000} | named[0]),
+                                      "gids": sorted({0, 42, 1000} | named[1])}
     _check(root, p, acls)
 
 

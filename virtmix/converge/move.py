@@ -15,13 +15,23 @@ tree there, and thaws the source: it runs on as before. A crash (virtmix killed)
 either the source running or frozen (`resume` thaws it; `move` again finishes the job: a
 target copy with the source's UUID is recognised), or the target running with the source
 frozen (`move` again removes the source). The downtime is freeze -> running on the target.
+
+A target with another id range for it: the live copy is shifted there while the container
+still runs; the frozen pass then maps owners as rsync writes them (--usermap/--groupmap,
+one id at a time: the ids the shift met and a floor of common ones) and lists what it
+changed, and only those entries are shifted inside the downtime (ACLs, a v3 capability's
+root, an id no map named). Every step only moves ids of the source range to the target's,
+and the ranges never overlap, so a rerun after a kill anywhere redoes it exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import shlex
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -31,8 +41,15 @@ from virtmix.backend.records import DomainRecord
 from virtmix.converge.observe import owned_fields
 from virtmix.converge.plan_xml import adapt_domain_xml
 from virtmix.domain import idmap as idmap_reader
-from virtmix.errors import ConflictError, StateError, UsageError, VirtmixError
-from virtmix.hosts.sync import sync_tree
+from virtmix.errors import (
+    BackendError,
+    ConflictError,
+    NotFoundError,
+    StateError,
+    UsageError,
+    VirtmixError,
+)
+from virtmix.hosts.sync import sync_tree, sync_tree_listed
 from virtmix.util.faults import fault_point
 from virtmix.util.polling import poll
 from virtmix.util.uris import is_local
@@ -69,6 +86,7 @@ class Moved:
     live_copy: float = 0.0     # the copy while it ran
     frozen_copy: float = 0.0   # the copy while frozen
     shift: float = 0.0         # shifting the copy's owners to the target's id range
+    shift_frozen: float = 0.0  # the part of shift inside the downtime
     total: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -134,26 +152,136 @@ def id_shift(name: str, src_xml: str, dst_xml: str) -> Shift | None:
     return Shift(src, dst, count)
 
 
-def shift_tree_at(uri: str, tree: str, shift: Shift) -> float:
-    """Shift the (copied) tree on uri's host to the target's range; seconds taken. Here by
-    rootfs.idmap directly; on an ssh host by the same code, sent to its python3."""
+# rsync's --usermap/--groupmap name ids one by one (a LOW-HIGH range maps to one id): the
+# ids a shift met, and always the first FLOOR_IDS and 65534 (nobody) of the range.
+FLOOR_IDS = 1000
+NOBODY = 65534
+# Each option's string at most this long: a remote rsync gets both inside one argument of
+# `sh -c` (the kernel's limit is 128 KiB per argument). Ids cut off are not lost: rsync
+# writes them with the source's id, lists them, and the shift after it moves them.
+MAP_LIMIT = 48 * 1024
+
+
+def id_map(source: int, to: int, count: int, seen: Iterable[int] = ()) -> str:
+    """rsync's FROM:TO,... moving ids of [source, source+count) to to.. (ids 0-based)."""
+    floor = [*range(min(FLOOR_IDS, count)), *([NOBODY] if NOBODY < count else [])]
+    extra = sorted({i for i in seen if 0 <= i < count} - set(floor))
+    parts: list[str] = []
+    size = 0
+    for i in floor + extra:
+        pair = f"{source + i}:{to + i}"
+        size += len(pair) + 1
+        if size > MAP_LIMIT:
+            break
+        parts.append(pair)
+    return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class ShiftDone:
+    """One shift of (part of) a copied tree: seconds, entries changed, and the source-range
+    uids and gids it met (0-based; a whole-tree shift only)."""
+
+    seconds: float
+    changed: int
+    uids: frozenset[int] = frozenset()
+    gids: frozenset[int] = frozenset()
+
+
+def shift_tree_at(uri: str, tree: str, shift: Shift,
+                  paths: list[bytes] | None = None) -> ShiftDone:
+    """Shift the (copied) tree on uri's host to the target's range, or only `paths` in it
+    (relative, as rsync lists them). Here by rootfs.idmap directly; on an ssh host by the
+    same code, sent to its python3 (which prints what it did as JSON)."""
     t0 = time.monotonic()
     if is_local(uri):
         from pathlib import Path
 
-        from virtmix.rootfs.idmap import shift_tree
+        from virtmix.rootfs.idmap import shift_paths, shift_tree
 
-        shift_tree(Path(tree), shift.to[0], shift.count, gid_offset=shift.to[1],
-                   source=shift.source[0], gid_source=shift.source[1])
-    else:
-        from virtmix.hosts.ssh import run_argv, ssh_argv
-        from virtmix.rootfs.idmap import remote_script
+        seen: tuple[set[int], set[int]] = (set(), set())
+        ids = {"gid_offset": shift.to[1], "source": shift.source[0],
+               "gid_source": shift.source[1]}
+        if paths is None:
+            n = shift_tree(Path(tree), shift.to[0], shift.count, seen=seen, **ids)
+        else:
+            n = shift_paths(Path(tree), paths, shift.to[0], shift.count, **ids)
+        return ShiftDone(time.monotonic() - t0, n, frozenset(seen[0]), frozenset(seen[1]))
+    from virtmix.hosts.ssh import run_argv, ssh_argv
+    from virtmix.rootfs.idmap import remote_script
 
-        run_argv([*ssh_argv(uri), "command -v python3 >/dev/null || { echo 'python3 is "
-                  "needed there to shift the tree to its id range' >&2; exit 127; }; "
-                  "exec python3 -"], uri, timeout=3600,
-                 input=remote_script(tree, shift.to, shift.source, shift.count))
-    return time.monotonic() - t0
+    res = run_argv([*ssh_argv(uri), _PYTHON_THERE + "exec python3 -"], uri, timeout=3600,
+                   input=remote_script(tree, shift.to, shift.source, shift.count, paths))
+    return _shift_report(uri, tree, str(res.stdout), t0)
+
+
+_PYTHON_THERE = ("command -v python3 >/dev/null || { echo 'python3 is needed there to "
+                 "shift the tree to its id range' >&2; exit 127; }; ")
+
+
+def _shift_report(uri: str, tree: str, stdout: str, t0: float) -> ShiftDone:
+    """The JSON line a remote shift printed, as a ShiftDone (BackendError if it is not)."""
+    out = stdout.strip().splitlines()
+    try:
+        done = json.loads(out[-1])
+        return ShiftDone(time.monotonic() - t0, int(done["changed"]),
+                         frozenset(int(i) for i in done.get("uids", ())),
+                         frozenset(int(i) for i in done.get("gids", ())))
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise BackendError(f"shifting {tree} on {uri}: its python3 printed {out[-3:]!r}, "
+                           "not the JSON the shift prints") from None
+
+
+class ListedShift:
+    """The shift of what the frozen copy lists, made ready before the freeze: on an ssh
+    host its python3 is started while the container still runs (ssh's handshake and the
+    interpreter's start cost most of a second in a TCG guest) and waits on stdin for the
+    list, so the downtime holds only the shift itself. Here it is a call."""
+
+    def __init__(self, uri: str, tree: str, shift: Shift) -> None:
+        self.uri, self.tree, self.shift = uri, tree, shift
+        self.proc: subprocess.Popen[bytes] | None = None
+        if is_local(uri):
+            return
+        from virtmix.hosts.ssh import ssh_argv
+        from virtmix.rootfs.idmap import BOOT, remote_script
+
+        script = remote_script(tree, shift.to, shift.source, shift.count,
+                               stdin=True).encode()
+        self.proc = subprocess.Popen(
+            [*ssh_argv(uri), _PYTHON_THERE + "exec python3 -c " + shlex.quote(BOOT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # ssh failed: run() says how
+            self.proc.stdin.write(b"%d\n" % len(script) + script)
+            self.proc.stdin.flush()
+
+    def run(self, paths: list[bytes]) -> ShiftDone:
+        t0 = time.monotonic()
+        if self.proc is None:
+            from pathlib import Path
+
+            from virtmix.rootfs.idmap import shift_paths
+
+            n = shift_paths(Path(self.tree), paths, self.shift.to[0], self.shift.count,
+                            gid_offset=self.shift.to[1], source=self.shift.source[0],
+                            gid_source=self.shift.source[1])
+            return ShiftDone(time.monotonic() - t0, n)
+        try:
+            out, err = self.proc.communicate(b"\0".join(paths), timeout=3600)
+        except subprocess.TimeoutExpired:
+            raise BackendError(f"shifting {self.tree} on {self.uri}: over 3600s") from None
+        if self.proc.returncode != 0:
+            raise BackendError(f"shifting {self.tree} on {self.uri}: exited "
+                               f"{self.proc.returncode}: "
+                               f"{err.decode(errors='replace').strip()[-500:]}")
+        return _shift_report(self.uri, self.tree, out.decode(errors="replace"), t0)
+
+    def close(self) -> None:
+        """End the waiting python3 if run() was not reached (a failure, a rollback)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
 
 
 PYTHON_CHECK = "command -v python3 >/dev/null || echo missing"
@@ -235,9 +363,74 @@ def _remove_source(src: Backend, name: str, tree: str, hooks: TreeHooks) -> None
     hooks.drop_source(tree)
 
 
+# One libvirtd behind both URIs: the domain is redefined in place, and for the crash window
+# between its stop and its start there, its definition carries a mark in its <metadata>:
+# the state it had before the move and its old tree. A rerun reads it (see _finish_one).
+MOVE_NS = "https://virtmix.dev/xmlns/move/1"
+
+
+def pending_move(xml: str) -> dict[str, str] | None:
+    """The mark of an interrupted same-daemon move ({"was": state, "from": old tree})."""
+    node = etree.fromstring(xml.encode()).find(f"metadata/{{{MOVE_NS}}}pending")
+    return dict(node.attrib) if node is not None else None
+
+
+def with_mark(xml: str, mark: dict[str, str] | None) -> str:
+    """xml with the pending-move mark set to mark (None: without one)."""
+    root = etree.fromstring(xml.encode())
+    meta = root.find("metadata")
+    for old in meta.findall(f"{{{MOVE_NS}}}pending") if meta is not None else ():
+        meta.remove(old)
+    if mark:
+        if meta is None:
+            meta = etree.SubElement(root, "metadata")
+        node = etree.SubElement(meta, f"{{{MOVE_NS}}}pending", nsmap={"vmmove": MOVE_NS})
+        for k, v in mark.items():
+            node.set(k, v)
+    elif meta is not None and len(meta) == 0:
+        root.remove(meta)
+    return str(etree.tostring(root, encoding="unicode"))
+
+
+def _finish_one(src: Backend, dst: Backend, rec: DomainRecord, mark: dict[str, str],
+                hooks: TreeHooks, t0: float) -> Moved:
+    """A same-daemon move killed once the domain was redefined on its new tree: start it if
+    it ran before the move and does not now, then drop the old tree and the mark."""
+    name, notes = rec.name, []
+    state = rec.state
+    if mark.get("was") in RUNNING and not _running(src, name):
+        if state == "paused":
+            raise StateError(f"{name} is frozen on {src.uri}; `virtmix resume` it, then move "
+                             "again")
+        src.start(name)
+        if not poll(lambda: True if _running(src, name) else None, timeout=START_WAIT,
+                    interval=0.02):
+            raise StateError(f"{name} did not reach running on {dst.uri} after an "
+                             f"interrupted move (state {src.state(name)})")
+        time.sleep(SETTLE)
+        if not _running(src, name):
+            raise StateError(f"{name} started on {dst.uri} but did not stay up "
+                             f"(state {src.state(name)})")
+        notes.append("finished an interrupted move: started it on its new tree "
+                     f"({tree_of(rec.xml)}), as it ran before the move")
+        state = "running"
+    else:
+        notes.append("finished an interrupted move")
+    old = mark.get("from")
+    if old and old != tree_of(rec.xml):
+        try:
+            hooks.drop_source(old)
+        except NotFoundError:
+            pass  # dropped before the kill
+    src.define(with_mark(rec.xml, None))
+    return Moved(name, src.uri, dst.uri, state, notes=notes,
+                 total=time.monotonic() - t0)
+
+
 def _rollback(src: Backend, dst: Backend, name: str, dst_tree: str, hooks: TreeHooks,
-              froze: bool) -> None:
-    """Undo the target side and thaw the source; each step even when another failed."""
+              froze: bool, stopped: bool = False) -> None:
+    """Undo the target side and thaw (or start again) the source; each step even when
+    another failed."""
     with contextlib.suppress(VirtmixError):
         if dst.state(name) != "shutoff":
             dst.destroy(name)
@@ -247,20 +440,27 @@ def _rollback(src: Backend, dst: Backend, name: str, dst_tree: str, hooks: TreeH
         hooks.drop_target(dst_tree)
     if froze:
         src.resume(name)  # not suppressed: a source left frozen must be said
+    if stopped:
+        src.start(name)  # it ran before the move: it runs again where it was
 
 
 def _rollback_one(src: Backend, name: str, old_xml: str, dst_tree: str, hooks: TreeHooks,
-                  froze: bool) -> None:
+                  froze: bool, stopped: bool = False) -> None:
     """_rollback when one libvirtd is both ends: the domain gets its old definition back
     (never undefined: it is the source), the copied tree goes."""
     with contextlib.suppress(VirtmixError):
-        if tree_of(src.get(name).xml) != tree_of(old_xml):  # redefined for the target
+        now = src.get(name).xml
+        if tree_of(now) != tree_of(old_xml):  # redefined for the target
             _stop(src, name)
-            src.define(old_xml)
+            src.define(with_mark(old_xml, None))
+        elif pending_move(now):  # marked, not yet redefined
+            src.define(with_mark(old_xml, None))
     with contextlib.suppress(VirtmixError, OSError):
         hooks.drop_target(dst_tree)
     if froze:
         src.resume(name)
+    if stopped:
+        src.start(name)
 
 
 def move_container(src: Backend, dst: Backend, name: str, rendered: str,
@@ -276,7 +476,10 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
     xml = target_definition(rendered, rec)
     src_tree, dst_tree = tree_of(rec.xml), tree_of(xml)
     one = one_daemon(src, dst, rec)
+    mark = pending_move(rec.xml) if one else None
     if one:
+        if mark and src_tree == dst_tree:
+            return _finish_one(src, dst, rec, mark, hooks, t0)
         if src_tree == dst_tree:
             raise UsageError(f"moving {name}: {src.uri} and {dst.uri} reach one libvirtd and "
                              f"name one tree ({src_tree}); there is nothing to move")
@@ -286,6 +489,8 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
             return done
     shift = id_shift(name, rec.xml, xml)
     was = rec.state
+    if mark and was == "shutoff":
+        was = mark.get("was", was)  # killed after its stop, before its redefinition
     if was == "paused":
         raise StateError(f"{name} is frozen on {src.uri}; unfreeze it (or stop it) first, "
                          "or finish a move that was interrupted: `virtmix resume` it, then "
@@ -298,20 +503,45 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
         raise UsageError(f"moving {name}: the target's id range differs but both hosts use "
                          f"the tree {src_tree}; one tree cannot be owned by both ranges")
 
+    # With a shift, every copy maps the ids it can (the floor first, then those the live
+    # shift met): an unchanged file then stays unchanged on the shifted copy.
+    umap = gmap = None
+    if shift:
+        umap = id_map(shift.source[0], shift.to[0], shift.count)
+        gmap = id_map(shift.source[1], shift.to[1], shift.count)
+
     def copy() -> float:
-        return 0.0 if same else sync_tree(src.uri, src_tree, dst.uri, dst_tree)
+        return 0.0 if same else sync_tree(src.uri, src_tree, dst.uri, dst_tree,
+                                          usermap=umap, groupmap=gmap)
 
     if shift and not is_local(dst.uri):
         _check_python_there(dst.uri, name)  # before anything is copied or frozen
     if not same:
         hooks.prepare(dst_tree)
     say(f"copying {src_tree} to {dst.uri} while {name} runs")
-    moved.live_copy = copy()
-    fault_point("move-copied-live")
+    live = None
+    try:
+        moved.live_copy = copy()
+        fault_point("move-copied-live")
+        if shift:  # the whole tree, while it runs: out of the downtime
+            say(f"shifting the copy to the target's id range ({shift.to[0]}..) while "
+                f"{name} runs")
+            live = shift_tree_at(dst.uri, dst_tree, shift)
+            umap = id_map(shift.source[0], shift.to[0], shift.count, live.uids)
+            gmap = id_map(shift.source[1], shift.to[1], shift.count, live.gids)
+            fault_point("move-shifted-live")
+    except Exception:
+        if not same:  # the source never stopped: only the copy goes
+            with contextlib.suppress(VirtmixError, OSError):
+                hooks.drop_target(dst_tree)
+        raise
     froze = stopped = False
+    listed_shift = ListedShift(dst.uri, dst_tree, shift) if shift else None
     try:
         t_freeze = time.monotonic()
-        if was in RUNNING:
+        if was in RUNNING and rec.state == "shutoff":
+            stopped = True  # a rerun: the kill left it stopped, it ran before
+        elif was in RUNNING:
             try:
                 src.suspend(name)
                 froze = True
@@ -324,20 +554,36 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
                 src.destroy(name)
                 stopped = True
         fault_point("move-frozen")
-        moved.frozen_copy = copy()
-        if shift:  # after the last copy: rsync would put the source's owners back
-            moved.shift = shift_tree_at(dst.uri, dst_tree, shift)
-            moved.notes.append(f"its tree was shifted from ids {shift.source[0]}.. to "
-                               f"{shift.to[0]}.. (the target's range) in {moved.shift:.2f}s")
+        if shift and live and listed_shift:
+            # The map did most; what rsync changed anyway (an id it did not name, ACLs, a
+            # capability's root, with the source's ids) is shifted now, and only that.
+            moved.frozen_copy, listed = sync_tree_listed(src.uri, src_tree, dst.uri, dst_tree,
+                                                         usermap=umap, groupmap=gmap)
+            fixed = listed_shift.run(listed)
+            moved.shift_frozen = fixed.seconds
+            moved.shift = live.seconds + fixed.seconds
+            moved.notes.append(
+                f"its tree was shifted from ids {shift.source[0]}.. to {shift.to[0]}.. (the "
+                f"target's range) in {moved.shift:.2f}s: {live.seconds:.2f}s while it ran "
+                f"({live.changed} entries), {fixed.seconds:.2f}s in the downtime "
+                f"({fixed.changed} of the {len(listed)} entries the frozen copy changed)")
             fault_point("move-shifted")
+        else:
+            moved.frozen_copy = copy()
         if one:
             # One libvirtd behind both URIs: the domain cannot be defined twice. It is
             # stopped, redefined on the target's tree and started (the rollback below puts
-            # its old definition back).
+            # its old definition back). Marked first with the state it had and its old
+            # tree, until the end: a rerun after a kill finishes it (_finish_one).
+            pend = {"was": was, "from": src_tree}
+            src.define(with_mark(rec.xml, pend))
+            fault_point("move-marked")
             _stop(src, name)
             stopped = stopped or froze
             froze = False
-        dst.define(xml)
+            dst.define(with_mark(xml, pend))
+        else:
+            dst.define(xml)
         fault_point("move-defined")
         if froze or stopped:
             dst.start(name)
@@ -355,15 +601,18 @@ def move_container(src: Backend, dst: Backend, name: str, rendered: str,
             hooks.seal(dst_tree)
     except BaseException:
         if one:
-            _rollback_one(src, name, rec.xml, dst_tree, hooks, froze)
+            _rollback_one(src, name, rec.xml, dst_tree, hooks, froze, stopped)
         else:
-            _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze)
-        if stopped:
-            src.start(name)  # it ran before the move: it runs again where it was
+            _rollback(src, dst, name, dst_tree, TreeHooks() if same else hooks, froze,
+                      stopped)
         raise
+    finally:
+        if listed_shift:
+            listed_shift.close()
     fault_point("move-committed")
     if one:
         hooks.drop_source(src_tree)  # the domain is the moved one now: only the tree goes
+        dst.define(xml)  # the mark goes last: until here a rerun finishes the move
     else:
         _remove_source(src, name, src_tree, TreeHooks() if same else hooks)
     moved.total = time.monotonic() - t0

@@ -7,7 +7,8 @@ host id, so their named entries move with the range too (a moved tree keeps them
 the root id a namespaced (v3) file capability records.
 
 This module needs only the standard library (the one import of virtmix's is replaced when
-`remote_script` sends it to another host's python3 to shift a tree there).
+`remote_script` sends it to another host's python3 to shift a tree there), and there only
+what Debian's python3-minimal has: no json (its output is written by hand), no inspect.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import errno
 import os
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET
@@ -38,83 +39,105 @@ def host_supports_idmap() -> bool:
         return True  # older kernels have no such knob, and user namespaces on
 
 
-def _shift_one(path: str, st: os.stat_result, offset: int, count: int,
+Seen = tuple[set[int], set[int]]  # (uids, gids) of the source range met, 0-based
+
+
+def _shift_one(path: str | bytes, st: os.stat_result, offset: int, count: int,
                gid_offset: int | None = None, source: int = 0,
-               gid_source: int | None = None) -> bool:
+               gid_source: int | None = None, seen: Seen | None = None) -> bool:
     """lchown one entry whose ids are in [source, source+count) to offset..; True when it
-    changed (gid_offset/gid_source default to the uid ones)."""
+    changed (gid_offset/gid_source default to the uid ones). Source-range ids met (owner,
+    group, ACL entries, a v3 capability's root) are added to seen, 0-based."""
     uid, gid = st.st_uid, st.st_gid
     goff = offset if gid_offset is None else gid_offset
     gsrc = source if gid_source is None else gid_source
 
     def user(i: int) -> int:
-        return i - source + offset if source <= i < source + count else i
+        if source <= i < source + count:
+            if seen is not None:
+                seen[0].add(i - source)
+            return i - source + offset
+        return i
 
     def group(i: int) -> int:
-        return i - gsrc + goff if gsrc <= i < gsrc + count else i
+        if gsrc <= i < gsrc + count:
+            if seen is not None:
+                seen[1].add(i - gsrc)
+            return i - gsrc + goff
+        return i
 
     nu, ng = user(uid), group(gid)
     mode = st.st_mode
+    names = () if stat.S_ISLNK(mode) else _xattr_names(path)
     # ACLs first: a crash between this and the chown leaves ids that a rerun (of the
     # same shift) finds in the target range and leaves alone, the owner it then shifts.
-    acl_changed = False if stat.S_ISLNK(mode) else _shift_acls(path, user, group)
+    acl_changed = _shift_acls(path, names, user, group)
+    cap = new_cap = None
+    if _CAP in names and stat.S_ISREG(mode):
+        cap = new_cap = os.getxattr(path, _CAP, follow_symlinks=False)
+        if len(cap) == 24 and struct.unpack_from("<I", cap)[0] & 0xFF000000 == _CAP_V3:
+            new_cap = cap[:20] + struct.pack("<I", user(struct.unpack_from("<I", cap, 20)[0]))
     if (nu, ng) == (uid, gid):
+        # The owner is right already (rsync mapped it, or a rerun), yet rsync may have
+        # written back a v3 capability with the source's root: that alone is fixed.
+        if new_cap != cap:
+            assert new_cap is not None
+            os.setxattr(path, _CAP, new_cap, follow_symlinks=False)
+            return True
         return acl_changed
-    cap = None
-    if stat.S_ISREG(mode) and mode & 0o111:
-        try:
-            cap = os.getxattr(path, _CAP, follow_symlinks=False)
-        except OSError as e:
-            if e.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
-                raise
-        if cap is not None and len(cap) == 24 and \
-                struct.unpack_from("<I", cap)[0] & 0xFF000000 == _CAP_V3:
-            cap = cap[:20] + struct.pack("<I", user(struct.unpack_from("<I", cap, 20)[0]))
-    os.lchown(path, nu, ng)
+    os.lchown(path, nu, ng)  # clears setuid/setgid and the capability: both put back
     if not stat.S_ISLNK(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
         os.chmod(path, stat.S_IMODE(mode))
-    if cap is not None:
-        os.setxattr(path, _CAP, cap, follow_symlinks=False)
+    if new_cap is not None:
+        os.setxattr(path, _CAP, new_cap, follow_symlinks=False)
     return True
 
 
-def _shift_acls(path: str, user: Callable[[int], int], group: Callable[[int], int]) -> bool:
-    """Rewrite the named user/group entries of path's POSIX ACLs; True when one changed."""
+def _xattr_names(path: str | bytes) -> list[str]:
+    """path's xattr names ([] where the filesystem has none): one call tells whether
+    there are ACLs or a capability to read at all."""
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        return os.listxattr(path, follow_symlinks=False)
     except OSError as e:
         if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
-            return False
+            return []
         raise
+
+
+def _shift_acls(path: str | bytes, names: Sequence[str], user: Callable[[int], int],
+                group: Callable[[int], int]) -> bool:
+    """Rewrite the named user/group entries of path's POSIX ACLs; True when one changed."""
     changed = False
     for name in _ACLS:
         if name not in names:
             continue
         blob = bytearray(os.getxattr(path, name, follow_symlinks=False))
+        this = False
         for at in range(4, len(blob) - 7, 8):  # u32 version, then (u16 tag, u16 perm, u32 id)
             tag, _perm, ident = struct.unpack_from("<HHI", blob, at)
             new = user(ident) if tag == _ACL_USER else group(ident) if tag == _ACL_GROUP \
                 else ident
             if new != ident:
                 struct.pack_into("<I", blob, at + 4, new)
-                changed = True
-        if changed:
+                this = True
+        if this:
             os.setxattr(path, name, bytes(blob), follow_symlinks=False)
+            changed = True
     return changed
 
 
 def shift_tree(root: Path, offset: int = IDMAP_OFFSET, count: int = IDMAP_COUNT, *,
                gid_offset: int | None = None, source: int = 0,
-               gid_source: int | None = None) -> int:
+               gid_source: int | None = None, seen: Seen | None = None) -> int:
     """Shift every entry below root (root included) with ids < count by offset.
 
     With source (gid_source), ids in [source, source+count) move to offset.. instead: a tree
     shifted for one container's range re-shifted for another's. gid_offset gives gids their
     own range. Entries already in the target range are left alone, so running it twice is
     harmless. Never follows symlinks, never crosses into another filesystem. Returns
-    entries changed.
+    entries changed; seen collects the source-range ids met (see _shift_one).
     """
-    args = (offset, count, gid_offset, source, gid_source)
+    args = (offset, count, gid_offset, source, gid_source, seen)
     root_st = os.lstat(root)
     changed = int(_shift_one(str(root), root_st, *args))
     stack = [str(root)]
@@ -128,6 +151,35 @@ def shift_tree(root: Path, offset: int = IDMAP_OFFSET, count: int = IDMAP_COUNT,
                 changed += _shift_one(e.path, st, *args)
                 if stat.S_ISDIR(st.st_mode):
                     stack.append(e.path)
+    return changed
+
+
+def shift_paths(root: Path, paths: Iterable[str | bytes], offset: int, count: int, *,
+                gid_offset: int | None = None, source: int = 0,
+                gid_source: int | None = None) -> int:
+    """shift_tree for only the listed entries of root (paths relative to it, as rsync
+    lists what it changed: "./" is root, a dir ends with "/"; any bytes but NUL), not
+    below them. A path that is gone, leaves root's filesystem, or names a parent that
+    is not a real directory of root (a symlink on the way) is skipped. Returns entries
+    changed."""
+    args = (offset, count, gid_offset, source, gid_source)
+    base = os.fsencode(os.path.realpath(root))
+    root_dev = os.lstat(base).st_dev
+    changed = 0
+    for rel in paths:
+        parts = [c for c in os.fsencode(rel).split(b"/") if c not in (b"", b".")]
+        if b".." in parts:
+            continue
+        path = os.path.join(base, *parts) if parts else base
+        if parts and os.path.realpath(os.path.dirname(path)) != \
+                os.path.join(base, *parts[:-1]):
+            continue  # a parent is a symlink now: never follow one out of the tree
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if st.st_dev == root_dev:
+            changed += _shift_one(path, st, *args)
     return changed
 
 
@@ -160,10 +212,16 @@ def shift_listed(upper: Path, merged: Path, offset: int = IDMAP_OFFSET,
 _IMPORT = "from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET\n"
 
 
-def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count: int) -> str:
-    """A python3 program that runs shift_tree(root) on another host (fed to `python3 -`):
-    this module's own source, with its one virtmix import replaced; it prints the number
-    of entries changed. to/source are (uid, gid) starts of the target and source ranges."""
+def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count: int,
+                  paths: Sequence[str | bytes] | None = None, *, stdin: bool = False) -> str:
+    """A python3 program that shifts root on another host (fed to `python3 -`): this
+    module's own source, with its one virtmix import replaced. Without paths it runs
+    shift_tree and prints JSON {"changed": n, "uids": [...], "gids": [...]} (the
+    source-range ids it met, 0-based); with paths, shift_paths on them (carried in the
+    script, base64 of their NUL-joined bytes) and prints {"changed": n}; with stdin, the
+    same for the paths it then reads from stdin, NUL-separated, to its end (see
+    BOOT). to/source are (uid, gid) starts of the target and source ranges."""
+    import base64
     import inspect
     import sys
 
@@ -171,6 +229,33 @@ def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count
     assert _IMPORT in text, "idmap.py: the import remote_script replaces has changed"
     text = text.replace(_IMPORT, f"IDMAP_OFFSET, IDMAP_COUNT = {IDMAP_OFFSET}, "
                                  f"{IDMAP_COUNT}\n")
-    call = (f"shift_tree(Path({root!r}), {int(to[0])}, {int(count)}, gid_offset={int(to[1])}, "
-            f"source={int(source[0])}, gid_source={int(source[1])})")
-    return f"{text}\n\nprint({call})\n"
+    ids = (f"{int(to[0])}, {int(count)}, gid_offset={int(to[1])}, "
+           f"source={int(source[0])}, gid_source={int(source[1])}")
+    if stdin:
+        run = ("listed = [p for p in sys.stdin.buffer.read().split(b'\\0') if p]\n"
+               f"print(_json(shift_paths(Path({root!r}), listed, {ids})))\n")
+    elif paths is None:
+        run = (f"seen = (set(), set())\n"
+               f"print(_json(shift_tree(Path({root!r}), {ids}, seen=seen), seen))\n")
+    else:
+        blob = base64.b64encode(b"\0".join(os.fsencode(p) for p in paths)).decode()
+        run = (f"listed = base64.b64decode({blob!r}).split(b'\\0') if {bool(paths)} else []\n"
+               f"print(_json(shift_paths(Path({root!r}), listed, {ids})))\n")
+    return f"{text}\n\nimport base64\nimport sys\n\n{run}"
+
+
+def _json(changed: int, seen: Seen | None = None) -> str:
+    """What a remote shift prints: {"changed": n} and, for a whole tree, "uids" and "gids"
+    (sorted); JSON written by hand (python3-minimal has no json module)."""
+    out = f'{{"changed": {int(changed)}'
+    if seen is not None:
+        for key, ids in (("uids", seen[0]), ("gids", seen[1])):
+            out += f', "{key}": [{", ".join(str(int(i)) for i in sorted(ids))}]'
+    return out + "}"
+
+
+# `python3 -c BOOT` reads a program of the length its first line of stdin says, runs it,
+# and leaves the rest of stdin to it: a remote_script(stdin=True) can be started (ssh,
+# interpreter, compile) before its input, the list of paths, exists.
+BOOT = ("import sys; b = sys.stdin.buffer; "
+        "exec(compile(b.read(int(b.readline())), 'virtmix-idmap', 'exec'))")
