@@ -64,8 +64,7 @@ hosts:
       {GUEST}:
         vcpus: 2
         memory: 1GiB
-        # python3 there: a move that shifts a tree to the guest's id range runs it
-        image: {{packages: [rsync, python3-minimal]}}
+        # the default image: rsync and python3 (a shift to the guest's range runs it)
         interfaces: [{{network: {PFX}net, ipv4: {GUEST_IP}/24}}]
         containers:
           {KEEP}:

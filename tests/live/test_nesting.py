@@ -38,7 +38,7 @@ from virtmix.rootfs.storage import Storage
 pytestmark = pytest.mark.slow
 
 PREFIX = "vmixt-nest-"
-# The live tests' shared storage: its guest image (the packages below, as the move tests'
+# The live tests' shared storage: its guest image (the default one, as the move tests'
 # guest) and the ansible profile's base (test_ansible_handoff.py) are built once per run
 # (a guest image build takes ~75 s). Kept between runs, as the cache it holds.
 STORAGE = move_helpers.STORAGE
@@ -65,7 +65,6 @@ hosts:
       {name}-g:
         vcpus: 2
         memory: 768MiB
-        image: {{packages: [rsync, python3-minimal]}}
         interfaces: [{{network: {name}-net, ipv4: {net}.10/24}}]
         containers:
           {name}-c1:
@@ -115,7 +114,6 @@ hosts:
       {name}-g:
         vcpus: 2
         memory: 768MiB
-        image: {{packages: [rsync, python3-minimal]}}
         interfaces: [{{network: {name}-net}}]   # no ipv4: virtmix picks the guest's address
         containers:
 {containers}"""
@@ -409,9 +407,7 @@ def test_second_guest_of_a_spec_is_an_overlay_with_its_own_identity(tmp_path):
                                 net="10.213.75", tree=BUSYBOX_TREE, init=INIT)
                     .replace("      vmixt-nest-twin-g:", "      vmixt-nest-twin-h:\n"
                              "        interfaces: [{network: vmixt-nest-twin-net, "
-                             "ipv4: 10.213.75.11/24}]\n"
-                             "        image: {packages: [rsync, python3-minimal]}\n"
-                             "      vmixt-nest-twin-g:"))
+                             "ipv4: 10.213.75.11/24}]\n      vmixt-nest-twin-g:"))
     site = load_site(path)
     try:
         a, b = (prepare_guest(site, site.find(n)) for n in ("vmixt-nest-twin-g",

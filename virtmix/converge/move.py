@@ -293,8 +293,8 @@ def _check_python_there(uri: str, name: str) -> None:
     if run_remote(uri, PYTHON_CHECK).strip() == "missing":
         raise UsageError(f"moving {name}: its tree must be shifted to another id range on "
                          f"{uri}, which needs python3 there (none found)",
-                         hint="install python3 there (a guest virtmix builds: "
-                              "`image: {packages: [rsync, python3-minimal]}`)")
+                         hint="install python3 there (python3-minimal is enough; guests virtmix "
+                              "builds have it)")
 
 
 def one_daemon(src: Backend, dst: Backend, rec: DomainRecord) -> bool:

@@ -138,7 +138,7 @@ def _rsync(argv: list[str], what: str, dst_uri: str, timeout: float,
         hint = ""
         stderr = res.stderr.decode(errors="replace")
         if "rsync: command not found" in stderr or "rsync: not found" in stderr:
-            hint = " (install rsync there; guests: `image: {packages: [rsync]}`)"
+            hint = " (install rsync there; guests virtmix builds have it)"
         raise BackendError(f"{what} to {dst_uri}: rsync exited "
                            f"{res.returncode}{hint}: {stderr.strip()[-500:]}")
     return time.monotonic() - t0, res.stdout
