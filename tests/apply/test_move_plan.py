@@ -303,6 +303,16 @@ def test_a_move_killed_after_the_shift_is_redone_by_the_next(tmp_path, nodes, mo
     assert os.lstat(dst).st_uid == 0  # outside the source's range: left as it was
 
 
+def _running_with_ids(node, name: str, tmp_path: Path) -> tuple[Path, Path]:
+    """`name` running on node with the shared range and an _ids_tree; (its tree, the tree
+    a move to the second node makes)."""
+    src, dst = tmp_path / "h1" / "rootfs", tmp_path / "h2" / "rootfs"
+    _ids_tree(src)
+    node.define(_idmapped(name, src, 100000))
+    node.start(name)
+    return src, dst
+
+
 def _ids_tree(src: Path) -> None:
     """A source tree with ids in the floor (0, 33), past it (5000), and a v3 capability."""
     import os
@@ -350,10 +360,7 @@ def test_an_id_shifting_move_killed_at_any_step_is_finished_by_the_next(tmp_path
 
     n1, n2 = nodes
     name = PFX + "s"
-    src, dst = tmp_path / "h1" / "rootfs", tmp_path / "h2" / "rootfs"
-    _ids_tree(src)
-    n1.define(_idmapped(name, src, 100000))
-    n1.start(name)
+    src, dst = _running_with_ids(n1, name, tmp_path)
     hooks = move_mod.TreeHooks(prepare=lambda p: Path(p).mkdir(parents=True, exist_ok=True))
     xml = _idmapped(name, dst, 1376256)
 
@@ -459,10 +466,7 @@ def test_a_live_shift_that_fails_drops_the_copy_and_the_source_runs_on(tmp_path,
 
     n1, n2 = nodes
     name = PFX + "f"
-    src, dst = tmp_path / "h1" / "rootfs", tmp_path / "h2" / "rootfs"
-    _ids_tree(src)
-    n1.define(_idmapped(name, src, 100000))
-    n1.start(name)
+    src, dst = _running_with_ids(n1, name, tmp_path)
     dropped: list[str] = []
 
     def drop(path: str) -> None:

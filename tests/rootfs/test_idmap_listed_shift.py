@@ -20,6 +20,7 @@ import pytest
 from virtmix.converge.move import (
     FLOOR_IDS,
     MAP_LIMIT,
+    ListedShift,
     Shift,
     id_map,
     shift_tree_at,
@@ -239,7 +240,7 @@ def test_a_move_copy_shifted_live_then_frozen_with_the_map_ends_exact(tmp_path):
     assert seconds > 0
     assert set(listed) >= {b"home/newuser", b"etc", b"nscd", NEWLINE_NAME.encode()}
     assert b"home/far" not in listed and os.fsencode(ODD_NAME) not in listed  # unchanged
-    fixed = shift_tree_at(HERE, str(dst), SHIFT, listed)
+    fixed = ListedShift(HERE, str(dst), SHIFT).run(listed)
     assert fixed.changed >= 3  # newuser, etc (ids never mapped), nscd's capability root
     assert _assert_shifted_copy(src, dst) == 14
 
@@ -248,7 +249,7 @@ def test_a_move_copy_shifted_live_then_frozen_with_the_map_ends_exact(tmp_path):
     uids, gids = live.uids | {7000, 8000}, live.gids | {7000, 8000}
     _, listed = sync_tree_listed(HERE, str(src), HERE, str(dst), **_maps(uids, gids))
     assert sorted(listed) == [b"home/"] * acls + [b"nscd"]
-    shift_tree_at(HERE, str(dst), SHIFT, listed)
+    ListedShift(HERE, str(dst), SHIFT).run(listed)
     assert _assert_shifted_copy(src, dst) == 14
 
 
@@ -279,20 +280,35 @@ def test_listed_paths_never_lead_out_of_the_tree(tmp_path):
     assert os.lstat(root).st_uid == 0  # "./" is root: outside the range, left alone
 
 
-def test_the_listed_shift_for_another_host_carries_any_name(tmp_path):
-    """remote_script with paths: the list rides inside the script (python3 - reads the
-    script on stdin), names with a newline or bytes that are not UTF-8 included."""
-    root = tmp_path / "t"
+def _odd_entries(root: Path) -> tuple[Path, bytes, Path]:
+    """Under root (made): a file named with a newline, one whose name is not UTF-8, both in
+    the source range, and one that is never listed."""
     root.mkdir()
     a = _make(root / NEWLINE_NAME, SRC + 3, GSRC + 4)
     b = os.path.join(os.fsencode(root), ODD_NAME)
     open(b, "w").close()
     os.lchown(b, SRC + 5, GSRC + 6)
-    c = _make(root / "not-listed", SRC, GSRC)
+    return a, b, _make(root / "not-listed", SRC, GSRC)
+
+
+def _listed_there(root: Path, paths: list[bytes], env: dict[str, str] | None = None,
+                  python: tuple[str, ...] = ("/usr/bin/python3", "-I")
+                  ) -> subprocess.CompletedProcess[bytes]:
+    """What ListedShift runs on a far host, run here: remote_script(stdin=True) started by
+    BOOT, then the NUL-separated list on its stdin."""
     script = idmap.remote_script(str(root), (DST, GDST), (SRC, GSRC), COUNT,
-                                 [NEWLINE_NAME.encode(), ODD_NAME])
-    res = subprocess.run(["/usr/bin/python3", "-I", "-"], input=script, capture_output=True,
-                         text=True, cwd="/", env={"PATH": "/usr/bin:/bin"}, check=False)
+                                 stdin=True).encode()
+    return subprocess.run([*python, "-c", idmap.BOOT], cwd="/", capture_output=True,
+                          env=env or {"PATH": "/usr/bin:/bin"}, check=False,
+                          input=b"%d\n" % len(script) + script + b"\0".join(paths))
+
+
+def test_the_listed_shift_for_another_host_carries_any_name(tmp_path):
+    """The far host's listed shift reads its list on stdin, NUL-separated: names with a
+    newline or bytes that are not UTF-8 included."""
+    root = tmp_path / "t"
+    a, b, c = _odd_entries(root)
+    res = _listed_there(root, [NEWLINE_NAME.encode(), ODD_NAME])
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"changed": 2}
     assert (os.lstat(a).st_uid, os.lstat(a).st_gid) == (DST + 3, GDST + 4)
@@ -300,9 +316,7 @@ def test_the_listed_shift_for_another_host_carries_any_name(tmp_path):
     assert os.lstat(c).st_uid == SRC
     # An empty list shifts nothing (not the root).
     os.chown(root, SRC, GSRC)
-    res = subprocess.run(["/usr/bin/python3", "-I", "-"], capture_output=True, text=True,
-                         input=idmap.remote_script(str(root), (DST, GDST), (SRC, GSRC),
-                                                   COUNT, []), check=False)
+    res = _listed_there(root, [])
     assert json.loads(res.stdout) == {"changed": 0} and os.lstat(root).st_uid == SRC
 
 
@@ -341,10 +355,8 @@ def _minimal_python(tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_remote_scripts_need_only_python3_minimal(tmp_path):
-    """Each remote_script mode runs in a python3 without json & co, from /: the whole
-    tree (with its id report), the paths carried in the script, the paths on stdin."""
-    from virtmix.rootfs.idmap import BOOT
-
+    """Both remote_script modes run in a python3 without json & co, from /: the whole
+    tree (with its id report), and the paths on stdin (one, then another)."""
     env = _minimal_python(tmp_path)
     probe = subprocess.run(["/usr/bin/python3", "-c", "import json"], env=env, cwd="/",
                            capture_output=True, text=True, check=False)
@@ -354,15 +366,10 @@ def test_the_remote_scripts_need_only_python3_minimal(tmp_path):
     f = _make(root / "f", SRC + 1, GSRC + 2)
     g = _make(root / "g", SRC + 3, GSRC + 4)
     h = _make(root / "h", SRC + 5, GSRC + 6)
-    script = idmap.remote_script(str(root), (DST, GDST), (SRC, GSRC), COUNT, [b"f"])
-    res = subprocess.run(["/usr/bin/python3", "-"], input=script, env=env, cwd="/",
-                         capture_output=True, text=True, check=False)
+    res = _listed_there(root, [b"f"], env, ("/usr/bin/python3",))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"changed": 1} and os.lstat(f).st_uid == DST + 1
-    script = idmap.remote_script(str(root), (DST, GDST), (SRC, GSRC), COUNT, stdin=True)
-    res = subprocess.run(["/usr/bin/python3", "-c", BOOT], env=env, cwd="/",
-                         input=b"%d\n" % len(script.encode()) + script.encode() + b"g\0",
-                         capture_output=True, check=False)
+    res = _listed_there(root, [b"g", b""], env, ("/usr/bin/python3",))
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == {"changed": 1} and os.lstat(g).st_uid == DST + 3
     script = idmap.remote_script(str(root), (DST, GDST), (SRC, GSRC), COUNT)
@@ -393,12 +400,7 @@ def test_the_remote_listed_shift_is_started_before_and_fed_the_list_after(tmp_pa
 
     uri = _as_remote(monkeypatch, tmp_path)
     root = tmp_path / "t"
-    root.mkdir()
-    a = _make(root / NEWLINE_NAME, SRC + 3, GSRC + 4)
-    b = os.path.join(os.fsencode(root), ODD_NAME)
-    open(b, "w").close()
-    os.lchown(b, SRC + 5, GSRC + 6)
-    c = _make(root / "not-listed", SRC, GSRC)
+    a, b, c = _odd_entries(root)
     ready = ListedShift(uri, str(root), SHIFT)
     try:
         assert ready.proc is not None and ready.proc.poll() is None  # started, waiting

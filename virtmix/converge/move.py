@@ -188,30 +188,26 @@ class ShiftDone:
     gids: frozenset[int] = frozenset()
 
 
-def shift_tree_at(uri: str, tree: str, shift: Shift,
-                  paths: list[bytes] | None = None) -> ShiftDone:
-    """Shift the (copied) tree on uri's host to the target's range, or only `paths` in it
-    (relative, as rsync lists them). Here by rootfs.idmap directly; on an ssh host by the
-    same code, sent to its python3 (which prints what it did as JSON)."""
+def shift_tree_at(uri: str, tree: str, shift: Shift) -> ShiftDone:
+    """Shift the whole (copied) tree on uri's host to the target's range, reporting the
+    source-range ids it met (the shift of only what the frozen copy listed is ListedShift).
+    Here by rootfs.idmap directly; on an ssh host by the same code, sent to its python3
+    (which prints what it did as JSON)."""
     t0 = time.monotonic()
     if is_local(uri):
         from pathlib import Path
 
-        from virtmix.rootfs.idmap import shift_paths, shift_tree
+        from virtmix.rootfs.idmap import shift_tree
 
         seen: tuple[set[int], set[int]] = (set(), set())
-        ids = {"gid_offset": shift.to[1], "source": shift.source[0],
-               "gid_source": shift.source[1]}
-        if paths is None:
-            n = shift_tree(Path(tree), shift.to[0], shift.count, seen=seen, **ids)
-        else:
-            n = shift_paths(Path(tree), paths, shift.to[0], shift.count, **ids)
+        n = shift_tree(Path(tree), shift.to[0], shift.count, gid_offset=shift.to[1],
+                       source=shift.source[0], gid_source=shift.source[1], seen=seen)
         return ShiftDone(time.monotonic() - t0, n, frozenset(seen[0]), frozenset(seen[1]))
     from virtmix.hosts.ssh import run_argv, ssh_argv
     from virtmix.rootfs.idmap import remote_script
 
     res = run_argv([*ssh_argv(uri), _PYTHON_THERE + "exec python3 -"], uri, timeout=3600,
-                   input=remote_script(tree, shift.to, shift.source, shift.count, paths))
+                   input=remote_script(tree, shift.to, shift.source, shift.count))
     return _shift_report(uri, tree, str(res.stdout), t0)
 
 

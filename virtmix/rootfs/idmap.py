@@ -213,15 +213,13 @@ _IMPORT = "from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET\n"
 
 
 def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count: int,
-                  paths: Sequence[str | bytes] | None = None, *, stdin: bool = False) -> str:
-    """A python3 program that shifts root on another host (fed to `python3 -`): this
-    module's own source, with its one virtmix import replaced. Without paths it runs
-    shift_tree and prints JSON {"changed": n, "uids": [...], "gids": [...]} (the
-    source-range ids it met, 0-based); with paths, shift_paths on them (carried in the
-    script, base64 of their NUL-joined bytes) and prints {"changed": n}; with stdin, the
-    same for the paths it then reads from stdin, NUL-separated, to its end (see
-    BOOT). to/source are (uid, gid) starts of the target and source ranges."""
-    import base64
+                  *, stdin: bool = False) -> str:
+    """A python3 program that shifts root on another host: this module's own source, with
+    its one virtmix import replaced. By default (fed to `python3 -`) it runs shift_tree and
+    prints JSON {"changed": n, "uids": [...], "gids": [...]} (the source-range ids it met,
+    0-based); with stdin (started by BOOT before its input exists), shift_paths on the
+    paths it then reads from stdin, NUL-separated, to its end, and prints {"changed": n}.
+    to/source are (uid, gid) starts of the target and source ranges."""
     import inspect
     import sys
 
@@ -234,14 +232,10 @@ def remote_script(root: str, to: tuple[int, int], source: tuple[int, int], count
     if stdin:
         run = ("listed = [p for p in sys.stdin.buffer.read().split(b'\\0') if p]\n"
                f"print(_json(shift_paths(Path({root!r}), listed, {ids})))\n")
-    elif paths is None:
+    else:
         run = (f"seen = (set(), set())\n"
                f"print(_json(shift_tree(Path({root!r}), {ids}, seen=seen), seen))\n")
-    else:
-        blob = base64.b64encode(b"\0".join(os.fsencode(p) for p in paths)).decode()
-        run = (f"listed = base64.b64decode({blob!r}).split(b'\\0') if {bool(paths)} else []\n"
-               f"print(_json(shift_paths(Path({root!r}), listed, {ids})))\n")
-    return f"{text}\n\nimport base64\nimport sys\n\n{run}"
+    return f"{text}\n\nimport sys\n\n{run}"
 
 
 def _json(changed: int, seen: Seen | None = None) -> str:
