@@ -141,3 +141,25 @@ def test_remote_init_pid_falls_back_to_the_controllers_child():
     missing = _run_init_pid_sh("vmixt-no-such-container", None)
     assert missing.returncode == 125
     assert "vmixt-no-such-container is not running there" in missing.stderr
+
+
+def test_first_runs_at_once_make_one_site_key(storage):
+    """Four processes asking for the site key of a fresh storage at the same moment (two
+    first applies, or the suite on two workers): one pair is made, and it is whole."""
+    code = ("import sys, time; from virtmix.images import keys; from virtmix.rootfs.storage "
+            "import Storage; time.sleep(max(0, float(sys.argv[2]) - time.time())); "
+            "print(keys.site_key(Storage(sys.argv[1])).read_text())")
+    import sys
+    at = str(time.time() + 2)  # all four ask at once, after their imports
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(storage.root), at], text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL) for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in outs]
+    assert len({out for out, _ in outs}) == 1
+    key = storage.root / "ssh" / "id_ed25519"
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True,
+                             text=True, check=True).stdout.split()[:2]
+    assert key.with_suffix(".pub").read_text().split()[:2] == derived
+    assert sorted(p.name for p in key.parent.iterdir() if "id_ed25519" in p.name) == [
+        "id_ed25519", "id_ed25519.pub"]

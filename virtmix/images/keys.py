@@ -45,8 +45,23 @@ def _keygen(path: Path, comment: str) -> None:
 def site_key(storage: Storage) -> Path:
     """virtmix's private key for its guests (made once; an admin may put their own there)."""
     key = ssh_dir(storage) / KEY_NAME
-    if not key.is_file():
-        _keygen(key, f"virtmix@{os.uname().nodename}")
+    if key.is_file():
+        return key
+    # Two first runs on one storage at once (two applies, or a test suite on two workers)
+    # must not both run ssh-keygen on one path: it asks whether to overwrite, and a half
+    # written pair would be trusted. One makes it aside, the pair is renamed into place.
+    with storage.lock("site-key"):
+        if not key.is_file():
+            new = key.with_name(f".{KEY_NAME}.new")
+            new_pub = new.with_name(new.name + ".pub")
+            for p in (new, new_pub):
+                p.unlink(missing_ok=True)
+            _keygen(new, f"virtmix@{os.uname().nodename}")
+            # The public half first: the private key's presence says the pair is complete.
+            write_atomic(key.with_suffix(".pub"), new_pub.read_bytes(), mode=0o644)
+            write_atomic(key, new.read_bytes(), mode=0o600)
+            for p in (new, new_pub):
+                p.unlink()
     return key
 
 
