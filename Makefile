@@ -29,8 +29,16 @@ demo: venv
 	$(VENV)/bin/virtmix apply $(DEMO) --yes
 	$(VENV)/bin/virtmix ls
 
+# The suite runs on TEST_JOBS pytest-xdist workers (tests/conftest.py groups the modules
+# that share state), then the `exclusive` tests (they kill libvirtd or run a second one)
+# alone. Both parts always run; either failing fails the target.
+TEST_JOBS ?= 2
+
 test: venv
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder \
+		-m "not exclusive"; parallel=$$?; \
+	$(VENV)/bin/pytest -q -m exclusive; alone=$$?; \
+	test $$parallel -eq 0 && test $$alone -eq 0
 
 lint: venv
 	$(VENV)/bin/ruff check virtmix tests benchmarks

@@ -46,12 +46,53 @@ def pytest_configure(config: pytest.Config) -> None:
                             "in this network namespace: never beside other tests")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Everything under tests/live/ talks to the daemon: mark it live."""
-    live_dir = Path(__file__).resolve().parent / "live"
+# `make test` runs the suite on pytest-xdist workers with `--dist loadgroup`: each xdist
+# group runs on one worker, one test after another. A module is its own group, so its
+# module-scoped fixtures (a booted guest) are made once. Modules that share more than their
+# own names share a lane: the rootfs tests' session storage, whose cleanup removes every
+# vmixt-rootfs-* container; the live apply tests, which clean the whole apply_helpers.PFX;
+# the admin verb tests, which reuse admin_helpers' names; the nesting unit tests, whose site
+# file names one storage dir that their fixture removes. Everything else (networks,
+# bridges, subnets, storage dirs, name prefixes) is unique per module.
+LANES = {
+    "tests/rootfs/": "rootfs",
+    "tests/nesting/": "nesting-unit",
+    "tests/live/test_apply": "live-apply",
+    "tests/live/test_clean_stop.py": "live-apply",
+    "tests/live/test_verified_start.py": "live-apply",
+    "tests/live/test_admin_": "live-admin",
+    "tests/live/test_attach_terminal.py": "live-admin",
+}
+# The longest groups go out first (seconds from a serial CI run), so the workers share them
+# rather than one worker starting a 4-minute guest test when the other has nothing left.
+LONGEST_FIRST = ("tests/live/test_nesting.py",      # 250 s: an LXC-host guest, nested trees
+                 "tests/live/test_cloud_init.py",   # 230 s: builds a cloud image, boots it
+                 "rootfs",                          # 165 s: builds bases, boots containers
+                 "tests/live/test_move.py",         # 160 s: an LXC-host guest, moves
+                 "tests/live/test_snapshots.py",    # 105 s
+                 "live-apply", "live-admin",
+                 "tests/live/test_seed_workflow.py", "tests/live/test_ansible_handoff.py",
+                 "tests/faults/test_faults.py", "tests/live/test_machines.py")
+TESTS_ROOT = Path(__file__).resolve().parent
+
+
+def _group(item: pytest.Item) -> str:
+    rel = "tests/" + Path(str(item.path)).relative_to(TESTS_ROOT).as_posix()
+    return next((lane for start, lane in LANES.items() if rel.startswith(start)), rel)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/live/ talks to the daemon: mark it live. Give each test its
+    xdist group, and under xdist put the longest groups first."""
+    live_dir = TESTS_ROOT / "live"
     for item in items:
         if live_dir in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.live)
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    if getattr(config.option, "dist", "no") != "no":
+        rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda it: rank.get(_group(it), len(rank)))  # stable: order kept
 
 
 @dataclass(frozen=True)

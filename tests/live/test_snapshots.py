@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from apply_helpers import (
-    PFX,
     busybox,
     lxc_host,
     make_storage_dir,
@@ -20,7 +19,7 @@ from support import GuestKernel, wait_for
 from test_apply_ssh import loopback_ssh  # noqa: F401 - the second host over ssh
 
 pytestmark = pytest.mark.live
-SNAP_PFX = PFX + "snap-"
+SNAP_PFX = "vmixt-snap-"
 # An init that ends on what destroy sends it (SIGPWR, as to busybox init): a bare
 # `sh -c` as pid 1 ignores it, and destroy then waited its whole timeout (30 s) before
 # forcing the container off. `sleep & wait` lets the trap run at once.
@@ -219,10 +218,10 @@ def test_restore_onto_another_host_over_ssh(lxc_conn, snb_storage, make_busybox_
     (tree / "root" / "data").write_text("travels\n")
     mac = "52:54:00:5e:a1:07"
     net = {SNB + "net": {"host": "h1", "mode": "isolated", "bridge": "vmixtsnb0",
-                         "ipv4": "10.213.91.1/24"}}
+                         "ipv4": "10.213.92.1/24"}}
     inv = write_inventory(here, {"h1": lxc_host({name: busybox(
         tree, init=SLEEP, interfaces=[{"network": SNB + "net", "mac": mac,
-                                       "ipv4": "10.213.91.7/24"}])})},
+                                       "ipv4": "10.213.92.7/24"}])})},
         name=SNB + "site", networks=net)
     virtmix("apply", str(inv), "--yes", check=0)
     uuid = lxc_conn.lookupByName(name).UUIDString()

@@ -96,7 +96,7 @@ def make_site(busybox_tree: Path | None, n: int = 3, *, network: bool = True,
         containers[name] = spec
     doc = {"name": PFX + "site", "settings": {"storage_dir": str(storage)},
            "networks": {NET: {"host": "h1", "mode": "isolated", "bridge": BRIDGE,
-                              "ipv4": "10.231.77.1/24"}} if network else {},
+                              "ipv4": "10.231.79.1/24"}} if network else {},
            "hosts": {"h1": {"uri": "qemu:///system", "lxc_uri": LXC, "virt_type": "qemu",
                             "containers": containers}}}
     site = Site(storage, trees, names, root / "site.yaml", locks, doc)
