@@ -31,8 +31,14 @@ def busybox(tree: Path, **extra) -> dict:
     return {"rootfs": {"path": str(tree)}, "memory": "64MiB", **extra}
 
 
-def write_inventory(storage: Path, hosts: dict, *, name: str = "vmixt-apply-site",
+def write_inventory(storage: Path, hosts: dict, *, name: str | None = None,
                     networks: dict | None = None, file: str = "site.yaml") -> Path:
+    # The site's name is its owner mark on the daemon (plan lists, prune removes, the
+    # site's other domains): one per calling module, so modules running beside each other
+    # on the suite's workers never see each other's domains as their site's.
+    if name is None:
+        module = sys._getframe(1).f_globals["__name__"].rpartition(".")[2]
+        name = "vmixt-site-" + module.removeprefix("test_").replace("_", "-")
     doc = {"name": name, "settings": {"storage_dir": str(storage)},
            "networks": networks or {}, "hosts": hosts}
     path = storage / file
