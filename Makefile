@@ -35,7 +35,7 @@ demo: venv
 TEST_JOBS ?= 2
 
 test: venv
-	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder \
+	$(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadscope --no-loadscope-reorder \
 		-m "not exclusive"; parallel=$$?; \
 	$(VENV)/bin/pytest -q -m exclusive; alone=$$?; \
 	test $$parallel -eq 0 && test $$alone -eq 0

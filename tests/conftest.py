@@ -46,14 +46,14 @@ def pytest_configure(config: pytest.Config) -> None:
                             "in this network namespace: never beside other tests")
 
 
-# `make test` runs the suite on pytest-xdist workers with `--dist loadgroup`: each xdist
-# group runs on one worker, one test after another. A module is its own group, so its
-# module-scoped fixtures (a booted guest) are made once. Modules that share more than their
-# own names share a lane: the rootfs tests' session storage, whose cleanup removes every
-# vmixt-rootfs-* container; the live apply tests, which clean the whole apply_helpers.PFX;
-# the admin verb tests, which reuse admin_helpers' names; the nesting unit tests, whose site
-# file names one storage dir that their fixture removes. Everything else (networks,
-# bridges, subnets, storage dirs, name prefixes) is unique per module.
+# `make test` runs the suite on pytest-xdist workers (`--dist loadscope`, with the
+# scheduler below): each group runs on one worker, one test after another. A module is its
+# own group, so its module-scoped fixtures (a booted guest) are made once. Modules that share
+# more than their own names share a lane: the rootfs tests' session storage, whose cleanup
+# removes every vmixt-rootfs-* container; the live apply tests, which clean the whole
+# apply_helpers.PFX; the admin verb tests, which reuse admin_helpers' names; the nesting unit
+# tests, whose site file names one storage dir that their fixture removes. Everything else
+# (networks, bridges, subnets, storage dirs, name prefixes, site names) is unique per module.
 LANES = {
     "tests/rootfs/": "rootfs",
     "tests/nesting/": "nesting-unit",
@@ -76,23 +76,46 @@ LONGEST_FIRST = ("tests/live/test_nesting.py",      # 250 s: an LXC-host guest, 
 TESTS_ROOT = Path(__file__).resolve().parent
 
 
-def _group(item: pytest.Item) -> str:
-    rel = "tests/" + Path(str(item.path)).relative_to(TESTS_ROOT).as_posix()
-    return next((lane for start, lane in LANES.items() if rel.startswith(start)), rel)
+def lane(nodeid: str) -> str:
+    """The group of a test: its lane, else its module ("tests/live/test_x.py")."""
+    path = nodeid.split("::", 1)[0]
+    return next((name for start, name in LANES.items() if path.startswith(start)), path)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
+def _nodeid(item: pytest.Item) -> str:
+    return "tests/" + Path(str(item.path)).relative_to(TESTS_ROOT).as_posix()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/live/ talks to the daemon: mark it live. Give each test its
-    xdist group, and under xdist put the longest groups first."""
+    """Everything under tests/live/ talks to the daemon: mark it live. Under xdist, the
+    longest groups first."""
     live_dir = TESTS_ROOT / "live"
     for item in items:
         if live_dir in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.live)
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
     if getattr(config.option, "dist", "no") != "no":
         rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda it: rank.get(_group(it), len(rank)))  # stable: order kept
+        items.sort(key=lambda it: rank.get(lane(_nodeid(it)), len(rank)))  # stable
+
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # a plain `pytest` without xdist runs one test at a time
+    LoadScopeScheduling = None
+if LoadScopeScheduling is not None:
+    class LaneScheduling(LoadScopeScheduling):  # type: ignore[misc, valid-type]
+        """xdist's per-module scheduling, with LANES: one work unit per lane."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return lane(nodeid)
+
+    # xdist's own `loadgroup` marks do not group under pytest 9 (they rewrite a node id
+    # attribute pytest 9 no longer reads), so the groups come from the node ids here.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+        if config.getvalue("dist") == "loadscope":
+            return LaneScheduling(config, log)
+        return None
 
 
 @dataclass(frozen=True)

@@ -122,8 +122,10 @@ def test_real_bash_with_the_installed_script(node500, tmp_path):
     if not (bin_dir / "virtmix").exists() or not shutil.which("bash"):
         pytest.fail("needs the venv's virtmix script and bash (make venv)")
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SHELL": "/bin/bash"}
-    script = subprocess.run([str(bin_dir / "virtmix"), "--show-completion", "bash"],
-                            capture_output=True, text=True, env=env, check=True).stdout
+    shown = subprocess.run([str(bin_dir / "virtmix"), "--show-completion", "bash"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    script = shown.stdout
     (tmp_path / "complete.bash").write_text(script)
     line = (f"source {tmp_path / 'complete.bash'}; COMP_WORDS=(virtmix -c {node500} start "
             "web-49); COMP_CWORD=4; _virtmix_completion virtmix; "
