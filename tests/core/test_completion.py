@@ -133,3 +133,20 @@ def test_real_bash_with_the_installed_script(node500, tmp_path):
     out = subprocess.run(["bash", "--norc", "-c", line], capture_output=True, text=True,
                          env=env, timeout=60).stdout
     assert out.split() == [f"web-49{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("args, first", [(["--show-completion", "zsh"], "#compdef virtmix"),
+                                         (["--show-completion=fish"], "complete --command"),
+                                         (["--show-completion", "bash"], "_virtmix_completion")])
+def test_a_named_shell_gets_its_script_whatever_shell_runs_virtmix(args, first):
+    """The shell named is the script printed, also under `sh -c` (make, CI): typer's own
+    detection reads the process tree and refused sh, or printed the parent shell's script."""
+    import shlex
+
+    virtmix = Path(sys.executable).parent / "virtmix"
+    if not virtmix.exists():
+        pytest.fail("needs the venv's virtmix script (make venv)")
+    res = subprocess.run(["sh", "-c", shlex.join([str(virtmix), *args])], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.lstrip().startswith(first), res.stdout[:200]

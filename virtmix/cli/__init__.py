@@ -86,7 +86,26 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+COMPLETION_SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _names_completion_shell(argv: list[str]) -> bool:
+    """`--show-completion zsh` / `--install-completion bash`: the admin named the shell."""
+    for i, arg in enumerate(argv):
+        opt, eq, value = arg.partition("=")
+        if opt in ("--show-completion", "--install-completion"):
+            named = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            return named in COMPLETION_SHELLS
+    return False
+
+
 def main() -> None:
+    if _names_completion_shell(sys.argv[1:]):
+        # typer's completion options are flags that detect the shell from the process tree
+        # (shellingham), so `--show-completion zsh` run from bash printed bash's script, and
+        # under `sh -c` it failed ("Shell sh not supported"). With detection off they take
+        # the shell as their value; without a named shell, detection stays.
+        os.environ["_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION"] = "1"
     completing = any(k.endswith("_COMPLETE") for k in os.environ)
     if completing and os.environ.get("_VIRTMIX_COMPLETE"):
         from virtmix.cli.complete import fast_complete
