@@ -503,6 +503,26 @@ def connect_and_observe(uris: list[str], *, skip: dict[str, str] | None = None
     return conns, observed
 
 
+def connect_all(uris: list[str]) -> tuple[dict[str, Backend], dict[str, str]]:
+    """Open every URI in parallel, reading nothing (destroy reads only its own domains);
+    returns the open connections and URI -> why it could not be opened."""
+    from virtmix.backend import open_connection
+
+    conns: dict[str, Backend] = {}
+    failures: dict[str, str] = {}
+
+    def one(uri: str) -> None:
+        try:
+            conns[uri] = open_connection(uri)
+        except VirtmixError as exc:
+            failures[uri] = exc.message
+
+    todo = list(dict.fromkeys(uris))
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
+        list(pool.map(one, todo))
+    return conns, failures
+
+
 def connection_failures(observed: dict[str, ObservedConnection]) -> dict[str, str]:
     """URI -> why it could not be opened or read."""
     return {uri: obs.error for uri, obs in observed.items() if obs.error is not None}
