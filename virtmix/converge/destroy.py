@@ -402,7 +402,9 @@ def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
             t.outcome = Outcome.REMOVED
             return
         how = ""
-        if conn.get(t.name).active:
+        # Its state only (2 round trips), not its record again: the definition was read
+        # when the target was found.
+        if conn.state(t.name) not in ("shutoff", "nostate", "crashed"):
             if force:
                 conn.destroy(t.name)
                 how = "forced off"
