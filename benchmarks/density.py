@@ -3,7 +3,7 @@
 Starts N containers (the shipped `debian` profile: bookworm minbase + systemd, unprivileged,
 overlay clones of one cached base) with one `virtmix apply` of one inventory, or with the
 plain tools (a loop of `mount -t overlay`, `virsh define`, `virsh start`), and reports:
-the start rate over time (per 100 containers, from a watcher counting active domains),
+the start rate over time (per 100 containers, from libvirt's lifecycle events),
 PSS per container (libvirt_lxc controller + the container's processes, from
 /proc/PID/smaps_rollup), disk per container (overlay upper + work), and the teardown time
 (`virtmix destroy INVENTORY --yes --delete-rootfs --force`, or a virsh destroy/undefine +
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from virtmix.backend.events import EventStream  # noqa: E402
 from virtmix.rootfs import RootfsSpec, Storage  # noqa: E402
 from virtmix.rootfs.build import ensure_lower  # noqa: E402
 from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET  # noqa: E402
@@ -64,26 +66,49 @@ def names(count: int) -> list[str]:
 
 # -- watching the start ----------------------------------------------------------------
 class Watcher(threading.Thread):
-    """Counts active vmixt-dens-* domains every 0.2 s (its own connection): the start rate
-    seen from libvirt, the same for apply and for the virsh loop."""
+    """Counts running vmixt-dens-* domains from libvirt's lifecycle events (started +1,
+    stopped -1; virtmix.backend.events, its own connection): the start rate seen from
+    libvirt, the same for apply and for the virsh loop. Events cost O(1) per start; the
+    listing of every active domain 5 times a second it replaces cost libvirtd CPU that grew
+    with the count, and competed with the starts it measured. Every vmixt-dens-* domain is
+    gone before a run (cleanup), so the count starts at 0. Memory and the start budget are
+    checked every 0.2 s."""
 
     def __init__(self, min_free_mib: int, budget: float = 0.0) -> None:
         super().__init__(daemon=True)
         self.budget = budget  # seconds of starting before apply gets SIGINT (0: none)
-        self.samples: list[tuple[float, int]] = []
+        self.samples: list[tuple[float, int]] = []  # (seconds from t0, running), per event
         self.halt = threading.Event()
-        self.t0 = time.monotonic()
         self.min_free_kib = min_free_mib * 1024
         self.starter: int | None = None  # pid that gets SIGINT when memory runs short
         self.low_memory: str = ""
+        self.running = 0
+        self.lost = ""
+        # Watching before anything starts: no event of ours is missed.
+        self.stream = EventStream(definitions=False)
+        self.stream.watch(URI)
+        self.t0, self.wall0 = time.monotonic(), time.time()
+
+    def _drain(self, until: float) -> None:
+        while (left := until - time.monotonic()) > 0:
+            try:
+                ev = self.stream.events.get(timeout=left)
+            except queue.Empty:
+                return
+            if isinstance(ev, tuple):  # ("connection-lost", uri)
+                self.lost = f"event connection lost ({ev[1]}): counts after it are wrong"
+                say(self.lost)
+                continue
+            if not ev.name.startswith(PREFIX) or ev.event not in ("started", "stopped"):
+                continue
+            self.running += 1 if ev.event == "started" else -1
+            self.samples.append((ev.time - self.wall0, self.running))
 
     def run(self) -> None:
-        conn = connect()
         try:
             while not self.halt.is_set():
-                doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-                n = sum(1 for d in doms if d.name().startswith(PREFIX))
-                self.samples.append((time.monotonic() - self.t0, n))
+                self._drain(time.monotonic() + 0.2)
+                n = self.running
                 free = mem_available_kib()
                 over = self.budget and time.monotonic() - self.t0 > self.budget
                 if over and not self.low_memory:
@@ -99,9 +124,9 @@ class Watcher(threading.Thread):
                     say(f"stopping the start: {self.low_memory}")
                     if self.starter is not None:
                         os.kill(self.starter, signal.SIGINT)
-                self.halt.wait(0.2)
+            self._drain(time.monotonic() + 0.5)  # the last events in flight
         finally:
-            conn.close()
+            self.stream.close()
 
     def crossing(self, k: int) -> float | None:
         """Seconds from t0 until k domains were active (None: never)."""
@@ -263,6 +288,13 @@ def libvirtd_cpu() -> float:
     pids = subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True,
                           text=True).stdout.split()
     return sum(_cpu_seconds(int(p), children=False) for p in pids)
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine spent busy since boot (all cores; /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICK  # all but idle and iowait
 
 
 def own_cpu() -> float:
@@ -430,7 +462,7 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
     try:
         watcher.start()
         say(f"{mode}: starting {args.count}")
-        cpu0, lcpu0, t0 = own_cpu(), libvirtd_cpu(), time.monotonic()
+        cpu0, lcpu0, mcpu0, t0 = own_cpu(), libvirtd_cpu(), machine_cpu(), time.monotonic()
         if mode == "apply" and args.profile:
             watcher.starter = os.getpid()  # apply's own Ctrl-C handler runs in here
             rep["start"], rep["ops"] = start_apply_profiled(inv, args.jobs)
@@ -439,6 +471,7 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
         else:
             rep["start"] = start_virsh(storage, lower, args.count, watcher)
         rep["cpu_tool"], rep["cpu_libvirtd"] = own_cpu() - cpu0, libvirtd_cpu() - lcpu0
+        rep["cpu_machine"] = machine_cpu() - mcpu0
         rep["cpu_wall"] = time.monotonic() - t0
         time.sleep(1.0)
         watcher.halt.set()
@@ -453,7 +486,12 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
         try:
             rep["active"] = sum(1 for d in conn.listAllDomains(
                 libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE) if d.name().startswith(PREFIX))
+            # What N idle containers cost while nothing starts: the CPU left for starts.
+            lcpu1, mcpu1, t1 = libvirtd_cpu(), machine_cpu(), time.monotonic()
             time.sleep(args.settle)
+            idle = time.monotonic() - t1
+            rep["idle_machine"] = (machine_cpu() - mcpu1) / idle
+            rep["idle_libvirtd"] = (libvirtd_cpu() - lcpu1) / idle
             step = max(1, args.count // max(1, args.states))
             rep["states"] = system_states(conn, names(args.count)[::step][:args.states])
             rep["pss"], rep["procs"], rep["cpu_ct"] = pss_per_container(conn)
@@ -463,6 +501,7 @@ def run_mode(mode: str, args: argparse.Namespace, storage: Path, lower: Path) ->
             rep["loadavg"] = os.getloadavg()
             rep["memfree"] = mem_available_kib()
             rep["low_memory"] = watcher.low_memory
+            rep["counted"], rep["lost"] = watcher.running, watcher.lost
         finally:
             conn.close()
         say(f"{mode}: tearing down")
@@ -535,6 +574,9 @@ def report(args: argparse.Namespace, rep: dict) -> None:
     print(f"density: {n} idle Debian bookworm systemd containers, {how}")
     print(f"  started: {rep['active']}/{n} running, wall {rep['start']:.1f} s = "
           f"{rep['active'] / rep['start']:.1f} starts/s")
+    if rep.get("counted") != rep["active"] or rep.get("lost"):
+        print(f"  the events counted {rep.get('counted')} running, the listing after "
+              f"{rep['active']}{'; ' + rep['lost'] if rep.get('lost') else ''}")
     if rep.get("low_memory"):
         print(f"  stopped early: {rep['low_memory']}")
     for k, t, r in rep["rates"]:
@@ -550,6 +592,11 @@ def report(args: argparse.Namespace, rep: dict) -> None:
           f"{2 * rep['cpu_wall']:.0f} CPU-s): per container {sum(ct) / max(1, len(ct)):.3f} s in "
           f"it and its libvirt_lxc (since its start), {rep['cpu_libvirtd'] / n:.3f} s in "
           f"libvirtd, {rep['cpu_tool'] / n:.3f} s in the starting tool")
+    print(f"  the whole machine during the start: {rep['cpu_machine']:.0f} CPU-s busy of "
+          f"{2 * rep['cpu_wall']:.0f} = {rep['cpu_machine'] / n:.3f} CPU-s per container "
+          f"(everything: containers, libvirt, virtmix, kernel, other users)")
+    print(f"  {rep['active']} idle containers, {args.settle:g} s after the start: the machine "
+          f"busy {rep['idle_machine']:.2f} of 2 cores, libvirtd {rep['idle_libvirtd']:.3f}")
     print(f"  systemd states (sample of {sum(rep['states'].values())}): {rep['states']}")
     pss = rep["pss"]
     print(f"  PSS per container incl. libvirt_lxc: median {_median(pss) / 1024:.1f} MiB, "

@@ -45,6 +45,11 @@ def test_apply_starts_several_debian_containers_and_destroy_kills_them_at_once(
         for n in names:
             wait_for(lambda n=n: lxc_run(n, ["systemctl", "is-system-running"]).stdout.strip()
                      in ("running", "degraded"), 90, f"systemd in {n}")
+        # Recipe 5: the base's systemd-update-done stamps keep systemd-sysusers (a
+        # ConditionNeedsUpdate= unit) from running at each clone's first boot.
+        shown = lxc_run(names[0], ["systemctl", "show", "-p", "ConditionResult",
+                                   "systemd-sysusers.service"]).stdout.strip()
+        assert shown == "ConditionResult=no", shown
         pids = [lxc_conn.lookupByName(n).ID() for n in names]
         t0 = time.monotonic()
         res = virtmix("destroy", str(inv), "--yes", "--force", "--delete-rootfs")

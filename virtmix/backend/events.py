@@ -74,8 +74,11 @@ def start_event_loop() -> None:
 class EventStream:
     """Lifecycle events of every domain on some connections, as LifecycleEvent in a queue."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, definitions: bool = True) -> None:
+        """definitions=False: `defined` events come without the new definition (no read
+        of it per define: a density benchmark counting starts wants only the events)."""
         start_event_loop()
+        self._definitions = definitions
         self.events: queue.Queue[LifecycleEvent | tuple[str, str]] = queue.Queue()
         self._conns: list[tuple[libvirt.virConnect, int]] = []
 
@@ -83,7 +86,7 @@ class EventStream:
         word = EVENTS.get(event, str(event))
         details = DETAILS.get(word, ())
         xml = None
-        if word == "defined":
+        if word == "defined" and self._definitions:
             try:  # read here: by the time the consumer asks, it may be gone again
                 xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
             except libvirt.libvirtError:

@@ -6,7 +6,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -160,6 +160,34 @@ class Connection(AdminOps, SnapshotOps):
                     if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                         raise
             return out
+
+    def find_domains(self, names: Iterable[str]) -> dict[str, DomainRecord]:
+        """The named domains that exist here, by name; names not defined are left out.
+
+        One listAllDomains (a domain's name is cached client-side, so matching costs no
+        round trip), then the record of each match only: finding 1,000 names among 2,000
+        domains is one listing and 1,000 reads, not 1,000 lookups and 1,000 reads of
+        `get`, nor the 2,000 reads of list_domains. A domain undefined meanwhile is left
+        out, as if it had not been there."""
+        wanted = set(names)
+        with translate("listing domains", self.uri):
+            doms = [d for d in self._conn.listAllDomains(0) if d.name() in wanted]
+
+            def read(dom: Any) -> DomainRecord | None:
+                try:
+                    return self._record(dom)
+                except libvirt.libvirtError as exc:
+                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        return None
+                    raise
+
+            # As list_domains_with_live: a few reads in flight on the one connection.
+            if len(doms) < 32:
+                found = [read(d) for d in doms]
+            else:
+                with ThreadPoolExecutor(max_workers=4) as pool:
+                    found = list(pool.map(read, doms))
+        return {r.name: r for r in found if r is not None}
 
     def _lookup(self, name: str) -> libvirt.virDomain:
         try:

@@ -39,8 +39,7 @@ from virtmix.cli.completers import complete_domain
 from virtmix.converge.apply import (
     Context,
     close_all,
-    connect_and_observe,
-    connection_failures,
+    connect_all,
     observe_and_plan,
     run_plan,
 )
@@ -49,7 +48,7 @@ from virtmix.converge.destroy import (
     Outcome,
     Target,
     destroy_target,
-    domain_target,
+    record_target,
     site_targets,
 )
 from virtmix.converge.placement import observe_and_place, placement_uris
@@ -328,9 +327,11 @@ def _destroy_targets(targets: list[str]
                 if not OPTIONS.connect or network_uri(site, n) == OPTIONS.connect}
         if OPTIONS.connect and not entries and not nets and site.entries:
             raise UsageError(f"-c {OPTIONS.connect}: no host of {site.path} uses it")
-        conns, obs = connect_and_observe(sorted({e.uri for e in entries} | set(nets.values())))
+        # Opened, not observed: destroy reads only its own domains (one listing each
+        # connection), not every domain's live definition and cgroups as plan does.
+        conns, failures = connect_all(sorted({e.uri for e in entries} | set(nets.values())))
         site.entries = entries
-        return site, site_targets(site, conns, nets, connection_failures(obs)), conns
+        return site, site_targets(site, conns, nets, failures), conns
     # Named domains are found as every admin verb finds them (admin.targets.Session: -c,
     # $LIBVIRT_DEFAULT_URI, both local drivers, the inventory's hosts and GUEST/NAME); its
     # connections are the ones destroy then uses.
@@ -338,35 +339,40 @@ def _destroy_targets(targets: list[str]
 
     session = Session(connect=OPTIONS.connect, inventory=OPTIONS.inventory)
     try:
-        located = [_find_or_say_no_file(session, n) for n in targets]
+        # One domain listing per connection for all the names (not a lookup each), and
+        # the records found are the targets' (not read a second time).
+        located = []
+        each = session.find_each(targets)
+        for name in targets:
+            try:
+                located.append(next(each))
+            except (NotFoundError, UsageError) as exc:
+                _say_no_file(name, exc)
     except BaseException:
         session.close()
         raise
     for warning in session.warnings:
         err.print(f"virtmix: warning: {warning}", markup=False)
     site = session.site
-    found = [domain_target(t.conn, t.name, t.address, site.name if site else None)
+    found = [record_target(t.record, t.address, site.name if site else None, t.conn.uri)
              for t in located]
     return site, found, session.connections
 
 
-def _find_or_say_no_file(session, name: str):
-    """session.find, but a name that looks like an inventory file (NAME.yaml, a path) and
-    is none also says that the file does not exist: `destroy nope.yaml` was a typo."""
-    try:
-        return session.find(name)
-    except (NotFoundError, UsageError) as exc:
-        path = Path(name)
-        if path.suffix not in (".yaml", ".yml"):
-            raise
-        if isinstance(exc, UsageError):  # a path read as GUEST/NAME
-            exc = NotFoundError(f"no domain named {name!r}")
-        if not path.exists():
-            raise NotFoundError(f"{name}: no such inventory file, and {exc.message}",
-                                hint="destroy takes one INVENTORY file, or domain "
-                                     "NAMEs") from None
-        raise NotFoundError(f"{name}: an inventory file must be destroy's only argument "
-                            f"(and a file), and {exc.message}") from None
+def _say_no_file(name: str, exc: NotFoundError | UsageError) -> None:
+    """Raise exc; but a name that looks like an inventory file (NAME.yaml, a path) and is
+    none also says that the file does not exist: `destroy nope.yaml` was a typo."""
+    path = Path(name)
+    if path.suffix not in (".yaml", ".yml"):
+        raise exc
+    if isinstance(exc, UsageError):  # a path read as GUEST/NAME
+        exc = NotFoundError(f"no domain named {name!r}")
+    if not path.exists():
+        raise NotFoundError(f"{name}: no such inventory file, and {exc.message}",
+                            hint="destroy takes one INVENTORY file, or domain "
+                                 "NAMEs") from None
+    raise NotFoundError(f"{name}: an inventory file must be destroy's only argument "
+                        f"(and a file), and {exc.message}") from None
 
 
 def _say_kept(site: Site | None, targets: list[Target]) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
 from virtmix.backend.protocol import Backend
+from virtmix.backend.records import DomainRecord
 from virtmix.converge.observe import dns_hosts, parse_xml
 from virtmix.domain import disk, filesystem
 from virtmix.errors import NotFoundError, VirtmixError
@@ -84,7 +86,13 @@ def domain_target(conn: Backend, name: str, address: str, site: str | None) -> T
         rec = conn.get(name)
     except NotFoundError:
         return Target(name, address, conn.uri, exists=False)
-    return Target(name, address, conn.uri, active=rec.active, xml=rec.xml,
+    return record_target(rec, address, site, conn.uri)
+
+
+def record_target(rec: DomainRecord, address: str, site: str | None, uri: str) -> Target:
+    """The target of a domain already read on the connection to uri (found by name, or in
+    a listing)."""
+    return Target(rec.name, address, uri, active=rec.active, xml=rec.xml,
                   foreign=_owner_problem(rec.metadata, site),
                   owns_tree=(rec.metadata or {}).get("created-by") == "create")
 
@@ -94,18 +102,35 @@ def site_targets(site: Site, conns: dict[str, Backend], networks: dict[str, str]
     """Every entry of the site (nested containers first, then hosts', guests), then networks.
 
     failures: URI -> why it could not be opened or read (its entries are failed targets)."""
-    failures = failures or {}
+    failures = dict(failures or {})
     out: list[Target] = []
     order = sorted(site.entries, key=lambda e: (0 if e.parent else 1 if e.kind == "container"
                                                  else 2))
+    # One listing per connection (Backend.find_domains), not a lookup per entry: the
+    # connections are read at once, each its own daemon.
+    names: dict[str, list[str]] = {}
     for e in order:
-        conn = conns.get(e.uri)
-        if conn is None:
+        if e.uri in conns:
+            names.setdefault(e.uri, []).append(e.name)
+    found: dict[str, dict[str, DomainRecord]] = {}
+
+    def read(uri: str) -> None:
+        try:
+            found[uri] = conns[uri].find_domains(names[uri])
+        except VirtmixError as exc:
+            failures[uri] = exc.message
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(names)))) as pool:
+        list(pool.map(read, names))
+    for e in order:
+        if e.uri not in found:
             target = Target(e.name, e.address, e.uri, exists=False)
             target.fail(failures.get(e.uri, f"no connection to {e.uri}"))
             out.append(target)
-            continue
-        out.append(domain_target(conn, e.name, e.address, site.name))
+        elif e.name in found[e.uri]:
+            out.append(record_target(found[e.uri][e.name], e.address, site.name, e.uri))
+        else:
+            out.append(Target(e.name, e.address, e.uri, exists=False))
     for name, uri in networks.items():
         conn = conns.get(uri)
         target = Target(name, name, uri, network=True, exists=False)
@@ -377,7 +402,9 @@ def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
             t.outcome = Outcome.REMOVED
             return
         how = ""
-        if conn.get(t.name).active:
+        # Its state only (2 round trips), not its record again: the definition was read
+        # when the target was found.
+        if conn.state(t.name) not in ("shutoff", "nostate", "crashed"):
             if force:
                 conn.destroy(t.name)
                 how = "forced off"

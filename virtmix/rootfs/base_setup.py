@@ -26,6 +26,9 @@ MASKED_UNITS = (
     "systemd-pstore.service", "systemd-firstboot.service", "systemd-timesyncd.service",
     "systemd-journald-audit.socket", "apt-daily.timer", "apt-daily-upgrade.timer",
     "fstrim.timer", "e2scrub_all.timer", "e2scrub_reap.service",
+    # Remounts / and /usr as fstab says; the fstab is empty (libvirt mounts the tree): one
+    # exec per boot that does nothing.
+    "systemd-remount-fs.service",
 )
 # Generators systemd runs at every boot (one exec each) for what a container has not: block
 # devices to unlock or verify (cryptsetup, integrity, verity, GPT auto-mounts), a resume
@@ -109,6 +112,27 @@ def prepare_base(tree: Path) -> None:
         key.unlink()
     shutil.rmtree(tree / "var/lib/apt/lists", ignore_errors=True)
     (tree / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
+    mark_updated(tree)
+
+
+# systemd-update-done's stamp (man systemd-update-done.service): units with
+# ConditionNeedsUpdate= (systemd-sysusers here) run while /etc/.updated or /var/.updated is
+# missing or older than /usr, and a fresh tree has neither, so every clone ran them at its
+# first boot: for a density run, at its only boot. The base is complete (its packages made
+# their users), so the stamps are written here as systemd-update-done would after a boot:
+# holding /usr's mtime. Anything that later makes /usr newer makes them run again.
+UPDATED_TEXT = ("# This file was created by systemd-update-done. Its only\n"
+                "# purpose is to hold a timestamp of the time this directory\n"
+                "# was updated. See man:systemd-update-done.service(8).\n"
+                "TIMESTAMP_NSEC={nsec}\n")
+
+
+def mark_updated(tree: Path) -> None:
+    usr = os.stat(tree / "usr")
+    for d in ("etc", "var"):
+        stamp = tree / d / ".updated"
+        write_file(stamp, UPDATED_TEXT.format(nsec=usr.st_mtime_ns), 0o644)
+        os.utime(stamp, ns=(usr.st_mtime_ns, usr.st_mtime_ns))
 
 
 def run_in_tree(tree: Path, argv: list[str], log: Path | None = None,
