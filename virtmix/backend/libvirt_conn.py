@@ -17,6 +17,7 @@ from virtmix.backend.records import DomainRecord, NetworkRecord, NodeInfo, domai
 from virtmix.backend.snapshots import SnapshotOps
 from virtmix.backend.translate import start_hint, translate
 from virtmix.errors import BackendError, NotFoundError
+from virtmix.util import shared_cgroups
 from virtmix.util.oplog import own_operation
 
 _NAME = re.compile(r"<name>([^<]*)</name>")
@@ -213,8 +214,10 @@ class Connection(AdminOps, SnapshotOps):
                                                 libvirt.VIR_ERR_NO_SUPPORT):
                     raise
                 dom.undefine()
+        self._sweep_cgroups(name)
 
     def start(self, name: str) -> None:
+        self._sweep_cgroups(name)
         with translate(f"starting {name}", self.uri), own_operation(self.uri, name, "start"):
             self._lookup(name).create()
 
@@ -237,12 +240,20 @@ class Connection(AdminOps, SnapshotOps):
         dom = self._lookup(name)
         with translate(f"stopping {name}", self.uri), own_operation(self.uri, name, "destroy"):
             if kill_first and self._is_lxc() and _kill_init(dom):
+                self._sweep_cgroups(name)
                 return
             try:
                 dom.destroy()
             except libvirt.libvirtError:
                 if dom.isActive():  # not the race with a container that just went off
                     raise
+        self._sweep_cgroups(name)
+
+    def _sweep_cgroups(self, name: str) -> None:
+        """A container of this machine's daemon: remove the groups its ended runs left in
+        the shared cgroup v1 hierarchies (util/shared_cgroups.py; none elsewhere)."""
+        if self._fan_out and self._is_lxc():
+            shared_cgroups.sweep(name)
 
     def _is_lxc(self) -> bool:
         kind = self.__dict__.get("_kind")

@@ -15,8 +15,9 @@ from virtmix.inventory import rules
 # Bumped whenever the build recipe (extra packages, masked units, base customisation)
 # changes, so that trees built by an older virtmix are not reused as if identical.
 # 2: virtmix-meminfo.service (procps vs libvirt's FUSE meminfo); 3: its umount lazy, and the
-# generators a container cannot use masked.
-RECIPE_VERSION = 3
+# generators a container cannot use masked; 4: /sbin/init wrapped (rootfs/cgroup_init.py) so
+# that systemd gets a name=systemd group of its own on a cgroup v1 host.
+RECIPE_VERSION = 4
 
 SUPPORTED_DISTROS = ("debian",)
 
