@@ -63,6 +63,7 @@ def test_a_running_controllers_groups_are_kept(tmp_path):
         assert shared_cgroups.controller_alive(proc.pid, "web")
         assert not shared_cgroups.controller_alive(proc.pid, "db")
         assert shared_cgroups.sweep("web", (str(sd),)) == 0
+        assert shared_cgroups.remove_run("web", proc.pid, (str(sd),), wait=0.1) == 0
         assert (sd / f"machine/lxc-{proc.pid}-web.libvirt-lxc/init.scope").is_dir()
     finally:
         proc.kill()
@@ -77,3 +78,17 @@ def test_a_group_that_cannot_go_is_left_and_not_counted(tmp_path):
     (g / "init.scope/tasks").write_text("")  # like a group with a process: rmdir fails
     assert shared_cgroups.sweep("web", (str(sd),)) == 0
     assert (g / "init.scope").is_dir()
+
+
+def test_the_run_destroyed_is_removed_without_listing_the_others(tmp_path):
+    sd, pids = tmp_path / "systemd", tmp_path / "pids"
+    dead = _dead_pid()
+    _tree(sd, f"machine/lxc-{dead}-web.libvirt-lxc/system.slice/cron.service",
+          f"lxc-{dead}-web.libvirt-lxc/init.scope", "machine/lxc-1-web.libvirt-lxc")
+    _tree(pids, f"machine/lxc-{dead}-web.libvirt-lxc/init.scope")
+    assert shared_cgroups.remove_run("web", dead, (str(sd), str(pids))) == 3
+    # another run of the same container (another controller pid) is not this one's
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "pids", "pids/machine", "systemd", "systemd/machine",
+        "systemd/machine/lxc-1-web.libvirt-lxc"]
+    assert shared_cgroups.remove_run("web", dead, (str(sd), str(pids))) == 0

@@ -214,10 +214,10 @@ class Connection(AdminOps, SnapshotOps):
                                                 libvirt.VIR_ERR_NO_SUPPORT):
                     raise
                 dom.undefine()
-        self._sweep_cgroups(name)
+        if self._shared_cgroups():  # every ended run's, those stopped otherwise too
+            shared_cgroups.sweep(name)
 
     def start(self, name: str) -> None:
-        self._sweep_cgroups(name)
         with translate(f"starting {name}", self.uri), own_operation(self.uri, name, "start"):
             self._lookup(name).create()
 
@@ -238,22 +238,21 @@ class Connection(AdminOps, SnapshotOps):
         keeps its own destroy where the domain stays defined and `virsh domstate --reason`
         should say "destroyed" (`stop --force`)."""
         dom = self._lookup(name)
+        run = dom.ID() if self._shared_cgroups() else -1  # its controller's pid
         with translate(f"stopping {name}", self.uri), own_operation(self.uri, name, "destroy"):
-            if kill_first and self._is_lxc() and _kill_init(dom):
-                self._sweep_cgroups(name)
-                return
-            try:
-                dom.destroy()
-            except libvirt.libvirtError:
-                if dom.isActive():  # not the race with a container that just went off
-                    raise
-        self._sweep_cgroups(name)
+            if not (kill_first and self._is_lxc() and _kill_init(dom)):
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    if dom.isActive():  # not the race with a container that just went off
+                        raise
+        if run > 0:
+            shared_cgroups.remove_run(name, run)
 
-    def _sweep_cgroups(self, name: str) -> None:
-        """A container of this machine's daemon: remove the groups its ended runs left in
-        the shared cgroup v1 hierarchies (util/shared_cgroups.py; none elsewhere)."""
-        if self._fan_out and self._is_lxc():
-            shared_cgroups.sweep(name)
+    def _shared_cgroups(self) -> bool:
+        """A container of this machine's daemon: the groups its runs made in the shared
+        cgroup v1 hierarchies are virtmix's to remove (util/shared_cgroups.py)."""
+        return self._fan_out and self._is_lxc()
 
     def _is_lxc(self) -> bool:
         kind = self.__dict__.get("_kind")
