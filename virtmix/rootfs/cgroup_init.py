@@ -25,10 +25,12 @@ from pathlib import Path
 # The diverted original: dpkg keeps installing systemd-sysv's /sbin/init there.
 DIVERT_SUFFIX = ".distrib"
 
-# POSIX sh (dash), builtins only but one mkdir: it runs before every boot. Failing to make
-# or join the group is not fatal: systemd then starts where it is, as without the wrapper.
+# bash (Essential in Debian, like dash) for `exec -a`: systemd keeps "/sbin/init" as its
+# command line (ps, pgrep, admins' scripts). Builtins only but one mkdir: it runs before
+# every boot. Failing to make or join the group is not fatal: systemd then starts where it
+# is, as without the wrapper.
 INIT_SCRIPT = """\
-#!/bin/sh
+#!/bin/bash
 # virtmix: give this container's systemd a name=systemd cgroup of its own when the host's
 # cgroup v1 tree is shared by all containers (no cgroup namespace, libvirt LXC); a no-op
 # anywhere else. See virtmix's docs/rootfs.md. The real init: @REAL@ (dpkg-divert).
@@ -67,7 +69,7 @@ if [ "$$" = 1 ] && [ -r @PROC@/self/cgroup ]; then
             "($top$place); systemd shares the host's" >&2
     fi
 fi
-exec @REAL@ "$@"
+exec -a "$0" @REAL@ "$@"
 """
 
 
