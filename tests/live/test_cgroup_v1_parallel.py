@@ -78,6 +78,9 @@ def test_parallel_systemd_containers_all_run_with_no_failed_unit(lxc_conn, domai
         assert states == dict.fromkeys(names, "running"), \
             {n: (states[n], failed[n]) for n in names if states[n] != "running"}
         assert not any(failed.values()), failed
+        for n in names:  # the wrapper exec'd systemd under init's own name (ps aux)
+            with open(f"/proc/{container_init_pid(n)}/cmdline") as f:
+                assert f.read().split("\0")[0] == "/sbin/init", n
         if _v1_shared_host():
             groups = {n: _systemd_group(n) for n in names}
             for n, g in groups.items():  # its own, named after libvirt's machine group
