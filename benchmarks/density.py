@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 from virtmix.backend.events import EventStream  # noqa: E402
 from virtmix.rootfs import RootfsSpec, Storage  # noqa: E402
 from virtmix.rootfs.build import ensure_lower  # noqa: E402
+from virtmix.util import shared_cgroups  # noqa: E402
 from virtmix.util.identity import IDMAP_COUNT, IDMAP_OFFSET  # noqa: E402
 
 URI = "lxc:///system"
@@ -374,6 +375,7 @@ def cleanup(storage: Path) -> None:
                     d.destroy()
             with contextlib.suppress(libvirt.libvirtError):
                 d.undefine()
+            shared_cgroups.sweep(d.name())  # libvirt leaves the groups its systemd made
 
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(one, doms))

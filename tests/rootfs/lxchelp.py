@@ -8,6 +8,8 @@ from xml.sax.saxutils import quoteattr
 
 import libvirt
 
+from virtmix.util import shared_cgroups
+
 URI = "lxc:///system"
 PREFIX = "vmixt-rootfs-"  # every domain and tree the rootfs tests and benchmark make
 
@@ -103,8 +105,10 @@ def destroy_undefine(conn: libvirt.virConnect, name: str) -> None:
         dom = conn.lookupByName(name)
     except libvirt.libvirtError:
         return
+    run = -1
     try:
         if dom.isActive():
+            run = dom.ID()  # the container's libvirt_lxc
             dom.destroy()
     except libvirt.libvirtError:
         pass
@@ -112,6 +116,11 @@ def destroy_undefine(conn: libvirt.virConnect, name: str) -> None:
         dom.undefine()
     except libvirt.libvirtError:
         pass
+    # the groups its systemd made in the host's shared cgroup v1 hierarchies (virtmix's
+    # destroy removes them; libvirt's does not)
+    if run > 0:
+        shared_cgroups.remove_run(name, run)
+    shared_cgroups.sweep(name)
 
 
 def console_text(conn: libvirt.virConnect, name: str, want: str, timeout: float = 15.0) -> str:

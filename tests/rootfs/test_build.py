@@ -14,7 +14,7 @@ from pathlib import Path
 import lxchelp
 import pytest
 
-from virtmix.rootfs import list_cache, prune_cache
+from virtmix.rootfs import cgroup_init, list_cache, prune_cache
 from virtmix.rootfs.build import ensure_base
 from virtmix.rootfs.spec import RootfsSpec
 from virtmix.rootfs.storage import Storage
@@ -56,6 +56,11 @@ def test_base_tree_is_prepared_for_containers(bookworm_base):
     sources = (tree / "etc/apt/sources.list").read_text()
     assert "signed-by=" in sources and "bookworm" in sources
     assert (tree / "usr/lib/systemd/system/console-getty.service").exists()
+    # /sbin/init is the cgroup wrapper, systemd's diverted beside it (dpkg knows: an
+    # upgrade of systemd-sysv installs there)
+    assert cgroup_init.is_wrapped(tree)
+    assert os.readlink(tree / "sbin/init.distrib") == "/lib/systemd/systemd"
+    assert "/sbin/init\n/sbin/init.distrib\n:\n" in (tree / "var/lib/dpkg/diversions").read_text()
 
 
 def _builder(storage: Storage) -> subprocess.Popen:

@@ -11,6 +11,8 @@ from typing import TypeVar
 
 import libvirt
 
+from virtmix.util import shared_cgroups
+
 T = TypeVar("T")
 LXC_STATE_DIR = Path("/run/libvirt/lxc")
 
@@ -79,10 +81,17 @@ def cleanup_domains(conn, prefix: str) -> list[str]:
             continue
         # Ask before destroying: a transient domain is gone once destroyed.
         persistent = dom.isPersistent()
+        run = -1
         if dom.isActive():
+            run = dom.ID()  # a container's libvirt_lxc
             _ignore_missing(dom.destroy)
         if persistent:
             _ignore_missing(lambda d=dom: _undefine(d))
+        # a container's groups in the host's shared cgroup v1 hierarchies, which libvirt
+        # leaves (virtmix's destroy removes them); nothing for a guest
+        if run > 0:
+            shared_cgroups.remove_run(name, run)
+        shared_cgroups.sweep(name)
         removed.append(name)
     return removed + cleanup_networks(conn, prefix)
 

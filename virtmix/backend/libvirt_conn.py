@@ -17,6 +17,7 @@ from virtmix.backend.records import DomainRecord, NetworkRecord, NodeInfo, domai
 from virtmix.backend.snapshots import SnapshotOps
 from virtmix.backend.translate import start_hint, translate
 from virtmix.errors import BackendError, NotFoundError
+from virtmix.util import shared_cgroups
 from virtmix.util.oplog import own_operation
 
 _NAME = re.compile(r"<name>([^<]*)</name>")
@@ -241,6 +242,8 @@ class Connection(AdminOps, SnapshotOps):
                                                 libvirt.VIR_ERR_NO_SUPPORT):
                     raise
                 dom.undefine()
+        if self._shared_cgroups():  # every ended run's, those stopped otherwise too
+            shared_cgroups.sweep(name)
 
     def start(self, name: str) -> None:
         with translate(f"starting {name}", self.uri), own_operation(self.uri, name, "start"):
@@ -263,14 +266,21 @@ class Connection(AdminOps, SnapshotOps):
         keeps its own destroy where the domain stays defined and `virsh domstate --reason`
         should say "destroyed" (`stop --force`)."""
         dom = self._lookup(name)
+        run = dom.ID() if self._shared_cgroups() else -1  # its controller's pid
         with translate(f"stopping {name}", self.uri), own_operation(self.uri, name, "destroy"):
-            if kill_first and self._is_lxc() and _kill_init(dom):
-                return
-            try:
-                dom.destroy()
-            except libvirt.libvirtError:
-                if dom.isActive():  # not the race with a container that just went off
-                    raise
+            if not (kill_first and self._is_lxc() and _kill_init(dom)):
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    if dom.isActive():  # not the race with a container that just went off
+                        raise
+        if run > 0:
+            shared_cgroups.remove_run(name, run)
+
+    def _shared_cgroups(self) -> bool:
+        """A container of this machine's daemon: the groups its runs made in the shared
+        cgroup v1 hierarchies are virtmix's to remove (util/shared_cgroups.py)."""
+        return self._fan_out and self._is_lxc()
 
     def _is_lxc(self) -> bool:
         kind = self.__dict__.get("_kind")

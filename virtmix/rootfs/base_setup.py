@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from virtmix.errors import RootfsError
+from virtmix.rootfs import cgroup_init
 from virtmix.rootfs.spec import RootfsSpec
 from virtmix.util.files import replace_symlink, write_file
 
@@ -112,7 +113,23 @@ def prepare_base(tree: Path) -> None:
         key.unlink()
     shutil.rmtree(tree / "var/lib/apt/lists", ignore_errors=True)
     (tree / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
-    mark_updated(tree)
+    wrap_init(tree)
+    mark_updated(tree)  # last: the stamps hold /usr's mtime once nothing else changes
+
+
+def wrap_init(tree: Path) -> None:
+    """Put cgroup_init's wrapper at /sbin/init, systemd's init diverted beside it.
+
+    dpkg-divert (the tree's own, chrooted) records it, so an upgrade of systemd-sysv in the
+    container installs the new /sbin/init at the diverted path and leaves the wrapper.
+    Without systemd-sysv there is no systemd to wrap; a tree wrapped already stays so.
+    """
+    path = cgroup_init.init_path(tree)
+    if path is None or cgroup_init.is_wrapped(tree):
+        return
+    real = path + cgroup_init.DIVERT_SUFFIX
+    run_in_tree(tree, ["dpkg-divert", "--local", "--rename", "--divert", real, "--add", path])
+    write_file(tree / path.lstrip("/"), cgroup_init.init_script(real), 0o755)
 
 
 # systemd-update-done's stamp (man systemd-update-done.service): units with

@@ -15,10 +15,11 @@ from virtmix.inventory import rules
 # Bumped whenever the build recipe (extra packages, masked units, base customisation)
 # changes, so that trees built by an older virtmix are not reused as if identical.
 # 2: virtmix-meminfo.service (procps vs libvirt's FUSE meminfo); 3: its umount lazy, and the
-# generators a container cannot use masked; 5: systemd-update-done's stamps in the base (no
-# systemd-sysusers at each clone's first boot), systemd-remount-fs masked (empty fstab).
-# (4 is another branch's recipe change: a merge of both needs a number of its own.)
-RECIPE_VERSION = 5
+# generators a container cannot use masked; 4: /sbin/init wrapped (rootfs/cgroup_init.py) so
+# that systemd gets a name=systemd group of its own on a cgroup v1 host; 5: systemd-update-
+# done's stamps in the base (no systemd-sysusers at each clone's first boot),
+# systemd-remount-fs masked (empty fstab); 6: both (4 and 5 were made on two branches).
+RECIPE_VERSION = 6
 
 SUPPORTED_DISTROS = ("debian",)
 
