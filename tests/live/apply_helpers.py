@@ -23,6 +23,13 @@ def make_storage_dir() -> Path:
 
 
 def remove_storage_dir(path: Path) -> None:
+    """The storage dir and all in it, with what a failed test left mounted there (a
+    container's overlay): rmtree alone stops at a mount and leaves it on the host."""
+    from virtmix.rootfs.storage import mounts_below
+
+    if path.exists():
+        for mnt in sorted(mounts_below(path.resolve()), key=len, reverse=True):
+            subprocess.run(["umount", "--lazy", mnt], check=False, capture_output=True)
     shutil.rmtree(path, ignore_errors=True)
 
 
