@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from apply_helpers import busybox, lxc_host, make_storage_dir, remove_storage_dir, virtmix
 from apply_helpers import write_inventory as write_site
-from support import cleanup_domains
 
 pytestmark = pytest.mark.live
 
@@ -16,11 +15,10 @@ NAMES = [f"{PFX}{i}" for i in range(4)]
 
 
 @pytest.fixture
-def storage(lxc_conn):
-    cleanup_domains(lxc_conn, PFX)
+def storage(lxc_conn, domain_cleanup):
+    domain_cleanup(lxc_conn, PFX)  # now and at teardown, even when the test failed
     path = make_storage_dir()
     yield path
-    cleanup_domains(lxc_conn, PFX)
     remove_storage_dir(path)
 
 
