@@ -153,14 +153,7 @@ class Connection(AdminOps, SnapshotOps):
         A domain that another client undefines while we read is skipped, not an error.
         """
         with translate("listing domains", self.uri):
-            out = []
-            for dom in self._conn.listAllDomains(0):
-                try:
-                    out.append(self._record(dom))
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                        raise
-            return out
+            return self._records(self._conn.listAllDomains(0))
 
     def find_domains(self, names: Iterable[str]) -> dict[str, DomainRecord]:
         """The named domains that exist here, by name; names not defined are left out.
@@ -172,23 +165,28 @@ class Connection(AdminOps, SnapshotOps):
         out, as if it had not been there."""
         wanted = set(names)
         with translate("listing domains", self.uri):
-            doms = [d for d in self._conn.listAllDomains(0) if d.name() in wanted]
+            recs = self._records([d for d in self._conn.listAllDomains(0)
+                                  if d.name() in wanted])
+        return {r.name: r for r in recs}
 
-            def read(dom: Any) -> DomainRecord | None:
-                try:
-                    return self._record(dom)
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                        return None
-                    raise
+    def _records(self, doms: list[Any]) -> list[DomainRecord]:
+        """The record of each domain; one undefined meanwhile is left out, not an error.
+        As list_domains_with_live: a few reads in flight on the one connection."""
 
-            # As list_domains_with_live: a few reads in flight on the one connection.
-            if len(doms) < 32:
-                found = [read(d) for d in doms]
-            else:
-                with ThreadPoolExecutor(max_workers=4) as pool:
-                    found = list(pool.map(read, doms))
-        return {r.name: r for r in found if r is not None}
+        def read(dom: Any) -> DomainRecord | None:
+            try:
+                return self._record(dom)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return None
+                raise
+
+        if len(doms) < 32:
+            found = [read(d) for d in doms]
+        else:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                found = list(pool.map(read, doms))
+        return [r for r in found if r is not None]
 
     def _lookup(self, name: str) -> libvirt.virDomain:
         try:

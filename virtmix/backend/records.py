@@ -20,6 +20,11 @@ def domain_state_name(code: int) -> str:
     return _STATES.get(code, "unknown")
 
 
+def is_active_state(state: str) -> bool:
+    """Whether a state word (Backend.state) is a running instance of any kind."""
+    return state not in ("shutoff", "nostate", "crashed")
+
+
 @dataclass(frozen=True)
 class DomainRecord:
     """One domain as libvirt reports it: identity, state and its persistent XML."""
@@ -34,7 +39,7 @@ class DomainRecord:
 
     @property
     def active(self) -> bool:
-        return self.state not in ("shutoff", "nostate", "crashed") or self.id not in (None, -1)
+        return is_active_state(self.state) or self.id not in (None, -1)
 
     @cached_property
     def tree(self) -> etree._Element:

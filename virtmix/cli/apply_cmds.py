@@ -39,7 +39,8 @@ from virtmix.cli.completers import complete_domain
 from virtmix.converge.apply import (
     Context,
     close_all,
-    connect_all,
+    connect_and_observe,
+    connection_failures,
     observe_and_plan,
     run_plan,
 )
@@ -329,9 +330,10 @@ def _destroy_targets(targets: list[str]
             raise UsageError(f"-c {OPTIONS.connect}: no host of {site.path} uses it")
         # Opened, not observed: destroy reads only its own domains (one listing each
         # connection), not every domain's live definition and cgroups as plan does.
-        conns, failures = connect_all(sorted({e.uri for e in entries} | set(nets.values())))
+        conns, obs = connect_and_observe(sorted({e.uri for e in entries} | set(nets.values())),
+                                         read=False)
         site.entries = entries
-        return site, site_targets(site, conns, nets, failures), conns
+        return site, site_targets(site, conns, nets, connection_failures(obs)), conns
     # Named domains are found as every admin verb finds them (admin.targets.Session: -c,
     # $LIBVIRT_DEFAULT_URI, both local drivers, the inventory's hosts and GUEST/NAME); its
     # connections are the ones destroy then uses.

@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from virtmix.backend.protocol import Backend
+from virtmix.backend.records import is_active_state
 from virtmix.converge.desired import desired_domain
 from virtmix.converge.documents import DesiredDomain, DesiredNetwork, Op
 from virtmix.converge.live import apply_live
@@ -149,7 +150,7 @@ def _is_active(conn: Backend, name: str) -> bool:
     # The state alone (2 round trips), not the whole record with its definition (4): this
     # is asked before every start, and each call to a daemon serving 2,000 containers
     # costs it more than to one serving 20.
-    return conn.state(name) not in ("shutoff", "nostate", "crashed")
+    return is_active_state(conn.state(name))
 
 
 def _started(ctx: Context, item: Item, conn: Backend, started: list[Started]) -> None:
@@ -471,9 +472,12 @@ def run_plan(ctx: Context, plan: Plan) -> ApplyResult:
 
 
 # -- reading every connection of a site --------------------------------------------------
-def connect_and_observe(uris: list[str], *, skip: dict[str, str] | None = None
+def connect_and_observe(uris: list[str], *, skip: dict[str, str] | None = None,
+                        read: bool = True
                         ) -> tuple[dict[str, Backend], dict[str, ObservedConnection]]:
-    """Open and read every URI in parallel; a failure is recorded, not raised.
+    """Open and read every URI in parallel; a failure is recorded, not raised. read=False
+    only opens them (destroy reads only its own domains, not every domain's live
+    definition and cgroups as plan does).
 
     Returns the open connections, and what was read of every URI: a URI that could not be
     opened or read has no connection and its ObservedConnection.error says why
@@ -491,7 +495,7 @@ def connect_and_observe(uris: list[str], *, skip: dict[str, str] | None = None
         conn: Backend | None = None
         try:
             conn = open_connection(uri)
-            return uri, conn, observe_connection(conn)
+            return uri, conn, (observe_connection(conn) if read else ObservedConnection(uri))
         except VirtmixError as exc:
             if conn is not None:  # opened but not readable: not kept half-used
                 conn.close()
@@ -504,26 +508,6 @@ def connect_and_observe(uris: list[str], *, skip: dict[str, str] | None = None
                 conns[uri] = conn
             observed[uri] = obs
     return conns, observed
-
-
-def connect_all(uris: list[str]) -> tuple[dict[str, Backend], dict[str, str]]:
-    """Open every URI in parallel, reading nothing (destroy reads only its own domains);
-    returns the open connections and URI -> why it could not be opened."""
-    from virtmix.backend import open_connection
-
-    conns: dict[str, Backend] = {}
-    failures: dict[str, str] = {}
-
-    def one(uri: str) -> None:
-        try:
-            conns[uri] = open_connection(uri)
-        except VirtmixError as exc:
-            failures[uri] = exc.message
-
-    todo = list(dict.fromkeys(uris))
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
-        list(pool.map(one, todo))
-    return conns, failures
 
 
 def connection_failures(observed: dict[str, ObservedConnection]) -> dict[str, str]:

@@ -15,7 +15,7 @@ from enum import Enum
 from pathlib import Path
 
 from virtmix.backend.protocol import Backend
-from virtmix.backend.records import DomainRecord
+from virtmix.backend.records import DomainRecord, is_active_state
 from virtmix.converge.observe import dns_hosts, parse_xml
 from virtmix.domain import disk, filesystem
 from virtmix.errors import NotFoundError, VirtmixError
@@ -404,7 +404,7 @@ def destroy_target(conn: Backend, t: Target, *, force_foreign: bool,
         how = ""
         # Its state only (2 round trips), not its record again: the definition was read
         # when the target was found.
-        if conn.state(t.name) not in ("shutoff", "nostate", "crashed"):
+        if is_active_state(conn.state(t.name)):
             if force:
                 conn.destroy(t.name)
                 how = "forced off"
