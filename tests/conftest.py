@@ -82,10 +82,6 @@ def lane(nodeid: str) -> str:
     return next((name for start, name in LANES.items() if path.startswith(start)), path)
 
 
-def _nodeid(item: pytest.Item) -> str:
-    return "tests/" + Path(str(item.path)).relative_to(TESTS_ROOT).as_posix()
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Everything under tests/live/ talks to the daemon: mark it live. Under xdist, the
     longest groups first."""
@@ -95,7 +91,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.live)
     if getattr(config.option, "dist", "no") != "no":
         rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda it: rank.get(lane(_nodeid(it)), len(rank)))  # stable
+        items.sort(key=lambda it: rank.get(lane(it.nodeid), len(rank)))  # stable
 
 
 try:
