@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
@@ -21,6 +21,7 @@ from virtmix.util import shared_cgroups
 from virtmix.util.oplog import own_operation
 
 _NAME = re.compile(r"<name>([^<]*)</name>")
+_T = TypeVar("_T")
 # A daemon on this machine, reached over its unix socket (not a test driver: each open of
 # test:///FILE is a world of its own; not ssh: each open is an ssh login).
 _LOCAL_DAEMON = re.compile(r"^(lxc|qemu)(\+unix)?:///(system|session)(\?.*)?$")
@@ -52,6 +53,20 @@ def _kill_init(dom: libvirt.virDomain) -> bool:
         time.sleep(0.02)
     return False
 
+
+
+def _in_flight(read: Callable[[Any], _T | None], doms: list[Any]) -> list[_T]:
+    """read(dom) of each domain, in order, without the Nones (domains gone meanwhile).
+
+    A few calls in flight on the one connection: libvirt's RPC client multiplexes them and
+    the daemon answers from its worker pool (one round trip each, ~0.15 ms, otherwise
+    strictly one after the other)."""
+    if len(doms) < 32:
+        found = [read(d) for d in doms]
+    else:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            found = list(pool.map(read, doms))
+    return [r for r in found if r is not None]
 
 class Connection(AdminOps, SnapshotOps):
     """One open libvirt connection: the libvirt implementation of backend.protocol.Backend
@@ -170,8 +185,7 @@ class Connection(AdminOps, SnapshotOps):
         return {r.name: r for r in recs}
 
     def _records(self, doms: list[Any]) -> list[DomainRecord]:
-        """The record of each domain; one undefined meanwhile is left out, not an error.
-        As list_domains_with_live: a few reads in flight on the one connection."""
+        """The record of each domain; one undefined meanwhile is left out, not an error."""
 
         def read(dom: Any) -> DomainRecord | None:
             try:
@@ -181,12 +195,7 @@ class Connection(AdminOps, SnapshotOps):
                     return None
                 raise
 
-        if len(doms) < 32:
-            found = [read(d) for d in doms]
-        else:
-            with ThreadPoolExecutor(max_workers=4) as pool:
-                found = list(pool.map(read, doms))
-        return [r for r in found if r is not None]
+        return _in_flight(read, doms)
 
     def _lookup(self, name: str) -> libvirt.virDomain:
         try:
@@ -493,15 +502,7 @@ class Connection(AdminOps, SnapshotOps):
                 return (DomainRecord(uri=self.uri, name=dom.name(), uuid=uuid, state=state,
                                      persistent=is_persistent, xml=xml, id=dom.ID()), live)
 
-            # A few calls in flight on the one connection: libvirt's RPC client multiplexes
-            # them and the daemon answers from its worker pool (one round trip each,
-            # ~0.15 ms, otherwise strictly one after the other).
-            if len(doms) < 32:
-                found = [read(d) for d in doms]
-            else:
-                with ThreadPoolExecutor(max_workers=4) as pool:
-                    found = list(pool.map(read, doms))
-            return [r for r in found if r is not None]
+            return _in_flight(read, doms)
 
     def pin_vcpus(self, name: str, vcpus: int, cpuset: frozenset[int], *, live: bool,
                   config: bool) -> None:
