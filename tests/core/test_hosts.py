@@ -144,6 +144,21 @@ def test_local_init_pid_of_a_container_that_does_not_run_fails_at_once(tmp_path,
     assert time.monotonic() - began < 1
 
 
+def test_a_process_that_ended_has_no_cpuset_and_is_no_error():
+    """A container that stops while a host is observed (plan, apply, ls) must not make the
+    whole host unreadable: a parallel suite saw `apply` call lxc:///system unreachable when
+    another module's container stopped between the listing and its cgroup read."""
+    from virtmix.errors import BackendError
+    from virtmix.hosts.cgroupfs import cgroup_dirs, read_cpuset
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # reaped: /proc/PID is gone
+    with pytest.raises(BackendError):
+        cgroup_dirs(proc.pid)  # callers that act on a process still say it is gone
+    assert read_cpuset(proc.pid) is None
+    assert LocalHost().read_cpuset(proc.pid) is None
+
+
 def test_local_cgroup_root_holds_every_hierarchy_of_this_process():
     from virtmix.hosts.cgroupfs import cgroup_dirs
 

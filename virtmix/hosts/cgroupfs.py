@@ -84,9 +84,14 @@ def read_cpuset(pid: int) -> str | None:
     """The cpuset a running process really has (None: no cpuset cgroup, or it is empty).
 
     The LXC driver has no live cpuset API, so virtmix writes the cgroup itself and the
-    running XML never shows it: the cgroup is the truth.
+    running XML never shows it: the cgroup is the truth. A process that ended meanwhile
+    has none either: a container stopping while a host is observed or listed (another
+    admin's, another apply's) must not make that whole host unreadable.
     """
-    top = _cpuset_dir(pid)
+    try:
+        top = _cpuset_dir(pid)
+    except BackendError:  # /proc/PID/cgroup is gone: the process ended
+        return None
     try:
         text = (top / "cpuset.cpus").read_text().strip() if top else ""
     except OSError:
