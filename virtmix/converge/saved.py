@@ -185,7 +185,9 @@ def check_plan(path: Path, data: dict[str, Any], plan: Plan) -> None:
             elif before == "absent":
                 change = "was defined"
             elif after == "unreachable":
-                change = "became unreachable"
+                obs = (plan.observed or {}).get(uri)
+                change = "became unreachable" + (f" ({obs.error})" if obs and obs.error
+                                                   else "")
             else:
                 change = "changed (state, definition or autostart)"
 
